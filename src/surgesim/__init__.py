@@ -1,0 +1,62 @@
+"""surgesim: the optimal learning rate of sign-based (Adam-style) optimizers against batch size.
+
+Closed forms (``surgesim.theory``), problems (``surgesim.problem``), Hessian operators
+(``surgesim.hessian``), counter-based random numbers (``surgesim.rng``), and the Monte Carlo
+kernels and estimators built on them. See README.md.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import hessian, problem, rng, theory
+from .hessian import Dense, Diagonal, DiagonalPlusLowRank, as_hessian
+from .problem import QuadraticProblem, diagonal_problem, power_law_problem, surge_problem
+from .theory import (
+    estimate_peak_lr,
+    fit_noise_batch_size,
+    large_batch_lr,
+    max_loss_improvement,
+    noise_batch_size,
+    optimal_loss_improvement,
+    optimal_lr,
+    peak_lr,
+    sgd_optimal_lr,
+    sign_mean,
+    sign_mean_approx,
+    surge_loss_improvement,
+    surge_lr,
+    validity_bound,
+)
+
+try:
+    __version__ = version("surgesim")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = [
+    "Dense",
+    "Diagonal",
+    "DiagonalPlusLowRank",
+    "QuadraticProblem",
+    "as_hessian",
+    "diagonal_problem",
+    "estimate_peak_lr",
+    "fit_noise_batch_size",
+    "hessian",
+    "large_batch_lr",
+    "max_loss_improvement",
+    "noise_batch_size",
+    "optimal_loss_improvement",
+    "optimal_lr",
+    "peak_lr",
+    "power_law_problem",
+    "problem",
+    "rng",
+    "sgd_optimal_lr",
+    "sign_mean",
+    "sign_mean_approx",
+    "surge_loss_improvement",
+    "surge_lr",
+    "surge_problem",
+    "theory",
+    "validity_bound",
+]

@@ -1,0 +1,16 @@
+"""The one place where Numba options are set (numba-stats style)."""
+
+from __future__ import annotations
+
+import numba
+
+# cache=True: compiled once per machine, reused across processes.
+# error_model="numpy": division by zero gives inf/nan instead of raising inside kernels.
+# fastmath without nnan/ninf: reductions may be reassociated and vectorised, but inf and nan keep
+# their meaning. Each trial is computed by the same code whatever the thread count, so results
+# stay bit-identical across threads.
+FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+
+jit = numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH)
+jit_inline = numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH, inline="always")
+jit_parallel = numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH, parallel=True)

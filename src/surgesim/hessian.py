@@ -1,0 +1,174 @@
+"""Hessian operators: dense, diagonal, and diagonal plus low rank.
+
+The theory needs only a handful of products with H (its diagonal, its trace, H x and x'Hx for
+many rows x at once); each operator gives them at the cost its structure allows, so a
+``DiagonalPlusLowRank`` Hessian H = diag(h) + U U' of dimension d and rank k costs O(d k) and is
+never densified.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+
+__all__ = ["Dense", "Diagonal", "DiagonalPlusLowRank", "Hessian", "as_hessian"]
+
+
+def _finite_array(name: str, value, ndim: int) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be a {ndim}-d array, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} has non-finite values ({np.count_nonzero(~np.isfinite(arr))} of {arr.size})")
+    return np.ascontiguousarray(arr)
+
+
+@dataclass(frozen=True, eq=False)
+class Dense:
+    """A dense symmetric Hessian H (d, d).
+
+    Args:
+        matrix: the (d, d) array; must be finite and symmetric (to 1e-10 of its largest entry).
+        check_psd: also require H to be positive semi-definite (eigenvalues >= -1e-10 max|H|).
+    """
+
+    matrix: np.ndarray
+    check_psd: bool = True
+
+    def __post_init__(self) -> None:
+        m = _finite_array("H", self.matrix, 2)
+        if m.shape[0] != m.shape[1]:
+            raise ValueError(f"H must be square, got shape {m.shape}")
+        scale = max(float(np.max(np.abs(m))), np.finfo(float).tiny)
+        asym = float(np.max(np.abs(m - m.T)))
+        if asym > 1e-10 * scale:
+            raise ValueError(f"H must be symmetric: max |H - H'| = {asym:.3g} (max |H| = {scale:.3g})")
+        m = 0.5 * (m + m.T)
+        if self.check_psd:
+            lo = float(np.linalg.eigvalsh(m)[0])
+            if lo < -1e-10 * scale * m.shape[0]:
+                raise ValueError(f"H must be positive semi-definite: smallest eigenvalue {lo:.3g}")
+        object.__setattr__(self, "matrix", m)
+
+    @property
+    def dim(self) -> int:
+        return self.matrix.shape[0]
+
+    def diag(self) -> np.ndarray:
+        return np.diagonal(self.matrix).copy()
+
+    def trace(self) -> float:
+        return float(np.trace(self.matrix))
+
+    def matvec(self, x: np.ndarray) -> np.ndarray:
+        """H x for x of shape (d,) or (..., d) (rows)."""
+        return np.asarray(x) @ self.matrix
+
+    def quad_rows(self, x: np.ndarray) -> np.ndarray:
+        """x'Hx for each row of x (shape (..., d)) -> shape (...)."""
+        x = np.asarray(x, dtype=np.float64)
+        return np.einsum("...i,...i->...", x @ self.matrix, x)
+
+    def to_dense(self) -> np.ndarray:
+        return self.matrix.copy()
+
+
+@dataclass(frozen=True, eq=False)
+class Diagonal:
+    """A diagonal Hessian H = diag(h), h >= 0."""
+
+    h: np.ndarray
+
+    def __post_init__(self) -> None:
+        h = _finite_array("h_diag", self.h, 1)
+        if np.any(h < 0):
+            raise ValueError(f"h_diag must be >= 0 (H positive semi-definite), min is {h.min():.3g}")
+        object.__setattr__(self, "h", h)
+
+    @property
+    def dim(self) -> int:
+        return self.h.shape[0]
+
+    def diag(self) -> np.ndarray:
+        return self.h.copy()
+
+    def trace(self) -> float:
+        return float(self.h.sum())
+
+    def matvec(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x) * self.h
+
+    def quad_rows(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        return (x * x) @ self.h
+
+    def to_dense(self) -> np.ndarray:
+        return np.diag(self.h)
+
+
+@dataclass(frozen=True, eq=False)
+class DiagonalPlusLowRank:
+    """H = diag(h) + U U', h >= 0 of shape (d,), U of shape (d, k): O(d k) per product."""
+
+    h: np.ndarray
+    factor: np.ndarray
+
+    def __post_init__(self) -> None:
+        h = _finite_array("h_diag", self.h, 1)
+        if np.any(h < 0):
+            raise ValueError(f"h_diag must be >= 0 (H positive semi-definite), min is {h.min():.3g}")
+        u = _finite_array("h_factor", self.factor, 2)
+        if u.shape[0] != h.shape[0]:
+            raise ValueError(f"h_factor must have shape (d, k) with d = {h.shape[0]}, got {u.shape}")
+        object.__setattr__(self, "h", h)
+        object.__setattr__(self, "factor", u)
+
+    @property
+    def dim(self) -> int:
+        return self.h.shape[0]
+
+    @property
+    def rank(self) -> int:
+        return self.factor.shape[1]
+
+    def diag(self) -> np.ndarray:
+        return self.h + np.einsum("ik,ik->i", self.factor, self.factor)
+
+    def trace(self) -> float:
+        return float(self.h.sum() + np.sum(self.factor * self.factor))
+
+    def matvec(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        return x * self.h + (x @ self.factor) @ self.factor.T
+
+    def quad_rows(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        proj = x @ self.factor
+        return (x * x) @ self.h + np.einsum("...k,...k->...", proj, proj)
+
+    def to_dense(self) -> np.ndarray:
+        return np.diag(self.h) + self.factor @ self.factor.T
+
+
+Hessian = Union[Dense, Diagonal, DiagonalPlusLowRank]
+
+
+def as_hessian(H) -> Hessian:
+    """Return H as an operator: operators pass through, a 2-d array becomes ``Dense``.
+
+    Symmetry is checked here; positive semi-definiteness (O(d^3)) is checked where it matters,
+    when a ``QuadraticProblem`` is built.
+    """
+    if isinstance(H, (Dense, Diagonal, DiagonalPlusLowRank)):
+        return H
+    arr = np.asarray(H)
+    if arr.ndim != 2:
+        raise TypeError(
+            f"H must be a (d, d) array or a hessian operator (Dense, Diagonal, DiagonalPlusLowRank), "
+            f"got {type(H).__name__} with shape {arr.shape}"
+        )
+    return Dense(arr, check_psd=False)

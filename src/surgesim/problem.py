@@ -1,0 +1,202 @@
+"""QuadraticProblem: the gradient statistics (mu, sigma) and Hessian H of a quadratic loss.
+
+Per-example gradients of coordinate i are N(mu_i, sigma_i^2), independent across coordinates;
+the loss is L(theta - eps V) = L - eps mu'V + eps^2/2 V'HV exactly. Problems are saved as ``.npz``
+with arrays ``mu``, ``sigma`` and either ``H`` (d, d) or ``h_diag`` (d,) with optional
+``h_factor`` (d, k) meaning H = diag(h_diag) + h_factor h_factor'.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from .hessian import Dense, Diagonal, DiagonalPlusLowRank, Hessian, as_hessian
+
+__all__ = ["QuadraticProblem", "surge_problem", "diagonal_problem", "power_law_problem", "FAMILIES"]
+
+
+def _vector(name: str, value) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-d array, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} has non-finite values ({np.count_nonzero(~np.isfinite(arr))} of {arr.size})")
+    return np.ascontiguousarray(arr)
+
+
+@dataclass(frozen=True, eq=False)
+class QuadraticProblem:
+    """mu (d,), sigma (d,) > 0 and a positive semi-definite Hessian (array or operator).
+
+    >>> p = QuadraticProblem([1.0, -1.0], [2.0, 2.0], np.eye(2))
+    >>> p.dim, type(p.hessian).__name__
+    (2, 'Dense')
+    """
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    hessian: Hessian
+
+    def __post_init__(self) -> None:
+        mu = _vector("mu", self.mu)
+        sigma = _vector("sigma", self.sigma)
+        if sigma.shape != mu.shape:
+            raise ValueError(f"sigma must have the shape of mu {mu.shape}, got {sigma.shape}")
+        if np.any(sigma <= 0):
+            raise ValueError(f"sigma must be > 0, min is {sigma.min():.3g} at index {int(np.argmin(sigma))}")
+        H = self.hessian
+        if not isinstance(H, (Dense, Diagonal, DiagonalPlusLowRank)):
+            H = as_hessian(H)
+        if isinstance(H, Dense) and not H.check_psd:
+            H = Dense(H.matrix, check_psd=True)
+        if H.dim != mu.size:
+            raise ValueError(f"H has dimension {H.dim} but mu has {mu.size}")
+        object.__setattr__(self, "mu", mu)
+        object.__setattr__(self, "sigma", sigma)
+        object.__setattr__(self, "hessian", H)
+
+    @property
+    def dim(self) -> int:
+        return self.mu.size
+
+    @property
+    def snr(self) -> np.ndarray:
+        """r_i = mu_i / sigma_i."""
+        return self.mu / self.sigma
+
+    def describe(self) -> str:
+        H = self.hessian
+        kind = {Dense: "dense", Diagonal: "diagonal"}.get(type(H), f"diagonal + rank {getattr(H, 'rank', 0)}")
+        return f"d = {self.dim}, H {kind}"
+
+    # --- files ----------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the ``.npz`` format described in the module docstring."""
+        H = self.hessian
+        arrays = {"mu": self.mu, "sigma": self.sigma}
+        if isinstance(H, Dense):
+            arrays["H"] = H.matrix
+        elif isinstance(H, Diagonal):
+            arrays["h_diag"] = H.h
+        else:
+            arrays["h_diag"], arrays["h_factor"] = H.h, H.factor
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> QuadraticProblem:
+        """Read a ``.npz`` problem file; anything else is rejected with a ValueError naming it."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except FileNotFoundError:
+            raise ValueError(f"problem file {os.fspath(path)!r} does not exist") from None
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+            raise ValueError(f"cannot read problem file {os.fspath(path)!r}: {e}") from None
+        if not isinstance(arrays, dict) or not arrays:
+            raise ValueError(f"problem file {os.fspath(path)!r} holds no arrays")
+        keys = set(arrays)
+        allowed = [{"mu", "sigma", "H"}, {"mu", "sigma", "h_diag"}, {"mu", "sigma", "h_diag", "h_factor"}]
+        if keys not in allowed:
+            raise ValueError(
+                f"problem file {os.fspath(path)!r} has arrays {sorted(keys)}; expected mu, sigma and "
+                "either H or h_diag (with optional h_factor)"
+            )
+        try:
+            if "H" in keys:
+                H: Hessian = Dense(arrays["H"])
+            elif "h_factor" in keys:
+                H = DiagonalPlusLowRank(arrays["h_diag"], arrays["h_factor"])
+            else:
+                H = Diagonal(arrays["h_diag"])
+            return cls(arrays["mu"], arrays["sigma"], H)
+        except ValueError as e:
+            raise ValueError(f"problem file {os.fspath(path)!r}: {e}") from None
+
+
+# --- problem families ----------------------------------------------------------------------------
+
+
+def _check_dim(d: int) -> int:
+    if int(d) != d or d < 2:
+        raise ValueError(f"dims must be an integer >= 2, got {d}")
+    return int(d)
+
+
+def surge_problem(
+    d: int,
+    seed: int = 0,
+    rank: int = 4,
+    snr: tuple[float, float] = (0.004, 0.0125),
+    curvature: tuple[float, float] = (0.5, 2.0),
+    coupling: float = 1.0,
+    dense: bool = False,
+) -> QuadraticProblem:
+    """A problem that shows the surge well inside Theorem 3's regime.
+
+    H = diag(h) + U U' with h log-uniform in ``curvature`` and U[i, k] = sign(mu_i) a_ik,
+    a_ik uniform in (0.5, 1) * coupling / sqrt(rank): the factors are positive along sign(mu), so
+    the off-diagonal sum of eq 14 is large and positive (about (sum_i r_i a_i)^2) and
+    B_noise ~ pi tr(H) / (2 off) is of order 1 / (d r^2), while validity_bound = pi / (2 r_max^2)
+    does not grow with d: for d = 1000 and the defaults, B_noise ~ 30 and the bound ~ 10^4.
+    |mu_i| / sigma_i is log-uniform in ``snr``, sigma_i log-uniform in (0.5, 2), signs random.
+    ``dense=True`` returns the same H as a dense matrix.
+    """
+    d = _check_dim(d)
+    if rank < 1:
+        raise ValueError(f"rank must be >= 1, got {rank}")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5E7]))
+    s = rng.choice([-1.0, 1.0], size=d)
+    sigma = np.exp(rng.uniform(np.log(0.5), np.log(2.0), size=d))
+    r = np.exp(rng.uniform(np.log(snr[0]), np.log(snr[1]), size=d))
+    mu = s * r * sigma
+    h = np.exp(rng.uniform(np.log(curvature[0]), np.log(curvature[1]), size=d))
+    U = s[:, None] * rng.uniform(0.5, 1.0, size=(d, rank)) * (coupling / np.sqrt(rank))
+    H: Hessian = DiagonalPlusLowRank(h, U)
+    if dense:
+        H = Dense(H.to_dense())
+    return QuadraticProblem(mu, sigma, H)
+
+
+def diagonal_problem(d: int, seed: int = 0, snr: tuple[float, float] = (0.004, 0.0125)) -> QuadraticProblem:
+    """The same statistics as ``surge_problem`` with H = diag(h): no off-diagonal curvature.
+
+    Eq 14's off-diagonal sum is 0, so B_noise = inf and eq 9 rises monotonically to eq 17:
+    the control case with no surge.
+    """
+    p = surge_problem(d, seed, snr=snr)
+    return QuadraticProblem(p.mu, p.sigma, Diagonal(p.hessian.h))
+
+
+def power_law_problem(d: int, seed: int = 0, exponent: float = 1.0, snr: float = 0.01) -> QuadraticProblem:
+    """Dense H = Q diag(k^-exponent) Q' with a random rotation Q: the spectrum of neural-network
+    Hessians. mu = H (theta - theta*) for a random theta (the gradient of the quadratic itself),
+    sigma = |mu| / snr on average (sigma_i = mean|mu| / snr, constant).
+
+    Whether it surges depends on the sign of eq 14's off-diagonal sum, r'Hr - sum r_i^2 H_ii,
+    which for mu = H delta is delta'H^3 delta / s^2 - ...: typically positive (the gradient is
+    aligned with the top of the spectrum), giving a finite B_noise.
+    """
+    d = _check_dim(d)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x90E]))
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    lam = np.arange(1, d + 1, dtype=np.float64) ** (-float(exponent))
+    H = (q * lam) @ q.T
+    H = 0.5 * (H + H.T)
+    mu = H @ rng.standard_normal(d)
+    sigma = np.full(d, np.mean(np.abs(mu)) / snr)
+    return QuadraticProblem(mu, sigma, Dense(H))
+
+
+FAMILIES = {
+    "lowrank": surge_problem,
+    "dense": lambda d, seed=0: surge_problem(d, seed, dense=True),
+    "diagonal": diagonal_problem,
+    "powerlaw": power_law_problem,
+}
+"""Named factories (name -> f(d, seed)) used by ``--hessian`` on the command line."""

@@ -1,0 +1,334 @@
+"""Closed forms of Li et al. 2024 ("Surge Phenomenon in Optimal Learning Rate and Batch Size
+Scaling", https://arxiv.org/abs/2405.14578) and McCandlish et al. 2018 ("An Empirical Model of
+Large-Batch Training", https://arxiv.org/abs/1812.06162). Equation numbers are Li et al.'s.
+
+Setting: per-example gradients of coordinate i are N(mu_i, sigma_i^2), independent across
+coordinates; the update is V = sign(batch mean) and the loss is locally quadratic with Hessian H.
+Write r_i = mu_i / sigma_i and
+
+    off(r) = sum_{i != j} r_i r_j H_ij = r'Hr - sum_i r_i^2 H_ii        (the sum in eq 14)
+    S      = sum_i mu_i^2 / sigma_i                                       (eq 13, 16, 19)
+
+Every function takes B as a scalar or an array (returned in the same shape), mu and sigma of shape
+(d,), and H as a dense (d, d) array or an operator from ``surgesim.hessian``; a diagonal plus
+low-rank H costs O(d k) and is never densified. B must be >= 1 (B = inf gives the limit).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import special, stats
+
+from .hessian import Hessian, as_hessian
+
+__all__ = [
+    "sign_mean",
+    "sign_mean_approx",
+    "optimal_lr",
+    "optimal_loss_improvement",
+    "noise_batch_size",
+    "peak_lr",
+    "surge_lr",
+    "large_batch_lr",
+    "max_loss_improvement",
+    "surge_loss_improvement",
+    "validity_bound",
+    "sgd_optimal_lr",
+    "fit_noise_batch_size",
+    "estimate_peak_lr",
+]
+
+_PI = np.pi
+
+
+# --- input checks -------------------------------------------------------------------------------
+
+
+def _vector(name: str, value) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-d array, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} has non-finite values")
+    return arr
+
+
+def _mu_sigma(mu, sigma) -> tuple[np.ndarray, np.ndarray]:
+    mu = _vector("mu", mu)
+    sigma = _vector("sigma", sigma)
+    if mu.shape != sigma.shape:
+        raise ValueError(f"mu and sigma must have the same shape, got {mu.shape} and {sigma.shape}")
+    if np.any(sigma <= 0):
+        raise ValueError(f"sigma must be > 0, min is {sigma.min():.3g}")
+    return mu, sigma
+
+
+def _hessian(H, d: int) -> Hessian:
+    op = as_hessian(H)
+    if op.dim != d:
+        raise ValueError(f"H has dimension {op.dim} but mu has {d}")
+    return op
+
+
+def _batch(B) -> np.ndarray:
+    b = np.asarray(B, dtype=np.float64)
+    if np.any(np.isnan(b)) or np.any(b < 1):
+        raise ValueError(f"batch size B must be >= 1, got {np.min(b) if b.size else b}")
+    return b
+
+
+def _scaled(b: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """x = sqrt(B/2) r with shape b.shape + (d,); x = 0 where r = 0, also for B = inf."""
+    with np.errstate(invalid="ignore"):
+        x = np.sqrt(b / 2.0)[..., None] * r
+    return np.where(r == 0, 0.0, x)
+
+
+def _off_diagonal(r: np.ndarray, op: Hessian) -> float:
+    """sum_{i != j} r_i r_j H_ij, the denominator of eq 14."""
+    return float(op.quad_rows(r) - np.dot(r * r, op.diag()))
+
+
+# --- eq 35 / 38 and eq 10 ------------------------------------------------------------------------
+
+
+def sign_mean(B, mu, sigma) -> np.ndarray:
+    """E_i(B) = E[sign(batch mean_i)] = erf(sqrt(B/2) mu_i / sigma_i), eq 35/38 (exact).
+
+    Returns shape ``np.shape(B) + (d,)``.
+
+    >>> float(sign_mean(2.0, [1.0], [1.0])[0])  # erf(1)
+    0.8427007929497149
+    """
+    mu, sigma = _mu_sigma(mu, sigma)
+    b = _batch(B)
+    return special.erf(_scaled(b, mu / sigma))
+
+
+def sign_mean_approx(B, mu, sigma) -> np.ndarray:
+    """Eq 10: E_i(B) ~ r_i / sqrt(pi / (2B) + r_i^2), r_i = mu_i / sigma_i.
+
+    Right slope at r = 0 and right limits; its largest absolute error against erf is about 0.108
+    (in the variable x = sqrt(B/2) r it is erf(x) vs x / sqrt(x^2 + pi/4)).
+
+    >>> round(float(sign_mean_approx(1.0, [1e-3], [1.0])[0] / 1e-3), 6)  # slope sqrt(2/pi)
+    0.797884
+    """
+    mu, sigma = _mu_sigma(mu, sigma)
+    b = _batch(B)
+    # Written as x / sqrt(x^2 + pi/4) with x = sqrt(B/2) r: finite for B = inf.
+    x = _scaled(b, mu / sigma)
+    with np.errstate(invalid="ignore"):
+        out = x / np.sqrt(x * x + _PI / 4.0)
+    return np.where(np.isinf(x), np.sign(x), out)
+
+
+# --- eq 8 / 9 ------------------------------------------------------------------------------------
+
+
+def _numerator_denominator(E: np.ndarray, mu: np.ndarray, op: Hessian):
+    """G'E[V] and tr(H cov V) + E[V]'H E[V] of eq 6 with cov(V) = diag(1 - E^2) (eq 36)."""
+    num = E @ mu
+    den = (1.0 - E * E) @ op.diag() + op.quad_rows(E)
+    return num, den
+
+
+def optimal_lr(B, mu, sigma, H, approx: bool = False) -> np.ndarray:
+    """Eq 9: eps_opt(B) = sum_i E_i mu_i / (sum_i (1 - E_i^2) H_ii + sum_ij E_i E_j H_ij).
+
+    Exact for sign updates with Gaussian per-example gradients on a quadratic (Lemma 1 + eq 35-36),
+    with E_i = erf(sqrt(B/2) r_i), or with eq 10's approximation when ``approx=True``.
+
+    >>> float(optimal_lr(1e12, [1.0, 1.0], [1.0, 1.0], [[1.0, 0.0], [0.0, 1.0]]))  # eq 17: 2/2
+    1.0
+    """
+    mu, sigma = _mu_sigma(mu, sigma)
+    op = _hessian(H, mu.size)
+    E = (sign_mean_approx if approx else sign_mean)(B, mu, sigma)
+    num, den = _numerator_denominator(E, mu, op)
+    return num / den
+
+
+def optimal_loss_improvement(B, mu, sigma, H) -> np.ndarray:
+    """Eq 8: Delta L_opt(B) = (sum_i E_i mu_i)^2 / (2 (sum_i (1 - E_i^2) H_ii + sum_ij E_i E_j H_ij)).
+
+    Equivalently eq 7, Delta L_opt = G'E[V] eps_opt / 2, with E_i exact (eq 35).
+    """
+    mu, sigma = _mu_sigma(mu, sigma)
+    op = _hessian(H, mu.size)
+    num, den = _numerator_denominator(sign_mean(B, mu, sigma), mu, op)
+    return 0.5 * num * num / den
+
+
+# --- Theorem 3: eq 13-16 -------------------------------------------------------------------------
+
+
+def noise_batch_size(mu, sigma, H) -> float:
+    """Eq 14: B_noise = pi tr(H) / (2 sum_{i != j} r_i r_j H_ij), r = mu / sigma.
+
+    Returns inf when the off-diagonal sum is <= 0 (e.g. diagonal H): then eq 9 rises monotonically
+    in the regime of Theorem 3 and there is no surge. Meaningful when B_noise << validity_bound.
+
+    >>> noise_batch_size([1.0, 1.0], [10.0, 10.0], [[1.0, 0.5], [0.5, 1.0]])  # pi*2/(2*2*0.01*0.5)
+    314.1592653589793
+    """
+    mu, sigma = _mu_sigma(mu, sigma)
+    op = _hessian(H, mu.size)
+    off = _off_diagonal(mu / sigma, op)
+    return float(_PI * op.trace() / (2.0 * off)) if off > 0 else float(np.inf)
+
+
+def peak_lr(mu, sigma, H) -> float:
+    """Eq 16 (= eq 41): eps_max = sqrt(B_noise / (2 pi)) S / tr(H) = S / (2 sqrt(off tr(H))).
+
+    The height of the surge at B = B_noise (Theorem 3, valid for B_noise << validity_bound).
+    inf when B_noise is inf (no peak: the small-batch rise never turns).
+    """
+    mu, sigma = _mu_sigma(mu, sigma)
+    op = _hessian(H, mu.size)
+    off = _off_diagonal(mu / sigma, op)
+    if off <= 0:
+        return float(np.inf)
+    s = float(np.sum(mu * mu / sigma))
+    return s / (2.0 * np.sqrt(off * op.trace()))
+
+
+def surge_lr(B, mu, sigma, H) -> np.ndarray:
+    """Eq 13 (= eq 2): eps_opt(B) ~ eps_max / (1/2 (sqrt(B_noise / B) + sqrt(B / B_noise))).
+
+    Computed as the first line of eq 40, sqrt(2B/pi) S / (tr(H) + (2B/pi) off), which equals eq 2
+    when off > 0 and gives the square-root rule eq 4 (no peak) when off <= 0 (clipped to 0, as
+    B_noise = inf). Valid for B << validity_bound (Theorem 3).
+    """
+    mu, sigma = _mu_sigma(mu, sigma)
+    op = _hessian(H, mu.size)
+    b = _batch(B)
+    off = max(_off_diagonal(mu / sigma, op), 0.0)
+    s = float(np.sum(mu * mu / sigma))
+    return np.sqrt(2.0 * b / _PI) * s / (op.trace() + (2.0 * b / _PI) * off)
+
+
+def large_batch_lr(mu, H) -> float:
+    """Eq 17 (Theorem 4, B >> validity_bound): eps_opt = sum_i |mu_i| / sign(mu)' H sign(mu).
+
+    >>> large_batch_lr([1.0, -2.0], [[2.0, 0.0], [0.0, 1.0]])
+    1.0
+    """
+    mu = _vector("mu", mu)
+    op = _hessian(H, mu.size)
+    s = np.sign(mu)
+    return float(np.sum(np.abs(mu)) / op.quad_rows(s))
+
+
+# --- Theorem 5: eq 18-19 -------------------------------------------------------------------------
+
+
+def max_loss_improvement(mu, sigma, H) -> float:
+    """Eq 19: Delta L_max = (sum_i mu_i^2 / sigma_i)^2 / (2 off); inf when off <= 0."""
+    mu, sigma = _mu_sigma(mu, sigma)
+    op = _hessian(H, mu.size)
+    off = _off_diagonal(mu / sigma, op)
+    s = float(np.sum(mu * mu / sigma))
+    return s * s / (2.0 * off) if off > 0 else float(np.inf)
+
+
+def surge_loss_improvement(B, mu, sigma, H) -> np.ndarray:
+    """Eq 18: Delta L_opt(B) ~ Delta L_max / (1 + B_noise / B) for B << validity_bound.
+
+    Computed as the first line of eq 43, (B/pi) S^2 / (tr(H) + (2B/pi) off), finite when off <= 0
+    (clipped to 0, as B_noise = inf; then it grows linearly in B).
+    """
+    mu, sigma = _mu_sigma(mu, sigma)
+    op = _hessian(H, mu.size)
+    b = _batch(B)
+    off = max(_off_diagonal(mu / sigma, op), 0.0)
+    s = float(np.sum(mu * mu / sigma))
+    return (b / _PI) * s * s / (op.trace() + (2.0 * b / _PI) * off)
+
+
+def validity_bound(mu, sigma) -> float:
+    """min_i pi sigma_i^2 / (2 mu_i^2): Theorems 3 and 5 hold for B far below it (inf if mu = 0)."""
+    mu, sigma = _mu_sigma(mu, sigma)
+    r2 = (mu / sigma) ** 2
+    m = float(r2.max())
+    return _PI / (2.0 * m) if m > 0 else float(np.inf)
+
+
+# --- McCandlish et al. (eq 1) --------------------------------------------------------------------
+
+
+def sgd_optimal_lr(B, G, Sigma, H) -> np.ndarray:
+    """Eq 1 (McCandlish et al. 2018, eq 2.6-2.8): eps_opt(B) = eps_max / (1 + B_noise / B) for SGD,
+
+    with eps_max = G'G / G'HG and B_noise = tr(H Sigma) / G'HG, where Sigma is the per-example
+    gradient covariance: a (d, d) matrix, or a (d,) vector of variances for a diagonal one
+    (for this package's problems, Sigma = sigma**2).
+    """
+    G = _vector("G", G)
+    op = _hessian(H, G.size)
+    Sig = np.asarray(Sigma, dtype=np.float64)
+    if not np.all(np.isfinite(Sig)):
+        raise ValueError("Sigma has non-finite values")
+    if Sig.shape == (G.size,):
+        if np.any(Sig < 0):
+            raise ValueError("Sigma (variances) must be >= 0")
+        tr_h_sigma = float(np.dot(op.diag(), Sig))
+    elif Sig.shape == (G.size, G.size):
+        tr_h_sigma = float(np.trace(op.matvec(Sig)))
+    else:
+        raise ValueError(f"Sigma must have shape ({G.size},) or ({G.size}, {G.size}), got {Sig.shape}")
+    ghg = float(op.quad_rows(G))
+    if ghg <= 0:
+        raise ValueError(f"G'HG must be > 0 for the SGD rule, got {ghg:.3g}")
+    eps_max = float(G @ G) / ghg
+    b = _batch(B)
+    return eps_max / (1.0 + (tr_h_sigma / ghg) / b)
+
+
+# --- Section 3.2: estimating B_noise and eps_max from a grid (eq 22-24) ---------------------------
+
+
+def fit_noise_batch_size(S, E) -> tuple[float, float, float]:
+    """Eq 22: least-squares line 1/S = -B_noise (1/E) + 1/S_min through (1/E, 1/S) points.
+
+    S and E are steps and examples to reach one target loss, one pair per batch size (at its
+    optimal learning rate). Eq 20 (S/S_min - 1)(E/E_min - 1) = 1 rearranges to
+    S_min/S + E_min/E = 1 (Appendix G), so B_noise = E_min/S_min is minus the slope.
+
+    Returns:
+        (B_noise, S_min, E_min).
+    """
+    S = np.asarray(S, dtype=np.float64).ravel()
+    E = np.asarray(E, dtype=np.float64).ravel()
+    if S.shape != E.shape:
+        raise ValueError(f"S and E must have the same length, got {S.size} and {E.size}")
+    if S.size < 2:
+        raise ValueError(f"need at least 2 (S, E) points, got {S.size}")
+    if not (np.all(np.isfinite(S)) and np.all(np.isfinite(E)) and np.all(S > 0) and np.all(E > 0)):
+        raise ValueError("S and E must be finite and > 0")
+    if np.ptp(1.0 / E) == 0:
+        raise ValueError("all E are equal: the slope of 1/S on 1/E is undefined")
+    fit = stats.linregress(1.0 / E, 1.0 / S)
+    b_noise = -float(fit.slope)
+    s_min = 1.0 / float(fit.intercept)
+    return b_noise, s_min, b_noise * s_min
+
+
+def estimate_peak_lr(B, lr, noise_batch_size, rule: str = "adam", alpha: float = 1.0) -> float:
+    """Eq 23 (rule="adam"): E[eps_opt / 2 (sqrt(B_noise/B) + sqrt(B/B_noise))];
+    eq 24 (rule="sgd"): E[eps_opt (1 + B_noise/B)^alpha] (alpha = 1: SGD, 0.5: McCandlish's Adam).
+
+    B and lr are the grid's batch sizes and their optimal learning rates.
+    """
+    b = _batch(B).ravel()
+    lr = np.asarray(lr, dtype=np.float64).ravel()
+    if lr.shape != b.shape:
+        raise ValueError(f"B and lr must have the same length, got {b.size} and {lr.size}")
+    bn = float(noise_batch_size)
+    if not (np.isfinite(bn) and bn > 0):
+        raise ValueError(f"noise_batch_size must be finite and > 0, got {bn}")
+    if rule == "adam":
+        return float(np.mean(lr / 2.0 * (np.sqrt(bn / b) + np.sqrt(b / bn))))
+    if rule == "sgd":
+        return float(np.mean(lr * (1.0 + bn / b) ** alpha))
+    raise ValueError(f"rule must be 'adam' or 'sgd', got {rule!r}")
