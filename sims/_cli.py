@@ -1,0 +1,76 @@
+"""Shared command-line plumbing for ``sims``: one-line errors with exit status 2, options saved
+beside the outputs, a progress bar on terminals only."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+
+class UsageError(Exception):
+    """Bad input found after parsing: printed as one ``error:`` line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line ``error: ...`` on stderr and exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def run(main: Callable[[], int | None]) -> int:
+    """Call ``main``; turn bad input (UsageError, ValueError, TypeError, OSError) into one
+    ``error:`` line and exit status 2, and an interrupt into exit status 130."""
+    try:
+        return int(main() or 0)
+    except (UsageError, ValueError, TypeError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished results are kept", file=sys.stderr)
+        return 130
+
+
+def out_dir(path: str) -> Path:
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"--out {path!r} exists and is not a directory")
+    p.mkdir(parents=True, exist_ok=True)
+    if not os.access(p, os.W_OK):
+        raise UsageError(f"--out {path!r} is not writable")
+    return p
+
+
+def save_options(opts, path: Path) -> None:
+    """The resolved options (a dataclass) as JSON beside the outputs."""
+    path.write_text(json.dumps(dataclasses.asdict(opts), indent=2, default=str) + "\n")
+
+
+def progress_bar(total: int, desc: str, quiet: bool):
+    """A tqdm callback ``update(done, total)`` on a terminal; a no-op when quiet or not a tty."""
+    if quiet or not sys.stderr.isatty():
+        return lambda done, total: None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="task", file=sys.stderr)
+
+    def update(done: int, _total: int) -> None:
+        bar.update(done - bar.n)
+
+    return update, bar.close
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(float(v)) if float(v).is_integer() else float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(not isinstance(v, int) for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    return values

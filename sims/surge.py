@@ -1,0 +1,248 @@
+"""The surge on a synthetic quadratic: Monte Carlo optimal learning rate of sign-SGD per batch
+size, beside the exact theory (eq 9), the erf approximation (eq 10), the closed-form surge
+(eq 2 / 13) and the SGD rule (eq 1).
+
+Default problem (--hessian lowrank): d coordinates with per-example gradients N(mu_i, sigma_i^2),
+|mu_i|/sigma_i log-uniform in [0.004, 0.0125] and H = diag(h) + U U' with rank-4 factors positive
+along sign(mu) (``surgesim.surge_problem``). The positive off-diagonal curvature makes eq 14's
+B_noise finite and small (about 90 at d = 1000) while Theorem 3's validity bound
+pi sigma^2 / (2 mu^2) stays about 10^4, so the peak sits well inside the theorem's regime; the
+default batch sizes (25 log-spaced values from 1 to 2^20) cover the rise, the peak, the fall and
+the large-batch plateau of eq 17.
+
+Outputs in --out: results.csv, summary.json, problem.npz, options.json, surge.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sims import _cli
+
+
+@dataclass(frozen=True)
+class Options:
+    dims: int
+    problem: str | None
+    hessian: str
+    batch_sizes: tuple[int, ...]
+    trials: int | None
+    rel_se: float | None
+    max_trials: int
+    sampler: str
+    seed: int
+    out: str
+    backend: str
+    scheduler: str | None
+    plot: bool
+    quiet: bool
+
+
+COLUMNS = [
+    "batch_size", "trials", "denominator_trials", "lr_mc", "lr_mc_se", "lr_mc_search", "lr_exact",
+    "lr_erf_approx", "lr_surge", "lr_sgd", "z", "dl_mc", "dl_mc_se", "dl_exact", "dl_surge", "converged",
+]  # fmt: skip
+
+
+def build_parser() -> _cli.Parser:
+    from surgesim.problem import FAMILIES
+
+    p = _cli.Parser(
+        prog="python -m sims.surge",
+        description=__doc__.split("\n\n")[0],
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=_cli.argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("problem")
+    g.add_argument("--dims", type=int, default=1000, help="dimension d of a generated problem (default 1000)")
+    g.add_argument("--problem", metavar="FILE.npz", help="load the problem (mu, sigma, H or h_diag[, h_factor]) instead")
+    g.add_argument("--hessian", choices=sorted(FAMILIES), default="lowrank",
+                   help="family of a generated problem: lowrank (surges, default), dense (the same H as a "
+                        "dense matrix), diagonal (no surge: B_noise = inf), powerlaw (dense, power-law spectrum)")  # fmt: skip
+    g = p.add_argument_group("batch sizes")
+    g.add_argument("--batch-sizes", type=_cli.int_list, metavar="B1,B2,...", help="explicit list (overrides the grid)")
+    g.add_argument("--b-min", type=float, default=1, help="smallest batch size of the log grid (default 1)")
+    g.add_argument("--b-max", type=float, default=2**20, help="largest batch size of the log grid (default 2^20)")
+    g.add_argument("--b-num", type=int, default=25, help="points of the log grid before rounding (default 25)")
+    g = p.add_argument_group("Monte Carlo")
+    m = g.add_mutually_exclusive_group()
+    m.add_argument("--trials", type=int, help="fixed trials per batch size")
+    m.add_argument("--rel-se", type=float, help="adaptive: trials until the learning rate's relative standard "
+                   "error is at most this, at every batch size (default 0.01)")  # fmt: skip
+    g.add_argument("--max-trials", type=int, default=1 << 24, help="cap on adaptive trials per batch size (default 2^24)")
+    g.add_argument("--sampler", choices=["sign", "batch_mean", "per_example"], default="sign",
+                   help="sign: one word per coordinate against Phi(sqrt(B) mu/sigma) (default, exact and "
+                        "fastest); batch_mean: one normal per coordinate; per_example: B normals per "
+                        "coordinate (B times slower)")  # fmt: skip
+    g.add_argument("--seed", type=int, default=0, help="seed of the problem and of every random stream (default 0)")
+    g = p.add_argument_group("execution and output")
+    g.add_argument("--out", default="runs/surge", help="output directory (default runs/surge)")
+    g.add_argument("--backend", choices=["cpu", "gpu", "auto"], default="cpu", help="kernel backend (default cpu)")
+    g.add_argument("--scheduler", metavar="local:N|tcp://HOST:PORT",
+                   help="run batch sizes as Dask tasks (default: this process)")
+    g.add_argument("--no-plot", action="store_true", help="skip the figure")
+    g.add_argument("--quiet", action="store_true", help="no table, no progress bar")
+    return p
+
+
+def resolve(args) -> Options:
+    if args.dims < 2:
+        raise _cli.UsageError(f"--dims must be >= 2, got {args.dims}")
+    if args.batch_sizes is not None:
+        sizes = tuple(args.batch_sizes)
+    else:
+        if not (1 <= args.b_min <= args.b_max) or args.b_num < 1:
+            raise _cli.UsageError(f"need 1 <= --b-min <= --b-max and --b-num >= 1, got "
+                                  f"{args.b_min:g}, {args.b_max:g}, {args.b_num}")  # fmt: skip
+        grid = np.logspace(np.log10(args.b_min), np.log10(args.b_max), args.b_num)
+        sizes = tuple(int(b) for b in np.unique(np.round(grid)))
+    if any(b < 1 for b in sizes):
+        raise _cli.UsageError(f"batch sizes must be >= 1, got {min(sizes)}")
+    if args.trials is not None and args.trials < 2:
+        raise _cli.UsageError(f"--trials must be >= 2, got {args.trials}")
+    rel_se = None if args.trials is not None else (0.01 if args.rel_se is None else args.rel_se)
+    if rel_se is not None and not 0 < rel_se < 1:
+        raise _cli.UsageError(f"--rel-se must be in (0, 1), got {rel_se}")
+    if args.problem is not None and not Path(args.problem).is_file():
+        raise _cli.UsageError(f"--problem {args.problem!r}: no such file")
+    return Options(
+        dims=args.dims, problem=args.problem, hessian=args.hessian, batch_sizes=sizes,
+        trials=args.trials, rel_se=rel_se, max_trials=args.max_trials, sampler=args.sampler,
+        seed=args.seed, out=args.out, backend=args.backend, scheduler=args.scheduler,
+        plot=not args.no_plot, quiet=args.quiet,
+    )  # fmt: skip
+
+
+def theory_columns(problem, B) -> dict[str, np.ndarray]:
+    from surgesim import theory as th
+
+    mu, sigma, H = problem.mu, problem.sigma, problem.hessian
+    return {
+        "lr_exact": th.optimal_lr(B, mu, sigma, H),
+        "lr_erf_approx": th.optimal_lr(B, mu, sigma, H, approx=True),
+        "lr_surge": th.surge_lr(B, mu, sigma, H),
+        "lr_sgd": th.sgd_optimal_lr(B, mu, sigma**2, H),
+        "dl_exact": th.optimal_loss_improvement(B, mu, sigma, H),
+        "dl_surge": th.surge_loss_improvement(B, mu, sigma, H),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return _cli.run(lambda: _main(args))
+
+
+def _main(args) -> int:
+    from surgesim import backend as backends
+    from surgesim import theory as th
+    from surgesim.estimate import estimate_curve
+    from surgesim.problem import FAMILIES, QuadraticProblem
+
+    opts = resolve(args)
+    backends.resolve(opts.backend)  # clear error before any work when the GPU is unusable
+    out = _cli.out_dir(opts.out)
+    t_start = time.perf_counter()
+    problem = QuadraticProblem.load(opts.problem) if opts.problem else FAMILIES[opts.hessian](opts.dims, opts.seed)
+    problem.save(out / "problem.npz")
+    _cli.save_options(opts, out / "options.json")
+    B = np.asarray(opts.batch_sizes, dtype=np.float64)
+    theory = theory_columns(problem, B)
+    if not opts.quiet:
+        print(f"problem: {problem.describe()}; B_noise = {th.noise_batch_size(problem.mu, problem.sigma, problem.hessian):.4g}, "
+              f"validity bound = {th.validity_bound(problem.mu, problem.sigma):.4g}; "
+              f"{len(B)} batch sizes, " + (f"{opts.trials} trials each" if opts.trials else f"target rel. s.e. {opts.rel_se:g}"))  # fmt: skip
+
+    rows: list[dict] = []
+
+    def write_rows(estimates) -> None:
+        rows.clear()
+        for i, e in enumerate(estimates):
+            rows.append({
+                "batch_size": e.batch_size, "trials": e.trials, "denominator_trials": e.denominator_trials,
+                "lr_mc": e.lr, "lr_mc_se": e.lr_se, "lr_mc_search": e.lr_search,
+                **{k: float(v[i]) for k, v in theory.items() if k.startswith("lr_")},
+                "z": (e.lr - float(theory["lr_exact"][i])) / e.lr_se if e.lr_se > 0 else float("nan"),
+                "dl_mc": e.loss_improvement, "dl_mc_se": e.loss_improvement_se,
+                "dl_exact": float(theory["dl_exact"][i]), "dl_surge": float(theory["dl_surge"][i]),
+                "converged": e.converged,
+            })  # fmt: skip
+        with open(out / "results.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+            w.writeheader()
+            w.writerows({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
+
+    update, close = _cli.progress_bar(len(B), "batch sizes", opts.quiet)
+    try:
+        estimates = estimate_curve(
+            problem, opts.batch_sizes, seed=opts.seed, trials=opts.trials, rel_se=opts.rel_se,
+            max_trials=opts.max_trials, sampler=opts.sampler, progress=update,
+        )  # fmt: skip
+    finally:
+        close()
+    write_rows(estimates)
+    wall = time.perf_counter() - t_start
+
+    mu, sigma, H = problem.mu, problem.sigma, problem.hessian
+    lr_mc = np.array([r["lr_mc"] for r in rows])
+    z = np.array([r["z"] for r in rows])
+    summary = {
+        "dims": problem.dim,
+        "seed": opts.seed,
+        "trials": int(sum(r["trials"] for r in rows)),
+        "sampler": opts.sampler,
+        "noise_batch_size": th.noise_batch_size(mu, sigma, H),
+        "peak_lr": th.peak_lr(mu, sigma, H),
+        "large_batch_lr": th.large_batch_lr(mu, H),
+        "validity_bound": th.validity_bound(mu, sigma),
+        "max_loss_improvement": th.max_loss_improvement(mu, sigma, H),
+        "exact_peak_batch_size": int(B[int(np.argmax(theory["lr_exact"]))]),
+        "mc_peak_batch_size": int(B[int(np.argmax(lr_mc))]),
+        "max_abs_z": float(np.nanmax(np.abs(z))),
+        "max_rel_se": float(max(r["lr_mc_se"] / abs(r["lr_mc"]) for r in rows)),
+        "all_converged": bool(all(r["converged"] for r in rows)),
+        "wall_seconds": wall,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    if opts.plot:
+        from surgesim.plots import lr_vs_batch_figure
+
+        B_line = np.logspace(np.log10(B.min()), np.log10(B.max()), 400)
+        curves = {k: v for k, v in theory_columns(problem, B_line).items() if k.startswith("lr_")}
+        curves = {{"lr_exact": "exact", "lr_erf_approx": "erf_approx", "lr_surge": "surge", "lr_sgd": "sgd"}[k]: v
+                  for k, v in curves.items()}  # fmt: skip
+        fig = lr_vs_batch_figure(
+            B_line, curves, B, lr_mc, np.array([r["lr_mc_se"] for r in rows]),
+            summary["noise_batch_size"], summary["large_batch_lr"], summary["validity_bound"],
+            title=f"sign-SGD on a quadratic, {problem.describe()}",
+        )  # fmt: skip
+        fig.savefig(out / "surge.png", dpi=130)
+
+    if not opts.quiet:
+        print_table(rows, summary)
+        print(f"wrote {out}/results.csv, summary.json, problem.npz" + (", surge.png" if opts.plot else ""))
+    return 0
+
+
+def print_table(rows: list[dict], summary: dict) -> None:
+    print(f"{'B':>9} {'trials':>9} {'lr_mc':>11} {'rel.se':>7} {'lr_exact':>11} {'z':>6} "
+          f"{'lr_erf':>11} {'lr_surge':>11} {'lr_sgd':>11}")  # fmt: skip
+    for r in rows:
+        print(f"{r['batch_size']:>9d} {r['trials']:>9d} {r['lr_mc']:>11.4e} {r['lr_mc_se'] / abs(r['lr_mc']):>7.2%} "
+              f"{r['lr_exact']:>11.4e} {r['z']:>6.2f} {r['lr_erf_approx']:>11.4e} {r['lr_surge']:>11.4e} "
+              f"{r['lr_sgd']:>11.4e}")  # fmt: skip
+    print(f"B_noise (eq 14) = {summary['noise_batch_size']:.4g}, peak lr (eq 16) = {summary['peak_lr']:.4g}, "
+          f"large-batch lr (eq 17) = {summary['large_batch_lr']:.4g}, validity bound = {summary['validity_bound']:.4g}")
+    print(f"peak batch size: exact {summary['exact_peak_batch_size']}, Monte Carlo {summary['mc_peak_batch_size']}; "
+          f"max |z| = {summary['max_abs_z']:.2f}; max rel. s.e. = {summary['max_rel_se']:.2%}; "
+          f"{summary['wall_seconds']:.1f} s")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""The one place that chooses where kernels run: ``cpu`` (Numba), ``gpu`` (CuPy) or ``auto``.
+
+The rest of the library asks this module for a kernel set and never branches on the backend.
+Both kernel sets draw the same counter-based random numbers (``surgesim.rng``), so a result does
+not depend on the backend beyond floating-point rounding.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+__all__ = ["resolve", "gpu_available", "onestep_kernels"]
+
+BACKENDS = ("cpu", "gpu", "auto")
+
+
+def gpu_available() -> tuple[bool, str]:
+    """(usable, reason): whether CuPy imports and sees a CUDA device."""
+    try:
+        import cupy
+    except ImportError:
+        return False, "CuPy is not installed (pip install 'surgesim[gpu]')"
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # CUDA driver missing or broken: CuPy raises its own error types
+        return False, f"CuPy cannot reach a GPU ({type(e).__name__}: {e})"
+    if n < 1:
+        return False, "no CUDA GPU is visible"
+    return True, f"{n} CUDA device(s)"
+
+
+def resolve(name: str) -> str:
+    """'cpu' or 'gpu' for a requested backend; ValueError when 'gpu' is asked for and unusable."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    if name == "cpu":
+        return "cpu"
+    ok, why = gpu_available()
+    if name == "gpu" and not ok:
+        raise ValueError(f"--backend gpu: {why}")
+    return "gpu" if ok else "cpu"
+
+
+def onestep_kernels(name: str) -> ModuleType:
+    """The one-step kernel module of a resolved backend (same functions and signatures)."""
+    if resolve(name) == "gpu":
+        from .gpu import onestep
+
+        return onestep
+    from .kernels import onestep
+
+    return onestep

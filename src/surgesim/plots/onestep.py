@@ -1,0 +1,129 @@
+"""Figures of the one-step theory: optimal learning rate and loss improvement against batch size.
+
+Pure builders: arrays in, a matplotlib Figure out (nothing is computed or saved here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are files; never open a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+__all__ = ["lr_vs_batch_figure", "curves_panel", "erf_figure", "families_figure"]
+
+# One style per curve kind, shared by every figure so a reader learns it once.
+STYLE = {
+    "exact": dict(color="C0", lw=2.0, label="exact, eq 9"),
+    "erf_approx": dict(color="C2", lw=1.3, ls="--", label="erf approx., eq 9 + eq 10"),
+    "surge": dict(color="C3", lw=1.5, ls=":", label="closed-form surge, eq 2"),
+    "sgd": dict(color="C7", lw=1.3, ls="-.", label="SGD rule, eq 1"),
+    "surge_dl": dict(color="C3", lw=1.5, ls=":", label="closed form, eq 18"),
+    "exact_dl": dict(color="C0", lw=2.0, label="exact, eq 8"),
+}
+
+
+def curves_panel(
+    ax,
+    B_line: np.ndarray,
+    curves: Mapping[str, np.ndarray],
+    B_points: np.ndarray | None = None,
+    points: np.ndarray | None = None,
+    points_se: np.ndarray | None = None,
+    noise_batch_size: float | None = None,
+    plateau: float | None = None,
+    validity_bound: float | None = None,
+    ylabel: str = "optimal learning rate",
+) -> None:
+    """Draw theory curves (keys of ``STYLE``) on log axes, Monte Carlo points with 2-SE bars,
+    B_noise (vertical line), the large-batch limit eq 17 (horizontal line), and shade B >
+    validity_bound where Theorems 3 and 5 do not apply."""
+    for name, y in curves.items():
+        ax.plot(B_line, y, **STYLE[name])
+    if points is not None:
+        ax.errorbar(
+            B_points, points, yerr=None if points_se is None else 2.0 * np.asarray(points_se),
+            fmt="o", ms=4, color="k", mfc="white", capsize=2, label="Monte Carlo (2 s.e.)", zorder=5,
+        )  # fmt: skip
+    if noise_batch_size is not None and np.isfinite(noise_batch_size):
+        ax.axvline(noise_batch_size, color="C1", lw=1, ls="--", label=f"$B_{{noise}}$ = {noise_batch_size:.3g}")
+    if plateau is not None:
+        ax.axhline(plateau, color="C4", lw=1, ls="--", label=f"large-batch limit, eq 17 = {plateau:.3g}")
+    if validity_bound is not None and np.isfinite(validity_bound) and validity_bound < B_line.max():
+        ax.axvspan(validity_bound, B_line.max(), color="0.9", zorder=0, label="B > validity bound")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(B_line.min(), B_line.max())
+    ax.set_xlabel("batch size B (examples)")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def lr_vs_batch_figure(
+    B_line: np.ndarray,
+    curves: Mapping[str, np.ndarray],
+    B_points: np.ndarray,
+    lr_mc: np.ndarray,
+    lr_mc_se: np.ndarray,
+    noise_batch_size: float,
+    plateau: float,
+    validity_bound: float,
+    title: str = "",
+) -> Figure:
+    """The paper's Figure 1: optimal learning rate vs batch size, theory and Monte Carlo."""
+    fig, ax = plt.subplots(figsize=(7.5, 5.0), layout="constrained")
+    curves_panel(ax, B_line, curves, B_points, lr_mc, lr_mc_se, noise_batch_size, plateau, validity_bound)
+    ax.set_title(title or "Optimal learning rate of sign-SGD vs batch size")
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def erf_figure(x: np.ndarray, B: np.ndarray, lr_rel_error: Mapping[str, np.ndarray]) -> Figure:
+    """Left: erf(x) and x / sqrt(x^2 + pi/4) (eq 10) and their difference.
+    Right: relative error of eq 9 with eq 10 against eq 9 with exact erf, per problem."""
+    from scipy import special
+
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    approx = x / np.sqrt(x * x + np.pi / 4)
+    ax0.plot(x, special.erf(x), color="C0", lw=2, label="erf(x)")
+    ax0.plot(x, approx, color="C2", ls="--", label=r"$x/\sqrt{x^2+\pi/4}$ (eq 10)")
+    ax0.set_xlabel(r"$x = \sqrt{B/2}\,\mu_i/\sigma_i$")
+    ax0.set_ylabel("E[sign]")
+    twin = ax0.twinx()
+    twin.plot(x, approx - special.erf(x), color="C3", lw=1, label="difference (right axis)")
+    twin.set_ylabel("eq 10 - erf")
+    k = int(np.argmin(approx - special.erf(x)))
+    twin.annotate(f"{(approx - special.erf(x))[k]:.4f} at x = {x[k]:.2f}", (x[k], (approx - special.erf(x))[k]),
+                  textcoords="offset points", xytext=(10, -12), fontsize=8, color="C3")  # fmt: skip
+    h0, l0 = ax0.get_legend_handles_labels()
+    h1, l1 = twin.get_legend_handles_labels()
+    ax0.legend(h0 + h1, l0 + l1, fontsize=8, loc="center right")
+    ax0.set_title("Eq 10 against erf")
+    for name, err in lr_rel_error.items():
+        ax1.plot(B, np.abs(err), label=name)
+    ax1.set_xscale("log")
+    ax1.set_yscale("log")
+    ax1.set_xlabel("batch size B (examples)")
+    ax1.set_ylabel("|eq 9 with eq 10 / eq 9 exact - 1|")
+    ax1.set_title("Learning-rate error of the erf approximation")
+    ax1.grid(True, alpha=0.3)
+    ax1.legend(fontsize=8)
+    return fig
+
+
+def families_figure(panels: Sequence[Mapping], ylabel: str = "optimal learning rate") -> Figure:
+    """One ``curves_panel`` per problem family; each mapping holds curves_panel's arguments
+    plus a ``title``."""
+    n = len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4.2), layout="constrained", squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        kw = dict(panel)
+        title = kw.pop("title", "")
+        curves_panel(ax, ylabel=ylabel, **kw)
+        ax.set_title(title, fontsize=10)
+    axes[0][0].legend(fontsize=7, loc="best")
+    return fig

@@ -1,0 +1,1 @@
+"""Plain NumPy implementations of the kernels: the independent check in tests, the baseline in sims.bench."""
