@@ -37,7 +37,7 @@ __all__ = ["Estimate", "estimate_batch_size", "estimate_curve", "argmax_by_searc
 
 _ROUND = 1024  # trial counts are multiples of this
 _BLOCK = 1 << 16  # trials per kernel call (bounds the scratch memory)
-_DENSE_BLOCK = 4096  # trials per dense GEMM (4096 x d float32)
+_DENSE_GROUP = 8  # dense GEMM blocks sampled per kernel call (bounds the memory of V)
 _MIN_TRIALS = 4096
 
 
@@ -88,6 +88,7 @@ class _Sampler:
             self.h, self.U = H.h, H.factor
         self.a = np.empty(0)
         self.b = np.empty(0)
+        self._b_blocks = np.empty(0)  # dense: b for whole aligned GEMM blocks of trials
 
     def _moments(self, t0: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         a, b = np.empty(n), np.empty(n)
@@ -101,28 +102,33 @@ class _Sampler:
         return a, b
 
     def _dense_b(self, t0: int, n: int) -> np.ndarray:
+        """b for trials t0 .. t0 + n - 1, both multiples of DENSE_BLOCK (aligned GEMM blocks)."""
         out = np.empty(n)
-        for s in range(0, n, _DENSE_BLOCK):
-            m = min(_DENSE_BLOCK, n - s)
-            a = np.empty(m)
+        step = _DENSE_GROUP * onestep.DENSE_BLOCK
+        for s in range(0, n, step):
+            m = min(step, n - s)
             V = np.empty((m, self.p.dim), dtype=np.float32)
             onestep.trial_signs(
                 self.code, self.key, np.uint64(t0 + s), self.B, self.p.mu, self.p.sigma,
-                self.thr, self.rare, a, V,
+                self.thr, self.rare, np.empty(m), V,
             )  # fmt: skip
             out[s : s + m] = onestep.quad_rows_f32(V, self.H32)
         return out
 
     def grow(self, n_a: int, n_b: int) -> None:
         """Extend to n_a numerator trials and n_b <= n_a denominator trials (new trials only)."""
-        have_a, have_b = self.a.size, self.b.size
+        have_a = self.a.size
         if n_a > have_a:
             a, b = self._moments(have_a, n_a - have_a)
             self.a = np.concatenate([self.a, a])
             if not self.dense:
                 self.b = np.concatenate([self.b, b])
-        if self.dense and n_b > have_b:
-            self.b = np.concatenate([self.b, self._dense_b(have_b, n_b - have_b)])
+        if self.dense:
+            blk = onestep.DENSE_BLOCK
+            have, want = self._b_blocks.size, -(-n_b // blk) * blk
+            if want > have:
+                self._b_blocks = np.concatenate([self._b_blocks, self._dense_b(have, want - have)])
+            self.b = self._b_blocks[: max(n_b, self.b.size)]
 
     def stats(self) -> dict:
         a, b = self.a, self.b

@@ -126,7 +126,8 @@ class TrajectoryResult:
 
 def trajectory_key(seed: int, batch_size: int, replicate: int) -> np.uint64:
     """Stream key of replicate ``replicate`` at batch size B under ``seed``."""
-    return np.uint64(derive_key(stream_key(np.uint64(seed), np.uint64(_DYNAMICS_TAG), np.uint64(batch_size)), np.uint64(replicate)))
+    key_b = np.uint64(stream_key(np.uint64(seed), np.uint64(_DYNAMICS_TAG), np.uint64(batch_size)))
+    return np.uint64(derive_key(key_b, np.uint64(replicate)))
 
 
 def hessian_arrays(H: Hessian) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:

@@ -24,9 +24,13 @@ factor (k = 0 for diagonal H); for dense H the kernel writes V and b is a float3
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
 import numpy as np
 from numba import prange
 from scipy import special
+from threadpoolctl import threadpool_limits
 
 from .._jit import jit, jit_inline, jit_parallel
 from ..rng import derive_key, mix64, normal_pair, probability_threshold, random_bits
@@ -42,17 +46,27 @@ __all__ = [
     "trial_moments",
     "trial_signs",
     "quad_rows_f32",
+    "DENSE_BLOCK",
 ]
 
 SIGN, BATCH_MEAN, PER_EXAMPLE = 0, 1, 2
 SAMPLERS = {"sign": SIGN, "batch_mean": BATCH_MEAN, "per_example": PER_EXAMPLE}
 
 _CHUNK = 16  # trials per parallel work item (each owns one scratch row)
+DENSE_BLOCK = 2048  # rows per sgemm in quad_rows_f32; dense b is computed in aligned blocks
+
+
+@jit
+def _batch_key(seed, batch_size):
+    return derive_key(mix64(seed), batch_size)
 
 
 def batch_key(seed: int, batch_size: int) -> np.uint64:
-    """Stream key of batch size B under ``seed``; trial t uses derive_key(batch_key, t)."""
-    return np.uint64(derive_key(mix64(np.uint64(seed)), np.uint64(batch_size)))
+    """Stream key of batch size B under ``seed`` (0 <= seed < 2^64); trial t uses
+    derive_key(batch_key, t)."""
+    if int(seed) != seed or not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be an integer in [0, 2^64), got {seed}")
+    return np.uint64(_batch_key(np.uint64(seed), np.uint64(batch_size)))
 
 
 def sign_thresholds(B: float, mu: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -63,8 +77,7 @@ def sign_thresholds(B: float, mu: np.ndarray, sigma: np.ndarray) -> tuple[np.nda
     x = np.sqrt(float(B)) * (np.asarray(mu, np.float64) / np.asarray(sigma, np.float64))
     q = special.ndtr(-np.abs(x))
     thr = _thresholds(q)
-    rare = np.where(x > 0, -1.0, 1.0).astype(np.float32)
-    rare[x == 0] = -1.0
+    rare = np.where(x >= 0, -1.0, 1.0).astype(np.float32)
     return thr, rare
 
 
@@ -162,13 +175,24 @@ def _row_dots(x, y, out):
 
 
 def quad_rows_f32(V: np.ndarray, H32: np.ndarray) -> np.ndarray:
-    """V_t'HV_t for each row of V (float32, entries in {-1, 0, 1}) by one float32 GEMM.
+    """V_t'HV_t for each row of V (float32, entries in {-1, 0, 1}) by float32 GEMMs.
 
-    The GEMM rounds each entry of VH to float32 (relative error ~1e-7, far below any Monte Carlo
-    standard error); the final dot products are accumulated in float64.
+    The rows are cut into blocks of ``DENSE_BLOCK`` and each block is one single-threaded sgemm,
+    run concurrently on Numba's thread count: a multi-threaded BLAS call rounds differently for
+    different thread counts and shapes, a fixed-shape single-threaded one always the same way, so
+    the result of a row depends only on the block it is in (callers align blocks to trial
+    indices). Each entry of VH is rounded to float32 (relative error ~1e-7, far below any Monte
+    Carlo standard error); the final dot products are accumulated in float64.
     """
-    out = np.empty(V.shape[0], dtype=np.float64)
-    _row_dots(V @ H32, V, out)
+    n = V.shape[0]
+    starts = range(0, n, DENSE_BLOCK)
+    VH = np.empty_like(V)
+
+    def gemm(s: int) -> None:
+        np.matmul(V[s : s + DENSE_BLOCK], H32, out=VH[s : s + DENSE_BLOCK])
+
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(numba.get_num_threads()) as pool:
+        list(pool.map(gemm, starts))
+    out = np.empty(n, dtype=np.float64)
+    _row_dots(VH, V, out)
     return out
-
-
