@@ -1,0 +1,79 @@
+"""Progress reporting for long runs: a ``progress(done, total)`` callback that shows a tqdm bar
+(tasks done / total, rate, ETA) on a terminal and stays silent when quiet or not a terminal
+(logs, pipes, CI), so the library itself never prints.
+
+Example, with ``surgesim.sweep.run_sweep`` (which calls ``progress(done, total)`` once at the start,
+with done = tasks already finished in its store, and after each task)::
+
+    with progress_bar(quiet=opts.quiet, desc="batch sizes") as progress:
+        rows = run_sweep(fn, tasks, store=path, progress=progress)
+
+On a resumed sweep the bar starts at the tasks already done and its rate and ETA count only the
+tasks run now.
+"""
+
+from __future__ import annotations
+
+import sys
+from types import TracebackType
+from typing import IO
+
+from tqdm import tqdm
+
+__all__ = ["ProgressBar", "progress_bar"]
+
+
+class ProgressBar:
+    """A ``progress(done, total)`` callback drawing one tqdm bar; see ``progress_bar``.
+
+    The bar closes itself when done reaches total, on ``close()``, or on leaving a ``with`` block.
+    """
+
+    def __init__(self, quiet: bool = False, desc: str | None = None, file: IO[str] | None = None) -> None:
+        self._file = sys.stderr if file is None else file
+        isatty = getattr(self._file, "isatty", None)
+        self.enabled = not quiet and callable(isatty) and bool(isatty())
+        self._desc = desc
+        self._bar: tqdm | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not 0 <= done <= total:
+            raise ValueError(f"progress needs 0 <= done <= total, got done={done}, total={total}")
+        if not self.enabled:
+            return
+        if self._bar is None:
+            # initial=done: tasks finished before this run (a resumed sweep) count toward done
+            # but not toward the rate, so the ETA reflects this run's speed.
+            self._bar = tqdm(
+                total=total, initial=done, desc=self._desc, unit="task", file=self._file, dynamic_ncols=True
+            )
+        else:
+            self._bar.update(done - self._bar.n)
+        if done == total:
+            self.close()
+
+    def close(self) -> None:
+        """Close the bar (leaving its last state on screen); later calls are ignored."""
+        if self._bar is not None:
+            self._bar.close()
+        self._bar = None
+        self.enabled = False
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def progress_bar(quiet: bool = False, desc: str | None = None, file: IO[str] | None = None) -> ProgressBar:
+    """A ``progress(done, total)`` callback: a tqdm bar on ``file`` (default stderr) if it is a
+    terminal and not ``quiet``; otherwise a silent no-op.
+
+    >>> import io
+    >>> progress = progress_bar(file=io.StringIO())  # not a terminal: silent
+    >>> progress(0, 3); progress(3, 3)
+    """
+    return ProgressBar(quiet=quiet, desc=desc, file=file)
