@@ -1,0 +1,14 @@
+"""Optional CuPy (CUDA) backend: the same kernels and the same random streams as the CPU.
+
+- ``surgesim.gpu.onestep``: the one-step moments (``surgesim.kernels.onestep``'s functions).
+- ``surgesim.gpu.rng``: ``surgesim.rng``'s streams drawn on the device (words, uniforms, normals).
+
+Choose it with ``surgesim.backend`` (``--backend gpu`` / ``auto`` in ``sims``), not by importing
+it directly. Importing these modules never imports CuPy; the first kernel call does, and raises
+ImportError when CuPy is missing or RuntimeError when no CUDA device is usable. Install with
+``pip install 'surgesim[gpu]'`` (CuPy built for your CUDA version, e.g. ``cupy-cuda12x``).
+"""
+
+from . import onestep, rng
+
+__all__ = ["onestep", "rng"]

@@ -1,0 +1,390 @@
+"""The GPU backend (``surgesim.gpu``).
+
+Without a GPU (the project's machines and CI): the CUDA source's generator constants against
+``surgesim.rng``, the source's generator functions compiled as host C++ and run against
+``surgesim.rng`` and the published SplitMix64 outputs (skipped without a C++ compiler), the whole
+CUDA source compiled by nvcc (skipped without nvcc), the backend choice and its errors, lazy
+imports, and argument checks that run before CuPy is needed.
+
+With a GPU (marked ``gpu``, skipped without CuPy and a device): the device streams against the CPU
+streams, the kernels against the CPU kernels on the same seeds (sign patterns V identical), and
+the estimator run on the GPU kernels against the theory within 4 standard errors.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from surgesim import DiagonalPlusLowRank, QuadraticProblem, backend, optimal_lr, rng
+from surgesim.gpu import _runtime, _source
+from surgesim.gpu import onestep as gpu_onestep
+from surgesim.kernels import onestep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# First outputs of the reference SplitMix64 generator seeded with 0 (Vigna's splitmix64.c); word n
+# of stream key 0 is output n.
+SPLITMIX64_SEED0 = [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F, 0xF88BB8A8724C81EC]
+
+
+# ---------------------------------------------------------------- CPU side: the CUDA source
+
+
+def _defines(code: str) -> dict[str, str]:
+    return dict(re.findall(r"^#define (SURGESIM_\w+) (\S+)", code, flags=re.MULTILINE))
+
+
+def test_cuda_source_has_the_constants_of_rng():
+    c = _defines(_source.RNG)
+    assert int(c["SURGESIM_GAMMA"].removesuffix("ULL"), 16) == int(rng.GAMMA)
+    assert int(c["SURGESIM_M1"].removesuffix("ULL"), 16) == int(rng._M1)
+    assert int(c["SURGESIM_M2"].removesuffix("ULL"), 16) == int(rng._M2)
+    assert [int(c[f"SURGESIM_S{s}"]) for s in (30, 27, 31, 11)] == [
+        int(rng._S30), int(rng._S27), int(rng._S31), int(rng._S11)
+    ]  # fmt: skip
+    # Decimal literals that must parse to exactly the same doubles (C and Python both round to
+    # nearest when reading a literal).
+    assert float(c["SURGESIM_TWO_M53"]) == rng._TWO_M53 == 2.0**-53
+    assert float(c["SURGESIM_TWO_PI"]) == rng._TWO_PI
+    # mix64 applies the shifts in rng's order: 30 with M1, 27 with M2, then 31.
+    assert re.search(r"S30\)\) \* SURGESIM_M1;\s+z = \(z \^ \(z >> SURGESIM_S27\)\) \* SURGESIM_M2;"
+                     r"\s+return z \^ \(z >> SURGESIM_S31\);", _source.RNG)  # fmt: skip
+
+
+def test_sampler_codes_match_the_cpu_module():
+    c = _defines(_source.ONESTEP)
+    assert int(c["SURGESIM_SIGN"]) == onestep.SIGN
+    assert int(c["SURGESIM_BATCH_MEAN"]) == onestep.BATCH_MEAN
+    assert int(c["SURGESIM_PER_EXAMPLE"]) == onestep.PER_EXAMPLE
+
+
+_HOST_HARNESS = r"""
+#include <math.h>
+%s
+extern "C" {
+void host_words(u64 key, u64 start, long long n, u64* out) {
+    for (long long j = 0; j < n; ++j) out[j] = random_bits(key, start + (u64)j);
+}
+void host_uniforms(u64 key, u64 start, long long n, double* out) {
+    for (long long j = 0; j < n; ++j) out[j] = uniform(key, start + (u64)j);
+}
+void host_normals(u64 key, u64 start_pair, long long n, double* out) {
+    for (long long j = 0; j < n; ++j) {
+        double z0, z1;
+        normal_pair(key, start_pair + (u64)(j >> 1), &z0, &z1);
+        out[j] = (j & 1) ? z1 : z0;
+    }
+}
+void host_derive(const u64* keys, const u64* xs, long long n, u64* out) {
+    for (long long j = 0; j < n; ++j) out[j] = derive_key(keys[j], xs[j]);
+}
+void host_sign(const double* x, long long n, float* out) {
+    for (long long j = 0; j < n; ++j) out[j] = sign_of(x[j]);
+}
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def host_rng(tmp_path_factory):
+    """The CUDA source's generator (``_source.RNG``) compiled as host C++, loaded with ctypes."""
+    cxx = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler to build the CUDA generator source as host code")
+    d = tmp_path_factory.mktemp("host_rng")
+    (d / "rng.cpp").write_text(_HOST_HARNESS % _source.RNG)
+    # -ffp-contract=off: no fused multiply-adds, as the kernels are compiled (--fmad=false).
+    subprocess.run([cxx, "-O2", "-ffp-contract=off", "-shared", "-fPIC", "-o", str(d / "rng.so"),
+                    str(d / "rng.cpp")], check=True, capture_output=True)  # fmt: skip
+    lib = ctypes.CDLL(str(d / "rng.so"))
+    u64p = np.ctypeslib.ndpointer(np.uint64, flags="C_CONTIGUOUS")
+    f64p = np.ctypeslib.ndpointer(np.float64, flags="C_CONTIGUOUS")
+    f32p = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
+    u64, i64 = ctypes.c_uint64, ctypes.c_longlong
+    lib.host_words.argtypes = [u64, u64, i64, u64p]
+    lib.host_uniforms.argtypes = [u64, u64, i64, f64p]
+    lib.host_normals.argtypes = [u64, u64, i64, f64p]
+    lib.host_derive.argtypes = [u64p, u64p, i64, u64p]
+    lib.host_sign.argtypes = [f64p, i64, f32p]
+    return lib
+
+
+KEYS = [0, 1, 0x0123456789ABCDEF, 2**64 - 1]
+
+
+def test_host_compiled_source_gives_the_published_splitmix64_outputs(host_rng):
+    out = np.empty(4, np.uint64)
+    host_rng.host_words(0, 0, 4, out)
+    assert out.tolist() == SPLITMIX64_SEED0
+
+
+@pytest.mark.parametrize("key", KEYS)
+@pytest.mark.parametrize("start", [0, 12345, 2**64 - 3])  # the last wraps the counter around 2^64
+def test_host_compiled_source_equals_rng_words_and_uniforms(host_rng, key, start):
+    n = 64
+    words, unif = np.empty(n, np.uint64), np.empty(n)
+    host_rng.host_words(key, start, n, words)
+    host_rng.host_uniforms(key, start, n, unif)
+    expect = [int(rng.random_bits(np.uint64(key), np.uint64((start + j) % 2**64))) for j in range(n)]
+    assert words.tolist() == expect  # integer arithmetic: exact
+    np.testing.assert_array_equal(unif, [rng.uniform(np.uint64(key), np.uint64((start + j) % 2**64)) for j in range(n)])
+
+
+def test_host_compiled_source_equals_rng_derive_key(host_rng):
+    g = np.random.default_rng(0)
+    keys = g.integers(0, 2**64, 200, dtype=np.uint64, endpoint=False)
+    xs = np.concatenate([np.arange(100, dtype=np.uint64), g.integers(0, 2**64, 100, dtype=np.uint64)])
+    out = np.empty(200, np.uint64)
+    host_rng.host_derive(keys, xs, 200, out)
+    assert out.tolist() == [int(rng.derive_key(k, x)) for k, x in zip(keys, xs)]
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_host_compiled_source_equals_rng_normals(host_rng, key):
+    # Same formula on the same uniforms (exact); log, sqrt, cos, sin come from the host libm in
+    # both, possibly by different code paths: allow a few ulp (rtol 1e-14, atol 1e-14 near 0).
+    n, start = 1001, 77
+    out = np.empty(n)
+    host_rng.host_normals(key, start, n, out)
+    np.testing.assert_allclose(out, rng.normals(key, n, start), rtol=1e-14, atol=1e-14)
+
+
+def test_host_compiled_sign_is_numpy_sign(host_rng):
+    x = np.array([2.5, -1e-300, 0.0, -0.0, np.inf, -np.inf, 1e-320, np.nan])
+    out = np.empty(x.size, np.float32)
+    host_rng.host_sign(x, x.size, out)
+    np.testing.assert_array_equal(out, np.sign(x).astype(np.float32))
+
+
+def test_cuda_source_compiles_with_nvcc(tmp_path):
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc not on PATH")
+    # Taking the addresses of the template kernels instantiates them (NVRTC does it by name).
+    instances = "void* surgesim_instances[] = {(void*)&onestep_trials<0>, (void*)&onestep_trials<3>};\n"
+    code = _source.RNG + _source.STREAMS + _source.ONESTEP + instances
+    (tmp_path / "k.cu").write_text(code)
+    r = subprocess.run([nvcc, "-c", "--fmad=false", "-Werror", "all-warnings", "-o", str(tmp_path / "k.o"),
+                        str(tmp_path / "k.cu")], capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+
+
+# ---------------------------------------------------------------- CPU side: dispatch and errors
+
+
+@pytest.fixture
+def no_cupy(monkeypatch):
+    """Make ``import cupy`` fail, as on a machine without CuPy."""
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    _runtime.cupy.cache_clear()
+    yield
+    _runtime.cupy.cache_clear()
+
+
+def test_resolve_gpu_without_cupy_is_a_clear_value_error(no_cupy):
+    with pytest.raises(ValueError, match=r"--backend gpu: CuPy is not installed \(pip install 'surgesim\[gpu\]'\)"):
+        backend.resolve("gpu")
+
+
+def test_resolve_auto_falls_back_to_cpu(no_cupy):
+    assert backend.resolve("auto") == "cpu"
+    assert backend.onestep_kernels("auto") is onestep
+
+
+def test_resolve_rejects_unknown_names():
+    with pytest.raises(ValueError, match="backend must be one of cpu, gpu, auto, got 'cuda'"):
+        backend.resolve("cuda")
+
+
+def test_gpu_kernel_call_without_cupy_is_a_clear_import_error(no_cupy):
+    p = _problem(6)
+    thr, rare = onestep.sign_thresholds(4, p.mu, p.sigma)
+    with pytest.raises(ImportError, match=r"needs CuPy \(pip install 'surgesim\[gpu\]'\)"):
+        gpu_onestep.trial_signs(
+            onestep.SIGN, 1, 0, 4, p.mu, p.sigma, thr, rare, np.empty(3), np.empty((3, 6), np.float32)
+        )
+
+
+def test_importing_surgesim_and_its_gpu_modules_does_not_import_cupy():
+    code = ("import sys; sys.modules['cupy'] = None; import surgesim, surgesim.backend, surgesim.gpu.onestep, "
+            "surgesim.gpu.rng; print('ok')")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"sampler": 3}, "sampler must be one of 0, 1, 2, got 3"),
+        ({"B": 2.5}, "batch size must be an integer >= 1, got 2.5"),
+        ({"sigma": np.ones(5)}, r"sigma must have shape \(6,\) like mu, got \(5,\)"),
+        ({"U": np.ones(6)}, r"h must be \(6,\) and U \(6, k\), got \(6,\) and \(6,\)"),
+        ({"out_b": np.empty(4)}, r"output must have shape \(3,\) and dtype float64, got \(4,\) float64"),
+    ],
+)
+def test_gpu_arguments_are_checked_before_cupy_is_needed(no_cupy, change, message):
+    p = _problem(6)
+    thr, rare = onestep.sign_thresholds(4, p.mu, p.sigma)
+    args = {"sampler": onestep.SIGN, "key_b": 1, "t0": 0, "B": 4, "mu": p.mu, "sigma": p.sigma,
+            "thr": thr, "rare": rare, "h": p.hessian.h, "U": p.hessian.factor,
+            "out_a": np.empty(3), "out_b": np.empty(3)}  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        gpu_onestep.trial_moments(**{**args, **change})
+
+
+def test_surge_command_with_backend_gpu_and_no_cupy_exits_2_with_one_line(tmp_path):
+    fake = tmp_path / "site"  # a 'cupy' package that fails to import, first on the path
+    (fake / "cupy").mkdir(parents=True)
+    (fake / "cupy" / "__init__.py").write_text("raise ImportError('simulated: no CuPy here')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT)])}
+    r = subprocess.run(
+        [sys.executable, "-m", "sims.surge", "--backend", "gpu", "--dims", "10", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == ["error: --backend gpu: CuPy is not installed (pip install 'surgesim[gpu]')"]
+    assert "Traceback" not in r.stdout
+
+
+# ---------------------------------------------------------------- GPU side (skipped without one)
+
+
+def _problem(d: int, seed: int = 3, k: int = 3) -> QuadraticProblem:
+    g = np.random.default_rng(seed)
+    mu = g.normal(0, 0.3, d)
+    mu[0] = 0.0  # a coordinate with no signal: P(V = +1) = 1/2
+    H = DiagonalPlusLowRank(g.uniform(0.5, 2.0, d), g.normal(0, 0.4, (d, k)))
+    return QuadraticProblem(mu, g.uniform(0.5, 2.0, d), H)
+
+
+@pytest.fixture
+def cupy():
+    cp = pytest.importorskip("cupy")
+    ok, why = backend.gpu_available()
+    if not ok:
+        pytest.skip(why)
+    return cp
+
+
+SAMPLERS = ["sign", "batch_mean", "per_example"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("key", KEYS)
+def test_device_streams_equal_cpu_streams(cupy, key):
+    from surgesim.gpu import rng as grng
+
+    n, start = 4099, 2**64 - 1000  # odd n; the counters wrap around 2^64
+    words = [int(rng.random_bits(np.uint64(key), np.uint64((start + j) % 2**64))) for j in range(n)]
+    assert grng.words(key, n, start).tolist() == words  # integer arithmetic: exact
+    np.testing.assert_array_equal(grng.uniforms(key, n, 5), rng.uniforms(key, n, 5))  # exact conversion
+    # Device log/sqrt/cos/sin are within a few ulp of the host libm: rtol 1e-12 (atol near 0).
+    np.testing.assert_allclose(grng.normals(key, n, 123), rng.normals(key, n, 123), rtol=1e-12, atol=1e-12)
+
+
+def _cpu_and_gpu_signs(p, sampler, B, t0, n, seed=11):
+    key = onestep.batch_key(seed, B)
+    thr, rare = onestep.sign_thresholds(B, p.mu, p.sigma)
+    code = onestep.SAMPLERS[sampler]
+    out = []
+    for mod in (onestep, gpu_onestep):
+        a, V = np.empty(n), np.empty((n, p.dim), np.float32)
+        mod.trial_signs(code, key, np.uint64(t0), B, p.mu, p.sigma, thr, rare, a, V)
+        out.append((a, V))
+    return out
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("B", [1, 3, 16])  # odd B: a per-example pair straddles two coordinates
+def test_gpu_sign_patterns_equal_cpu(cupy, sampler, B):
+    p = _problem(37)
+    (a_c, V_c), (a_g, V_g) = _cpu_and_gpu_signs(p, sampler, B, t0=7, n=500)
+    if sampler == "sign":
+        np.testing.assert_array_equal(V_g, V_c)  # integer words against integer thresholds: exact
+    else:
+        # Normals agree to ~1e-15 relative: a sign can differ only for a batch mean within that of
+        # 0, probability ~1e-15 per coordinate; allow at most 1 of the 18,500 signs.
+        assert np.count_nonzero(V_g != V_c) <= 1
+    # float64 sums of the same terms in a different order: within 2 (d - 1) 2^-53 sum|mu|.
+    tol = 2 * (p.dim - 1) * 2.0**-53 * np.abs(p.mu).sum()
+    np.testing.assert_allclose(a_g[(V_g == V_c).all(axis=1)], a_c[(V_g == V_c).all(axis=1)], rtol=0, atol=tol)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("k", [0, 3])
+def test_gpu_moments_agree_with_cpu(cupy, sampler, k):
+    p = _problem(300, k=max(k, 1))
+    h, U = p.hessian.h, p.hessian.factor[:, :k]
+    B, t0, n = 5, 1000, 2000
+    key = onestep.batch_key(4, B)
+    thr, rare = onestep.sign_thresholds(B, p.mu, p.sigma)
+    code = onestep.SAMPLERS[sampler]
+    a_c, b_c = np.empty(n), np.empty(n)
+    onestep.trial_moments(code, key, np.uint64(t0), B, p.mu, p.sigma, thr, rare, h, U, a_c, b_c,
+                          np.empty(((n + 15) // 16, p.dim), np.float32))  # fmt: skip
+    a_g, b_g = np.empty(n), np.empty(n)
+    gpu_onestep.trial_moments(code, key, np.uint64(t0), B, p.mu, p.sigma, thr, rare, h, U, a_g, b_g)
+    # Same V (exact for sign; see the sign-pattern test for the others); float64 sums in another
+    # order: a within 2 (d - 1) u sum|mu|; b = sum h V^2 + |U'V|^2 within 4 d u (sum h + sum_j S_j^2),
+    # S_j = sum_i |U_ij| (|U'V|_j <= S_j), u = 2^-53.
+    u = 2.0**-53
+    np.testing.assert_allclose(a_g, a_c, rtol=0, atol=2 * (p.dim - 1) * u * np.abs(p.mu).sum())
+    tol_b = 4 * p.dim * u * (h.sum() + (np.abs(U).sum(axis=0) ** 2).sum())
+    np.testing.assert_allclose(b_g, b_c, rtol=0, atol=tol_b)
+
+
+@pytest.mark.gpu
+def test_gpu_dense_quadratic_forms_agree_with_cpu(cupy):
+    p = _problem(300)
+    H32 = p.hessian.to_dense().astype(np.float32)
+    V = np.sign(np.random.default_rng(0).normal(size=(2 * onestep.DENSE_BLOCK + 100, p.dim))).astype(np.float32)
+    b_c, b_g = onestep.quad_rows_f32(V, H32), gpu_onestep.quad_rows_f32(V, H32)
+    # Two float32 GEMMs summing in different orders: each entry of VH within d 2^-24 sum_i |H_ij|,
+    # so b within 2 d 2^-24 sum|H| (float64 row dots add nothing visible).
+    np.testing.assert_allclose(b_g, b_c, rtol=0, atol=2 * p.dim * 2.0**-24 * np.abs(H32.astype(np.float64)).sum())
+
+
+@pytest.mark.gpu
+def test_gpu_functions_take_device_arrays_and_sample_signs_is_one_row(cupy):
+    p = _problem(50)
+    B, t0, n = 3, 40, 64
+    key = onestep.batch_key(9, B)
+    thr, rare = onestep.sign_thresholds(B, p.mu, p.sigma)
+    a, V = np.empty(n), np.empty((n, p.dim), np.float32)
+    gpu_onestep.trial_signs(onestep.SIGN, key, np.uint64(t0), B, p.mu, p.sigma, thr, rare, a, V)
+    ad, Vd = cupy.empty(n), cupy.empty((n, p.dim), cupy.float32)
+    dev = [cupy.asarray(x) for x in (p.mu, p.sigma, thr, rare)]
+    gpu_onestep.trial_signs(onestep.SIGN, key, np.uint64(t0), B, *dev, ad, Vd)
+    np.testing.assert_array_equal(Vd.get(), V)  # the same kernel on the same numbers: identical
+    np.testing.assert_array_equal(ad.get(), a)
+    row = np.empty(p.dim, np.float32)
+    gpu_onestep.sample_signs(onestep.SIGN, rng.derive_key(key, np.uint64(t0 + 5)), B, p.mu, p.sigma, thr, rare, row)
+    np.testing.assert_array_equal(row, V[5])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dense", [False, True])
+def test_estimator_on_gpu_kernels_within_4_se_of_theory(cupy, monkeypatch, dense):
+    # The estimator unchanged, its kernel module swapped for the GPU one (same functions): the
+    # Monte Carlo optimal lr (eq 6) within 4 of its own standard errors of eq 9 at each B.
+    from surgesim import estimate, surge_problem
+
+    monkeypatch.setattr(estimate, "onestep", gpu_onestep)
+    p = surge_problem(200, 1, dense=dense)
+    sizes = [1, 32, 300, 5000]
+    exact = optimal_lr(sizes, p.mu, p.sigma, p.hessian)
+    for r, x in zip(estimate.estimate_curve(p, sizes, seed=7, rel_se=0.02), exact):
+        assert r.converged and math.isfinite(r.lr_se)
+        assert abs(r.lr - x) <= 4 * r.lr_se, (r.batch_size, r.lr, x, r.lr_se)
