@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import _sweep_tasks as T
@@ -109,10 +110,15 @@ run_sweep(
 """
 
 
+def _query(path: Path, sql: str) -> list[tuple]:
+    # Read-only, so that polling never creates the file before the sweep does.
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as conn:
+        return conn.execute(sql).fetchall()
+
+
 def _done_count(path: Path) -> int:
     try:
-        with sqlite3.connect(path, timeout=5) as conn:
-            return conn.execute("SELECT COUNT(*) FROM tasks WHERE status = 'done'").fetchone()[0]
+        return _query(path, "SELECT COUNT(*) FROM tasks WHERE status = 'done'")[0][0]
     except sqlite3.OperationalError:  # the file or its tables are not created yet
         return 0
 
@@ -137,10 +143,8 @@ def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
     assert proc.returncode == -signal.SIGKILL
 
     # Interrupted, the store holds whole tasks only: 3 rows per finished task, none for the others.
-    with sqlite3.connect(store) as conn:
-        status = dict(conn.execute("SELECT task_id, status FROM tasks"))
-        counts = dict(conn.execute("SELECT task_id, COUNT(*) FROM rows GROUP BY task_id"))
-    conn.close()
+    status = dict(_query(store, "SELECT task_id, status FROM tasks"))
+    counts = dict(_query(store, "SELECT task_id, COUNT(*) FROM rows GROUP BY task_id"))
     done = {tid for tid, s in status.items() if s == "done"}
     assert 3 <= len(done) < len(KILL_TASKS)
     assert counts == {tid: 3 for tid in done}
@@ -192,9 +196,9 @@ def test_store_refuses_a_different_sweep(tmp_path):
 
 def test_store_rejects_foreign_files(tmp_path):
     other = tmp_path / "other.sqlite"
-    with sqlite3.connect(other) as conn:
+    with closing(sqlite3.connect(other)) as conn:
         conn.execute("CREATE TABLE t (a)")
-    conn.close()
+        conn.commit()
     with pytest.raises(ValueError, match="not a surgesim sweep store"):
         run_sweep(T.scaled, [{"x": 1}], shared={"scale": 1}, store=other, workers=1)
     junk = tmp_path / "junk.sqlite"
@@ -226,9 +230,7 @@ def test_failing_task_is_reported_and_the_others_kept(tmp_path, workers, caplog)
     assert "x = 3 is not allowed" in caplog.text  # logged when it happened, not only at the end
     others = [{"x": x, "square": x * x} for x in (0, 1, 2, 4, 5)]
     assert load_rows(store) == others
-    with sqlite3.connect(store) as conn:
-        ((status, error),) = conn.execute("SELECT status, error FROM tasks WHERE position = 3")
-    conn.close()
+    ((status, error),) = _query(store, "SELECT status, error FROM tasks WHERE position = 3")
     assert status == "failed" and error.startswith("ValueError: x = 3 is not allowed")
     # A rerun retries only the failed task (which fails again), and keeps the others.
     with pytest.raises(SweepError, match="1 of 6 tasks failed"):
@@ -260,10 +262,12 @@ def test_bad_scheduler(scheduler, match):
         run_sweep(T.scaled, [{"x": 1}], scheduler=scheduler)
 
 
-def test_bad_scheduler_from_environment(monkeypatch):
+def test_scheduler_from_environment(monkeypatch):
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "localhost")
     with pytest.raises(ValueError, match="environment variable DASK_SCHEDULER_ADDRESS"):
-        run_sweep(T.scaled, [{"x": 1}])
+        run_sweep(T.scaled, [{"x": 1}], shared={"scale": 1})
+    # An explicit worker count means local processes: the variable is not even read.
+    assert run_sweep(T.scaled, [{"x": 1}], shared={"scale": 1}, workers=1) == [{"x": 1, "y": 1}]
 
 
 def test_missing_dask_names_the_extra(monkeypatch):

@@ -9,26 +9,32 @@ not depend on the executor, the worker count, the completion order, or on whethe
 interrupted and resumed. ``fn`` receives its parameters as decoded from their canonical JSON
 (tuples arrive as lists), the same on every executor.
 
-Example (``fn`` must be importable, not a lambda or a local function, for worker processes)::
+The public API: ``run_sweep`` (run, resume), ``load_rows`` (the finished rows of a store),
+``write_csv`` (rows to CSV, floats exact), ``task_id`` (a task's id), ``SweepError`` and
+``TaskFailure`` (failed tasks). Example (``fn`` must be importable, not a lambda or a local
+function, for worker processes)::
 
+    from surgesim.progress import progress_bar
     from surgesim.sweep import run_sweep, write_csv
     from mypkg.tasks import one_batch_size          # def one_batch_size(params, problem): ...
 
     tasks = [{"batch_size": b, "trials": 10_000, "seed": 7} for b in (1, 4, 16, 64)]
-    rows = run_sweep(
-        one_batch_size, tasks,
-        params={"dims": 1000, "problem_sha256": digest},  # the sweep's identity, beside the tasks
-        shared=problem,                 # sent once to each worker, passed as fn's 2nd argument
-        store="out/sweep.sqlite",       # resumable: finished tasks are skipped on a rerun
-        scheduler=None,                 # local processes; "local:4"; "tcp://10.0.0.5:8786"
-        progress=progress_bar(),        # from surgesim.progress: a tqdm bar on a terminal
-    )
+    with progress_bar(quiet=False, desc="batch sizes") as progress:  # tqdm bar on a terminal
+        rows = run_sweep(
+            one_batch_size, tasks,
+            params={"dims": 1000, "problem_sha256": digest},  # the sweep's identity, with the tasks
+            shared=problem,             # sent once to each worker, passed as fn's 2nd argument
+            store="out/sweep.sqlite",   # resumable: finished tasks are skipped on a rerun
+            scheduler=None,             # local processes; "local:4"; "tcp://10.0.0.5:8786"
+            progress=progress,
+        )
     write_csv(rows, "out/results.csv")
 
 Executors (``scheduler``):
 
 - ``None``: the Dask scheduler named by the environment variable ``DASK_SCHEDULER_ADDRESS`` if it
-  is set and not empty (dask's own convention), otherwise local processes: a
+  is set and not empty (dask's own convention) and ``workers`` is not given, otherwise local
+  processes: a
   ``concurrent.futures.ProcessPoolExecutor`` (forkserver context where available, else spawn) with
   ``workers`` processes (default ``os.cpu_count()``). ``workers=1`` runs every task in this process,
   one after the other, for debugging. A ``fn`` that is itself multithreaded (Numba parallel, BLAS)
@@ -533,8 +539,9 @@ def run_sweep(
             to keep results in memory only.
         scheduler: None (``DASK_SCHEDULER_ADDRESS`` if set, else local processes),
             ``"local:N"`` or ``"tcp://HOST:PORT"``.
-        workers: local processes (default ``os.cpu_count()``); 1 runs in this process. Only
-            for local processes: with a Dask scheduler the cluster decides.
+        workers: local processes (default ``os.cpu_count()``); 1 runs in this process. Giving
+            it selects local processes even if ``DASK_SCHEDULER_ADDRESS`` is set; it is an error
+            with an explicit Dask ``scheduler``, whose cluster has its own workers.
         shared: an optional picklable object (e.g. a QuadraticProblem) sent once to each
             worker and passed as fn's second argument.
         progress: called as ``progress(done, total)`` at the start (done = tasks already in the
@@ -552,14 +559,15 @@ def run_sweep(
         raise TypeError(f"fn must be callable, got {type(fn).__name__}: {fn!r}")
     task_list = _prepare_tasks(tasks)
     params_json = _encode_params({} if params is None else params, "params")
-    resolved = _resolve_scheduler(scheduler)
     if workers is not None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
-        if resolved is not None:
+        if scheduler is not None:
             raise ValueError(
-                f"workers={workers} applies to local processes; the Dask scheduler {resolved!r} has its own"
+                f"workers={workers} applies to local processes; the Dask scheduler {scheduler!r} has its own"
             )
+    # An explicit worker count selects local processes, whatever DASK_SCHEDULER_ADDRESS says.
+    resolved = _resolve_scheduler(scheduler) if workers is None else None
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
     shared_args = () if shared is None else (shared,)
     if resolved is None and n_workers > 1:
@@ -605,7 +613,7 @@ def run_sweep(
                     results[position] = rows
                 else:
                     failure = TaskFailure(position, task.task_id, json.loads(task.params_json), text, extra)
-                    _log.warning("task %d %s failed: %s", position, task.params_json, text)
+                    _log.warning("task %d %s failed: %s", position, json.dumps(failure.params), text)
                     if conn is not None:
                         _commit_failed(conn, task, text, extra)
                     failures.append(failure)
