@@ -80,12 +80,12 @@ class _Sampler:
         d = problem.dim
         self.dense = isinstance(H, Dense)
         if self.dense:
-            self.h, self.U = np.zeros(d), np.zeros((d, 0))
+            self.h, self.Ut = np.zeros(d), np.zeros((0, d))
             self.H32 = H.matrix.astype(np.float32)
         elif isinstance(H, Diagonal):
-            self.h, self.U = H.h, np.zeros((d, 0))
+            self.h, self.Ut = H.h, np.zeros((0, d))
         else:
-            self.h, self.U = H.h, H.factor
+            self.h, self.Ut = H.h, np.ascontiguousarray(H.factor.T)
         self.a = np.empty(0)
         self.b = np.empty(0)
         self._b_blocks = np.empty(0)  # dense: b for whole aligned GEMM blocks of trials
@@ -97,7 +97,7 @@ class _Sampler:
             m = min(_BLOCK, n - s)
             onestep.trial_moments(
                 self.code, self.key, np.uint64(t0 + s), self.B, self.p.mu, self.p.sigma,
-                self.thr, self.rare, self.h, self.U, a[s : s + m], b[s : s + m], work,
+                self.thr, self.rare, self.h, self.Ut, a[s : s + m], b[s : s + m], work,
             )  # fmt: skip
         return a, b
 
@@ -173,21 +173,28 @@ def argmax_by_search(mean_a: float, mean_b: float) -> float:
     return float(res.x)
 
 
-def plan_trials(st: dict, rel_se: float, dense_cost: float) -> tuple[int, int]:
+def plan_trials(st: dict, rel_se: float, dense_cost: float | None) -> tuple[int, int]:
     """Trials (N, M) that reach relative standard error ``rel_se`` at least cost.
 
-    Minimises N + c M subject to ra/N + rb/M <= rel_se^2 (ra, rb: per-trial relative variances of
-    a and b; c = ``dense_cost``, the cost of a b-trial in a-trials). Lagrange:
-    N = sqrt(ra) (sqrt(ra) + sqrt(c rb)) / R^2, M = sqrt(rb / c) (sqrt(ra) + sqrt(c rb)) / R^2.
-    The small covariance term is ignored in planning (it is kept in the reported error).
+    With per-trial relative (co)variances ra = var(a)/a^2, rb = var(b)/b^2, rc = cov(a, b)/(a b),
+    the squared relative error is (ra - 2 rc) / N + rb / M (module docstring). Minimising
+    N + c M (c = ``dense_cost``, the cost of a b-trial in a-trials) under that constraint gives,
+    by Lagrange, with e = ra - 2 rc (floored at ra / 20 so a noisy covariance cannot plan too few):
+    N = sqrt(e) (sqrt(e) + sqrt(c rb)) / R^2 and M = sqrt(rb / c) (sqrt(e) + sqrt(c rb)) / R^2.
+    ``dense_cost=None``: a and b come from the same trials (M = N = (e + rb) / R^2).
     """
-    ra = st["va"] / st["ma"] ** 2 if st["ma"] != 0 else math.inf
-    rb = st["vb"] / st["mb"] ** 2
-    r2 = rel_se * rel_se
-    if not math.isfinite(ra):
+    if st["ma"] == 0:
         return st["n"] * 8, st["m"] * 8
-    total = math.sqrt(ra) + math.sqrt(dense_cost * rb)
-    return math.ceil(math.sqrt(ra) * total / r2), math.ceil(math.sqrt(rb / dense_cost) * total / r2)
+    ra = st["va"] / st["ma"] ** 2
+    rb = st["vb"] / st["mb"] ** 2
+    rc = st["cab"] / (st["ma"] * st["mb"])
+    e = max(ra - 2.0 * rc, ra / 20.0)
+    r2 = rel_se * rel_se
+    if dense_cost is None:
+        n = math.ceil((e + rb) / r2)
+        return n, n
+    total = math.sqrt(e) + math.sqrt(dense_cost * rb)
+    return math.ceil(math.sqrt(e) * total / r2), math.ceil(math.sqrt(rb / dense_cost) * total / r2)
 
 
 def _round_up(x: float) -> int:
@@ -226,7 +233,7 @@ def estimate_batch_size(
         if int(max_trials) != max_trials or max_trials < _MIN_TRIALS:
             raise ValueError(f"max_trials must be an integer >= {_MIN_TRIALS}, got {max_trials}")
         d = problem.dim
-        dense_cost = 1.0 + d / 50.0 if s.dense else 1.0  # a d x d GEMM row vs d random words
+        dense_cost = 1.0 + d / 50.0 if s.dense else None  # a d x d GEMM row vs d random words
         n = m = _MIN_TRIALS
         while True:
             s.grow(n, m)

@@ -18,8 +18,8 @@ Samplers (all give V_i = sign of the batch-mean gradient of coordinate i):
 - ``PER_EXAMPLE``: B normals per coordinate, averaged (the faithful sampler, B times the cost;
   normal j = i * B + e is example e of coordinate i).
 
-Hessians: ``h`` (d,) is diag(H) for diagonal and diagonal + low-rank H, ``U`` (d, k) the low-rank
-factor (k = 0 for diagonal H); for dense H the kernel writes V and b is a float32 GEMM outside.
+Hessians: ``h`` (d,) is diag(H) for diagonal and diagonal + low-rank H, ``Ut`` (k, d) the transposed
+low-rank factor (k = 0 for diagonal H); for dense H the kernel writes V and b is a float32 GEMM outside.
 """
 
 from __future__ import annotations
@@ -121,15 +121,16 @@ def sample_signs(sampler, key, B, mu, sigma, thr, rare, row):
 
 
 @jit_parallel
-def trial_moments(sampler, key_b, t0, B, mu, sigma, thr, rare, h, U, out_a, out_b, work):
+def trial_moments(sampler, key_b, t0, B, mu, sigma, thr, rare, h, Ut, out_a, out_b, work):
     """a_t = mu'V_t and b_t = V_t'HV_t for trials t0 .. t0 + n - 1 (n = out_a.shape[0]).
 
-    H = diag(h) + U U' (k = U.shape[1] may be 0). ``work`` is scratch of shape
-    (ceil(n / 16), d), float32.
+    H = diag(h) + Ut' Ut with the low-rank factor given transposed, Ut of shape (k, d) and
+    C-contiguous so that each projection is a contiguous, vectorised dot product (k may be 0).
+    ``work`` is scratch of shape (ceil(n / 16), d), float32.
     """
     n = out_a.shape[0]
     d = mu.shape[0]
-    k = U.shape[1]
+    k = Ut.shape[0]
     n_chunks = (n + _CHUNK - 1) // _CHUNK
     for c in prange(n_chunks):
         row = work[c]
@@ -143,9 +144,10 @@ def trial_moments(sampler, key_b, t0, B, mu, sigma, thr, rare, h, U, out_a, out_
                 a += mu[i] * v
                 b += h[i] * v * v
             for j in range(k):
+                u = Ut[j]
                 p = 0.0
                 for i in range(d):
-                    p += U[i, j] * row[i]
+                    p += u[i] * row[i]
                 b += p * p
             out_a[t] = a
             out_b[t] = b

@@ -1,0 +1,242 @@
+"""Benchmarks: the Numba kernels against plain NumPy on the same work, measured in one run.
+
+1. Raw random-number rates: NumPy's PCG64 (uniforms, normals) and the counter-based SplitMix64
+   words and +-1 draws in Numba: the floor any sampler stands on.
+2. One-step kernel: per-trial a = mu'V and b = V'HV for d = 1000, dense and diagonal + low-rank H,
+   several B; samples/s (trials x d per second) for the kernel, plain NumPy (float64 GEMM) and
+   tuned NumPy (float32 GEMM), and their ratios.
+3. End to end at a fixed precision: the whole ``python -m sims.surge`` command on a dense d = 1000
+   problem given with --problem, --rel-se 0.0025 at every B in 1 .. 16384, against the plain
+   vectorised NumPy estimator that reaches the same precision (same trials for a and b). The NumPy
+   time is its measured per-trial rate times the trials it needs (``--numpy-full`` runs it).
+4. Multi-step dynamics kernel (``sims.bench_dynamics``), and ``--backend gpu`` (``sims.bench_gpu``).
+
+Timings are best of ``--repeat`` after one warm-up call (JIT compiled and cached first).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sims import _cli
+
+
+@dataclass(frozen=True)
+class Options:
+    dims: int
+    trials: int
+    repeat: int
+    backend: str
+    skip_end_to_end: bool
+    numpy_full: bool
+    out: str | None
+
+
+def best_time(fn, repeat: int) -> float:
+    fn()  # warm-up: JIT compile / caches
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def bench_rng(n: int, repeat: int) -> dict:
+    import numba
+
+    from surgesim import rng
+    from surgesim._jit import jit_parallel
+
+    @jit_parallel
+    def words(key, n):  # +-1 draws against a threshold, summed: the SIGN sampler's floor
+        s = 0
+        for i in numba.prange(n):
+            s += 1 if rng.random_bits(key, i) < np.uint64(1 << 62) else -1
+        return s
+
+    @jit_parallel
+    def normals(key, n):
+        s = 0.0
+        for i in numba.prange(n // 2):
+            z0, z1 = rng.normal_pair(key, i)
+            s += z0 + z1
+        return s
+
+    g = np.random.default_rng(0)
+    key = np.uint64(12345)
+    return {
+        "numpy_uniform_per_s": n / best_time(lambda: g.random(n), repeat),
+        "numpy_normal_per_s": n / best_time(lambda: g.standard_normal(n), repeat),
+        "splitmix_pm1_per_s": n / best_time(lambda: words(key, n), repeat),
+        "splitmix_normal_per_s": n / best_time(lambda: normals(key, n), repeat),
+        "threads": numba.get_num_threads(),
+    }
+
+
+def bench_onestep(dims: int, trials: int, repeat: int) -> list[dict]:
+    from surgesim.estimate import _Sampler
+    from surgesim.problem import FAMILIES
+    from surgesim.reference import onestep as ref
+
+    rows = []
+    for family in ("lowrank", "dense"):
+        p = FAMILIES[family](dims, 0)
+        for B in (1, 64, 4096):
+            def kernel():
+                s = _Sampler(p, B, seed=0, sampler="sign")
+                s.grow(trials, trials)
+
+            g = np.random.default_rng(0)
+
+            def numpy(dtype):
+                for s in range(0, trials, 4096):
+                    V = ref.signs(p, B, np.arange(s, min(trials, s + 4096)), generator=g)
+                    ref.moments(p, V, dtype=dtype)
+
+            t_k = best_time(kernel, repeat)
+            t_np = best_time(lambda: numpy(np.float64), max(1, repeat // 2))
+            t_np32 = best_time(lambda: numpy(np.float32), max(1, repeat // 2))
+            work = trials * dims
+            rows.append({
+                "hessian": family, "B": B, "kernel_samples_per_s": work / t_k,
+                "numpy_samples_per_s": work / t_np, "numpy_f32_samples_per_s": work / t_np32,
+                "ratio_vs_numpy": t_np / t_k, "ratio_vs_numpy_f32": t_np32 / t_k,
+            })  # fmt: skip
+    return rows
+
+
+def bench_end_to_end(dims: int, rel_se: float, numpy_full: bool) -> dict:
+    from surgesim.problem import FAMILIES
+    from surgesim.reference import onestep as ref
+
+    sizes = [2**k for k in range(15)]  # 1 .. 16384
+    with tempfile.TemporaryDirectory() as tmp:
+        problem = Path(tmp) / "dense.npz"
+        FAMILIES["dense"](dims, 0).save(problem)
+        cmd = [sys.executable, "-m", "sims.surge", "--problem", str(problem), "--rel-se", str(rel_se),
+               "--batch-sizes", ",".join(map(str, sizes)), "--quiet", "--no-plot", "--out", str(Path(tmp) / "run")]  # fmt: skip
+        subprocess.run(cmd + ["--rel-se", "0.5"], check=True)  # warm the JIT cache
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True)
+        t_kernel = time.perf_counter() - t
+        results = list(_read_csv(Path(tmp) / "run" / "results.csv"))
+        p = FAMILIES["dense"](dims, 0)
+
+    # Plain NumPy at the same precision uses the same N trials for a and b: its relative variance
+    # is (ra + rb - 2 rc) / N with per-trial relative (co)variances from a 4096-trial NumPy pilot.
+    g = np.random.default_rng(0)
+    block = 4096
+    n_plain = []
+    for B in sizes:
+        a, b = ref.moments(p, ref.signs(p, B, np.arange(block), generator=g), dtype=np.float32)
+        ma, mb = a.mean(), b.mean()
+        per_trial = a.var(ddof=1) / ma**2 + b.var(ddof=1) / mb**2 - 2 * np.cov(a, b)[0, 1] / (ma * mb)
+        n_plain.append(max(int(np.ceil(per_trial / rel_se**2)), block))
+
+    def numpy_block():
+        V = ref.signs(p, 64, np.arange(block), generator=g)
+        ref.moments(p, V, dtype=np.float32)
+
+    per_trial = best_time(numpy_block, 2) / block
+    out = {
+        "rel_se": rel_se, "batch_sizes": sizes, "kernel_command_seconds": t_kernel,
+        "kernel_trials": int(sum(int(r["trials"]) for r in results)),
+        "kernel_denominator_trials": int(sum(int(r["denominator_trials"]) for r in results)),
+        "numpy_trials": int(sum(n_plain)), "numpy_seconds_per_trial": per_trial,
+        "numpy_seconds_estimated": per_trial * sum(n_plain),
+    }  # fmt: skip
+    if numpy_full:
+        t = time.perf_counter()
+        for B, n in zip(sizes, n_plain):
+            for s in range(0, n, block):
+                V = ref.signs(p, B, np.arange(s, min(n, s + block)), generator=g)
+                ref.moments(p, V, dtype=np.float32)
+        out["numpy_seconds_measured"] = time.perf_counter() - t
+    out["speedup"] = out.get("numpy_seconds_measured", out["numpy_seconds_estimated"]) / t_kernel
+    return out
+
+
+def _read_csv(path: Path):
+    import csv
+
+    with open(path) as f:
+        yield from csv.DictReader(f)
+
+
+def build_parser() -> _cli.Parser:
+    p = _cli.Parser(prog="python -m sims.bench", description=__doc__.split("\n\n")[0],
+                    epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+                    formatter_class=_cli.argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--dims", type=int, default=1000, help="dimension d (default 1000)")
+    p.add_argument("--trials", type=int, default=16384, help="trials per one-step timing (default 16384)")
+    p.add_argument("--repeat", type=int, default=3, help="timed repetitions, best kept (default 3)")
+    p.add_argument("--backend", choices=["cpu", "gpu"], default="cpu", help="gpu: CuPy kernels against the CPU kernels")
+    p.add_argument("--skip-end-to-end", action="store_true", help="skip the --rel-se 0.0025 command timing (minutes)")
+    p.add_argument("--numpy-full", action="store_true", help="run the NumPy end-to-end estimator instead of extrapolating")
+    p.add_argument("--out", help="also write the numbers as JSON to this file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return _cli.run(lambda: _main(args))
+
+
+def _main(args) -> int:
+    if args.dims < 2 or args.trials < 16 or args.repeat < 1:
+        raise _cli.UsageError("need --dims >= 2, --trials >= 16, --repeat >= 1")
+    opts = Options(args.dims, args.trials, args.repeat, args.backend, args.skip_end_to_end, args.numpy_full, args.out)
+    if opts.backend == "gpu":
+        from sims.bench_gpu import bench_gpu
+
+        report = {"gpu": bench_gpu(opts.dims)}
+        print(json.dumps(report, indent=2))
+        return 0
+    report: dict = {}
+    r = report["rng"] = bench_rng(1 << 25, opts.repeat)
+    print(f"random numbers ({r['threads']} threads): NumPy PCG64 {r['numpy_uniform_per_s'] / 1e6:.0f}M uniforms/s, "
+          f"{r['numpy_normal_per_s'] / 1e6:.0f}M normals/s (1 thread); SplitMix64 {r['splitmix_pm1_per_s'] / 1e6:.0f}M "
+          f"+-1 draws/s, {r['splitmix_normal_per_s'] / 1e6:.0f}M normals/s")  # fmt: skip
+    print(f"\none step, d = {opts.dims}, {opts.trials} trials (samples = trials x d):")
+    print(f"{'H':>8} {'B':>5} {'kernel M/s':>11} {'NumPy M/s':>10} {'NumPy32 M/s':>12} {'x NumPy':>8} {'x NumPy32':>9}")
+    rows = report["onestep"] = bench_onestep(opts.dims, opts.trials, opts.repeat)
+    for q in rows:
+        print(f"{q['hessian']:>8} {q['B']:>5} {q['kernel_samples_per_s'] / 1e6:>11.0f} {q['numpy_samples_per_s'] / 1e6:>10.0f} "
+              f"{q['numpy_f32_samples_per_s'] / 1e6:>12.0f} {q['ratio_vs_numpy']:>8.1f} {q['ratio_vs_numpy_f32']:>9.1f}")  # fmt: skip
+    best = max(q["kernel_samples_per_s"] for q in rows if q["hessian"] == "lowrank")
+    print(f"best one-step kernel: {best / 1e6:.0f}M samples/s = {best / r['splitmix_pm1_per_s']:.0%} of the raw "
+          f"+-1 draw rate ({r['splitmix_pm1_per_s'] / 1e6:.0f}M/s)")
+    if not opts.skip_end_to_end:
+        e = report["end_to_end"] = bench_end_to_end(opts.dims, 0.0025, opts.numpy_full)
+        numpy_s = e.get("numpy_seconds_measured", e["numpy_seconds_estimated"])
+        how = "measured" if "numpy_seconds_measured" in e else "measured rate x trials needed"
+        print(f"\nend to end, dense d = {opts.dims}, rel. s.e. {e['rel_se']} at B = 1 .. 16384:")
+        print(f"  python -m sims.surge: {e['kernel_command_seconds']:.1f} s ({e['kernel_trials']:,} numerator / "
+              f"{e['kernel_denominator_trials']:,} denominator trials)")
+        print(f"  plain NumPy: {numpy_s:.0f} s ({how}: {e['numpy_trials']:,} trials at "
+              f"{e['numpy_seconds_per_trial'] * 1e6:.1f} us)")
+        print(f"  speed-up: {e['speedup']:.1f}x")
+    try:
+        from sims.bench_dynamics import bench_dynamics
+    except ImportError:
+        bench_dynamics = None
+    if bench_dynamics is not None:
+        report["dynamics"] = bench_dynamics()
+        print("\nmulti-step dynamics:")
+        print(json.dumps(report["dynamics"], indent=2))
+    if opts.out:
+        Path(opts.out).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
