@@ -242,15 +242,20 @@ def test_gpu_arguments_are_checked_before_cupy_is_needed(no_cupy, change, messag
         gpu_onestep.trial_moments(**{**args, **change})
 
 
-def test_surge_command_with_backend_gpu_and_no_cupy_exits_2_with_one_line(tmp_path):
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["sims.surge", "--backend", "gpu", "--dims", "10", "--out", "{tmp}/out"],
+        ["sims.bench_gpu", "--dims", "10", "--trials", "16"],
+    ],
+)
+def test_gpu_commands_without_cupy_exit_2_with_one_line(tmp_path, command):
     fake = tmp_path / "site"  # a 'cupy' package that fails to import, first on the path
     (fake / "cupy").mkdir(parents=True)
     (fake / "cupy" / "__init__.py").write_text("raise ImportError('simulated: no CuPy here')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT)])}
-    r = subprocess.run(
-        [sys.executable, "-m", "sims.surge", "--backend", "gpu", "--dims", "10", "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, cwd=ROOT, env=env,
-    )  # fmt: skip
+    argv = [sys.executable, "-m"] + [c.format(tmp=tmp_path) for c in command]
+    r = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env)
     assert r.returncode == 2
     assert r.stderr.splitlines() == ["error: --backend gpu: CuPy is not installed (pip install 'surgesim[gpu]')"]
     assert "Traceback" not in r.stdout
@@ -388,3 +393,18 @@ def test_estimator_on_gpu_kernels_within_4_se_of_theory(cupy, monkeypatch, dense
     for r, x in zip(estimate.estimate_curve(p, sizes, seed=7, rel_se=0.02), exact):
         assert r.converged and math.isfinite(r.lr_se)
         assert abs(r.lr - x) <= 4 * r.lr_se, (r.batch_size, r.lr, x, r.lr_se)
+
+
+@pytest.mark.gpu
+def test_bench_gpu_reports_rates_and_agreement(cupy):
+    from sims.bench_gpu import CASES, bench_gpu
+
+    report = bench_gpu(dims=64, trials=512, repeat=1)
+    assert len(report["cases"]) == len(CASES)
+    for r in report["cases"]:
+        assert r["cpu_samples_per_s"] > 0 and r["gpu_device_samples_per_s"] > 0
+        # Same signs, so rounding only: a is a float64 sum in another order (<= 2 (d - 1) 2^-53 of
+        # sum|mu|); mean(b) is float64 sums for low-rank H (1e-12) and float32 GEMMs for dense
+        # (entries ~1e-7 relative, see quad_rows_f32: 1e-5 leaves a 100x margin).
+        assert r["max_a_diff_over_sum_abs_mu"] <= 2 * 63 * 2.0**-53
+        assert r["mean_b_rel_diff"] <= (1e-5 if r["hessian"] == "dense" else 1e-12)
