@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from numba import prange
 
@@ -339,12 +340,18 @@ def run_trajectories(
     delta_at = np.full((T, n_t, d), np.nan)
     n_steps = np.zeros(T, dtype=np.int64)
     trace = np.full((T, n_trace), np.nan)
-    _run(
-        kind, h, ut, hd, sigma, keys, lr, 1.0 / np.sqrt(bs), optimizer.code,
-        float(optimizer.beta1), float(optimizer.beta2), float(optimizer.eps),
-        np.ascontiguousarray(tg[order]), further, min_steps, max_steps,
-        delta, mom, vel, gm, z, p, steps, loss_at, loss_after, delta_at, n_steps, trace,
-    )  # fmt: skip
+    # Trajectories differ in length (a large lr reaches the targets sooner, a failing one runs to
+    # max_steps): hand them to the threads one at a time so that both stay busy.
+    previous = numba.set_parallel_chunksize(1)
+    try:
+        _run(
+            kind, h, ut, hd, sigma, keys, lr, 1.0 / np.sqrt(bs), optimizer.code,
+            float(optimizer.beta1), float(optimizer.beta2), float(optimizer.eps),
+            np.ascontiguousarray(tg[order]), further, min_steps, max_steps,
+            delta, mom, vel, gm, z, p, steps, loss_at, loss_after, delta_at, n_steps, trace,
+        )  # fmt: skip
+    finally:
+        numba.set_parallel_chunksize(previous)
     inv = np.argsort(order)
     return TrajectoryResult(
         steps[:, inv], loss_at[:, inv], loss_after[:, inv], delta_at[:, inv], delta, mom, vel, n_steps, trace

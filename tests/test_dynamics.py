@@ -1,0 +1,326 @@
+"""Multi-step dynamics: the Numba kernels against the NumPy reference, the optimizers' limits, the
+target bookkeeping, reproducibility, eq 22, the protocol, and ``python -m sims.dynamics``."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numba
+import numpy as np
+import pytest
+from scipy import linalg, stats
+
+from surgesim import dynamics, rng
+from surgesim.fit import fit_noise_batch_size
+from surgesim.hessian import Dense, Diagonal, DiagonalPlusLowRank
+from surgesim.kernels.dynamics import Optimizer, run_trajectories, trajectory_key
+from surgesim.problem import QuadraticProblem, surge_problem
+from surgesim.reference.dynamics import run_trajectories as reference_trajectories
+
+
+def _hessians(d: int = 7, k: int = 2):
+    """The three kinds of H on one problem: diagonal + low rank, the same dense, and its diagonal."""
+    g = np.random.default_rng(3)
+    h = g.uniform(0.5, 2.0, d)
+    U = g.uniform(0.2, 0.6, (d, k)) * g.choice([-1.0, 1.0], d)[:, None]
+    low = DiagonalPlusLowRank(h, U)
+    return {"lowrank": low, "dense": Dense(low.to_dense()), "diagonal": Diagonal(h)}
+
+
+HESSIANS = _hessians()
+SIGMA = np.linspace(0.5, 1.5, 7)
+DELTA0 = np.linspace(-1.0, 1.0, 7) + 0.3  # d = 7 is odd: the last Box-Muller pair is half used
+KEYS = np.array([trajectory_key(11, 4, r) for r in range(3)], dtype=np.uint64)
+BATCH = np.array([1.0, 4.0, 64.0])
+OPTIMIZERS = {
+    "sign": (Optimizer("sign"), np.array([0.01, 0.02, 0.005])),
+    "adam": (Optimizer("adam", 0.9, 0.999, 1e-8), np.array([0.01, 0.02, 0.005])),
+    "adam00": (Optimizer("adam", 0.0, 0.0, 1e-8), np.array([0.01, 0.02, 0.005])),
+    "sgd": (Optimizer("sgd"), np.array([0.05, 0.1, 0.2])),
+    "lion": (Optimizer("lion", 0.9, 0.99), np.array([0.01, 0.02, 0.005])),
+}
+
+
+@pytest.mark.parametrize("hess", sorted(HESSIANS))
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_kernel_matches_numpy_reference_step_by_step(name, hess):
+    # Same random numbers, same arithmetic up to the order of floating-point sums (the kernel
+    # reassociates its reductions): agreement to ~1e-15 per step, and sign decisions only differ
+    # if some |g_i| is within ~1e-15 of 0, which these seeds never produce. rtol 1e-9 leaves
+    # room for the slow growth of rounding differences over 60 steps.
+    opt, lr = OPTIMIZERS[name]
+    H = HESSIANS[hess]
+    n = 60
+    got = run_trajectories(H, SIGMA, DELTA0, KEYS, lr, BATCH, opt, max_steps=n, min_steps=n, trace_steps=n + 1)
+    ref = reference_trajectories(H, SIGMA, DELTA0, KEYS, lr, BATCH, opt, n)
+    assert np.all(got.n_steps == n)
+    np.testing.assert_allclose(got.trace, ref["trace"], rtol=1e-9)
+    for field in ("delta", "m", "v"):
+        np.testing.assert_allclose(getattr(got, field), ref[field], rtol=1e-9, atol=1e-12)
+    assert np.ptp(got.trace[:, -1]) > 0  # the three trajectories really differ
+
+
+def test_reference_regenerates_the_kernels_normals():
+    # One SGD step with delta0 = 0 moves delta by -lr * sigma / sqrt(B) * z: z itself, the first
+    # step's normals, which the reference draws from rng.normals(key, 2 * ceil(d / 2), 0).
+    H = HESSIANS["diagonal"]
+    got = run_trajectories(H, SIGMA, np.zeros(7), KEYS, 1.0, 1.0, Optimizer("sgd"), max_steps=1, min_steps=1)
+    for t, key in enumerate(KEYS):
+        z = rng.normals(int(key), 8, 0)[:7]
+        np.testing.assert_array_equal(got.delta[t], -SIGMA * z)
+
+
+def test_adam_with_zero_betas_is_sign_sgd():
+    # Appendix A, eq 29: with beta1 = beta2 = 0, u = g / (|g| + eps). With eps = 0 that is g / |g|,
+    # +-1 up to one rounding (the kernels may divide by multiplying with a reciprocal): the same
+    # sign decisions as sign-SGD, so the trajectories agree to n_steps * lr * 2^-52. With eps > 0
+    # each step differs from sign(g) by eps / (|g| + eps) <= eps / |g| per coordinate.
+    H = HESSIANS["lowrank"]
+    lr, n = np.array([0.01, 0.02, 0.005]), 200
+    kw = dict(max_steps=n, min_steps=n, trace_steps=n + 1)
+    sign = run_trajectories(H, SIGMA, DELTA0, KEYS, lr, BATCH, Optimizer("sign"), **kw)
+    exact = run_trajectories(H, SIGMA, DELTA0, KEYS, lr, BATCH, Optimizer("adam", 0.0, 0.0, 0.0), **kw)
+    np.testing.assert_allclose(exact.delta, sign.delta, rtol=0, atol=n * float(lr.max()) * 2.0**-52)
+    eps = 1e-10
+    near = run_trajectories(H, SIGMA, DELTA0, KEYS, lr, BATCH, Optimizer("adam", 0.0, 0.0, eps), **kw)
+    # |g| > 1e-6 at every step here (checked by the bound holding with a margin): the drift is
+    # at most lr * n * eps / 1e-6 = 2e-6 lr per coordinate.
+    np.testing.assert_allclose(near.delta, sign.delta, rtol=0, atol=float(lr.max()) * n * eps / 1e-6)
+    assert not np.array_equal(near.delta, sign.delta)  # eps does act
+
+
+def test_sgd_small_lr_follows_gradient_flow_within_noise():
+    # SGD on a quadratic is linear: delta_t = A^t delta0 + noise with A = I - lr H, so
+    # E[delta_t] = A^t delta0, which for lr -> 0 at fixed tau = lr t tends to the gradient flow
+    # exp(-H tau) delta0, and Cov[delta_t] = C_inf - A^t C_inf A^t with C_inf = A C_inf A + lr^2
+    # diag(sigma^2) / B (discrete Lyapunov equation). With lr = 1e-4 the discretisation error is
+    # below a tenth of the standard error of the mean over T runs (checked), so the mean must agree
+    # with the flow within 4.5 standard errors per coordinate (7 coordinates: p < 5e-5), and each
+    # sample variance must lie in its chi-square 1e-5 two-sided interval.
+    H = HESSIANS["dense"]
+    lr, tau, T, B = 1e-4, 1.0, 256, 2.0
+    n = int(round(tau / lr))
+    keys = np.array([trajectory_key(5, 2, r) for r in range(T)], dtype=np.uint64)
+    res = run_trajectories(H, SIGMA, DELTA0, keys, lr, B, Optimizer("sgd"), max_steps=n, min_steps=n)
+    flow = linalg.expm(-H.matrix * tau) @ DELTA0
+    A = np.eye(7) - lr * H.matrix
+    An = np.linalg.matrix_power(A, n)
+    c_inf = linalg.solve_discrete_lyapunov(A, np.diag(lr**2 * SIGMA**2 / B))
+    var = np.diag(c_inf - An @ c_inf @ An.T)
+    se = np.sqrt(var / T)
+    assert np.all(np.abs(An @ DELTA0 - flow) < 0.1 * se)
+    z = (res.delta.mean(axis=0) - flow) / se
+    assert np.max(np.abs(z)) < 4.5, z
+    ratio = res.delta.var(axis=0, ddof=1) / var
+    lo, hi = stats.chi2.ppf([0.5e-5, 1 - 0.5e-5], T - 1) / (T - 1)
+    assert np.all((lo < ratio) & (ratio < hi)), ratio
+
+
+def test_targets_steps_and_further_decrease_agree_with_the_trace():
+    H = HESSIANS["lowrank"]
+    n = 400
+    lr = np.array([0.02, 0.01, 0.003])
+    L0 = 0.5 * DELTA0 @ H.matvec(DELTA0)
+    targets = np.array([0.3, 0.6, 0.05, 1e-9]) * L0  # deliberately unsorted; the last is unreachable
+    further = 7
+    res = run_trajectories(
+        H, SIGMA, DELTA0, KEYS, lr, BATCH, Optimizer("sign"), targets, further, max_steps=300, min_steps=n,
+        trace_steps=n + 1,
+    )  # fmt: skip
+    for t in range(3):
+        for j, target in enumerate(targets):
+            below = np.nonzero(res.trace[t, :301] <= target)[0]
+            if below.size == 0:
+                assert res.steps[t, j] == -1 and np.isnan(res.loss_at[t, j]) and np.isnan(res.loss_after[t, j])
+                assert np.all(np.isnan(res.delta_at[t, j]))
+                continue
+            s = below[0]
+            assert res.steps[t, j] == s
+            assert res.loss_at[t, j] == res.trace[t, s]
+            assert res.loss_after[t, j] == res.trace[t, s + further]
+            np.testing.assert_allclose(
+                0.5 * res.delta_at[t, j] @ H.matvec(res.delta_at[t, j]), res.trace[t, s], rtol=1e-12
+            )
+    assert np.all(res.steps[:, 3] == -1)
+    assert np.all(res.steps[:, 2] >= 0)  # all reach 5% of L0 within 300 steps
+
+
+def test_run_stops_when_targets_are_done_and_diverging_runs_stop():
+    H = HESSIANS["lowrank"]
+    L0 = 0.5 * DELTA0 @ H.matvec(DELTA0)
+    res = run_trajectories(H, SIGMA, DELTA0, KEYS[:1], 0.02, 64.0, Optimizer("sign"), [0.5 * L0], 5, max_steps=10**6)
+    assert res.n_steps[0] == res.steps[0, 0] + 5
+    lmax = np.linalg.eigvalsh(H.to_dense())[-1]
+    bad = run_trajectories(H, SIGMA, DELTA0, KEYS[:1], 2.5 / lmax, 1.0, Optimizer("sgd"), [1e-3 * L0], 5, 10**6)
+    assert bad.steps[0, 0] == -1 and bad.n_steps[0] < 10**5  # stopped on the non-finite loss
+
+
+def test_results_do_not_depend_on_threads_or_grouping():
+    p = surge_problem(40, seed=2, rank=3)
+    delta0 = dynamics.initial_delta(p)
+    keys = np.array([trajectory_key(9, b, r) for b in (1, 16) for r in range(4)], dtype=np.uint64)
+    lr, B = np.geomspace(1e-4, 1e-2, 8), np.repeat([1.0, 16.0], 4)
+    L0 = 0.5 * delta0 @ p.mu
+    args = (p.hessian, p.sigma, delta0, keys, lr, B, Optimizer("adam", 0.9, 0.999), [0.7 * L0, 0.4 * L0], 20, 500)
+    previous = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = run_trajectories(*args, trace_steps=50)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = run_trajectories(*args, trace_steps=50)
+    finally:
+        numba.set_num_threads(previous)
+    for field in ("steps", "loss_at", "loss_after", "delta_at", "delta", "m", "v", "n_steps", "trace"):
+        np.testing.assert_array_equal(getattr(one, field), getattr(two, field))
+    alone = run_trajectories(p.hessian, p.sigma, delta0, keys[5:6], lr[5], B[5], *args[6:], trace_steps=50)
+    np.testing.assert_array_equal(alone.trace[0], one.trace[5])
+
+
+@pytest.mark.parametrize("hess", sorted(HESSIANS))
+def test_initial_delta_solves_h_delta_equals_mu(hess):
+    p = QuadraticProblem(np.linspace(-0.2, 0.3, 7), SIGMA, HESSIANS[hess])
+    np.testing.assert_allclose(p.hessian.matvec(dynamics.initial_delta(p)), p.mu, rtol=1e-12, atol=1e-14)
+
+
+# --- eq 22 --------------------------------------------------------------------------------------
+
+
+def _eq20_points(noise_batch_size: float, s_min: float, batch_sizes: np.ndarray):
+    """(S, E) on eq 20's curve: S = S_min (1 + B_noise / B), E = B S."""
+    S = s_min * (1.0 + noise_batch_size / batch_sizes)
+    return S, batch_sizes * S
+
+
+def test_eq22_recovers_exact_parameters():
+    B = np.geomspace(4, 4096, 11)
+    S, E = _eq20_points(150.0, 40.0, B)
+    np.testing.assert_allclose((S / 40.0 - 1) * (E / 6000.0 - 1), 1.0, rtol=1e-12)  # eq 20 holds
+    bn, s_min, e_min = fit_noise_batch_size(S, E)
+    assert (bn, s_min, e_min) == pytest.approx((150.0, 40.0, 6000.0), rel=1e-9)
+
+
+def test_eq22_recovers_parameters_from_noisy_points_within_their_standard_errors():
+    # 2% log-normal noise on S (E = B S keeps the same factor). The fit is ordinary least squares of
+    # 1/S on 1/E, so scipy's slope and intercept standard errors are the reference: the estimates
+    # must land within 4 of them (seeded; p ~ 6e-5 each for a Gaussian estimator).
+    g = np.random.default_rng(0)
+    B = np.geomspace(4, 4096, 24)
+    S, E = _eq20_points(150.0, 40.0, B)
+    noise = np.exp(0.02 * g.standard_normal(B.size))
+    S, E = S * noise, E * noise
+    bn, s_min, _ = fit_noise_batch_size(S, E)
+    ref = stats.linregress(1.0 / E, 1.0 / S)
+    assert abs(bn - 150.0) < 4 * ref.stderr
+    assert abs(1.0 / s_min - 1.0 / 40.0) < 4 * ref.intercept_stderr
+    assert ref.stderr < 0.1 * 150.0  # the test has power: the standard error is well below B_noise
+
+
+# --- the protocol ---------------------------------------------------------------------------------
+
+
+def _tiny_experiment(optimizers=("sign", "sgd"), seeds=3):
+    p = surge_problem(24, seed=1, snr=(0.05, 0.15))
+    opts = tuple(dynamics.DEFAULT_OPTIMIZERS[o] for o in optimizers)
+    Bs = (2, 8, 32, 128)
+    lrs = tuple(tuple(dynamics.default_lr_grid(p, o, Bs, 6)) for o in opts)
+    return dynamics.Experiment(p, opts, Bs, lrs, (0.5, 0.25), further_steps=10, max_steps=800, seeds=seeds, seed=4)
+
+
+def test_run_task_rows_are_deterministic_and_complete():
+    exp = _tiny_experiment()
+    tasks = exp.tasks()
+    assert len(tasks) == 2 * 4
+    assert json.loads(json.dumps(tasks)) == tasks  # JSON parameters, as surgesim.sweep needs
+    rows = dynamics.run_task(tasks[1], exp.problem)
+    assert rows == dynamics.run_task(json.loads(json.dumps(tasks[1])), exp.problem)
+    assert len(rows) == 6 * 3 * 2 and all(tuple(r) == dynamics.ROW_COLUMNS for r in rows)
+    for r in rows:
+        assert (r["steps"] is None) == (r["examples"] is None)
+        if r["steps"] is not None:
+            assert r["examples"] == r["steps"] * r["batch_size"] and r["loss_at"] <= r["target_loss"]
+    assert any(r["steps"] is not None for r in rows)
+
+
+def test_summary_predictions_and_fits_are_consistent():
+    exp = _tiny_experiment()
+    calls = []
+    rows = dynamics.run_experiment(exp, progress=lambda done, total: calls.append((done, total)))
+    results = dynamics.summarize(exp, rows)
+    assert calls[0] == (0, 8) and calls[-1] == (8, 8)
+    assert [(r.optimizer.name, r.target_fraction) for r in results] == [
+        ("sign", 0.5), ("sign", 0.25), ("sgd", 0.5), ("sgd", 0.25),
+    ]  # fmt: skip
+    for r in results:
+        d = r.as_dict()
+        json.dumps(d, allow_nan=False)
+        for key in ("optimizer", "target_loss", "fitted_noise_batch_size", "predicted_noise_batch_size",
+                    "peak_batch_size", "optimal_lr"):  # fmt: skip
+            assert key in d
+        assert [b for b, _ in d["optimal_lr"]] == [2, 8, 32, 128]
+        assert r.decrease.shape == (4, 6) and len(r.seed_peaks) == 3
+        S = np.array([s for _, s in d["steps"] if s is not None])
+        assert S.size >= 2 and d["fitted_noise_batch_size"] is not None
+    # eq 14 from the ensemble by hand, for the first result
+    r = results[0]
+    sel = [row for row in rows if row["optimizer"] == "sign" and row["target_loss"] == r.target_loss]
+    chosen = []
+    for o in r.steps_fit.optima:
+        grid = np.array(sorted({row["lr"] for row in sel if row["batch_size"] == o.batch_size}))
+        near = grid[np.argmin(np.abs(np.log(grid / o.optimal_lr)))]
+        chosen += [
+            row for row in sel if row["batch_size"] == o.batch_size and row["lr"] == near and row["steps"] is not None
+        ]
+    off = np.mean([row["off_diagonal"] for row in chosen])
+    assert r.predicted_noise_batch_size == pytest.approx(math.pi * exp.problem.hessian.trace() / (2 * off), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(target_fractions=(0.5, 1.5)), "target_fractions"),
+        (dict(seeds=0), "seeds"),
+        (dict(batch_sizes=(0, 4)), "batch_sizes"),
+        (dict(lrs=((1e-3,),)), "one learning-rate grid per optimizer"),
+        (dict(lrs=((1e-3, -1.0), (1e-3,))), "learning rates"),
+        (dict(max_steps=-1), "max_steps"),
+    ],
+)
+def test_experiment_rejects_bad_input_with_the_value(kwargs, match):
+    exp = _tiny_experiment()
+    base = dict(problem=exp.problem, optimizers=exp.optimizers, batch_sizes=exp.batch_sizes, lrs=exp.lrs)
+    with pytest.raises(ValueError, match=match):
+        dynamics.Experiment(**(base | kwargs))
+
+
+def test_optimizer_rejects_bad_hyperparameters():
+    with pytest.raises(ValueError, match="beta1=1.0"):
+        Optimizer("adam", 1.0, 0.9)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        Optimizer("rmsprop")
+
+
+# --- the default experiment: the paper's claims -----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_peak_batch_size_grows_as_the_target_loss_falls():
+    # Section 2.3, conclusion 2 / eq 21: B_peak grows as the loss falls. On the default problem,
+    # for sign-SGD and Adam(0.9, 0.999): each seed's own peak batch size at the lowest target
+    # (1/8 of L0) against the highest (1/2 of L0). One-sided exact sign test over the seeds, ties
+    # dropped: all of at least 7 untied seeds must grow (p <= 2^-7 < 0.01 under "no growth").
+    # And the fitted B_noise (eq 22) grows from target to target.
+    exp = dynamics.default_experiment(optimizers=("sign", "adam"))
+    results = dynamics.summarize(exp, dynamics.run_experiment(exp))
+    for name in ("sign", "adam"):
+        mine = [r for r in results if r.optimizer.name == name]
+        growth = np.log2(mine[-1].seed_peaks) - np.log2(mine[0].seed_peaks)
+        untied = growth[growth != 0]
+        assert untied.size >= 7 and np.all(untied > 0), (name, growth)
+        fitted = [r.fitted_noise_batch_size for r in mine]
+        assert np.all(np.diff(fitted) > 0), (name, fitted)
+        # rise then fall: the peak is inside the batch-size grid at every target
+        for r in mine:
+            lr = r.optimal_lr[:, 1]
+            k = int(np.nanargmax(lr))
+            assert 0 < k < lr.size - 1 and lr[-1] < 0.8 * lr[k] and np.nanmin(lr[:k]) < 0.8 * lr[k], (name, lr)
