@@ -10,13 +10,16 @@ pi sigma^2 / (2 mu^2) stays about 10^4, so the peak sits well inside the theorem
 default batch sizes (25 log-spaced values from 1 to 2^20) cover the rise, the peak, the fall and
 the large-batch plateau of eq 17.
 
-Outputs in --out: results.csv, summary.json, problem.npz, options.json, surge.png.
+Outputs in --out: results.csv, summary.json, problem.npz, options.json, surge.png, and
+store.sqlite, the resumable store of finished batch sizes: an interrupted run keeps them, and the
+same command resumes (a different problem or options into the same --out is refused).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +88,9 @@ def build_parser() -> _cli.Parser:
     g.add_argument("--out", default="runs/surge", help="output directory (default runs/surge)")
     g.add_argument("--backend", choices=["cpu", "gpu", "auto"], default="cpu", help="kernel backend (default cpu)")
     g.add_argument("--scheduler", metavar="local:N|tcp://HOST:PORT",
-                   help="run batch sizes as Dask tasks (default: this process)")
+                   help="run the batch sizes as Dask tasks: local:N starts a LocalCluster of N workers, "
+                        "tcp://HOST:PORT uses a running cluster (also via DASK_SCHEDULER_ADDRESS); default: "
+                        "this process, whose kernels already use every core")
     g.add_argument("--no-plot", action="store_true", help="skip the figure")
     g.add_argument("--quiet", action="store_true", help="no table, no progress bar")
     return p
@@ -141,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args) -> int:
     from surgesim import backend as backends
     from surgesim import theory as th
-    from surgesim.estimate import estimate_curve
+    from surgesim.estimate import Estimate, estimate_task
+    from surgesim.progress import progress_bar
+    from surgesim.sweep import run_sweep
     from surgesim.problem import FAMILIES, QuadraticProblem
 
     opts = resolve(args)
@@ -177,14 +184,18 @@ def _main(args) -> int:
             w.writeheader()
             w.writerows({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
 
-    update, close = _cli.progress_bar(len(B), "batch sizes", opts.quiet)
-    try:
-        estimates = estimate_curve(
-            problem, opts.batch_sizes, seed=opts.seed, trials=opts.trials, rel_se=opts.rel_se,
-            max_trials=opts.max_trials, sampler=opts.sampler, progress=update,
+    # One sweep task per batch size, stored as it finishes: an interrupted run keeps its results
+    # and a rerun into the same --out resumes. Default: this process (its kernels use every core).
+    options = {"seed": opts.seed, "trials": opts.trials, "rel_se": opts.rel_se, "max_trials": opts.max_trials,
+               "sampler": opts.sampler, "backend": opts.backend}  # fmt: skip
+    scheduler = opts.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+    with progress_bar(quiet=opts.quiet, desc="batch sizes") as bar:
+        stored = run_sweep(
+            estimate_task, [{"batch_size": b, **options} for b in opts.batch_sizes],
+            params={"problem_sha256": problem.digest(), **options}, store=out / "store.sqlite",
+            scheduler=scheduler, workers=None if scheduler else 1, shared=problem, progress=bar,
         )  # fmt: skip
-    finally:
-        close()
+    estimates = [Estimate(**r) for r in stored]
     write_rows(estimates)
     wall = time.perf_counter() - t_start
 

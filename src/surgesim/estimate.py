@@ -29,11 +29,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import optimize
 
+from . import backend as backends
 from .hessian import Dense, Diagonal
-from .kernels import onestep
 from .problem import QuadraticProblem
 
-__all__ = ["Estimate", "estimate_batch_size", "estimate_curve", "argmax_by_search", "plan_trials"]
+__all__ = ["Estimate", "estimate_batch_size", "estimate_curve", "estimate_task", "argmax_by_search", "plan_trials"]
 
 _ROUND = 1024  # trial counts are multiples of this
 _BLOCK = 1 << 16  # trials per kernel call (bounds the scratch memory)
@@ -68,7 +68,8 @@ class Estimate:
 class _Sampler:
     """Per-trial a and b for one (problem, B, seed, sampler), grown in trial order."""
 
-    def __init__(self, problem: QuadraticProblem, batch_size: int, seed: int, sampler: str):
+    def __init__(self, problem: QuadraticProblem, batch_size: int, seed: int, sampler: str, backend: str = "cpu"):
+        self.k = onestep = backends.onestep_kernels(backend)
         if sampler not in onestep.SAMPLERS:
             raise ValueError(f"sampler must be one of {sorted(onestep.SAMPLERS)}, got {sampler!r}")
         self.p = problem
@@ -95,7 +96,7 @@ class _Sampler:
         work = np.empty(((min(n, _BLOCK) + 15) // 16, self.p.dim), dtype=np.float32)
         for s in range(0, n, _BLOCK):
             m = min(_BLOCK, n - s)
-            onestep.trial_moments(
+            self.k.trial_moments(
                 self.code, self.key, np.uint64(t0 + s), self.B, self.p.mu, self.p.sigma,
                 self.thr, self.rare, self.h, self.Ut, a[s : s + m], b[s : s + m], work,
             )  # fmt: skip
@@ -104,15 +105,15 @@ class _Sampler:
     def _dense_b(self, t0: int, n: int) -> np.ndarray:
         """b for trials t0 .. t0 + n - 1, both multiples of DENSE_BLOCK (aligned GEMM blocks)."""
         out = np.empty(n)
-        step = _DENSE_GROUP * onestep.DENSE_BLOCK
+        step = _DENSE_GROUP * self.k.DENSE_BLOCK
         for s in range(0, n, step):
             m = min(step, n - s)
             V = np.empty((m, self.p.dim), dtype=np.float32)
-            onestep.trial_signs(
+            self.k.trial_signs(
                 self.code, self.key, np.uint64(t0 + s), self.B, self.p.mu, self.p.sigma,
                 self.thr, self.rare, np.empty(m), V,
             )  # fmt: skip
-            out[s : s + m] = onestep.quad_rows_f32(V, self.H32)
+            out[s : s + m] = self.k.quad_rows_f32(V, self.H32)
         return out
 
     def grow(self, n_a: int, n_b: int) -> None:
@@ -124,7 +125,7 @@ class _Sampler:
             if not self.dense:
                 self.b = np.concatenate([self.b, b])
         if self.dense:
-            blk = onestep.DENSE_BLOCK
+            blk = self.k.DENSE_BLOCK
             have, want = self._b_blocks.size, -(-n_b // blk) * blk
             if want > have:
                 self._b_blocks = np.concatenate([self._b_blocks, self._dense_b(have, want - have)])
@@ -210,16 +211,18 @@ def estimate_batch_size(
     rel_se: float | None = None,
     max_trials: int = 1 << 24,
     sampler: str = "sign",
+    backend: str = "cpu",
 ) -> Estimate:
     """Monte Carlo optimal learning rate (eq 6) and loss improvement (eq 7) at one batch size.
 
     Exactly one of ``trials`` (fixed: N = M = trials) or ``rel_se`` (adaptive: grow N and M until
     the learning rate's relative standard error is at most rel_se, or N reaches ``max_trials``).
+    ``backend``: "cpu", "gpu" or "auto" (``surgesim.backend``); the same random numbers on each.
     """
     B = _check_batch_size(batch_size)
     if sampler == "per_example" and B > 1 << 20:
         raise ValueError(f"the per_example sampler draws B normals per coordinate; B = {B} is too large")
-    s = _Sampler(problem, B, seed, sampler)
+    s = _Sampler(problem, B, seed, sampler, backend)
     if (trials is None) == (rel_se is None):
         raise ValueError("give exactly one of trials (fixed) or rel_se (adaptive)")
     if trials is not None:
@@ -281,3 +284,10 @@ def estimate_curve(
         if progress is not None:
             progress(i + 1, len(sizes))
     return out
+
+
+def estimate_task(params: dict, problem: QuadraticProblem) -> dict:
+    """One batch size as a ``surgesim.sweep`` task: ``params`` holds ``batch_size`` and the
+    keyword options of ``estimate_batch_size``; returns the estimate as a flat dict."""
+    opts = dict(params)
+    return estimate_batch_size(problem, opts.pop("batch_size"), **opts).as_dict()

@@ -8,6 +8,7 @@ with arrays ``mu``, ``sigma`` and either ``H`` (d, d) or ``h_diag`` (d,) with op
 
 from __future__ import annotations
 
+import hashlib
 import os
 import zipfile
 from dataclasses import dataclass
@@ -68,6 +69,16 @@ class QuadraticProblem:
         """r_i = mu_i / sigma_i."""
         return self.mu / self.sigma
 
+    def digest(self) -> str:
+        """sha256 of the Hessian kind and every array: identifies the problem in sweep stores."""
+        h = hashlib.sha256(type(self.hessian).__name__.encode())
+        H = self.hessian
+        arrays = (H.matrix,) if isinstance(H, Dense) else (H.h,) if isinstance(H, Diagonal) else (H.h, H.factor)
+        for a in (self.mu, self.sigma, *arrays):
+            h.update(str(a.shape).encode())
+            h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+        return h.hexdigest()
+
     def describe(self) -> str:
         H = self.hessian
         kind = {Dense: "dense", Diagonal: "diagonal"}.get(type(H), f"diagonal + rank {getattr(H, 'rank', 0)}")
@@ -92,7 +103,10 @@ class QuadraticProblem:
     def load(cls, path: str | os.PathLike) -> QuadraticProblem:
         """Read a ``.npz`` problem file; anything else is rejected with a ValueError naming it."""
         try:
-            with np.load(path, allow_pickle=False) as data:
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):  # a .npy file loads as one array
+                raise ValueError(f"not an .npz archive (holds a single {type(data).__name__})")
+            with data:
                 arrays = {k: data[k] for k in data.files}
         except FileNotFoundError:
             raise ValueError(f"problem file {os.fspath(path)!r} does not exist") from None
