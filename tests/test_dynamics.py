@@ -14,7 +14,7 @@ from scipy import linalg, stats
 from surgesim import dynamics, rng
 from surgesim.fit import fit_noise_batch_size
 from surgesim.hessian import Dense, Diagonal, DiagonalPlusLowRank
-from surgesim.kernels.dynamics import Optimizer, run_trajectories, trajectory_key
+from surgesim.kernels.dynamics import Optimizer, run_trajectories, step_normals, trajectory_key
 from surgesim.problem import QuadraticProblem, surge_problem
 from surgesim.reference.dynamics import run_trajectories as reference_trajectories
 
@@ -324,3 +324,9 @@ def test_peak_batch_size_grows_as_the_target_loss_falls():
             lr = r.optimal_lr[:, 1]
             k = int(np.nanargmax(lr))
             assert 0 < k < lr.size - 1 and lr[-1] < 0.8 * lr[k] and np.nanmin(lr[:k]) < 0.8 * lr[k], (name, lr)
+
+
+def test_step_normals_are_the_kernels_normals():
+    z = step_normals(KEYS, 5, 7)
+    for t, key in enumerate(KEYS):
+        np.testing.assert_array_equal(z[t], rng.normals(int(key), 8, 4 * 4)[:7])

@@ -56,6 +56,7 @@ __all__ = [
     "trajectory_key",
     "hessian_arrays",
     "run_trajectories",
+    "step_normals",
 ]
 
 SIGN, ADAM, SGD, LION = 0, 1, 2, 3
@@ -302,6 +303,27 @@ def run_trajectories(
     Returns:
         A ``TrajectoryResult``; targets are reported in the order given.
     """
+    return _trajectories(
+        _run_numba, H, sigma, delta0, keys, lr, batch_size, optimizer, targets, further_steps, max_steps,
+        min_steps, trace_steps,
+    )  # fmt: skip
+
+
+def _run_numba(*args) -> None:
+    # Trajectories differ in length (a large lr reaches the targets sooner, a failing one runs to
+    # max_steps): hand them to the threads one at a time so that both stay busy.
+    previous = numba.set_parallel_chunksize(1)
+    try:
+        _run(*args)
+    finally:
+        numba.set_parallel_chunksize(previous)
+
+
+def _trajectories(
+    run, H, sigma, delta0, keys, lr, batch_size, optimizer, targets, further_steps, max_steps, min_steps, trace_steps
+) -> TrajectoryResult:
+    """``run_trajectories``'s checks, set-up and results around ``run``, a function with ``_run``'s
+    arguments and in-place outputs (the Numba loop here; ``surgesim.gpu.dynamics`` passes its own)."""
     sigma = np.ascontiguousarray(sigma, dtype=np.float64)
     delta0 = np.ascontiguousarray(delta0, dtype=np.float64)
     d = delta0.shape[0]
@@ -340,19 +362,36 @@ def run_trajectories(
     delta_at = np.full((T, n_t, d), np.nan)
     n_steps = np.zeros(T, dtype=np.int64)
     trace = np.full((T, n_trace), np.nan)
-    # Trajectories differ in length (a large lr reaches the targets sooner, a failing one runs to
-    # max_steps): hand them to the threads one at a time so that both stay busy.
-    previous = numba.set_parallel_chunksize(1)
-    try:
-        _run(
-            kind, h, ut, hd, sigma, keys, lr, 1.0 / np.sqrt(bs), optimizer.code,
-            float(optimizer.beta1), float(optimizer.beta2), float(optimizer.eps),
-            np.ascontiguousarray(tg[order]), further, min_steps, max_steps,
-            delta, mom, vel, gm, z, p, steps, loss_at, loss_after, delta_at, n_steps, trace,
-        )  # fmt: skip
-    finally:
-        numba.set_parallel_chunksize(previous)
+    run(
+        kind, h, ut, hd, sigma, keys, lr, 1.0 / np.sqrt(bs), optimizer.code,
+        float(optimizer.beta1), float(optimizer.beta2), float(optimizer.eps),
+        np.ascontiguousarray(tg[order]), further, min_steps, max_steps,
+        delta, mom, vel, gm, z, p, steps, loss_at, loss_after, delta_at, n_steps, trace,
+    )  # fmt: skip
     inv = np.argsort(order)
     return TrajectoryResult(
         steps[:, inv], loss_at[:, inv], loss_after[:, inv], delta_at[:, inv], delta, mom, vel, n_steps, trace
     )
+
+
+@jit_parallel
+def _normals_only(keys, n_steps, z):
+    half = z.shape[1] // 2
+    for t in prange(keys.shape[0]):
+        for s in range(n_steps):
+            _fill_normals(keys[t], np.uint64(s) * np.uint64(half), z[t])
+
+
+def step_normals(keys: np.ndarray, n_steps: int, d: int) -> np.ndarray:
+    """Draw every normal that ``n_steps`` steps of each trajectory use, as ``_run`` draws them, and
+    nothing else (the random-number floor of ``run_trajectories``, for benchmarks).
+
+    Returns the last step's normals, (T, d): row t is ``rng.normals(keys[t], 2 h, (n_steps - 1) h)[:d]``
+    with h = ceil(d / 2).
+    """
+    keys = np.ascontiguousarray(keys, dtype=np.uint64).ravel()
+    n_steps = _check_int("n_steps", n_steps, 1)
+    d = _check_int("d", d, 1)
+    z = np.empty((keys.size, d + (d & 1)))
+    _normals_only(keys, n_steps, z)
+    return z[:, :d]
