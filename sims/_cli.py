@@ -1,5 +1,5 @@
 """Shared command-line plumbing for ``sims``: one-line errors with exit status 2, options saved
-beside the outputs, a progress bar on terminals only."""
+beside the outputs."""
 
 from __future__ import annotations
 
@@ -50,20 +50,6 @@ def out_dir(path: str) -> Path:
 def save_options(opts, path: Path) -> None:
     """The resolved options (a dataclass) as JSON beside the outputs."""
     path.write_text(json.dumps(dataclasses.asdict(opts), indent=2, default=str) + "\n")
-
-
-def progress_bar(total: int, desc: str, quiet: bool):
-    """A tqdm callback ``update(done, total)`` on a terminal; a no-op when quiet or not a tty."""
-    if quiet or not sys.stderr.isatty():
-        return lambda done, total: None, lambda: None
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=desc, unit="task", file=sys.stderr)
-
-    def update(done: int, _total: int) -> None:
-        bar.update(done - bar.n)
-
-    return update, bar.close
 
 
 def int_list(text: str) -> list[int]:

@@ -98,7 +98,7 @@ def erf_figure(x: np.ndarray, B: np.ndarray, lr_rel_error: Mapping[str, np.ndarr
     twin.set_ylabel("eq 10 - erf")
     k = int(np.argmin(approx - special.erf(x)))
     twin.annotate(f"{(approx - special.erf(x))[k]:.4f} at x = {x[k]:.2f}", (x[k], (approx - special.erf(x))[k]),
-                  textcoords="offset points", xytext=(10, -12), fontsize=8, color="C3")  # fmt: skip
+                  textcoords="offset points", xytext=(12, 8), fontsize=8, color="C3")  # fmt: skip
     h0, l0 = ax0.get_legend_handles_labels()
     h1, l1 = twin.get_legend_handles_labels()
     ax0.legend(h0 + h1, l0 + l1, fontsize=8, loc="center right")

@@ -1,0 +1,172 @@
+"""Regenerate every figure in figures/ from scratch (PNG and PDF), seeded: same seed, same figures.
+
+  fig1_surge          optimal lr vs B: Monte Carlo, exact eq 9, surge eq 2, SGD eq 1 (paper's Fig 1)
+  fig2_erf            eq 10 against erf, and its learning-rate error within eq 9
+  fig3_families       closed form vs exact vs Monte Carlo over problem families (one without surge)
+  fig4_loss           Theorem 5: loss improvement vs B (eq 8, eq 18, Monte Carlo)
+  fig5_dynamics_*     multi-step sign-SGD / Adam / SGD grids: heat maps, 1/S-1/E fits, peak vs loss
+  fig6_workload_*     a real-workload demo grid (CNN on shipped MNIST digits), needs torch
+  fig7_limits_*       where the paper's approximations hold (sims.limits)
+
+--quick makes small, fast versions (used by the tests); the committed figures are the full ones.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sims import _cli
+
+
+@dataclass(frozen=True)
+class Options:
+    out: str
+    quick: bool
+    seed: int
+    only: tuple[str, ...]
+    quiet: bool
+
+
+def _save(fig, out: Path, name: str) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    fig.savefig(paths[0], dpi=130)
+    fig.savefig(paths[1], metadata={"CreationDate": None})  # reproducible PDF bytes
+    plt.close(fig)
+    return paths
+
+
+def _theory_curves(problem, B) -> dict[str, np.ndarray]:
+    from surgesim import theory as th
+
+    mu, sigma, H = problem.mu, problem.sigma, problem.hessian
+    return {
+        "exact": th.optimal_lr(B, mu, sigma, H),
+        "erf_approx": th.optimal_lr(B, mu, sigma, H, approx=True),
+        "surge": th.surge_lr(B, mu, sigma, H),
+    }
+
+
+def _panel(problem, batch_sizes, opts: Options, title: str, loss: bool = False) -> dict:
+    """Data of one curves_panel: theory lines on a fine grid, Monte Carlo points with s.e."""
+    from surgesim import theory as th
+    from surgesim.estimate import estimate_curve
+
+    mu, sigma, H = problem.mu, problem.sigma, problem.hessian
+    B_line = np.logspace(0, np.log10(max(batch_sizes)), 300)
+    est = estimate_curve(problem, batch_sizes, seed=opts.seed, rel_se=0.05 if opts.quick else 0.01)
+    if loss:
+        curves = {"exact_dl": th.optimal_loss_improvement(B_line, mu, sigma, H),
+                  "surge_dl": th.surge_loss_improvement(B_line, mu, sigma, H)}  # fmt: skip
+        pts, se = [e.loss_improvement for e in est], [e.loss_improvement_se for e in est]
+        plateau = None
+    else:
+        curves = _theory_curves(problem, B_line)
+        pts, se = [e.lr for e in est], [e.lr_se for e in est]
+        plateau = th.large_batch_lr(mu, H)
+    return dict(
+        title=title, B_line=B_line, curves=curves, B_points=np.asarray(batch_sizes, float), points=np.array(pts),
+        points_se=np.array(se), noise_batch_size=th.noise_batch_size(mu, sigma, H), plateau=plateau,
+        validity_bound=th.validity_bound(mu, sigma),
+    )  # fmt: skip
+
+
+def _grid(quick: bool) -> list[int]:
+    return [int(b) for b in np.unique(np.round(np.logspace(0, 20 * np.log10(2), 12 if quick else 25)))]
+
+
+def fig1(opts: Options, out: Path) -> list[Path]:
+    from surgesim import sgd_optimal_lr, surge_problem
+    from surgesim.plots import lr_vs_batch_figure
+
+    p = surge_problem(300 if opts.quick else 1000, opts.seed)
+    d = _panel(p, _grid(opts.quick), opts, "")
+    d["curves"]["sgd"] = sgd_optimal_lr(d["B_line"], p.mu, p.sigma**2, p.hessian)
+    fig = lr_vs_batch_figure(d["B_line"], d["curves"], d["B_points"], d["points"], d["points_se"],
+                             d["noise_batch_size"], d["plateau"], d["validity_bound"],
+                             title=f"Optimal learning rate vs batch size: sign-SGD and SGD, {p.describe()}")  # fmt: skip
+    return _save(fig, out, "fig1_surge")
+
+
+def fig2(opts: Options, out: Path) -> list[Path]:
+    from surgesim import optimal_lr
+    from surgesim.plots import erf_figure
+    from surgesim.problem import FAMILIES
+
+    x = np.linspace(0, 4, 801)
+    B = np.logspace(0, 7, 200)
+    err = {}
+    for name in ("lowrank", "diagonal", "powerlaw"):
+        p = FAMILIES[name](300 if opts.quick else 1000, opts.seed)
+        exact = optimal_lr(B, p.mu, p.sigma, p.hessian)
+        err[name] = optimal_lr(B, p.mu, p.sigma, p.hessian, approx=True) / exact - 1
+    return _save(erf_figure(x, B, err), out, "fig2_erf")
+
+
+def _families(opts: Options, loss: bool) -> list[dict]:
+    from surgesim.problem import FAMILIES
+
+    d = 200 if opts.quick else 1000
+    names = {"lowrank": "diagonal + rank 4 (surge)", "powerlaw": "dense power-law spectrum",
+             "diagonal": "diagonal H (no surge)"}  # fmt: skip
+    return [_panel(FAMILIES[k](d, opts.seed), _grid(opts.quick), opts, v, loss=loss) for k, v in names.items()]
+
+
+def fig3(opts: Options, out: Path) -> list[Path]:
+    from surgesim.plots import families_figure
+
+    return _save(families_figure(_families(opts, loss=False)), out, "fig3_families")
+
+
+def fig4(opts: Options, out: Path) -> list[Path]:
+    from surgesim.plots import families_figure
+
+    fig = families_figure(_families(opts, loss=True), ylabel="optimal loss improvement per step")
+    return _save(fig, out, "fig4_loss")
+
+
+FIGURES: dict[str, Callable[[Options, Path], list[Path]]] = {"fig1": fig1, "fig2": fig2, "fig3": fig3, "fig4": fig4}
+
+
+def build_parser() -> _cli.Parser:
+    p = _cli.Parser(prog="python -m sims.figures", description=__doc__.split("\n\n")[0],
+                    epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+                    formatter_class=_cli.argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--out", default="figures", help="output directory (default figures/)")
+    p.add_argument("--quick", action="store_true", help="small, fast versions (about a minute in all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every problem and random stream (default 0)")
+    p.add_argument("--only", type=lambda s: tuple(x for x in s.split(",") if x), default=(),
+                   help=f"comma-separated subset of {','.join(FIGURES)}")
+    p.add_argument("--quiet", action="store_true", help="print nothing")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return _cli.run(lambda: _main(args))
+
+
+def _main(args) -> int:
+    opts = Options(args.out, args.quick, args.seed, args.only, args.quiet)
+    unknown = set(opts.only) - set(FIGURES)
+    if unknown:
+        raise _cli.UsageError(f"--only: unknown figure(s) {', '.join(sorted(unknown))}; choose from {', '.join(FIGURES)}")
+    out = _cli.out_dir(opts.out)
+    for name, make in FIGURES.items():
+        if opts.only and name not in opts.only:
+            continue
+        t = time.perf_counter()
+        paths = make(opts, out)
+        if not opts.quiet:
+            print(f"{name}: {', '.join(p.name for p in paths)} ({time.perf_counter() - t:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
