@@ -75,12 +75,12 @@ def _one_step(mod, xp, sync, problem, sampler: str, B: int, n: int):
             sync()
 
         return run, lambda: (a, out["b"])
-    h, U = xp.asarray(H.h), xp.asarray(H.factor)
+    h, Ut = xp.asarray(H.h), xp.asarray(np.ascontiguousarray(H.factor.T))
     b = xp.empty(n)
     work = np.empty(((n + 15) // 16, d), dtype=np.float32)  # CPU scratch (the GPU ignores it)
 
     def run() -> None:
-        mod.trial_moments(code, key, np.uint64(0), B, mu, sigma, thr, rare, h, U, a, b, work)
+        mod.trial_moments(code, key, np.uint64(0), B, mu, sigma, thr, rare, h, Ut, a, b, work)
         sync()
 
     return run, lambda: (a, b)

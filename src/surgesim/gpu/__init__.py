@@ -1,6 +1,8 @@
 """Optional CuPy (CUDA) backend: the same kernels and the same random streams as the CPU.
 
 - ``surgesim.gpu.onestep``: the one-step moments (``surgesim.kernels.onestep``'s functions).
+- ``surgesim.gpu.dynamics``: multi-step optimizer runs (``surgesim.kernels.dynamics``'s
+  ``run_trajectories``).
 - ``surgesim.gpu.rng``: ``surgesim.rng``'s streams drawn on the device (words, uniforms, normals).
 
 Choose it with ``surgesim.backend`` (``--backend gpu`` / ``auto`` in ``sims``), not by importing
@@ -9,6 +11,6 @@ ImportError when CuPy is missing or RuntimeError when no CUDA device is usable. 
 ``pip install 'surgesim[gpu]'`` (CuPy built for your CUDA version, e.g. ``cupy-cuda12x``).
 """
 
-from . import onestep, rng
+from . import dynamics, onestep, rng
 
-__all__ = ["onestep", "rng"]
+__all__ = ["dynamics", "onestep", "rng"]

@@ -9,13 +9,13 @@ device's double-precision log/sqrt/cos/sin (a few ulp from the host's libm), so 
 about 1e-15 relative. The functions compile as host code too (``SURGESIM_FN`` is ``static inline``
 outside CUDA), which is how the tests check them on machines without a GPU.
 
-``ONESTEP`` holds the one-step kernel (``surgesim.gpu.onestep``) and ``STREAMS`` the array
-fillers (``surgesim.gpu.rng``).
+``ONESTEP`` holds the one-step kernel (``surgesim.gpu.onestep``), ``STREAMS`` the array fillers
+(``surgesim.gpu.rng``) and ``DYNAMICS`` the multi-step kernel (``surgesim.gpu.dynamics``).
 """
 
 from __future__ import annotations
 
-__all__ = ["RNG", "STREAMS", "ONESTEP", "WARPS_PER_BLOCK"]
+__all__ = ["RNG", "STREAMS", "ONESTEP", "DYNAMICS", "WARPS_PER_BLOCK"]
 
 WARPS_PER_BLOCK = 8  # one-step kernel: one warp per trial, 8 trials per 256-thread block
 
@@ -108,17 +108,17 @@ ONESTEP = r"""
 #define SURGESIM_SIGNS 1    // mode: a and the row V itself
 
 // Fold coordinate i's sign v into the lane's partial sums: acc[0] = mu'V, acc[1] = sum h V^2,
-// acc[2 + j] = (U'V)_j.
+// acc[2 + j] = (Ut V)_j, with the low-rank factor transposed: Ut (K, d), row-major.
 template <int K>
-SURGESIM_FN void visit(const int mode, const int i, const float v, double* acc,
+SURGESIM_FN void visit(const int mode, const int i, const int d, const float v, double* acc,
                        const double* __restrict__ mu, const double* __restrict__ h,
-                       const double* __restrict__ U, float* __restrict__ row) {
+                       const double* __restrict__ Ut, float* __restrict__ row) {
     const double x = (double)v;
     acc[0] += mu[i] * x;
     if (mode == SURGESIM_MOMENTS) {
         acc[1] += h[i] * x * x;
 #pragma unroll
-        for (int j = 0; j < K; ++j) acc[2 + j] += U[(long long)i * K + j] * x;
+        for (int j = 0; j < K; ++j) acc[2 + j] += Ut[(long long)j * d + i] * x;
     } else {
         row[i] = v;
     }
@@ -128,14 +128,14 @@ SURGESIM_FN void visit(const int mode, const int i, const float v, double* acc,
 // draws the coordinates l, l + 32, ... with the counter layout of surgesim.kernels.onestep:
 // SIGN word i; BATCH_MEAN element i % 2 of pair i / 2; PER_EXAMPLE normal j = i * B + e (e < B)
 // from pair j / 2, summed in float32 in the order e = 0 .. B - 1 as the CPU kernel does.
-// K = U.shape[1] (the low-rank factor's rank; 0 for diagonal H and in SIGNS mode).
+// K = Ut.shape[0] (the low-rank factor's rank; 0 for diagonal H and in SIGNS mode).
 template <int K>
 __global__ void onestep_trials(const int mode, const int sampler, const u64 key_b, const u64 t0,
                                const u64* __restrict__ keys, const int use_keys,
                                const long long B, const int d, const long long n,
                                const double* __restrict__ mu, const double* __restrict__ sigma,
                                const u64* __restrict__ thr, const float* __restrict__ rare,
-                               const double* __restrict__ h, const double* __restrict__ U,
+                               const double* __restrict__ h, const double* __restrict__ Ut,
                                double* __restrict__ out_a, double* __restrict__ out_b,
                                float* __restrict__ out_v) {
     const long long t = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
@@ -150,7 +150,7 @@ __global__ void onestep_trials(const int mode, const int sampler, const u64 key_
     if (sampler == SURGESIM_SIGN) {
         for (int i = lane; i < d; i += 32) {
             const float r = rare[i];
-            visit<K>(mode, i, random_bits(key, (u64)i) < thr[i] ? r : -r, acc, mu, h, U, row);
+            visit<K>(mode, i, d, random_bits(key, (u64)i) < thr[i] ? r : -r, acc, mu, h, Ut, row);
         }
     } else if (sampler == SURGESIM_BATCH_MEAN) {
         const double scale = 1.0 / sqrt((double)B);
@@ -158,9 +158,9 @@ __global__ void onestep_trials(const int mode, const int sampler, const u64 key_
             double z0, z1;
             normal_pair(key, (u64)q, &z0, &z1);
             const int i = 2 * q;
-            visit<K>(mode, i, sign_of(mu[i] + sigma[i] * scale * z0), acc, mu, h, U, row);
+            visit<K>(mode, i, d, sign_of(mu[i] + sigma[i] * scale * z0), acc, mu, h, Ut, row);
             if (i + 1 < d)
-                visit<K>(mode, i + 1, sign_of(mu[i + 1] + sigma[i + 1] * scale * z1), acc, mu, h, U, row);
+                visit<K>(mode, i + 1, d, sign_of(mu[i + 1] + sigma[i + 1] * scale * z1), acc, mu, h, Ut, row);
         }
     } else {
         for (int i = lane; i < d; i += 32) {
@@ -183,7 +183,7 @@ __global__ void onestep_trials(const int mode, const int sampler, const u64 key_
                 s = (float)((double)s + z0);
             }
             // sign of the batch mean mu + sigma * sum(z) / B, i.e. of B mu + sigma * sum(z)
-            visit<K>(mode, i, sign_of((double)B * mu[i] + sigma[i] * (double)s), acc, mu, h, U, row);
+            visit<K>(mode, i, d, sign_of((double)B * mu[i] + sigma[i] * (double)s), acc, mu, h, Ut, row);
         }
     }
 
@@ -204,5 +204,163 @@ __global__ void onestep_trials(const int mode, const int sampler, const u64 key_
             out_b[t] = b;
         }
     }
+}
+"""
+
+DYNAMICS = r"""
+#define SURGESIM_OPT_SIGN 0
+#define SURGESIM_OPT_ADAM 1
+#define SURGESIM_OPT_SGD 2
+#define SURGESIM_OPT_LION 3
+#define SURGESIM_DIAG_LOWRANK 0
+#define SURGESIM_DENSE 1
+
+// Sum of x over the block, returned to every thread. scratch: 33 doubles of shared memory.
+// blockDim.x is a multiple of 32; every thread of the block must call it.
+__device__ double block_sum(double x, double* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    for (int off = 16; off > 0; off >>= 1) x += __shfl_down_sync(0xffffffffu, x, off);
+    if (lane == 0) scratch[warp] = x;
+    __syncthreads();
+    if (warp == 0) {
+        double y = lane < n_warps ? scratch[lane] : 0.0;
+        for (int off = 16; off > 0; off >>= 1) y += __shfl_down_sync(0xffffffffu, y, off);
+        if (lane == 0) scratch[32] = y;
+    }
+    __syncthreads();
+    return scratch[32];
+}
+
+// gm = H delta (p = U'delta in shared memory for low rank); returns 1/2 delta'H delta.
+// Thread tid owns coordinates 2q and 2q + 1 for q = tid, tid + blockDim.x, ...
+__device__ double refresh(const int kind, const int d, const double* __restrict__ h,
+                          const double* __restrict__ ut, const int k, const double* __restrict__ hd,
+                          const double* dt, double* gmt, double* p, double* scratch) {
+    __syncthreads();  // every thread's last update of delta is visible
+    const int half = (d + 1) / 2;
+    if (kind == SURGESIM_DENSE) {
+        const int lane = threadIdx.x & 31, n_warps = blockDim.x >> 5;
+        for (int i = threadIdx.x >> 5; i < d; i += n_warps) {  // one warp per row of H
+            const double* row = hd + (long long)i * d;
+            double s = 0.0;
+            for (int j = lane; j < d; j += 32) s += row[j] * dt[j];
+            for (int off = 16; off > 0; off >>= 1) s += __shfl_down_sync(0xffffffffu, s, off);
+            if (lane == 0) gmt[i] = s;
+        }
+        __syncthreads();
+    } else {
+        for (int c = 0; c < k; ++c) {
+            const double* u = ut + (long long)c * d;
+            double s = 0.0;
+            for (int q = threadIdx.x; q < half; q += blockDim.x) {
+                s += u[2 * q] * dt[2 * q];
+                if (2 * q + 1 < d) s += u[2 * q + 1] * dt[2 * q + 1];
+            }
+            s = block_sum(s, scratch);
+            if (threadIdx.x == 0) p[c] = s;
+        }
+        __syncthreads();
+        for (int i = 2 * threadIdx.x; i < d; i += 2 * blockDim.x) {
+            for (int e = i; e < i + 2 && e < d; ++e) {
+                double g = h[e] * dt[e];
+                for (int c = 0; c < k; ++c) g += ut[(long long)c * d + e] * p[c];
+                gmt[e] = g;
+            }
+        }
+    }
+    double loss = 0.0;
+    for (int q = threadIdx.x; q < half; q += blockDim.x) {
+        loss += dt[2 * q] * gmt[2 * q];
+        if (2 * q + 1 < d) loss += dt[2 * q + 1] * gmt[2 * q + 1];
+    }
+    return 0.5 * block_sum(loss, scratch);
+}
+
+// One optimizer step of coordinate i with the standard normal z (surgesim.kernels.dynamics).
+__device__ __forceinline__ void update(const int opt, const double lr, const double c,
+                                       const double b1, const double b2, const double eps,
+                                       const double a1, const double a2, const double sigma,
+                                       const double gm, const double z, double* delta, double* m,
+                                       double* v) {
+    const double g = gm + c * sigma * z;
+    if (opt == SURGESIM_OPT_SIGN) {
+        *delta -= g > 0.0 ? lr : (g < 0.0 ? -lr : 0.0);
+    } else if (opt == SURGESIM_OPT_SGD) {
+        *delta -= lr * g;
+    } else if (opt == SURGESIM_OPT_ADAM) {
+        const double mi = b1 * *m + (1.0 - b1) * g;
+        const double vi = b2 * *v + (1.0 - b2) * g * g;
+        *m = mi;
+        *v = vi;
+        *delta -= lr * (mi * a1) / (sqrt(vi * a2) + eps);
+    } else {  // LION
+        const double u = b1 * *m + (1.0 - b1) * g;
+        *m = b2 * *m + (1.0 - b2) * g;
+        *delta -= u > 0.0 ? lr : (u < 0.0 ? -lr : 0.0);
+    }
+}
+
+// One block per trajectory t: the loop of surgesim.kernels.dynamics._run, with the same stopping
+// rule, records and random numbers (normal of coordinate i at step s: element i % 2 of pair
+// s * ceil(d / 2) + i / 2 of stream keys[t]). Every thread runs the same control flow on the
+// block-wide loss; records of a reached target are written by every thread with equal values.
+// Dynamic shared memory: (33 + k) doubles.
+extern "C" __global__ void dynamics_run(
+    const int kind, const double* __restrict__ h, const double* __restrict__ ut, const int k,
+    const double* __restrict__ hd, const double* __restrict__ sigma, const u64* __restrict__ keys,
+    const double* __restrict__ lr, const double* __restrict__ inv_sqrt_b, const int opt,
+    const double b1, const double b2, const double eps, const double* __restrict__ targets,
+    const int n_t, const long long further, const long long min_steps, const long long max_steps,
+    const int d, double* delta, double* m, double* v, double* gm, long long* steps, double* loss_at,
+    double* loss_after, double* delta_at, long long* n_steps, double* trace, const long long n_trace) {
+    extern __shared__ double shared[];
+    double* scratch = shared;
+    double* p = shared + 33;
+    const long long t = blockIdx.x;
+    double* dt = delta + t * d;
+    double* mt = m + t * d;
+    double* vt = v + t * d;
+    double* gmt = gm + t * d;
+    const u64 key = keys[t];
+    const double c = inv_sqrt_b[t];
+    const double step_lr = lr[t];
+    const int half = (d + 1) / 2;
+
+    double loss = refresh(kind, d, h, ut, k, hd, dt, gmt, p, scratch);
+    if (n_trace > 0 && threadIdx.x == 0) trace[t * n_trace] = loss;
+    int j = 0;   // next target to reach
+    int jf = 0;  // next reached target waiting for its further-steps loss
+    long long s = 0;
+    double pw1 = 1.0, pw2 = 1.0;
+    while (true) {
+        while (j < n_t && s <= max_steps && loss <= targets[j]) {
+            steps[t * n_t + j] = s;
+            loss_at[t * n_t + j] = loss;
+            for (int i = threadIdx.x; i < d; i += blockDim.x) delta_at[(t * n_t + j) * d + i] = dt[i];
+            ++j;
+        }
+        while (jf < j && steps[t * n_t + jf] + further == s) {
+            loss_after[t * n_t + jf] = loss;
+            ++jf;
+        }
+        if (!isfinite(loss)) break;
+        if (s >= min_steps && jf == j && (j == n_t || s >= max_steps)) break;
+        pw1 *= b1;
+        pw2 *= b2;
+        const double a1 = 1.0 / (1.0 - pw1), a2 = 1.0 / (1.0 - pw2);
+        for (int q = threadIdx.x; q < half; q += blockDim.x) {
+            double z0, z1;
+            normal_pair(key, (u64)s * (u64)half + (u64)q, &z0, &z1);
+            const int i = 2 * q;
+            update(opt, step_lr, c, b1, b2, eps, a1, a2, sigma[i], gmt[i], z0, dt + i, mt + i, vt + i);
+            if (i + 1 < d)
+                update(opt, step_lr, c, b1, b2, eps, a1, a2, sigma[i + 1], gmt[i + 1], z1, dt + i + 1,
+                       mt + i + 1, vt + i + 1);
+        }
+        ++s;
+        loss = refresh(kind, d, h, ut, k, hd, dt, gmt, p, scratch);
+        if (s < n_trace && threadIdx.x == 0) trace[t * n_trace + s] = loss;
+    }
+    if (threadIdx.x == 0) n_steps[t] = s;
 }
 """

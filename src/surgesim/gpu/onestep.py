@@ -11,10 +11,11 @@ a and b are float64 sums over the same V in a different order (CPU: vectorised l
 tree), so they agree to float64 rounding.
 
 One CUDA warp computes one trial: the 32 lanes draw coordinates i = lane, lane + 32, ... and the
-partial sums (mu'V, sum h V^2 and U'V for diagonal + low-rank H) are reduced by warp shuffles.
-The low-rank rank k is a template parameter (one compiled kernel per k). For dense H,
-``trial_signs`` writes V and ``quad_rows_f32`` is one float32 cuBLAS GEMM (no TF32 unless CuPy's
-``CUPY_TF32=1`` is set), the row dot products accumulated in float64.
+partial sums (mu'V, sum h V^2 and Ut V for diagonal + low-rank H, the factor passed transposed
+as on the CPU, Ut (k, d)) are reduced by warp shuffles. The rank k is a template parameter (one
+compiled kernel per k). For dense H, ``trial_signs`` writes V and ``quad_rows_f32`` is float32
+cuBLAS GEMMs in blocks of ``DENSE_BLOCK`` rows (no TF32 unless CuPy's ``CUPY_TF32=1`` is set),
+the row dot products accumulated in float64.
 
 Arrays: every function accepts NumPy or CuPy arrays. Outputs are filled in place; a NumPy output
 is filled by a device-to-host copy after the kernel, a C-contiguous CuPy output is written
@@ -74,7 +75,7 @@ def _row_dot():
     )  # fmt: skip
 
 
-def _launch(mode, sampler, key_b, t0, keys, B, mu, sigma, thr, rare, h, U, out_a, out_b, out_v):
+def _launch(mode, sampler, key_b, t0, keys, B, mu, sigma, thr, rare, h, Ut, out_a, out_b, out_v):
     """Run the one-step kernel for n = out_a.shape[0] trials; see the module docstring.
 
     Arguments are checked before CuPy is needed, so bad input is a ValueError on any machine.
@@ -90,9 +91,9 @@ def _launch(mode, sampler, key_b, t0, keys, B, mu, sigma, thr, rare, h, U, out_a
         if tuple(x.shape) != (d,):
             raise ValueError(f"{name} must have shape ({d},) like mu, got {tuple(x.shape)}")
     if mode == _MOMENTS:
-        if tuple(h.shape) != (d,) or len(U.shape) != 2 or U.shape[0] != d:
-            raise ValueError(f"h must be ({d},) and U ({d}, k), got {tuple(h.shape)} and {tuple(U.shape)}")
-        k = int(U.shape[1])
+        if tuple(h.shape) != (d,) or len(Ut.shape) != 2 or Ut.shape[1] != d:
+            raise ValueError(f"h must be ({d},) and Ut (k, {d}), got {tuple(h.shape)} and {tuple(Ut.shape)}")
+        k = int(Ut.shape[0])
     else:
         k = 0
     _runtime.check_output(out_a, (n,), np.float64)
@@ -115,7 +116,7 @@ def _launch(mode, sampler, key_b, t0, keys, B, mu, sigma, thr, rare, h, U, out_a
         _runtime.to_device(mu, np.float64), _runtime.to_device(sigma, np.float64),
         _runtime.to_device(thr, np.uint64), _runtime.to_device(rare, np.float32),
         _runtime.to_device(h, np.float64) if mode == _MOMENTS else dummy_f64,
-        _runtime.to_device(U, np.float64) if k > 0 else dummy_f64,
+        _runtime.to_device(Ut, np.float64) if k > 0 else dummy_f64,
         a, b, v,
     )  # fmt: skip
     _kernel(k)(((n + _WARPS - 1) // _WARPS,), (32 * _WARPS,), args)
@@ -138,12 +139,13 @@ def sample_signs(sampler, key, B, mu, sigma, thr, rare, row) -> None:
     _runtime.store(row, v)
 
 
-def trial_moments(sampler, key_b, t0, B, mu, sigma, thr, rare, h, U, out_a, out_b, work=None) -> None:
+def trial_moments(sampler, key_b, t0, B, mu, sigma, thr, rare, h, Ut, out_a, out_b, work=None) -> None:
     """a_t = mu'V_t and b_t = V_t'HV_t for trials t0 .. t0 + n - 1 (n = out_a.shape[0]).
 
-    H = diag(h) + U U' (k = U.shape[1] may be 0). ``work`` is not used (CPU scratch).
+    H = diag(h) + Ut' Ut with the low-rank factor given transposed, Ut of shape (k, d) (k may be
+    0). ``work`` is not used (CPU scratch).
     """
-    _launch(_MOMENTS, sampler, key_b, t0, None, B, mu, sigma, thr, rare, h, U, out_a, out_b, None)
+    _launch(_MOMENTS, sampler, key_b, t0, None, B, mu, sigma, thr, rare, h, Ut, out_a, out_b, None)
 
 
 def trial_signs(sampler, key_b, t0, B, mu, sigma, thr, rare, out_a, out_v) -> None:
