@@ -59,6 +59,7 @@ def test_cuda_source_has_the_constants_of_rng():
     # nearest when reading a literal).
     assert float(c["SURGESIM_TWO_M53"]) == rng._TWO_M53 == 2.0**-53
     assert float(c["SURGESIM_TWO_PI"]) == rng._TWO_PI
+    assert float(_defines(_source.DYNAMICS)["SURGESIM_DBL_MAX"]) == np.finfo(np.float64).max
     # mix64 applies the shifts in rng's order: 30 with M1, 27 with M2, then 31.
     assert re.search(r"S30\)\) \* SURGESIM_M1;\s+z = \(z \^ \(z >> SURGESIM_S27\)\) \* SURGESIM_M2;"
                      r"\s+return z \^ \(z >> SURGESIM_S31\);", _source.RNG)  # fmt: skip
@@ -495,10 +496,12 @@ def test_gpu_sgd_mean_loss_follows_the_exact_recursion(cupy):
 
 @pytest.mark.gpu
 def test_estimator_gives_the_same_numbers_on_both_backends(cupy):
-    # Same trials and V; only float64 summation order differs: lr agrees to 1e-12 relative.
+    # Same trials and V; only float64 summation order differs: |a_gpu - a_cpu| <= 2 (d - 1) 2^-53
+    # sum|mu| per trial while mean(a) ~ 0.06 sum|mu| at B = 64 (eq 35: erf(sqrt(B/2) snr)), so lr
+    # agrees to <= 4e-13 relative: rel 1e-11; its s.e. (a variance of the same numbers) to 1e-9.
     from surgesim import estimate, surge_problem
 
     p = surge_problem(100, 2)
     cpu, gpu = (estimate.estimate_batch_size(p, 64, seed=1, trials=8192, backend=b) for b in ("cpu", "gpu"))
     assert gpu.trials == cpu.trials
-    assert gpu.lr == pytest.approx(cpu.lr, rel=1e-12) and gpu.lr_se == pytest.approx(cpu.lr_se, rel=1e-9)
+    assert gpu.lr == pytest.approx(cpu.lr, rel=1e-11) and gpu.lr_se == pytest.approx(cpu.lr_se, rel=1e-9)

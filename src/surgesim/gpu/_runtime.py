@@ -36,7 +36,7 @@ def cupy():
 def module(code: str, name_expressions: tuple[str, ...] = ()):
     """A compiled CuPy RawModule (NVRTC) of ``_source.RNG + code``; CuPy also caches it on disk."""
     cp = cupy()
-    return cp.RawModule(code=_source.RNG + code, options=NVRTC_OPTIONS, name_expressions=name_expressions)
+    return cp.RawModule(code=_source.RNG + code, options=NVRTC_OPTIONS, name_expressions=name_expressions or None)
 
 
 def is_device(x) -> bool:

@@ -214,6 +214,7 @@ DYNAMICS = r"""
 #define SURGESIM_OPT_LION 3
 #define SURGESIM_DIAG_LOWRANK 0
 #define SURGESIM_DENSE 1
+#define SURGESIM_DBL_MAX 1.7976931348623157e308
 
 // Sum of x over the block, returned to every thread. scratch: 33 doubles of shared memory.
 // blockDim.x is a multiple of 32; every thread of the block must call it.
@@ -343,7 +344,7 @@ extern "C" __global__ void dynamics_run(
             loss_after[t * n_t + jf] = loss;
             ++jf;
         }
-        if (!isfinite(loss)) break;
+        if (!(fabs(loss) <= SURGESIM_DBL_MAX)) break;  // inf or nan (no isfinite: NVRTC lacks it on some versions)
         if (s >= min_steps && jf == j && (j == n_t || s >= max_steps)) break;
         pw1 *= b1;
         pw2 *= b2;
