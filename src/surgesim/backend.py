@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-__all__ = ["resolve", "gpu_available", "onestep_kernels"]
+__all__ = ["resolve", "gpu_available", "onestep_kernels", "dynamics_kernels"]
 
 BACKENDS = ("cpu", "gpu", "auto")
 
@@ -50,3 +50,14 @@ def onestep_kernels(name: str) -> ModuleType:
     from .kernels import onestep
 
     return onestep
+
+
+def dynamics_kernels(name: str) -> ModuleType:
+    """The multi-step dynamics kernel module of a resolved backend (same functions and signatures)."""
+    if resolve(name) == "gpu":
+        from .gpu import dynamics
+
+        return dynamics
+    from .kernels import dynamics
+
+    return dynamics
