@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
-from .hessian import Diagonal, Hessian, as_hessian
+from .hessian import Dense, Diagonal, Hessian, as_hessian
 
 __all__ = [
     "Covariance",
@@ -258,7 +258,7 @@ def _hessian(H, d: int) -> Hessian:
 
 
 def _hessian_rows(op: Hessian, i0: int, i1: int) -> np.ndarray:
-    if hasattr(op, "matrix"):
+    if isinstance(op, Dense):
         return op.matrix[i0:i1]
     out = op.factor[i0:i1] @ op.factor.T
     out[np.arange(i1 - i0), np.arange(i0, i1)] += op.h[i0:i1]

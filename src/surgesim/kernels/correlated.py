@@ -25,6 +25,7 @@ are pure functions of (seed, B, t, noise model), whatever the thread count or th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,7 +133,7 @@ def law_moments(law: str, shape: float | None = None) -> dict[str, float]:
     if law == "laplace":
         return {"mean": 0.0, "var": 1.0, "skew": 0.0, "excess_kurtosis": 3.0}
     pq = s * (1.0 - s)
-    return {"mean": 0.0, "var": 1.0, "skew": (1.0 - 2.0 * s) / np.sqrt(pq), "excess_kurtosis": (1.0 - 6.0 * pq) / pq}
+    return {"mean": 0.0, "var": 1.0, "skew": (1.0 - 2.0 * s) / math.sqrt(pq), "excess_kurtosis": (1.0 - 6.0 * pq) / pq}
 
 
 # --- kernels ---------------------------------------------------------------------------------------
