@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,14 +54,27 @@ def _theory_curves(problem, B) -> dict[str, np.ndarray]:
     }
 
 
+@functools.cache
+def _estimates(problem, batch_sizes: tuple[int, ...], seed: int, rel_se: float):
+    from surgesim.estimate import estimate_curve
+
+    return estimate_curve(problem, batch_sizes, seed=seed, rel_se=rel_se)
+
+
+@functools.cache
+def _problem(family: str, d: int, seed: int):
+    from surgesim.problem import FAMILIES
+
+    return FAMILIES[family](d, seed)
+
+
 def _panel(problem, batch_sizes, opts: Options, title: str, loss: bool = False) -> dict:
     """Data of one curves_panel: theory lines on a fine grid, Monte Carlo points with s.e."""
     from surgesim import theory as th
-    from surgesim.estimate import estimate_curve
 
     mu, sigma, H = problem.mu, problem.sigma, problem.hessian
     B_line = np.logspace(0, np.log10(max(batch_sizes)), 300)
-    est = estimate_curve(problem, batch_sizes, seed=opts.seed, rel_se=0.05 if opts.quick else 0.01)
+    est = _estimates(problem, tuple(batch_sizes), opts.seed, 0.05 if opts.quick else 0.01)
     if loss:
         curves = {"exact_dl": th.optimal_loss_improvement(B_line, mu, sigma, H),
                   "surge_dl": th.surge_loss_improvement(B_line, mu, sigma, H)}  # fmt: skip
@@ -90,7 +104,7 @@ def fig1(opts: Options, out: Path) -> list[Path]:
     d["curves"]["sgd"] = sgd_optimal_lr(d["B_line"], p.mu, p.sigma**2, p.hessian)
     fig = lr_vs_batch_figure(d["B_line"], d["curves"], d["B_points"], d["points"], d["points_se"],
                              d["noise_batch_size"], d["plateau"], d["validity_bound"],
-                             title=f"Optimal learning rate vs batch size: sign-SGD and SGD, {p.describe()}")  # fmt: skip
+                             title=f"Optimal learning rate vs batch size, sign-SGD and SGD ({p.describe()})")  # fmt: skip
     return _save(fig, out, "fig1_surge")
 
 
@@ -110,12 +124,10 @@ def fig2(opts: Options, out: Path) -> list[Path]:
 
 
 def _families(opts: Options, loss: bool) -> list[dict]:
-    from surgesim.problem import FAMILIES
-
     d = 200 if opts.quick else 1000
     names = {"lowrank": "diagonal + rank 4 (surge)", "powerlaw": "dense power-law spectrum",
              "diagonal": "diagonal H (no surge)"}  # fmt: skip
-    return [_panel(FAMILIES[k](d, opts.seed), _grid(opts.quick), opts, v, loss=loss) for k, v in names.items()]
+    return [_panel(_problem(k, d, opts.seed), _grid(opts.quick), opts, v, loss=loss) for k, v in names.items()]
 
 
 def fig3(opts: Options, out: Path) -> list[Path]:

@@ -77,7 +77,7 @@ def lr_vs_batch_figure(
     """The paper's Figure 1: optimal learning rate vs batch size, theory and Monte Carlo."""
     fig, ax = plt.subplots(figsize=(7.5, 5.0), layout="constrained")
     curves_panel(ax, B_line, curves, B_points, lr_mc, lr_mc_se, noise_batch_size, plateau, validity_bound)
-    ax.set_title(title or "Optimal learning rate of sign-SGD vs batch size")
+    ax.set_title(title or "Optimal learning rate of sign-SGD vs batch size", fontsize=10)
     ax.legend(fontsize=8, loc="best")
     return fig
 
