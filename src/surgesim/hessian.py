@@ -1,9 +1,9 @@
 """Hessian operators: dense, diagonal, and diagonal plus low rank.
 
 The theory needs only a handful of products with H (its diagonal, its trace, H x and x'Hx for
-many rows x at once); each operator gives them at the cost its structure allows, so a
-``DiagonalPlusLowRank`` Hessian H = diag(h) + U U' of dimension d and rank k costs O(d k) and is
-never densified.
+many rows x at once, and the off-diagonal sum_{i != j} x_i x_j H_ij of eq 14); each operator
+gives them at the cost its structure allows, so a ``DiagonalPlusLowRank`` Hessian
+H = diag(h) + U U' of dimension d and rank k costs O(d k) and is never densified.
 """
 
 from __future__ import annotations
@@ -73,6 +73,17 @@ class Dense:
         x = np.asarray(x, dtype=np.float64)
         return np.einsum("...i,...i->...", x @ self.matrix, x)
 
+    def quad_off_diagonal(self, x: np.ndarray) -> float:
+        """sum_{i != j} x_i x_j H_ij for x of shape (d,) (eq 14's sum), summed without the diagonal.
+
+        Not x'Hx - sum_i x_i^2 H_ii: that difference cancels and leaves rounding noise (e.g. a
+        finite B_noise for a diagonal H).
+        """
+        off = self.matrix.copy()
+        np.fill_diagonal(off, 0.0)
+        x = np.asarray(x, dtype=np.float64)
+        return float(x @ off @ x)
+
     def to_dense(self) -> np.ndarray:
         return self.matrix.copy()
 
@@ -105,6 +116,10 @@ class Diagonal:
     def quad_rows(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         return (x * x) @ self.h
+
+    def quad_off_diagonal(self, x: np.ndarray) -> float:
+        """sum_{i != j} x_i x_j H_ij = 0 exactly for a diagonal H."""
+        return 0.0
 
     def to_dense(self) -> np.ndarray:
         return np.diag(self.h)
@@ -149,6 +164,17 @@ class DiagonalPlusLowRank:
         x = np.asarray(x, dtype=np.float64)
         proj = x @ self.factor
         return (x * x) @ self.h + np.einsum("...k,...k->...", proj, proj)
+
+    def quad_off_diagonal(self, x: np.ndarray) -> float:
+        """sum_{i != j} x_i x_j H_ij = 2 sum_k sum_{j < i} y_ik y_jk with y_ik = x_i U_ik, O(d k).
+
+        Summed from exclusive prefix sums, not as |U'x|^2 - sum_i x_i^2 |U_i|^2, so that no
+        cancellation occurs when the terms share a sign.
+        """
+        y = np.asarray(x, dtype=np.float64)[:, None] * self.factor
+        below = np.zeros_like(y)
+        np.cumsum(y[:-1], axis=0, out=below[1:])
+        return float(2.0 * np.sum(y * below))
 
     def to_dense(self) -> np.ndarray:
         return np.diag(self.h) + self.factor @ self.factor.T

@@ -85,8 +85,8 @@ def _scaled(b: np.ndarray, r: np.ndarray) -> np.ndarray:
 
 
 def _off_diagonal(r: np.ndarray, op: Hessian) -> float:
-    """sum_{i != j} r_i r_j H_ij, the denominator of eq 14."""
-    return float(op.quad_rows(r) - np.dot(r * r, op.diag()))
+    """sum_{i != j} r_i r_j H_ij, the denominator of eq 14 (exactly 0 for a diagonal H)."""
+    return op.quad_off_diagonal(r)
 
 
 # --- eq 35 / 38 and eq 10 ------------------------------------------------------------------------
@@ -97,8 +97,8 @@ def sign_mean(B, mu, sigma) -> np.ndarray:
 
     Returns shape ``np.shape(B) + (d,)``.
 
-    >>> float(sign_mean(2.0, [1.0], [1.0])[0])  # erf(1)
-    0.8427007929497149
+    >>> round(float(sign_mean(2.0, [1.0], [1.0])[0]), 12)  # erf(1)
+    0.84270079295
     """
     mu, sigma = _mu_sigma(mu, sigma)
     b = _batch(B)
@@ -116,10 +116,10 @@ def sign_mean_approx(B, mu, sigma) -> np.ndarray:
     """
     mu, sigma = _mu_sigma(mu, sigma)
     b = _batch(B)
-    # Written as x / sqrt(x^2 + pi/4) with x = sqrt(B/2) r: finite for B = inf.
+    # Written as x / sqrt(x^2 + pi/4) with x = sqrt(B/2) r; hypot does not overflow for huge x.
     x = _scaled(b, mu / sigma)
     with np.errstate(invalid="ignore"):
-        out = x / np.sqrt(x * x + _PI / 4.0)
+        out = x / np.hypot(x, np.sqrt(_PI) / 2.0)
     return np.where(np.isinf(x), np.sign(x), out)
 
 
@@ -169,8 +169,8 @@ def noise_batch_size(mu, sigma, H) -> float:
     Returns inf when the off-diagonal sum is <= 0 (e.g. diagonal H): then eq 9 rises monotonically
     in the regime of Theorem 3 and there is no surge. Meaningful when B_noise << validity_bound.
 
-    >>> noise_batch_size([1.0, 1.0], [10.0, 10.0], [[1.0, 0.5], [0.5, 1.0]])  # pi*2/(2*2*0.01*0.5)
-    314.1592653589793
+    >>> round(noise_batch_size([1.0, 1.0], [10.0, 10.0], [[1.0, 0.5], [0.5, 1.0]]), 9)  # 100 pi
+    314.159265359
     """
     mu, sigma = _mu_sigma(mu, sigma)
     op = _hessian(H, mu.size)
@@ -198,18 +198,27 @@ def surge_lr(B, mu, sigma, H) -> np.ndarray:
 
     Computed as the first line of eq 40, sqrt(2B/pi) S / (tr(H) + (2B/pi) off), which equals eq 2
     when off > 0 and gives the square-root rule eq 4 (no peak) when off <= 0 (clipped to 0, as
-    B_noise = inf). Valid for B << validity_bound (Theorem 3).
+    B_noise = inf). Valid for B << validity_bound (Theorem 3). Divided through by sqrt(B) so that
+    B = inf gives the limit (0, or inf without a peak).
     """
     mu, sigma = _mu_sigma(mu, sigma)
     op = _hessian(H, mu.size)
-    b = _batch(B)
-    off = max(_off_diagonal(mu / sigma, op), 0.0)
+    sqrt_b = np.sqrt(_batch(B))
+    off = _off_diagonal(mu / sigma, op)
     s = float(np.sum(mu * mu / sigma))
-    return np.sqrt(2.0 * b / _PI) * s / (op.trace() + (2.0 * b / _PI) * off)
+    den = op.trace() / sqrt_b
+    if off > 0:
+        den = den + (2.0 / _PI) * off * sqrt_b
+    with np.errstate(divide="ignore"):
+        return np.sqrt(2.0 / _PI) * s / den
 
 
 def large_batch_lr(mu, H) -> float:
     """Eq 17 (Theorem 4, B >> validity_bound): eps_opt = sum_i |mu_i| / sign(mu)' H sign(mu).
+
+    This is eq 9 at B = inf, where E_i = sign(mu_i). A coordinate with mu_i = 0 exactly keeps a
+    fair-coin sign (E_i = 0, variance 1) and adds its H_ii to the denominator, a term eq 17 omits
+    because it assumes every mu_i != 0.
 
     >>> large_batch_lr([1.0, -2.0], [[2.0, 0.0], [0.0, 1.0]])
     1.0
@@ -217,7 +226,7 @@ def large_batch_lr(mu, H) -> float:
     mu = _vector("mu", mu)
     op = _hessian(H, mu.size)
     s = np.sign(mu)
-    return float(np.sum(np.abs(mu)) / op.quad_rows(s))
+    return float(np.sum(np.abs(mu)) / (op.quad_rows(s) + np.dot(1.0 - s * s, op.diag())))
 
 
 # --- Theorem 5: eq 18-19 -------------------------------------------------------------------------
@@ -235,15 +244,17 @@ def max_loss_improvement(mu, sigma, H) -> float:
 def surge_loss_improvement(B, mu, sigma, H) -> np.ndarray:
     """Eq 18: Delta L_opt(B) ~ Delta L_max / (1 + B_noise / B) for B << validity_bound.
 
-    Computed as the first line of eq 43, (B/pi) S^2 / (tr(H) + (2B/pi) off), finite when off <= 0
-    (clipped to 0, as B_noise = inf; then it grows linearly in B).
+    Computed as the first line of eq 43 divided through by B, (S^2 / pi) / (tr(H) / B + (2/pi) off),
+    finite when off <= 0 (clipped to 0, as B_noise = inf; then it grows linearly in B); B = inf
+    gives the limit, eq 19.
     """
     mu, sigma = _mu_sigma(mu, sigma)
     op = _hessian(H, mu.size)
     b = _batch(B)
     off = max(_off_diagonal(mu / sigma, op), 0.0)
     s = float(np.sum(mu * mu / sigma))
-    return (b / _PI) * s * s / (op.trace() + (2.0 * b / _PI) * off)
+    with np.errstate(divide="ignore"):
+        return (s * s / _PI) / (op.trace() / b + (2.0 / _PI) * off)
 
 
 def validity_bound(mu, sigma) -> float:
