@@ -1,0 +1,50 @@
+"""Real-workload training (optional extra ``train``: ``pip install 'surgesim[train]'``): the three
+workloads of Section 3.1 of Li et al. 2024 in PyTorch, their datasets, the grid-search protocol of
+Section 3.2-3.3, and per-example gradient statistics that predict B_noise (eq 14) and eps_max
+(eq 16) from the network itself.
+
+- ``models``: ``FiveLayerCNN`` (Fashion-MNIST), ``ResNet18`` (Tiny-ImageNet), ``CausalTransformer``
+  (DistilGPT2-style, byte-level, for ELI5-Category).
+- ``data``: loaders for the real file formats (nothing is downloaded) and offline demo data.
+- ``protocol``: ``run_task(params) -> rows``, one (lr, B, seed) run of the grid, for
+  ``surgesim.sweep.run_sweep``; ``gradient_task`` measures eq 14/16 along a reference run.
+- ``gradstats``: per-example gradient moments (``torch.func``), Hessian-vector products and
+  Hutchinson's diag(H), giving ``noise_scale``.
+
+The analysis of the resulting grids is ``surgesim.gridfit`` (no torch). torch is imported only
+inside this package.
+"""
+
+try:
+    import torch  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "surgesim.workloads needs PyTorch: pip install 'surgesim[train]' "
+        "(for a CPU-only build see https://pytorch.org/get-started/locally/)"
+    ) from exc
+
+from . import data, gradstats, models, protocol
+from .gradstats import GradientMoments, NoiseScale, gradient_moments, hessian_vector_product, noise_scale
+from .models import CausalTransformer, FiveLayerCNN, ResNet18, count_parameters
+from .protocol import RunSpec, follow_targets, gradient_task, grid_tasks, run_task
+
+__all__ = [
+    "CausalTransformer",
+    "FiveLayerCNN",
+    "GradientMoments",
+    "NoiseScale",
+    "ResNet18",
+    "RunSpec",
+    "count_parameters",
+    "data",
+    "follow_targets",
+    "gradient_moments",
+    "gradient_task",
+    "gradstats",
+    "grid_tasks",
+    "hessian_vector_product",
+    "models",
+    "noise_scale",
+    "protocol",
+    "run_task",
+]
