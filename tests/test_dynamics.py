@@ -3,6 +3,7 @@ target bookkeeping, reproducibility, eq 22, the protocol, and ``python -m sims.d
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -330,3 +331,65 @@ def test_step_normals_are_the_kernels_normals():
     z = step_normals(KEYS, 5, 7)
     for t, key in enumerate(KEYS):
         np.testing.assert_array_equal(z[t], rng.normals(int(key), 8, 4 * 4)[:7])
+
+
+# --- python -m sims.dynamics --------------------------------------------------------------------------
+
+
+def test_sims_dynamics_writes_runs_summary_and_figures(tmp_path, capsys):
+    from sims import dynamics as cli
+
+    out = tmp_path / "out"
+    argv = ["--out", str(out), "--dims", "16", "--batch-sizes", "2,8,32", "--lr-points", "4", "--seeds", "2",
+            "--max-steps", "400", "--further-steps", "5", "--targets", "0.5,0.3",
+            "--optimizers", "sign,adam:0:0,lion"]  # fmt: skip
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "fitted B_noise (eq 22)" in printed and "predicted B_noise" in printed
+    with open(out / "runs.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    required = ["optimizer", "lr", "batch_size", "seed", "target_loss", "steps", "examples", "further_decrease"]
+    assert list(rows[0])[: len(required) + 3] == ["optimizer", "beta1", "beta2", "eps", *required[1:]]
+    assert len(rows) == 3 * 3 * 4 * 2 * 2  # optimizers x B x lr x seeds x targets
+    assert {r["optimizer"] for r in rows} == {"sign", "adam", "lion"}
+    unreached = [r for r in rows if r["steps"] == ""]
+    assert all(r["examples"] == "" for r in unreached)
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["results"]) == 3 * 2
+    for entry in summary["results"]:
+        for key in ("optimizer", "target_loss", "fitted_noise_batch_size", "predicted_noise_batch_size",
+                    "peak_batch_size", "optimal_lr"):  # fmt: skip
+            assert key in entry
+        assert [b for b, _ in entry["optimal_lr"]] == [2, 8, 32]
+    assert json.loads((out / "options.json").read_text())["seeds"] == 2
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert "peak_vs_target.png" in pngs and "grid_adam-0-0_1.png" in pngs and len(pngs) == 3 * 2 + 1
+    # a rerun into the same directory resumes from the store and gives the same rows
+    before = (out / "runs.csv").read_text()
+    assert cli.main([*argv, "--quiet", "--no-plot"]) == 0
+    assert (out / "runs.csv").read_text() == before and capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--optimizers", "rmsprop"], "unknown optimizer 'rmsprop'"),
+        (["--optimizers", "sign:0.9:0.9"], "only adam and lion take betas"),
+        (["--optimizers", "adam:1.5:0.9"], "beta1=1.5"),
+        (["--targets", "0.5,2"], "--targets must be distinct fractions"),
+        (["--seeds", "0"], "--seeds must be >= 1"),
+        (["--batch-sizes", "4"], "--batch-sizes must be at least 2"),
+        (["--problem", "/nonexistent.npz"], "no such file"),
+        (["--dims", "x"], "invalid int value"),
+    ],
+)
+def test_sims_dynamics_bad_input_is_one_error_line(tmp_path, capsys, argv, message):
+    from sims import dynamics as cli
+
+    try:
+        status = cli.main(["--out", str(tmp_path), "--quiet", *argv])
+    except SystemExit as e:  # argparse's own errors
+        status = e.code
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err

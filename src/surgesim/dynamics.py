@@ -57,7 +57,9 @@ __all__ = [
     "TargetResult",
     "initial_delta",
     "default_lr_grid",
+    "default_problem",
     "default_experiment",
+    "DEFAULT_BATCH_SIZES",
     "run_task",
     "run_experiment",
     "summarize",
@@ -246,30 +248,53 @@ class Experiment:
         ]
 
 
-def default_experiment(
-    dims: int = 256, seed: int = 0, optimizers: Sequence[str] = ("sign", "adam", "sgd"), seeds: int = 8
-) -> Experiment:
-    """The default experiment of ``python -m sims.dynamics`` (about a minute on 2 cores).
+def default_problem(dims: int = 256, seed: int = 0) -> QuadraticProblem:
+    """The default problem: ``surge_problem(dims, seed)`` with |mu_i| / sigma_i log-uniform in
+    (0.016, 0.05) * sqrt(256 / dims).
 
-    Problem: ``surge_problem(dims, seed)`` (H = diag(h) + U U' with positive factors along
-    sign(mu)) with |mu_i| / sigma_i log-uniform in (0.016, 0.05) * sqrt(256 / dims), so that
-    B_noise at the start (eq 14, ~ 1 / (d r^2)) is about 20 whatever ``dims``, well below the
-    validity bound pi / (2 r_max^2) (~ 600 at dims = 256, growing with dims). Targets: 1/2, 1/4,
-    1/8 of the initial loss, over which eq 14's B_noise grows about 2x. Batch sizes 8 .. 8192
-    (powers of 2), 16 learning rates per optimizer (``default_lr_grid``), ``seeds`` runs per
-    grid point, 50 further steps, at most 3000 steps to a target.
+    H = diag(h) + U U' with positive factors along sign(mu), so eq 14's off-diagonal sum is large;
+    the scaling of r = mu / sigma keeps B_noise at the start (~ 1 / (d r^2)) at about 20 whatever
+    ``dims``, well below the validity bound pi / (2 r_max^2) (~ 600 at dims = 256, growing with
+    dims).
     """
-    unknown = [o for o in optimizers if o not in DEFAULT_OPTIMIZERS]
-    if unknown or not optimizers:
-        raise ValueError(f"optimizers must be among {sorted(DEFAULT_OPTIMIZERS)}, got {list(optimizers)}")
-    if int(dims) != dims or dims < 2:
+    if isinstance(dims, bool) or int(dims) != dims or dims < 2:
         raise ValueError(f"dims={dims!r} must be an integer >= 2")
     scale = math.sqrt(256.0 / dims)
-    problem = surge_problem(int(dims), seed=seed, snr=(0.016 * scale, 0.05 * scale))
-    opts = [DEFAULT_OPTIMIZERS[o] for o in optimizers]
-    batch_sizes = [2**k for k in range(3, 14)]
-    lrs = [tuple(default_lr_grid(problem, o, batch_sizes, 16)) for o in opts]
-    return Experiment(problem, tuple(opts), tuple(batch_sizes), tuple(lrs), seeds=seeds, seed=seed)
+    return surge_problem(int(dims), seed=seed, snr=(0.016 * scale, 0.05 * scale))
+
+
+DEFAULT_BATCH_SIZES = tuple(2**k for k in range(3, 14))
+"""8 .. 8192: from well below the default problem's B_noise to past its validity bound."""
+
+
+def default_experiment(
+    problem: QuadraticProblem | None = None,
+    optimizers: Sequence[str | Optimizer] = ("sign", "adam", "sgd"),
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    lr_points: int = 16,
+    target_fractions: Sequence[float] = (0.5, 0.25, 0.125),
+    further_steps: int = 50,
+    max_steps: int = 3000,
+    seeds: int = 8,
+    seed: int = 0,
+) -> Experiment:
+    """The experiment of ``python -m sims.dynamics``: about a minute on 2 cores with the defaults.
+
+    ``problem`` defaults to ``default_problem(256, seed)``; optimizers are names of
+    ``DEFAULT_OPTIMIZERS`` or ``Optimizer`` objects; each gets ``default_lr_grid`` with
+    ``lr_points`` learning rates. Targets 1/2, 1/4, 1/8 of the initial loss: over them eq 14's
+    B_noise grows about 2x per target on the default problem.
+    """
+    if problem is None:
+        problem = default_problem(256, seed)
+    opts = []
+    for o in optimizers:
+        if isinstance(o, str) and o not in DEFAULT_OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {sorted(DEFAULT_OPTIMIZERS)}, got {o!r}")
+        opts.append(DEFAULT_OPTIMIZERS[o] if isinstance(o, str) else o)
+    Bs = _int_tuple("batch_sizes", batch_sizes, 1)
+    lrs = tuple(tuple(default_lr_grid(problem, o, Bs, lr_points)) for o in opts)
+    return Experiment(problem, tuple(opts), Bs, lrs, tuple(target_fractions), further_steps, max_steps, seeds, seed)
 
 
 def _none(x: float) -> float | None:

@@ -1,0 +1,276 @@
+"""The paper's grid search (Li et al. 2024, Section 3.2-3.3) on a noisy quadratic: sign-SGD,
+Adam(0.9, 0.999) and SGD trained at every learning rate x batch size x seed until the loss reaches
+each target, the optimal learning rate per batch size, B_noise from steps and examples (eq 22)
+beside the theory's prediction at the states reached, and the peak batch size as the loss falls.
+
+Default problem: d = 256 coordinates, H = diag(h) + U U' with rank-4 factors positive along
+sign(mu), |mu_i| / sigma_i log-uniform in (0.016, 0.05) at the start (``surgesim.dynamics.
+default_problem``); targets 1/2, 1/4, 1/8 of the initial loss; batch sizes 8 .. 8192; 16 learning
+rates per optimizer around the theory's optimum at the start; 8 seeds; 50 further steps past each
+target; at most 3000 steps to reach one. About a minute on 2 cores.
+
+Optimizers: sign, adam (0.9, 0.999), sgd, lion (0.9, 0.99); NAME:BETA1:BETA2 sets the betas of
+adam or lion (adam:0:0 is sign-SGD up to eps, Appendix A).
+
+Outputs in --out: runs.csv (one row per run and target: optimizer, lr, batch_size, seed,
+target_loss, steps, examples, further_decrease, ...; steps empty when the target was not reached),
+summary.json (under "results", one entry per optimizer and target), problem.npz, options.json,
+grid_<optimizer>_<k>.png per optimizer and target k (heat map of the further decrease with the
+optimal learning rates and the fitted curves; 1/S against 1/E with eq 22), peak_vs_target.png,
+and store.sqlite, the resumable store of finished tasks (rerunning the same command into the
+same --out skips them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sims import _cli
+
+
+@dataclass(frozen=True)
+class Options:
+    dims: int
+    problem: str | None
+    optimizers: tuple[str, ...]
+    batch_sizes: tuple[int, ...]
+    lr_points: int
+    targets: tuple[float, ...]
+    further_steps: int
+    max_steps: int
+    seeds: int
+    seed: int
+    out: str
+    scheduler: str | None
+    plot: bool
+    quiet: bool
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise _cli.argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise _cli.argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+    return values
+
+
+def build_parser() -> _cli.Parser:
+    p = _cli.Parser(
+        prog="python -m sims.dynamics",
+        description=__doc__.split("\n\n")[0],
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=_cli.argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("problem")
+    g.add_argument("--dims", type=int, default=256, help="dimension d of the default problem (default 256)")
+    g.add_argument("--problem", metavar="FILE.npz",
+                   help="load a problem (mu, sigma, H or h_diag[, h_factor]) instead; mu is the mean "
+                        "gradient at the start, theta0 - theta* = H^-1 mu")  # fmt: skip
+    g = p.add_argument_group("grid")
+    g.add_argument("--optimizers", default="sign,adam,sgd", metavar="NAME[:B1:B2],...",
+                   help="comma-separated, from sign, adam, sgd, lion (default sign,adam,sgd)")  # fmt: skip
+    g.add_argument("--batch-sizes", type=_cli.int_list, metavar="B1,B2,...", help="default 8,16,...,8192")
+    g.add_argument("--lr-points", type=int, default=16, help="learning rates per optimizer (default 16)")
+    g.add_argument("--targets", type=_float_list, default=[0.5, 0.25, 0.125], metavar="F1,F2,...",
+                   help="target losses as fractions of the initial loss (default 0.5,0.25,0.125)")  # fmt: skip
+    g.add_argument("--further-steps", type=int, default=50, help="steps past each target (default 50)")
+    g.add_argument("--max-steps", type=int, default=3000, help="steps allowed to reach a target (default 3000)")
+    g.add_argument("--seeds", type=int, default=8, help="runs per grid point (default 8)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the problem and of every random stream (default 0)")
+    g = p.add_argument_group("execution and output")
+    g.add_argument("--out", default="runs/dynamics", help="output directory (default runs/dynamics)")
+    g.add_argument("--scheduler", metavar="local:N|tcp://HOST:PORT",
+                   help="run the tasks on Dask (also via DASK_SCHEDULER_ADDRESS); default: this process, "
+                        "whose kernels already use every core")  # fmt: skip
+    g.add_argument("--no-plot", action="store_true", help="skip the figures")
+    g.add_argument("--quiet", action="store_true", help="no tables, no progress bar")
+    return p
+
+
+def parse_optimizer(spec: str):
+    """NAME or NAME:BETA1:BETA2 -> an Optimizer (the defaults of ``DEFAULT_OPTIMIZERS`` otherwise)."""
+    from surgesim.dynamics import DEFAULT_OPTIMIZERS, Optimizer
+
+    name, *betas = spec.strip().split(":")
+    if name not in DEFAULT_OPTIMIZERS:
+        raise _cli.UsageError(f"--optimizers: unknown optimizer {name!r}; choose from {', '.join(DEFAULT_OPTIMIZERS)}")
+    base = DEFAULT_OPTIMIZERS[name]
+    if not betas:
+        return base
+    if len(betas) != 2 or name not in ("adam", "lion"):
+        raise _cli.UsageError(f"--optimizers: {spec!r}: only adam and lion take betas, as NAME:BETA1:BETA2")
+    try:
+        b1, b2 = float(betas[0]), float(betas[1])
+    except ValueError:
+        raise _cli.UsageError(f"--optimizers: {spec!r}: betas must be numbers") from None
+    return Optimizer(name, b1, b2, base.eps)
+
+
+def resolve(args) -> Options:
+    from surgesim.dynamics import DEFAULT_BATCH_SIZES
+
+    checks = {
+        "--dims": (args.dims, 2), "--lr-points": (args.lr_points, 3), "--further-steps": (args.further_steps, 0),
+        "--max-steps": (args.max_steps, 1), "--seeds": (args.seeds, 1), "--seed": (args.seed, 0),
+    }  # fmt: skip
+    for flag, (value, lo) in checks.items():
+        if value < lo:
+            raise _cli.UsageError(f"{flag} must be >= {lo}, got {value}")
+    specs = tuple(s.strip() for s in args.optimizers.split(",") if s.strip())
+    if not specs:
+        raise _cli.UsageError(f"--optimizers: no optimizer in {args.optimizers!r}")
+    labels = [parse_optimizer(s).label for s in specs]
+    if len(set(labels)) != len(labels):
+        raise _cli.UsageError(f"--optimizers: repeated optimizer in {args.optimizers!r}")
+    sizes = tuple(args.batch_sizes) if args.batch_sizes is not None else DEFAULT_BATCH_SIZES
+    if min(sizes) < 1 or len(set(sizes)) != len(sizes) or len(sizes) < 2:
+        raise _cli.UsageError(f"--batch-sizes must be at least 2 distinct integers >= 1, got {list(sizes)}")
+    if any(not 0 < f < 1 for f in args.targets) or len(set(args.targets)) != len(args.targets):
+        raise _cli.UsageError(f"--targets must be distinct fractions in (0, 1), got {args.targets}")
+    if args.problem is not None and not Path(args.problem).is_file():
+        raise _cli.UsageError(f"--problem {args.problem!r}: no such file")
+    return Options(
+        dims=args.dims, problem=args.problem, optimizers=specs, batch_sizes=tuple(sorted(sizes)),
+        lr_points=args.lr_points, targets=tuple(sorted(args.targets, reverse=True)),
+        further_steps=args.further_steps, max_steps=args.max_steps, seeds=args.seeds, seed=args.seed,
+        out=args.out, scheduler=args.scheduler, plot=not args.no_plot, quiet=args.quiet,
+    )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return _cli.run(lambda: _main(args))
+
+
+def _main(args) -> int:
+    from surgesim import dynamics, theory
+    from surgesim.problem import QuadraticProblem
+    from surgesim.progress import progress_bar
+    from surgesim.sweep import run_sweep, write_csv
+
+    opts = resolve(args)
+    out = _cli.out_dir(opts.out)
+    t_start = time.perf_counter()
+    problem = QuadraticProblem.load(opts.problem) if opts.problem else dynamics.default_problem(opts.dims, opts.seed)
+    exp = dynamics.default_experiment(
+        problem, [parse_optimizer(s) for s in opts.optimizers], opts.batch_sizes, opts.lr_points, opts.targets,
+        opts.further_steps, opts.max_steps, opts.seeds, opts.seed,
+    )  # fmt: skip
+    problem.save(out / "problem.npz")
+    _cli.save_options(opts, out / "options.json")
+    mu, sigma, H = problem.mu, problem.sigma, problem.hessian
+    start = {
+        "dims": problem.dim, "initial_loss": exp.initial_loss,
+        "initial_noise_batch_size": theory.noise_batch_size(mu, sigma, H),
+        "initial_validity_bound": theory.validity_bound(mu, sigma),
+    }  # fmt: skip
+    if not opts.quiet:
+        print(f"problem: {problem.describe()}; initial loss {exp.initial_loss:.4g}, B_noise at the start (eq 14) "
+              f"{start['initial_noise_batch_size']:.4g}, validity bound {start['initial_validity_bound']:.4g}; "
+              f"{len(exp.tasks())} tasks of {opts.lr_points} lr x {opts.seeds} seeds")  # fmt: skip
+
+    scheduler = opts.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+    with progress_bar(quiet=opts.quiet, desc="tasks") as bar:
+        rows = run_sweep(
+            dynamics.run_task, exp.tasks(), params={"problem_sha256": problem.digest()}, store=out / "store.sqlite",
+            scheduler=scheduler, workers=None if scheduler else 1, shared=problem, progress=bar,
+        )  # fmt: skip
+    write_csv(rows, out / "runs.csv", columns=dynamics.ROW_COLUMNS)
+    results = dynamics.summarize(exp, rows)
+    summary = {
+        **start, "seed": opts.seed, "seeds": opts.seeds, "optimizers": [o.label for o in exp.optimizers],
+        "batch_sizes": list(exp.batch_sizes), "target_fractions": list(exp.target_fractions),
+        "results": [r.as_dict() for r in results], "wall_seconds": time.perf_counter() - t_start,
+    }  # fmt: skip
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    figures = write_figures(results, out) if opts.plot else []
+    if not opts.quiet:
+        print_tables(results, exp)
+        print(f"wrote {out}/runs.csv, summary.json, problem.npz" + "".join(f", {f}" for f in figures)
+              + f" in {summary['wall_seconds']:.1f} s")  # fmt: skip
+    return 0
+
+
+def _file_label(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", label).strip("-")
+
+
+def _points(optima) -> tuple:
+    """(B, lr, log_lr_se) arrays of a list of ``surgesim.gridfit.BatchOptimum``."""
+    return tuple(np.array([[o.batch_size, o.optimal_lr, o.log_lr_se] for o in optima]).T)
+
+
+def write_figures(results, out: Path) -> list[str]:
+    from surgesim.plots.grid import grid_figure, peak_vs_target_figure
+
+    names = []
+    by_opt: dict[str, list] = {}
+    for r in results:
+        by_opt.setdefault(r.optimizer.label, []).append(r)
+    for label, mine in by_opt.items():
+        for k, r in enumerate(mine):
+            fs, fd = r.steps_fit, r.decrease_fit
+            eq22 = fs.eq22 or (None, None, None)
+            fig = grid_figure(
+                r.batch_sizes, r.lrs, r.decrease,
+                optima={"optimal lr: fewest steps": _points(fs.optima),
+                        "optimal lr: largest decrease": _points(fd.optima)},
+                curves=fs.curves, noise_batch_size=eq22[0],
+                steps=[o.steps for o in fs.optima], examples=[o.examples for o in fs.optima], s_min=eq22[1],
+                title=f"{label}: target loss {r.target_loss:.4g} ({r.target_fraction:g} of the initial loss)",
+            )  # fmt: skip
+            name = f"grid_{_file_label(label)}_{k}.png"
+            fig.savefig(out / name, dpi=110)
+            names.append(name)
+    x = [r.target_loss for r in next(iter(by_opt.values()))]
+    fig = peak_vs_target_figure(
+        x,
+        {label: [r.peak_batch_size for r in mine] for label, mine in by_opt.items()},
+        spread={label: ([np.nanmin(r.seed_peaks) for r in mine], [np.nanmax(r.seed_peaks) for r in mine])
+                for label, mine in by_opt.items()},
+        fitted={label: [r.fitted_noise_batch_size for r in mine] for label, mine in by_opt.items()},
+        predicted={label: [r.predicted_noise_batch_size for r in mine] for label, mine in by_opt.items()},
+        title="peak batch size as the loss falls (bars: range over seeds)",
+    )  # fmt: skip
+    fig.savefig(out / "peak_vs_target.png", dpi=110)
+    return [*names, "peak_vs_target.png"]
+
+
+def _g(x, fmt: str = ".3g", width: int = 9) -> str:
+    return f"{x:>{width}{fmt}}" if x is not None and np.isfinite(x) else f"{'-':>{width}}"
+
+
+def print_tables(results, exp) -> None:
+    for frac, target in zip(exp.target_fractions, exp.targets, strict=True):
+        print(f"\ntarget loss {target:.4g} ({frac:g} of the initial loss {exp.initial_loss:.4g})")
+        for r in (r for r in results if r.target_fraction == frac):
+            seeds = r.seed_peaks[np.isfinite(r.seed_peaks)]
+            span = f"{seeds.min():g}-{seeds.max():g}" if seeds.size else "-"
+            print(f"  {r.optimizer.label}: fitted B_noise (eq 22) {_g(r.fitted_noise_batch_size, width=0)}, "
+                  f"predicted B_noise {_g(r.predicted_noise_batch_size, width=0)}, peak batch size "
+                  f"{_g(r.peak_batch_size, 'g', 0)} (seeds {span}), "
+                  f"best curve {r.steps_fit.best_model or '-'}")  # fmt: skip
+            head = ("B", "optimal lr", "se factor", "S", "E", "lr (decr.)", "lr theory")
+            print("  " + " ".join(f"{h:>{w}}" for h, w in zip(head, (7, 10, 9, 7, 10, 10, 10), strict=True)))
+            for o, od, pred in zip(r.steps_fit.optima, r.decrease_fit.optima, r.predicted_lr, strict=True):
+                spread = np.exp(o.log_lr_se) if np.isfinite(o.log_lr_se * o.optimal_lr) else np.nan
+                edge = "*" if o.at_edge else " "
+                print(f"  {o.batch_size:>7g} {_g(o.optimal_lr, '.3e', 10)}{edge}{_g(spread, '.3f', 8)} "
+                      f"{_g(o.steps, '.0f', 7)} {_g(o.examples, '.0f', 10)} {_g(od.optimal_lr, '.3e', 10)} "
+                      f"{_g(pred, '.3e', 10)}")  # fmt: skip
+    print("\n(optimal lr: fewest seed-averaged steps to the target; *: at the edge of the learning-rate grid, a bound "
+          "only;\n se factor: the seeds' standard error of the optimal lr as a factor; lr (decr.): largest further "
+          "decrease;\n lr theory: eq 9, eq 1 for SGD, at the states where the runs reached the target)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
