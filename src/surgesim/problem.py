@@ -103,11 +103,13 @@ class QuadraticProblem:
     def load(cls, path: str | os.PathLike) -> QuadraticProblem:
         """Read a ``.npz`` problem file; anything else is rejected with a ValueError naming it."""
         try:
-            data = np.load(path, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):  # a .npy file loads as one array
-                raise ValueError(f"not an .npz archive (holds a single {type(data).__name__})")
-            with data:
-                arrays = {k: data[k] for k in data.files}
+            # Opened here, not by np.load: np.load leaks its file handle when the zip is corrupt.
+            with open(path, "rb") as f:
+                data = np.load(f, allow_pickle=False)
+                if not isinstance(data, np.lib.npyio.NpzFile):  # a .npy file loads as one array
+                    raise ValueError(f"not an .npz archive (holds a single {type(data).__name__})")
+                with data:
+                    arrays = {k: data[k] for k in data.files}
         except FileNotFoundError:
             raise ValueError(f"problem file {os.fspath(path)!r} does not exist") from None
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
@@ -157,7 +159,7 @@ def surge_problem(
     a_ik uniform in (0.5, 1) * coupling / sqrt(rank): the factors are positive along sign(mu), so
     the off-diagonal sum of eq 14 is large and positive (about (sum_i r_i a_i)^2) and
     B_noise ~ pi tr(H) / (2 off) is of order 1 / (d r^2), while validity_bound = pi / (2 r_max^2)
-    does not grow with d: for d = 1000 and the defaults, B_noise ~ 30 and the bound ~ 10^4.
+    does not grow with d: for d = 1000 and the defaults, B_noise ~ 85 and the bound ~ 10^4.
     |mu_i| / sigma_i is log-uniform in ``snr``, sigma_i log-uniform in (0.5, 2), signs random.
     ``dense=True`` returns the same H as a dense matrix.
     """
