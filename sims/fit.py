@@ -110,14 +110,13 @@ def _main(args) -> int:
             for c, v in key.items():
                 sel &= table[c] == (v if isinstance(v, str) else float(v))
             label = ", ".join(f"{c}={v}" for c, v in key.items())
-            fig = grid_figure(
+            fig = figure(
                 fit, table[opts.lr_col][sel], table[opts.batch_col][sel], table[opts.loss_col][sel],
                 maximize=opts.maximize, score_label=opts.loss_col,
                 title=f"{Path(opts.grid).name}" + (f": {label}" if label else ""),
             )  # fmt: skip
             name = "fit_" + (_slug(key) if key else "all") + ".png"
             fig.savefig(out / name, dpi=110)
-            _close(fig)
             figures.append(name)
     if not opts.quiet:
         print_fits(groups, opts.group_cols)
@@ -146,121 +145,28 @@ def print_fits(groups, group_cols) -> None:
               f"{rss[1]:>9.3f} {rss[2]:>9.3f} {fit.best_model:>13} {fit.peak_batch_size:>8.0f}")  # fmt: skip
 
 
-# --- figures (generic over any grid; candidates for surgesim.plots.grid) ---------------------------
+def figure(fit, lr, B, score, *, maximize: bool, score_label: str, title: str = ""):
+    """The paper's Fig 2-4 panels for one grid through ``surgesim.plots.grid``: the heat map with
+    the optimal lr per B (+-2 s.e. in log lr: bootstrap over seeds, else half the grid spacing),
+    the fitted curves and B_noise; and the eq 22 panel when steps are known."""
+    from surgesim.gridfit import score_matrix
+    from surgesim.plots.grid import grid_figure
 
-_CURVE_STYLE = {
-    "surge": dict(color="C3", lw=2.0, label="Adam / surge, eq 2"),
-    "sgd_alpha_0.5": dict(color="C0", lw=1.3, ls="--", label="SGD form, alpha = 0.5"),
-    "sgd_alpha_1": dict(color="C7", lw=1.3, ls="-.", label="SGD form, alpha = 1"),
-}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _close(fig) -> None:
-    _pyplot().close(fig)
-
-
-def heatmap_panel(ax, fit, lr, B, score, *, maximize: bool, score_label: str) -> None:
-    """Seed-averaged score over (B, lr) as coloured squares on log axes, the optimal lr per B
-    (error bars: seeds, else grid resolution; hollow at a grid edge), the fitted curves and B_noise."""
-    lr, B, score = (np.asarray(a, dtype=np.float64) for a in (lr, B, score))
-    cells: dict[tuple[float, float], list[float]] = {}
-    for x, b, s in zip(lr, B, score, strict=True):
-        cells.setdefault((b, x), []).append(s)
-    keys = sorted(cells)
-    cb, cl = np.array([k[0] for k in keys]), np.array([k[1] for k in keys])
-    cs = np.array([np.mean(cells[k]) for k in keys])  # NaN if any seed missed the target
-    ok = np.isfinite(cs)
-    # Colour range from the 10th to 100th percentile of the better end, so that a few diverged
-    # runs do not wash out the differences near the optimum (worse values are clipped).
-    lo, hi = np.percentile(cs[ok], [10, 100] if maximize else [0, 90]) if ok.any() else (0.0, 1.0)
-    sc = ax.scatter(cb[ok], cl[ok], c=cs[ok], marker="s", s=90, cmap="viridis" if maximize else "viridis_r",
-                    vmin=lo, vmax=hi)  # fmt: skip
-    ax.scatter(cb[~ok], cl[~ok], marker="x", s=25, color="0.6", label="target not reached / missing")
-    ax.figure.colorbar(sc, ax=ax, label=score_label + (" (higher is better)" if maximize else " (lower is better)"))
-    opt = [o for o in fit.optima if np.isfinite(o.optimal_lr)]
-    ob = np.array([o.batch_size for o in opt])
-    oy = np.array([o.optimal_lr for o in opt])
-    err = np.array([o.log_lr_se if np.isfinite(o.log_lr_se) else o.log_lr_halfwidth for o in opt])
-    edge = np.array([o.at_edge for o in opt], dtype=bool)
-    if opt:
-        yerr = np.vstack([oy - oy * np.exp(-err), oy * np.exp(err) - oy])
-        ax.errorbar(ob[~edge], oy[~edge], yerr=yerr[:, ~edge], fmt="o", color="red", ms=5, capsize=2,
-                    label="optimal lr per B")  # fmt: skip
-        ax.plot(ob[edge], oy[edge], "o", mfc="none", mec="red", ms=6, label="optimum at lr-grid edge")
-        line = np.geomspace(ob.min(), ob.max(), 200)
-        for name, c in fit.curves.items():
-            ax.plot(line, c(line), **_CURVE_STYLE[name])
-    if math.isfinite(fit.noise_batch_size) and fit.noise_batch_size > 0 and opt and ob.min() <= fit.noise_batch_size <= ob.max():
-        ax.axvline(fit.noise_batch_size, color="red", ls="--", lw=1,
-                   label=f"B_noise = {fit.noise_batch_size:.3g} ({fit.source})")  # fmt: skip
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("batch size B")
-    ax.set_ylabel("learning rate")
-    ax.legend(fontsize=7, loc="best")
-
-
-def efficiency_panel(ax, fit) -> None:
-    """Eq 22: 1/S against 1/E at each batch size, with the fitted line (slope -B_noise)."""
-    pts = [o for o in fit.optima if np.isfinite(o.steps) and o.steps > 0]
-    inv_e = np.array([1 / o.examples for o in pts])
-    inv_s = np.array([1 / o.steps for o in pts])
-    ax.plot(inv_e, inv_s, "o", color="C0", label="fewest steps per B")
-    for o, x, y in zip(pts, inv_e, inv_s, strict=True):
-        ax.annotate(f"{o.batch_size:g}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    if fit.eq22 is not None and pts:
-        bn, s_min, _ = fit.eq22
-        xs = np.linspace(0, inv_e.max() * 1.05, 50)
-        ax.plot(xs, 1 / s_min - bn * xs, color="red",
-                label=f"eq 22: B_noise = {bn:.3g}, S_min = {s_min:.3g}")  # fmt: skip
-    ax.set_xlabel("1 / E (examples)")
-    ax.set_ylabel("1 / S (steps)")
-    ax.legend(fontsize=7, loc="best")
-
-
-def grid_figure(fit, lr, B, score, *, maximize: bool, score_label: str, title: str = ""):
-    """Fig 2-4 of the paper for one grid: heat map with optimal lr and fitted curves, and (when
-    steps are known) the eq 22 panel."""
-    plt = _pyplot()
-    with_steps = fit.eq22 is not None
-    fig, axes = plt.subplots(1, 2 if with_steps else 1, figsize=(13 if with_steps else 7.5, 5), layout="constrained",
-                             squeeze=False)  # fmt: skip
-    heatmap_panel(axes[0, 0], fit, lr, B, score, maximize=maximize, score_label=score_label)
-    if with_steps:
-        efficiency_panel(axes[0, 1], fit)
-    fig.suptitle(title)
-    return fig
-
-
-def peak_figure(targets, fitted, predicted, predicted_se, peak_batch):
-    """Batch sizes against target loss: eq 22 fit, eq 14 prediction (error bars), argmax of lr."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
-    t = np.asarray(targets, dtype=np.float64)
-    for y, style in ((fitted, dict(marker="o", color="C3", label="fitted B_noise, eq 22")),
-                     (peak_batch, dict(marker="s", color="C2", label="peak batch size (argmax of optimal lr)"))):  # fmt: skip
-        y = np.asarray(y, dtype=np.float64)
-        ok = np.isfinite(y) & (y > 0)
-        ax.plot(t[ok], y[ok], ls="-", **style)
-    p, se = np.asarray(predicted, dtype=np.float64), np.asarray(predicted_se, dtype=np.float64)
-    ok = np.isfinite(p) & (p > 0)
-    ax.errorbar(t[ok], p[ok], yerr=np.where(np.isfinite(se[ok]), se[ok], 0), fmt="^-", color="C0", capsize=3,
-                label="predicted B_noise, eq 14 (gradient statistics)")  # fmt: skip
-    ax.set_yscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("target training loss (training progresses to the right)")
-    ax.set_ylabel("batch size")
-    ax.legend(fontsize=8)
-    return fig
+    bs, lrs, z = score_matrix(lr, B, score, maximize=maximize)
+    opt = [o for o in fit.optima if math.isfinite(o.optimal_lr)]
+    optima = {}
+    for label, pts in (("optimal lr", [o for o in opt if not o.at_edge]),
+                       ("optimum at the lr-grid edge (a bound)", [o for o in opt if o.at_edge])):  # fmt: skip
+        if pts:
+            err = [o.log_lr_se if math.isfinite(o.log_lr_se) else o.log_lr_halfwidth for o in pts]
+            optima[label] = ([o.batch_size for o in pts], [o.optimal_lr for o in pts], err)
+    steps = [o.steps for o in fit.optima] if fit.eq22 else None
+    return grid_figure(
+        bs, lrs, z, optima=optima, curves=fit.curves, noise_batch_size=fit.noise_batch_size, steps=steps,
+        examples=[o.examples for o in fit.optima] if fit.eq22 else None,
+        s_min=fit.eq22[1] if fit.eq22 else None, title=title, normalize=maximize,
+        score_label=score_label if maximize else f"closeness of {score_label} to the best at this B",
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

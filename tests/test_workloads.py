@@ -483,3 +483,54 @@ def test_gradient_task_rows():
     # The trajectory is the grid run's: the same steps to the target as run_task.
     grid = protocol.run_task(tiny_gpt(targets=(5.2,)).to_params())
     assert r["steps"] == pytest.approx(grid[0]["steps"], rel=1e-12)
+
+
+def test_a_stalled_run_stops_early():
+    class Flat(KnownCurve):
+        def loss(self):
+            self.evaluated.append(self.k)
+            return 2.0 + 1e-3 * math.sin(self.k)  # no progress: the best stays near the start
+
+    run = Flat()
+    recs, info = protocol.follow_targets(run.step, run.loss, [1.0], further_steps=5, max_steps=10_000, stall_factor=2.0)
+    assert info["stalled"] and info["steps_run"] < 2 * 11 + 50 + 2  # best at a step <= 11 (sin's minimum)
+    assert math.isnan(recs[0].steps)
+    run = KnownCurve(tau=300.0)  # slow but steady progress never stalls
+    recs, info = protocol.follow_targets(run.step, run.loss, [0.2], further_steps=5, max_steps=10_000, stall_factor=2.0)
+    assert not info["stalled"] and recs[0].steps == pytest.approx(300 * math.log(10), abs=1)
+
+
+def test_sims_workloads_end_to_end(tmp_path):
+    from sims import workloads as sims_workloads
+
+    out = tmp_path / "gpt"
+    argv = ["--workload", "gpt", "--demo", "--lrs", "1e-3,3e-3", "--batch-sizes", "2,4,8", "--seeds", "1",
+            "--targets", "5.2,4.8", "--further-steps", "2", "--max-steps", "40", "--eval-examples", "8",
+            "--context", "16", "--n-layer", "1", "--d-model", "32", "--n-head", "2", "--grad-examples", "8",
+            "--probes", "2", "--workers", "1", "--out", str(out), "--quiet"]  # fmt: skip
+    assert sims_workloads.main(argv) == 0
+    with open(out / "runs.csv") as f:
+        header = f.readline().strip().split(",")
+        assert header == list(protocol.ROW_COLUMNS) and len(f.readlines()) == 2 * 3 * 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["target_loss"] for r in summary["results"]] == [5.2, 4.8]
+    for r in summary["results"]:
+        assert {"target_loss", "fitted_noise_batch_size", "predicted_noise_batch_size", "peak_batch_size",
+                "optimal_lr"} <= set(r)  # fmt: skip
+        assert all(len(p) == 2 for p in r["optimal_lr"])
+    names = {p.name for p in out.iterdir()}
+    assert {"results.csv", "gradient.csv", "options.json", "sweep.sqlite", "peak.png", "fit_target_5.2.png"} <= names
+    # A rerun resumes from the store (nothing left to run) and rewrites the same table.
+    runs = (out / "runs.csv").read_text()
+    assert sims_workloads.main([*argv, "--no-gradstats", "--no-plot"]) == 0
+    assert (out / "runs.csv").read_text() == runs
+
+
+def test_sims_workloads_errors(tmp_path, capsys):
+    from sims import workloads as sims_workloads
+
+    assert sims_workloads.main(["--workload", "cnn", "--out", str(tmp_path)]) == 2
+    assert "pass --data-dir DIR" in capsys.readouterr().err
+    assert sims_workloads.main(["--workload", "cnn", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "train-images-idx3-ubyte" in err and err.count("\n") == 1

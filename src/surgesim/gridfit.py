@@ -47,6 +47,7 @@ __all__ = [
     "CURVE_MODELS",
     "FIT_COLUMNS",
     "OPTIMUM_COLUMNS",
+    "score_matrix",
 ]
 
 CURVE_MODELS = ("surge", "sgd_alpha_0.5", "sgd_alpha_1")
@@ -134,9 +135,7 @@ def _bootstrap_log_se(lrs: np.ndarray, table: np.ndarray, maximize: bool) -> flo
     return float(np.std(logs, ddof=1)) if len(logs) >= 2 else math.nan
 
 
-def optimal_lr_per_batch(
-    lr, batch_size, score, *, seed=None, steps=None, maximize: bool = False
-) -> list[BatchOptimum]:
+def optimal_lr_per_batch(lr, batch_size, score, *, seed=None, steps=None, maximize: bool = False) -> list[BatchOptimum]:
     """The optimal learning rate per batch size of one grid (one group), sorted by batch size.
 
     Args:
@@ -332,3 +331,31 @@ def fit_rows(groups: list[tuple[dict, GridFit]]) -> list[dict]:
         }  # fmt: skip
         rows.append({**key, **values})
     return rows
+
+
+def score_matrix(lr, batch_size, score, *, maximize: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The grid as a matrix for heat maps: (batch sizes, learning rates, mean score (n_B, n_lr)).
+
+    Means over all rows of a cell (seeds), NaN where a cell is missing or any of its rows is.
+    For a loss (``maximize=False``) the score is mapped to a closeness to the best at each batch
+    size, 1 - (loss - best) / q, clipped at 0, with q the 90th percentile of (loss - best) over
+    the grid: 1 marks each column's best, and the few diverged runs do not set the scale. For a
+    gain it is the mean itself.
+    """
+    lr, b, s = _as_float("lr", lr), _as_float("batch_size", batch_size), _as_float("score", score)
+    ok = np.isfinite(lr) & np.isfinite(b)
+    bs, lrs = np.unique(b[ok]), np.unique(lr[ok])
+    z = np.full((bs.size, lrs.size), math.nan)
+    for i, B in enumerate(bs):
+        for j, x in enumerate(lrs):
+            sel = ok & (b == B) & (lr == x)
+            if sel.any():
+                z[i, j] = np.mean(s[sel])
+    if not maximize:
+        with np.errstate(invalid="ignore"):
+            finite_rows = np.isfinite(z).any(axis=1, keepdims=True)
+            best = np.where(finite_rows, np.nanmin(np.where(finite_rows, z, 0.0), axis=1, keepdims=True), np.nan)
+            excess = z - best
+            q = np.nanpercentile(excess, 90) if np.isfinite(excess).any() else math.nan
+            z = np.clip(1.0 - excess / q, 0.0, 1.0) if q > 0 else np.where(np.isfinite(excess), 1.0, np.nan)
+    return bs, lrs, z

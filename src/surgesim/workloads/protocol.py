@@ -17,9 +17,11 @@ rate, drawing i.i.d. minibatches of B examples, and follows the training loss:
   (the paper: 10 for the CNN, 50 for ResNet-18 and DistilGPT2) and records the loss decrease over
   them, measured from that evaluation: the score whose maximum over learning rates defines the
   optimal learning rate (Fig 2-4, left panels).
-- A run stops when every target has its further decrease, at ``max_steps``, or when the loss is
-  not finite or exceeds ``diverge_factor`` times its initial value; targets not reached have
-  ``steps``, ``examples`` and ``further_decrease`` None.
+- A run stops when every target has its further decrease, at ``max_steps``, when the loss is
+  not finite or exceeds ``diverge_factor`` times its initial value, or when it has stalled: no
+  new lowest loss since step k_best and more than ``stall_factor`` k_best + 50 steps run (a
+  dead network at a too-large learning rate would otherwise cost ``max_steps``). Targets not
+  reached have ``steps``, ``examples`` and ``further_decrease`` None.
 
 Seeding: the initial weights depend on the seed alone (common random numbers across the grid); the
 minibatch stream on (seed, B, lr) through ``surgesim.rng.stream_key``: a task is a pure function of
@@ -99,6 +101,7 @@ class RunSpec:
     eval_rel: float = 0.05
     dense_steps: int = 10
     diverge_factor: float = 3.0
+    stall_factor: float = 2.0  # 0: never stop for a stall
     device: str = "cpu"
     threads: int = 1  # torch.set_num_threads in the task's process (0: torch's default); see below
     per_class: int = 0
@@ -133,6 +136,8 @@ class RunSpec:
             raise ValueError(f"eval_rel must be >= 0, got {self.eval_rel}")
         if self.diverge_factor <= 1:
             raise ValueError(f"diverge_factor must be > 1, got {self.diverge_factor}")
+        if not (self.stall_factor == 0 or self.stall_factor >= 1):
+            raise ValueError(f"stall_factor must be 0 (off) or >= 1, got {self.stall_factor}")
 
     def to_params(self) -> dict:
         """JSON-serialisable task parameters (``targets`` as a list)."""
@@ -322,6 +327,7 @@ def follow_targets(
     eval_rel: float = 0.0,
     dense_steps: int = 10,
     diverge_factor: float = 3.0,
+    stall_factor: float = 0.0,
     on_cross: Callable[[TargetRecord], None] | None = None,
 ) -> tuple[list[TargetRecord], dict]:
     """Run ``step()`` until every target is reached and followed ``further_steps`` further, or
@@ -332,7 +338,7 @@ def follow_targets(
 
     Returns:
         (records in the order of ``targets``, info with ``steps_run``, ``final_loss``,
-        ``initial_loss``, ``diverged`` and ``evaluations``).
+        ``initial_loss``, ``diverged``, ``stalled`` and ``evaluations``).
     """
     records = [TargetRecord(float(t)) for t in targets]
     pending: dict[int, list[TargetRecord]] = {}
@@ -355,8 +361,8 @@ def follow_targets(
     prev_step, prev_loss = 0, evaluate()
     initial = loss = prev_loss
     crossed(0, loss, 0, loss)  # targets at or above the initial loss: S = 0
-    info = {"initial_loss": initial, "diverged": False, "evaluations": 1}
-    next_eval, k = 1, 0
+    info = {"initial_loss": initial, "diverged": False, "stalled": False, "evaluations": 1}
+    next_eval, k, best, k_best = 1, 0, initial, 0
     while k < max_steps and (open_targets or pending):
         step()
         k += 1
@@ -372,6 +378,11 @@ def follow_targets(
             r.further_decrease = r.crossing_loss - loss
         crossed(k, loss, prev_step, prev_loss)
         prev_step, prev_loss = k, loss
+        if loss < best:
+            best, k_best = loss, k
+        elif stall_factor and open_targets and k > stall_factor * k_best + 50:
+            info["stalled"] = True
+            break
     info.update(steps_run=k, final_loss=loss)
     return records, info
 
@@ -387,7 +398,7 @@ def run_task(params: dict) -> list[dict]:
     records, _ = follow_targets(
         trainer.step, trainer.loss, spec.targets, further_steps=spec.further_steps,
         max_steps=spec.max_steps, eval_rel=spec.eval_rel, dense_steps=spec.dense_steps,
-        diverge_factor=spec.diverge_factor,
+        diverge_factor=spec.diverge_factor, stall_factor=spec.stall_factor,
     )  # fmt: skip
     rows = []
     for r in records:
@@ -437,7 +448,7 @@ def gradient_task(params: dict) -> list[dict]:
     follow_targets(
         trainer.step, trainer.loss, spec.targets, further_steps=spec.further_steps,
         max_steps=spec.max_steps, eval_rel=spec.eval_rel, dense_steps=spec.dense_steps,
-        diverge_factor=spec.diverge_factor, on_cross=measure,
+        diverge_factor=spec.diverge_factor, stall_factor=spec.stall_factor, on_cross=measure,
     )  # fmt: skip
     return [{k: _none_if_nan(v) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
 
