@@ -5,8 +5,8 @@ beside the theory's prediction at the states reached, and the peak batch size as
 
 Default problem: d = 256 coordinates, H = diag(h) + U U' with rank-4 factors positive along
 sign(mu), |mu_i| / sigma_i log-uniform in (0.016, 0.05) at the start (``surgesim.dynamics.
-default_problem``); targets 1/2, 1/4, 1/8 of the initial loss; batch sizes 8 .. 8192; 16 learning
-rates per optimizer around the theory's optimum at the start; 8 seeds; 50 further steps past each
+default_problem``); targets 1/2, 1/4, 1/8 of the initial loss; batch sizes 8 .. 8192 in half octaves; 16 learning
+rates per optimizer around the theory's optimum at the start; 16 seeds; 50 further steps past each
 target; at most 3000 steps to reach one. About a minute on 2 cores.
 
 Optimizers: sign, adam (0.9, 0.999), sgd, lion (0.9, 0.99); NAME:BETA1:BETA2 sets the betas of
@@ -78,13 +78,13 @@ def build_parser() -> _cli.Parser:
     g = p.add_argument_group("grid")
     g.add_argument("--optimizers", default="sign,adam,sgd", metavar="NAME[:B1:B2],...",
                    help="comma-separated, from sign, adam, sgd, lion (default sign,adam,sgd)")  # fmt: skip
-    g.add_argument("--batch-sizes", type=_cli.int_list, metavar="B1,B2,...", help="default 8,16,...,8192")
+    g.add_argument("--batch-sizes", type=_cli.int_list, metavar="B1,B2,...", help="default 8,11,16,23,...,8192")
     g.add_argument("--lr-points", type=int, default=16, help="learning rates per optimizer (default 16)")
     g.add_argument("--targets", type=_float_list, default=[0.5, 0.25, 0.125], metavar="F1,F2,...",
                    help="target losses as fractions of the initial loss (default 0.5,0.25,0.125)")  # fmt: skip
     g.add_argument("--further-steps", type=int, default=50, help="steps past each target (default 50)")
     g.add_argument("--max-steps", type=int, default=3000, help="steps allowed to reach a target (default 3000)")
-    g.add_argument("--seeds", type=int, default=8, help="runs per grid point (default 8)")
+    g.add_argument("--seeds", type=int, default=16, help="runs per grid point (default 16)")
     g.add_argument("--seed", type=int, default=0, help="seed of the problem and of every random stream (default 0)")
     g = p.add_argument_group("execution and output")
     g.add_argument("--out", default="runs/dynamics", help="output directory (default runs/dynamics)")
@@ -257,7 +257,7 @@ def print_tables(results, exp) -> None:
             span = f"{seeds.min():g}-{seeds.max():g}" if seeds.size else "-"
             print(f"  {r.optimizer.label}: fitted B_noise (eq 22) {_g(r.fitted_noise_batch_size, width=0)}, "
                   f"predicted B_noise {_g(r.predicted_noise_batch_size, width=0)}, peak batch size "
-                  f"{_g(r.peak_batch_size, 'g', 0)} (seeds {span}), "
+                  f"{_g(r.peak_batch_size, 'g', 0)} (seeds {span}; theory {_g(r.predicted_peak_batch_size, 'g', 0)}), "
                   f"best curve {r.steps_fit.best_model or '-'}")  # fmt: skip
             head = ("B", "optimal lr", "se factor", "S", "E", "lr (decr.)", "lr theory")
             print("  " + " ".join(f"{h:>{w}}" for h, w in zip(head, (7, 10, 9, 7, 10, 10, 10), strict=True)))

@@ -263,8 +263,9 @@ def default_problem(dims: int = 256, seed: int = 0) -> QuadraticProblem:
     return surge_problem(int(dims), seed=seed, snr=(0.016 * scale, 0.05 * scale))
 
 
-DEFAULT_BATCH_SIZES = tuple(2**k for k in range(3, 14))
-"""8 .. 8192: from well below the default problem's B_noise to past its validity bound."""
+DEFAULT_BATCH_SIZES = tuple(int(round(2 ** (k / 2))) for k in range(6, 27))
+"""8, 11, 16, ..., 8192 (half octaves): from well below the default problem's B_noise to past its
+validity bound, fine enough to place the peak within a factor sqrt(2)."""
 
 
 def default_experiment(
@@ -275,7 +276,7 @@ def default_experiment(
     target_fractions: Sequence[float] = (0.5, 0.25, 0.125),
     further_steps: int = 50,
     max_steps: int = 3000,
-    seeds: int = 8,
+    seeds: int = 16,
     seed: int = 0,
 ) -> Experiment:
     """The experiment of ``python -m sims.dynamics``: about a minute on 2 cores with the defaults.
@@ -404,6 +405,12 @@ class TargetResult:
         return self.steps_fit.peak_batch_size
 
     @property
+    def predicted_peak_batch_size(self) -> float:
+        """The batch size where ``predicted_lr`` peaks (nan if it is nowhere finite)."""
+        ok = np.isfinite(self.predicted_lr)
+        return float(self.batch_sizes[ok][np.argmax(self.predicted_lr[ok])]) if ok.any() else math.nan
+
+    @property
     def fitted_noise_batch_size(self) -> float:
         """B_noise by eq 22 (nan with fewer than two batch sizes that reached the target)."""
         return self.steps_fit.eq22[0] if self.steps_fit.eq22 else math.nan
@@ -422,6 +429,7 @@ class TargetResult:
             "fitted_noise_batch_size": _none(eq22[0]), "s_min": _none(eq22[1]), "e_min": _none(eq22[2]),
             "predicted_noise_batch_size": _none(self.predicted_noise_batch_size),
             "peak_batch_size": _none(self.peak_batch_size),
+            "predicted_peak_batch_size": _none(self.predicted_peak_batch_size),
             "seed_peak_batch_sizes": [_none(x) for x in self.seed_peaks],
             "optimal_lr": pairs(fs.optima, "optimal_lr"),
             "optimal_lr_log_se": pairs(fs.optima, "log_lr_se"),

@@ -1,0 +1,111 @@
+"""Benchmark of the multi-step dynamics kernel (``surgesim.kernels.dynamics``) against the plain
+vectorised NumPy implementation (``surgesim.reference.dynamics``), measured in the same run.
+
+Work: T trajectories x n steps on the default kind of problem (``surgesim.surge_problem``,
+H = diag(h) + U U' of rank 4), d = 1000. Rates are coordinate-updates per second (T x n x d / s).
+The NumPy implementation draws its normals from NumPy's own PCG64 generator (its fastest, the fair
+baseline; with the kernel's counter-based streams it would be slower still). Beside them: the
+rate of generating the kernel's normals alone (``step_normals``, same threads, same streams: the
+floor the kernel stands on) and of NumPy's normals alone. Best of ``repeat`` after a warm-up call.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from sims import _cli
+
+
+@dataclass(frozen=True)
+class Options:
+    dims: int
+    trajectories: int
+    steps: int
+    repeat: int
+
+
+def _best(fn, repeat: int) -> float:
+    fn()  # warm-up: JIT compiled (or loaded from the cache) and caches filled
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def bench_dynamics(
+    dims: int = 1000,
+    trajectories: int = 64,
+    steps: int = 2000,
+    numpy_steps: int = 200,
+    repeat: int = 3,
+    optimizers: tuple[str, ...] = ("sign", "adam"),
+) -> dict:
+    """Timings of the kernel, the NumPy implementation and the normals alone (module docstring).
+
+    NumPy runs ``numpy_steps`` steps (its rate per step does not depend on how many). Returns a
+    dict: the work, then per optimizer ``kernel_s``, ``numpy_s``, the coordinate-update rates and
+    their ratio, and ``kernel_vs_normals`` (normals-alone rate / kernel rate: 1 means the kernel
+    costs no more than its random numbers).
+    """
+    import numba
+
+    from surgesim.dynamics import DEFAULT_OPTIMIZERS, initial_delta
+    from surgesim.kernels.dynamics import run_trajectories, step_normals, trajectory_key
+    from surgesim.problem import surge_problem
+    from surgesim.reference.dynamics import run_trajectories as numpy_trajectories
+
+    p = surge_problem(dims, seed=0)
+    delta0 = initial_delta(p)
+    keys = np.array([trajectory_key(0, 64, r) for r in range(trajectories)], dtype=np.uint64)
+    T, d = trajectories, dims
+    out: dict = {"dims": d, "rank": p.hessian.rank, "trajectories": T, "steps": steps, "numpy_steps": numpy_steps,
+                 "threads": numba.get_num_threads()}  # fmt: skip
+    t = _best(lambda: step_normals(keys, steps, d), repeat)
+    out["normals_per_s"] = T * steps * d / t
+    g = np.random.default_rng(0)
+    t = _best(lambda: g.standard_normal((T, d)), max(repeat, 20))
+    out["numpy_normals_per_s"] = T * d / t
+    lr = 1e-4  # small enough to stay near the start: no divergence, the same work at every step
+    for name in optimizers:
+        opt = DEFAULT_OPTIMIZERS[name]
+        tk = _best(lambda o=opt: run_trajectories(p.hessian, p.sigma, delta0, keys, lr, 64, o, max_steps=steps,
+                                                  min_steps=steps), repeat)  # fmt: skip
+        tn = _best(lambda o=opt: numpy_trajectories(p.hessian, p.sigma, delta0, keys, lr, 64, o, numpy_steps,
+                                                    normals=np.random.default_rng(1)), repeat)  # fmt: skip
+        kernel_rate, numpy_rate = T * steps * d / tk, T * numpy_steps * d / tn
+        out[name] = {
+            "kernel_s": tk, "numpy_s": tn, "kernel_updates_per_s": kernel_rate, "numpy_updates_per_s": numpy_rate,
+            "kernel_vs_numpy": kernel_rate / numpy_rate, "kernel_vs_normals": out["normals_per_s"] / kernel_rate,
+        }  # fmt: skip
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _cli.Parser(prog="python -m sims.bench_dynamics", description=__doc__.split("\n\n")[0],
+                    epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+                    formatter_class=_cli.argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--dims", type=int, default=1000, help="dimension d (default 1000)")
+    p.add_argument("--trajectories", type=int, default=64, help="trajectories T (default 64)")
+    p.add_argument("--steps", type=int, default=2000, help="kernel steps (default 2000)")
+    p.add_argument("--repeat", type=int, default=3, help="timed repetitions, best kept (default 3)")
+    args = p.parse_args(argv)
+
+    def run() -> int:
+        opts = Options(args.dims, args.trajectories, args.steps, args.repeat)
+        for name, value in vars(opts).items():
+            if value < (2 if name == "dims" else 1):
+                raise _cli.UsageError(f"--{name} must be >= {2 if name == 'dims' else 1}, got {value}")
+        print(json.dumps(bench_dynamics(opts.dims, opts.trajectories, opts.steps, repeat=opts.repeat), indent=2))
+        return 0
+
+    return _cli.run(run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
