@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special, stats
 
-from .hessian import Hessian, as_hessian
+from .hessian import Dense, Hessian, as_hessian
 
 __all__ = [
     "sign_mean",
@@ -285,7 +285,10 @@ def sgd_optimal_lr(B, G, Sigma, H) -> np.ndarray:
             raise ValueError("Sigma (variances) must be >= 0")
         tr_h_sigma = float(np.dot(op.diag(), Sig))
     elif Sig.shape == (G.size, G.size):
-        tr_h_sigma = float(np.trace(op.matvec(Sig)))
+        if isinstance(op, Dense):  # tr(H Sigma) = sum_ij H_ij Sigma_ji: O(d^2), not a d^3 product
+            tr_h_sigma = float(np.einsum("ij,ji->", op.matrix, Sig))
+        else:  # O(d^2 k) for diagonal + low rank
+            tr_h_sigma = float(np.trace(op.matvec(Sig)))
     else:
         raise ValueError(f"Sigma must have shape ({G.size},) or ({G.size}, {G.size}), got {Sig.shape}")
     ghg = float(op.quad_rows(G))
