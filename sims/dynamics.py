@@ -49,6 +49,7 @@ class Options:
     seed: int
     out: str
     scheduler: str | None
+    backend: str
     plot: bool
     quiet: bool
 
@@ -91,6 +92,8 @@ def build_parser() -> _cli.Parser:
     g.add_argument("--scheduler", metavar="local:N|tcp://HOST:PORT",
                    help="run the tasks on Dask (also via DASK_SCHEDULER_ADDRESS); default: this process, "
                         "whose kernels already use every core")  # fmt: skip
+    g.add_argument("--backend", choices=["cpu", "gpu", "auto"], default="cpu",
+                   help="kernel backend: cpu (Numba, default), gpu (CuPy), auto (the GPU when usable)")
     g.add_argument("--no-plot", action="store_true", help="skip the figures")
     g.add_argument("--quiet", action="store_true", help="no tables, no progress bar")
     return p
@@ -142,7 +145,7 @@ def resolve(args) -> Options:
         dims=args.dims, problem=args.problem, optimizers=specs, batch_sizes=tuple(sorted(sizes)),
         lr_points=args.lr_points, targets=tuple(sorted(args.targets, reverse=True)),
         further_steps=args.further_steps, max_steps=args.max_steps, seeds=args.seeds, seed=args.seed,
-        out=args.out, scheduler=args.scheduler, plot=not args.no_plot, quiet=args.quiet,
+        out=args.out, scheduler=args.scheduler, backend=args.backend, plot=not args.no_plot, quiet=args.quiet,
     )  # fmt: skip
 
 
@@ -157,13 +160,16 @@ def _main(args) -> int:
     from surgesim.progress import progress_bar
     from surgesim.sweep import run_sweep, write_csv
 
+    from surgesim import backend as backends
+
     opts = resolve(args)
+    backends.resolve(opts.backend)  # clear error before any work when the GPU is unusable
     out = _cli.out_dir(opts.out)
     t_start = time.perf_counter()
     problem = QuadraticProblem.load(opts.problem) if opts.problem else dynamics.default_problem(opts.dims, opts.seed)
     exp = dynamics.default_experiment(
         problem, [parse_optimizer(s) for s in opts.optimizers], opts.batch_sizes, opts.lr_points, opts.targets,
-        opts.further_steps, opts.max_steps, opts.seeds, opts.seed,
+        opts.further_steps, opts.max_steps, opts.seeds, opts.seed, opts.backend,
     )  # fmt: skip
     problem.save(out / "problem.npz")
     _cli.save_options(opts, out / "options.json")

@@ -46,7 +46,8 @@ from scipy import special
 from .fit import CurveFit
 from .gridfit import GridFit, fit_grid, optimal_lr_per_batch
 from .hessian import Dense, Diagonal, Hessian
-from .kernels.dynamics import Optimizer, run_trajectories, trajectory_key
+from . import backend as backends
+from .kernels.dynamics import Optimizer, trajectory_key
 from .problem import QuadraticProblem, surge_problem
 from .theory import optimal_lr, sgd_optimal_lr
 
@@ -175,6 +176,8 @@ class Experiment:
         max_steps: a target not reached after this many steps counts as not reached.
         seeds: runs per grid point; run r uses the stream (seed, B, r) (``trajectory_key``).
         seed: the experiment's seed.
+        backend: "cpu", "gpu" or "auto" (``surgesim.backend``): where the kernels run; the same
+            random streams on each, so results agree to floating-point rounding.
     """
 
     problem: QuadraticProblem
@@ -186,6 +189,7 @@ class Experiment:
     max_steps: int = 3000
     seeds: int = 8
     seed: int = 0
+    backend: str = "cpu"
 
     def __post_init__(self) -> None:
         if not isinstance(self.problem, QuadraticProblem):
@@ -238,7 +242,7 @@ class Experiment:
         """One JSON-serialisable parameter dict per (optimizer, batch size), for ``run_task``."""
         common = {
             "seeds": self.seeds, "seed": self.seed, "targets": list(self.targets),
-            "further_steps": self.further_steps, "max_steps": self.max_steps,
+            "further_steps": self.further_steps, "max_steps": self.max_steps, "backend": self.backend,
         }  # fmt: skip
         return [
             {"optimizer": o.name, "beta1": o.beta1, "beta2": o.beta2, "eps": o.eps, "batch_size": b, "lrs": list(grid)}
@@ -278,6 +282,7 @@ def default_experiment(
     max_steps: int = 3000,
     seeds: int = 16,
     seed: int = 0,
+    backend: str = "cpu",
 ) -> Experiment:
     """The experiment of ``python -m sims.dynamics``: about a minute on 2 cores with the defaults.
 
@@ -295,7 +300,9 @@ def default_experiment(
         opts.append(DEFAULT_OPTIMIZERS[o] if isinstance(o, str) else o)
     Bs = _int_tuple("batch_sizes", batch_sizes, 1)
     lrs = tuple(tuple(default_lr_grid(problem, o, Bs, lr_points)) for o in opts)
-    return Experiment(problem, tuple(opts), Bs, lrs, tuple(target_fractions), further_steps, max_steps, seeds, seed)
+    return Experiment(
+        problem, tuple(opts), Bs, lrs, tuple(target_fractions), further_steps, max_steps, seeds, seed, backend
+    )
 
 
 def _none(x: float) -> float | None:
@@ -332,7 +339,8 @@ def run_task(params: Mapping, problem: QuadraticProblem) -> list[dict]:
     targets = np.asarray(params["targets"], dtype=np.float64)
     keys = np.array([trajectory_key(int(params["seed"]), B, r) for r in range(n_seeds)], dtype=np.uint64)
     # trajectory (i, r) = learning rate i, seed r; runs that differ only in lr share their noise
-    res = run_trajectories(
+    kernels = backends.dynamics_kernels(str(params.get("backend", "cpu")))
+    res = kernels.run_trajectories(
         problem.hessian, problem.sigma, initial_delta(problem), np.tile(keys, lrs.size), np.repeat(lrs, n_seeds), B,
         opt, targets, int(params["further_steps"]), int(params["max_steps"]),
     )  # fmt: skip

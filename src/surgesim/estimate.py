@@ -33,7 +33,7 @@ from . import backend as backends
 from .hessian import Dense, Diagonal
 from .problem import QuadraticProblem
 
-__all__ = ["Estimate", "estimate_batch_size", "estimate_curve", "estimate_task", "argmax_by_search", "plan_trials"]
+__all__ = ["Estimate", "estimate_batch_size", "estimate_curve", "estimate_task", "argmax_by_search", "plan_trials", "delta_method"]
 
 _ROUND = 1024  # trial counts are multiples of this
 _BLOCK = 1 << 16  # trials per kernel call (bounds the scratch memory)
@@ -142,7 +142,7 @@ class _Sampler:
         return {"n": n, "m": m, "ma": ma, "mb": mb, "va": va, "vb": vb, "cab": cab}
 
 
-def _delta(st: dict) -> tuple[float, float, float, float]:
+def delta_method(st: dict) -> tuple[float, float, float, float]:
     """(lr, lr_se, dL, dL_se) from moment statistics by the delta method (module docstring)."""
     n, m, ma, mb = st["n"], st["m"], st["ma"], st["mb"]
     ra = st["va"] / (n * ma * ma) if ma != 0 else math.inf
@@ -241,7 +241,7 @@ def estimate_batch_size(
         while True:
             s.grow(n, m)
             st = s.stats()
-            lr, lr_se, _, _ = _delta(st)
+            lr, lr_se, _, _ = delta_method(st)
             converged = lr_se <= rel_se * abs(lr)
             if converged or n >= max_trials:
                 break
@@ -255,7 +255,7 @@ def estimate_batch_size(
                 m_new = n_new if not s.dense else min(n_new, 2 * m)
             n, m = n_new, m_new
     st = s.stats()
-    lr, lr_se, dl, dl_se = _delta(st)
+    lr, lr_se, dl, dl_se = delta_method(st)
     return Estimate(
         batch_size=B, trials=st["n"], denominator_trials=st["m"], lr=lr, lr_se=lr_se,
         lr_search=argmax_by_search(st["ma"], st["mb"]), loss_improvement=dl,

@@ -4,6 +4,9 @@ The theory needs only a handful of products with H (its diagonal, its trace, H x
 many rows x at once, and the off-diagonal sum_{i != j} x_i x_j H_ij of eq 14); each operator
 gives them at the cost its structure allows, so a ``DiagonalPlusLowRank`` Hessian
 H = diag(h) + U U' of dimension d and rank k costs O(d k) and is never densified.
+
+Products use ``np.einsum`` (NumPy's own loops), not a multi-threaded BLAS call: the result is the
+same bit for bit whatever the number of BLAS threads, so theory columns are reproducible too.
 """
 
 from __future__ import annotations
@@ -66,12 +69,12 @@ class Dense:
 
     def matvec(self, x: np.ndarray) -> np.ndarray:
         """H x for x of shape (d,) or (..., d) (rows)."""
-        return np.asarray(x) @ self.matrix
+        return np.einsum("...i,ij->...j", np.asarray(x, dtype=np.float64), self.matrix)
 
     def quad_rows(self, x: np.ndarray) -> np.ndarray:
         """x'Hx for each row of x (shape (..., d)) -> shape (...)."""
         x = np.asarray(x, dtype=np.float64)
-        return np.einsum("...i,...i->...", x @ self.matrix, x)
+        return np.einsum("...i,...i->...", self.matvec(x), x)
 
     def quad_off_diagonal(self, x: np.ndarray) -> float:
         """sum_{i != j} x_i x_j H_ij for x of shape (d,) (eq 14's sum), summed without the diagonal.
@@ -82,7 +85,7 @@ class Dense:
         off = self.matrix.copy()
         np.fill_diagonal(off, 0.0)
         x = np.asarray(x, dtype=np.float64)
-        return float(x @ off @ x)
+        return float(np.einsum("i,ij,j->", x, off, x))
 
     def to_dense(self) -> np.ndarray:
         return self.matrix.copy()
@@ -115,7 +118,7 @@ class Diagonal:
 
     def quad_rows(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
-        return (x * x) @ self.h
+        return np.einsum("...i,i->...", x * x, self.h)
 
     def quad_off_diagonal(self, x: np.ndarray) -> float:
         """sum_{i != j} x_i x_j H_ij = 0 exactly for a diagonal H."""
@@ -158,12 +161,12 @@ class DiagonalPlusLowRank:
 
     def matvec(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
-        return x * self.h + (x @ self.factor) @ self.factor.T
+        return x * self.h + np.einsum("...k,ik->...i", np.einsum("...i,ik->...k", x, self.factor), self.factor)
 
     def quad_rows(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
-        proj = x @ self.factor
-        return (x * x) @ self.h + np.einsum("...k,...k->...", proj, proj)
+        proj = np.einsum("...i,ik->...k", x, self.factor)
+        return np.einsum("...i,i->...", x * x, self.h) + np.einsum("...k,...k->...", proj, proj)
 
     def quad_off_diagonal(self, x: np.ndarray) -> float:
         """sum_{i != j} x_i x_j H_ij = 2 sum_k sum_{j < i} y_ik y_jk with y_ik = x_i U_ik, O(d k).

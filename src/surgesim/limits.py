@@ -32,7 +32,7 @@ from scipy import interpolate, optimize
 
 from . import theory
 from .correlated import noise_batch_size_correlated, optimal_lr_correlated
-from .estimate import _delta, estimate_batch_size
+from .estimate import delta_method, estimate_batch_size
 from .kernels import correlated as kc
 from .problem import QuadraticProblem
 from .rng import derive_key, normals, stream_key
@@ -124,7 +124,7 @@ def ratio_estimate(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
         "vb": float(bc.var(ddof=1)),
         "cab": float(np.cov(a, bc, ddof=1)[0, 1]),
     }
-    lr, se, _, _ = _delta(st)
+    lr, se, _, _ = delta_method(st)
     return lr, se
 
 

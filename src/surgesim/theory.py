@@ -36,6 +36,10 @@ __all__ = [
     "sgd_optimal_lr",
     "fit_noise_batch_size",
     "estimate_peak_lr",
+    "sign_moments",
+    "optimal_lr_correlated",
+    "noise_batch_size_correlated",
+    "surge_lr_correlated",
 ]
 
 _PI = np.pi
@@ -128,8 +132,8 @@ def sign_mean_approx(B, mu, sigma) -> np.ndarray:
 
 def _numerator_denominator(E: np.ndarray, mu: np.ndarray, op: Hessian):
     """G'E[V] and tr(H cov V) + E[V]'H E[V] of eq 6 with cov(V) = diag(1 - E^2) (eq 36)."""
-    num = E @ mu
-    den = (1.0 - E * E) @ op.diag() + op.quad_rows(E)
+    num = np.einsum("...i,i->...", E, mu)  # einsum, not BLAS: reproducible across thread counts
+    den = np.einsum("...i,i->...", 1.0 - E * E, op.diag()) + op.quad_rows(E)
     return num, den
 
 
@@ -346,3 +350,13 @@ def estimate_peak_lr(B, lr, noise_batch_size, rule: str = "adam", alpha: float =
     if rule == "sgd":
         return float(np.mean(lr * (1.0 + bn / b) ** alpha))
     raise ValueError(f"rule must be 'adam' or 'sgd', got {rule!r}")
+
+
+# Correlated gradient noise (Lemma 1 with the exact E[V V'] of correlated signs): see
+# surgesim.correlated and docs/correlated-noise.md.
+from .correlated import (  # noqa: E402
+    noise_batch_size_correlated,
+    optimal_lr_correlated,
+    sign_moments,
+    surge_lr_correlated,
+)
