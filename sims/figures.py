@@ -143,7 +143,54 @@ def fig4(opts: Options, out: Path) -> list[Path]:
     return _save(fig, out, "fig4_loss")
 
 
-FIGURES: dict[str, Callable[[Options, Path], list[Path]]] = {"fig1": fig1, "fig2": fig2, "fig3": fig3, "fig4": fig4}
+def _from_command(main, args: list[str], out: Path, prefix: str) -> list[Path]:
+    """Run another ``sims`` command from scratch in a temporary directory and keep its figures
+    (and its summary.json) as figures/<prefix>_<name>."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if main(args + ["--out", tmp, "--quiet"]) != 0:
+            raise RuntimeError(f"{main.__module__} {' '.join(args)} failed")
+        for old in out.glob(f"{prefix}_*"):
+            old.unlink()
+        kept = []
+        for f in sorted(Path(tmp).glob("*.png")) + [Path(tmp) / "summary.json"]:
+            kept.append(out / f"{prefix}_{f.name}")
+            shutil.copyfile(f, kept[-1])
+    return kept
+
+
+def fig5(opts: Options, out: Path) -> list[Path]:
+    from sims import dynamics
+
+    quick = ["--dims", "64", "--seeds", "4", "--lr-points", "8", "--batch-sizes", "8,32,128,512,2048"]
+    return _from_command(dynamics.main, ["--seed", str(opts.seed)] + (quick if opts.quick else []), out,
+                         "fig5_dynamics")  # fmt: skip
+
+
+def fig6(opts: Options, out: Path) -> list[Path]:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise _cli.UsageError("fig6 trains a network and needs torch: pip install torch==2.13.0 -e '.[train]' "
+                              "(or --only fig1,fig2,fig3,fig4,fig5,fig7)")  # fmt: skip
+    from sims import workloads
+
+    quick = ["--batch-sizes", "8,32", "--lrs", "0.001,0.003", "--seeds", "1", "--max-steps", "150"]
+    return _from_command(workloads.main, ["--workload", "cnn", "--demo"] + (quick if opts.quick else []), out,
+                         "fig6_workload")  # fmt: skip
+
+
+def fig7(opts: Options, out: Path) -> list[Path]:
+    from sims import limits
+
+    return _from_command(limits.main, ["--seed", str(opts.seed)] + (["--quick"] if opts.quick else []), out, "fig7")
+
+
+FIGURES: dict[str, Callable[[Options, Path], list[Path]]] = {
+    "fig1": fig1, "fig2": fig2, "fig3": fig3, "fig4": fig4, "fig5": fig5, "fig6": fig6, "fig7": fig7,
+}  # fmt: skip
 
 
 def build_parser() -> _cli.Parser:
