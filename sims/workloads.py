@@ -42,16 +42,22 @@ import numpy as np
 from sims import _cli
 from sims.fit import _finite, figure
 
-# Demo-sized defaults per workload: (learning rates, batch sizes, targets, further steps,
-# max steps, eval examples). CNN: 6 x 6 x 2 runs fit in ~5 minutes on 2 cores; the loss of the
-# MNIST demo falls from ln 10 = 2.3 to the targets within a few hundred steps at every B.
+# Small defaults per workload, sized for a 2-core CPU (the paper's Table 1 grids are 10 lrs x 12
+# batch sizes x 30-100 rounds). CNN: 6 x 6 x 2 runs in about 5 minutes; the demo's loss falls from
+# ln 10 = 2.3 to its targets within a few hundred steps at every B. Targets differ between the demo
+# data and the real data (ln 200 = 5.3 for Tiny-ImageNet's 200 classes; bytes of English for
+# ELI5). Gradient statistics: examples and Hutchinson probes per target (the transformer's
+# Hessian-vector product over 128 sequences of 64 tokens takes about 1 s here).
 DEFAULTS = {
     "cnn": dict(lrs=(2e-4, 4e-4, 8e-4, 1.6e-3, 3.2e-3, 6.4e-3), batch_sizes=(4, 8, 16, 32, 64, 128),
-                targets=(1.0, 0.6, 0.4), further_steps=20, max_steps=800, eval_examples=128),
+                targets=(1.0, 0.6, 0.4), real_targets=(1.0, 0.6, 0.4), further_steps=20, max_steps=800,
+                eval_examples=128, grad_examples=512, probes=16),
     "resnet18": dict(lrs=(1e-4, 3e-4, 1e-3, 3e-3), batch_sizes=(8, 16, 32, 64),
-                     targets=(2.0, 1.5), further_steps=50, max_steps=600, eval_examples=128),
+                     targets=(1.0, 0.5), real_targets=(4.5, 4.0, 3.5), further_steps=50, max_steps=600,
+                     eval_examples=128, grad_examples=64, probes=4),
     "gpt": dict(lrs=(3e-4, 1e-3, 3e-3, 1e-2), batch_sizes=(4, 8, 16, 32),
-                targets=(3.0, 2.6), further_steps=50, max_steps=2000, eval_examples=64),
+                targets=(3.0, 2.7), real_targets=(3.0, 2.7), further_steps=50, max_steps=1000,
+                eval_examples=64, grad_examples=128, probes=8),
 }  # fmt: skip
 
 
@@ -113,7 +119,7 @@ def build_parser() -> _cli.Parser:
     d.add_argument("--demo", action="store_true", help="use the shipped demo data instead")
     g.add_argument("--per-class", type=int, default=0, help="resnet18: images per class to read (0 = all)")
     g.add_argument("--max-records", type=int, default=0, help="gpt: ELI5 records to read (0 = all)")
-    g.add_argument("--context", type=int, default=128, help="gpt: context length (default 128)")
+    g.add_argument("--context", type=int, default=64, help="gpt: context length in bytes (default 64)")
     g.add_argument("--n-layer", type=int, default=2, help="gpt: transformer blocks (default 2; DistilGPT2 has 6)")
     g.add_argument("--d-model", type=int, default=128, help="gpt: width (default 128; DistilGPT2 768)")
     g.add_argument("--n-head", type=int, default=4, help="gpt: attention heads (default 4; DistilGPT2 12)")
@@ -131,8 +137,8 @@ def build_parser() -> _cli.Parser:
     g.add_argument("--eval-rel", type=float, default=0.1,
                    help="evaluate the loss when the step count grew by this fraction (default 0.1)")  # fmt: skip
     g = p.add_argument_group("gradient statistics (eq 14, 16)")
-    g.add_argument("--grad-examples", type=int, default=512, help="examples for mu, sigma and H (default 512)")
-    g.add_argument("--probes", type=int, default=16, help="Hutchinson probes (default 16)")
+    g.add_argument("--grad-examples", type=int, help="examples for mu, sigma and H (default per workload)")
+    g.add_argument("--probes", type=int, help="Hutchinson probes (default per workload)")
     g.add_argument("--no-gradstats", action="store_true", help="skip the reference run's gradient statistics")
     g = p.add_argument_group("execution and output")
     g.add_argument("--device", default="cpu", help="torch device (default cpu; e.g. cuda)")
@@ -157,7 +163,8 @@ def resolve(args) -> Options:
     dflt = DEFAULTS[args.workload]
     pick = lambda value, key: dflt[key] if value is None else value  # noqa: E731
     lrs, batch_sizes = tuple(pick(args.lrs, "lrs")), tuple(pick(args.batch_sizes, "batch_sizes"))
-    targets = tuple(sorted(pick(args.targets, "targets"), reverse=True))
+    targets = tuple(sorted(pick(args.targets, "targets" if args.demo else "real_targets"), reverse=True))
+    grad_examples, probes = pick(args.grad_examples, "grad_examples"), pick(args.probes, "probes")
     if any(not (math.isfinite(x) and x > 0) for x in lrs):
         raise _cli.UsageError(f"learning rates must be finite and > 0, got {lrs}")
     if any(b < 1 for b in batch_sizes):
@@ -166,15 +173,15 @@ def resolve(args) -> Options:
         raise _cli.UsageError("learning rates and batch sizes must be distinct")
     if args.seeds < 1:
         raise _cli.UsageError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.probes < 2 or args.grad_examples < 4:
-        raise _cli.UsageError(f"need --probes >= 2 and --grad-examples >= 4, got {args.probes}, {args.grad_examples}")
+    if probes < 2 or grad_examples < 4:
+        raise _cli.UsageError(f"need --probes >= 2 and --grad-examples >= 4, got {probes}, {grad_examples}")
     workers = args.workers or os.cpu_count() or 1
     return Options(
         workload=args.workload, data_dir="" if args.demo else args.data_dir, lrs=lrs, batch_sizes=batch_sizes,
         seeds=args.seeds, targets=targets, further_steps=pick(args.further_steps, "further_steps"),
         max_steps=pick(args.max_steps, "max_steps"), beta1=args.beta1, beta2=args.beta2, eps=args.eps,
         eval_examples=pick(args.eval_examples, "eval_examples"), eval_rel=args.eval_rel,
-        grad_examples=args.grad_examples, probes=args.probes, gradstats=not args.no_gradstats,
+        grad_examples=grad_examples, probes=probes, gradstats=not args.no_gradstats,
         per_class=args.per_class, max_records=args.max_records, context=args.context, n_layer=args.n_layer,
         d_model=args.d_model, n_head=args.n_head, device=args.device, threads=args.threads, workers=workers,
         scheduler=args.scheduler, out=args.out or f"runs/workload-{args.workload}", plot=not args.no_plot,
