@@ -364,7 +364,7 @@ def print_results(groups, summary_rows) -> None:
         print(f"B_noise: fitted (eq 22) {_fmt(s['fitted_noise_batch_size'])}, predicted (eq 14) "
               f"{_fmt(s['predicted_noise_batch_size'])} +- {_fmt(s['predicted_noise_batch_size_se'])}; "
               f"peak batch size {s['peak_batch_size']:g}; eps_max fitted (eq 23) {_fmt(s['fitted_peak_lr'])}, "
-              f"predicted (eq 16) {_fmt(s['predicted_peak_lr'])}; best curve (AIC) {s['best_model']}")  # fmt: skip
+              f"predicted (eq 16) {_fmt(s['predicted_peak_lr'])}; best curve (AIC) {s['best_model'] or 'n/a'}")  # fmt: skip
 
 
 if __name__ == "__main__":
