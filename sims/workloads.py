@@ -361,10 +361,12 @@ def print_results(groups, summary_rows) -> None:
             se = o.log_lr_se if math.isfinite(o.log_lr_se) else o.log_lr_halfwidth
             print(f"{o.batch_size:>6.0f} {o.optimal_lr:>11.3e} {se:>9.3f} {'yes' if o.at_edge else '':>5} "
                   f"{o.steps:>8.1f} {o.examples:>9.0f}")  # fmt: skip
-        print(f"B_noise: fitted (eq 22) {_fmt(s['fitted_noise_batch_size'])}, predicted (eq 14) "
-              f"{_fmt(s['predicted_noise_batch_size'])} +- {_fmt(s['predicted_noise_batch_size_se'])}; "
-              f"peak batch size {s['peak_batch_size']:g}; eps_max fitted (eq 23) {_fmt(s['fitted_peak_lr'])}, "
-              f"predicted (eq 16) {_fmt(s['predicted_peak_lr'])}; best curve (AIC) {s['best_model'] or 'n/a'}")  # fmt: skip
+        print(
+            f"B_noise: fitted (eq 22) {_fmt(s['fitted_noise_batch_size'])}, predicted (eq 14) "
+            f"{_fmt(s['predicted_noise_batch_size'])} +- {_fmt(s['predicted_noise_batch_size_se'])}; "
+            f"peak batch size {s['peak_batch_size']:g}; eps_max fitted (eq 23) {_fmt(s['fitted_peak_lr'])}, "
+            f"predicted (eq 16) {_fmt(s['predicted_peak_lr'])}; best curve (AIC) {s['best_model'] or '-'}"
+        )
 
 
 if __name__ == "__main__":
