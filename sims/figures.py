@@ -177,7 +177,8 @@ def fig6(opts: Options, out: Path) -> list[Path]:
                               "(or --only fig1,fig2,fig3,fig4,fig5,fig7)")  # fmt: skip
     from sims import workloads
 
-    quick = ["--batch-sizes", "8,32", "--lrs", "0.001,0.003", "--seeds", "1", "--max-steps", "150"]
+    quick = ["--batch-sizes", "8,32", "--lrs", "0.001,0.003", "--seeds", "1", "--max-steps", "150",
+             "--grad-examples", "64", "--probes", "2", "--eval-examples", "256", "--workers", "1", "--targets", "1.5,1.0"]
     return _from_command(workloads.main, ["--workload", "cnn", "--demo"] + (quick if opts.quick else []), out,
                          "fig6_workload")  # fmt: skip
 
