@@ -24,6 +24,14 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def parser(module: str, doc: str) -> Parser:
+    """The parser of ``python -m MODULE``: the docstring's first paragraph as description, the
+    rest as epilog (kept as written)."""
+    head, _, rest = doc.partition("\n\n")
+    return Parser(prog=f"python -m {module}", description=head, epilog=rest,
+                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+
+
 def run(main: Callable[[], int | None]) -> int:
     """Call ``main``; turn bad input (UsageError, ValueError, TypeError, OSError) into one
     ``error:`` line and exit status 2, and an interrupt into exit status 130."""
@@ -59,4 +67,14 @@ def int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
     if not values or any(not isinstance(v, int) for v in values):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    return values
+
+
+def float_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
     return values

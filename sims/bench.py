@@ -91,13 +91,14 @@ def bench_onestep(dims: int, trials: int, repeat: int) -> list[dict]:
     for family in ("lowrank", "dense"):
         p = FAMILIES[family](dims, 0)
         for B in (1, 64, 4096):
-            def kernel():
+
+            def kernel(p=p, B=B):
                 s = _Sampler(p, B, seed=0, sampler="sign")
                 s.grow(trials, trials)
 
             g = np.random.default_rng(0)
 
-            def numpy(dtype):
+            def numpy(dtype, p=p, B=B, g=g):
                 for s in range(0, trials, 4096):
                     V = ref.signs(p, B, np.arange(s, min(trials, s + 4096)), generator=g)
                     ref.moments(p, V, dtype=dtype)
@@ -173,15 +174,15 @@ def _read_csv(path: Path):
 
 
 def build_parser() -> _cli.Parser:
-    p = _cli.Parser(prog="python -m sims.bench", description=__doc__.split("\n\n")[0],
-                    epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                    formatter_class=_cli.argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = _cli.parser("sims.bench", __doc__)
     p.add_argument("--dims", type=int, default=1000, help="dimension d (default 1000)")
     p.add_argument("--trials", type=int, default=16384, help="trials per one-step timing (default 16384)")
     p.add_argument("--repeat", type=int, default=3, help="timed repetitions, best kept (default 3)")
     p.add_argument("--backend", choices=["cpu", "gpu"], default="cpu", help="gpu: CuPy kernels against the CPU kernels")
     p.add_argument("--skip-end-to-end", action="store_true", help="skip the --rel-se 0.0025 command timing (minutes)")
-    p.add_argument("--numpy-full", action="store_true", help="run the NumPy end-to-end estimator instead of extrapolating")
+    p.add_argument(
+        "--numpy-full", action="store_true", help="run the NumPy end-to-end estimator instead of extrapolating"
+    )
     p.add_argument("--out", help="also write the numbers as JSON to this file")
     return p
 
@@ -213,17 +214,23 @@ def _main(args) -> int:
         print(f"{q['hessian']:>8} {q['B']:>5} {q['kernel_samples_per_s'] / 1e6:>11.0f} {q['numpy_samples_per_s'] / 1e6:>10.0f} "
               f"{q['numpy_f32_samples_per_s'] / 1e6:>12.0f} {q['ratio_vs_numpy']:>8.1f} {q['ratio_vs_numpy_f32']:>9.1f}")  # fmt: skip
     best = max(q["kernel_samples_per_s"] for q in rows if q["hessian"] == "lowrank")
-    print(f"best one-step kernel: {best / 1e6:.0f}M samples/s = {best / r['splitmix_pm1_per_s']:.0%} of the raw "
-          f"+-1 draw rate ({r['splitmix_pm1_per_s'] / 1e6:.0f}M/s)")
+    print(
+        f"best one-step kernel: {best / 1e6:.0f}M samples/s = {best / r['splitmix_pm1_per_s']:.0%} of the raw "
+        f"+-1 draw rate ({r['splitmix_pm1_per_s'] / 1e6:.0f}M/s)"
+    )
     if not opts.skip_end_to_end:
         e = report["end_to_end"] = bench_end_to_end(opts.dims, 0.0025, opts.numpy_full)
         numpy_s = e.get("numpy_seconds_measured", e["numpy_seconds_estimated"])
         how = "measured" if "numpy_seconds_measured" in e else "measured rate x trials needed"
         print(f"\nend to end, dense d = {opts.dims}, rel. s.e. {e['rel_se']} at B = 1 .. 16384:")
-        print(f"  python -m sims.surge: {e['kernel_command_seconds']:.1f} s ({e['kernel_trials']:,} numerator / "
-              f"{e['kernel_denominator_trials']:,} denominator trials)")
-        print(f"  plain NumPy: {numpy_s:.0f} s ({how}: {e['numpy_trials']:,} trials at "
-              f"{e['numpy_seconds_per_trial'] * 1e6:.1f} us)")
+        print(
+            f"  python -m sims.surge: {e['kernel_command_seconds']:.1f} s ({e['kernel_trials']:,} numerator / "
+            f"{e['kernel_denominator_trials']:,} denominator trials)"
+        )
+        print(
+            f"  plain NumPy: {numpy_s:.0f} s ({how}: {e['numpy_trials']:,} trials at "
+            f"{e['numpy_seconds_per_trial'] * 1e6:.1f} us)"
+        )
         print(f"  speed-up: {e['speedup']:.1f}x")
     try:
         from sims.bench_dynamics import bench_dynamics

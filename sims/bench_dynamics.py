@@ -87,9 +87,7 @@ def bench_dynamics(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = _cli.Parser(prog="python -m sims.bench_dynamics", description=__doc__.split("\n\n")[0],
-                    epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                    formatter_class=_cli.argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = _cli.parser("sims.bench_dynamics", __doc__)
     p.add_argument("--dims", type=int, default=1000, help="dimension d (default 1000)")
     p.add_argument("--trajectories", type=int, default=64, help="trajectories T (default 64)")
     p.add_argument("--steps", type=int, default=2000, help="kernel steps (default 2000)")

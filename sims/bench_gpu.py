@@ -144,9 +144,7 @@ def bench_gpu(dims: int = 1000, trials: int = 1 << 16, repeat: int = 3, cpu_thre
 
 
 def build_parser() -> _cli.Parser:
-    p = _cli.Parser(prog="python -m sims.bench_gpu", description=__doc__.split("\n\n")[0],
-                    epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                    formatter_class=_cli.argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = _cli.parser("sims.bench_gpu", __doc__)
     p.add_argument("--dims", type=int, default=1000, help="dimension d (default 1000)")
     p.add_argument("--trials", type=int, default=1 << 16, help="trials per timed call (default 65536)")
     p.add_argument("--repeat", type=int, default=3, help="timed repetitions, best kept (default 3)")

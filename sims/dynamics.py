@@ -54,23 +54,8 @@ class Options:
     quiet: bool
 
 
-def _float_list(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise _cli.argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise _cli.argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
-    return values
-
-
 def build_parser() -> _cli.Parser:
-    p = _cli.Parser(
-        prog="python -m sims.dynamics",
-        description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=_cli.argparse.RawDescriptionHelpFormatter,
-    )
+    p = _cli.parser("sims.dynamics", __doc__)
     g = p.add_argument_group("problem")
     g.add_argument("--dims", type=int, default=256, help="dimension d of the default problem (default 256)")
     g.add_argument("--problem", metavar="FILE.npz",
@@ -81,7 +66,7 @@ def build_parser() -> _cli.Parser:
                    help="comma-separated, from sign, adam, sgd, lion (default sign,adam,sgd)")  # fmt: skip
     g.add_argument("--batch-sizes", type=_cli.int_list, metavar="B1,B2,...", help="default 8,11,16,23,...,8192")
     g.add_argument("--lr-points", type=int, default=16, help="learning rates per optimizer (default 16)")
-    g.add_argument("--targets", type=_float_list, default=[0.5, 0.25, 0.125], metavar="F1,F2,...",
+    g.add_argument("--targets", type=_cli.float_list, default=[0.5, 0.25, 0.125], metavar="F1,F2,...",
                    help="target losses as fractions of the initial loss (default 0.5,0.25,0.125)")  # fmt: skip
     g.add_argument("--further-steps", type=int, default=50, help="steps past each target (default 50)")
     g.add_argument("--max-steps", type=int, default=3000, help="steps allowed to reach a target (default 3000)")
@@ -92,8 +77,12 @@ def build_parser() -> _cli.Parser:
     g.add_argument("--scheduler", metavar="local:N|tcp://HOST:PORT",
                    help="run the tasks on Dask (also via DASK_SCHEDULER_ADDRESS); default: this process, "
                         "whose kernels already use every core")  # fmt: skip
-    g.add_argument("--backend", choices=["cpu", "gpu", "auto"], default="cpu",
-                   help="kernel backend: cpu (Numba, default), gpu (CuPy), auto (the GPU when usable)")
+    g.add_argument(
+        "--backend",
+        choices=["cpu", "gpu", "auto"],
+        default="cpu",
+        help="kernel backend: cpu (Numba, default), gpu (CuPy), auto (the GPU when usable)",
+    )
     g.add_argument("--no-plot", action="store_true", help="skip the figures")
     g.add_argument("--quiet", action="store_true", help="no tables, no progress bar")
     return p
@@ -155,12 +144,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args) -> int:
+    from surgesim import backend as backends
     from surgesim import dynamics, theory
     from surgesim.problem import QuadraticProblem
     from surgesim.progress import progress_bar
     from surgesim.sweep import run_sweep, write_csv
-
-    from surgesim import backend as backends
 
     opts = resolve(args)
     backends.resolve(opts.backend)  # clear error before any work when the GPU is unusable

@@ -177,8 +177,26 @@ def fig6(opts: Options, out: Path) -> list[Path]:
                               "(or --only fig1,fig2,fig3,fig4,fig5,fig7)")  # fmt: skip
     from sims import workloads
 
-    quick = ["--batch-sizes", "8,32", "--lrs", "0.001,0.003", "--seeds", "1", "--max-steps", "150",
-             "--grad-examples", "64", "--probes", "2", "--eval-examples", "256", "--workers", "1", "--targets", "1.5,1.0"]
+    quick = [
+        "--batch-sizes",
+        "8,32",
+        "--lrs",
+        "0.001,0.003",
+        "--seeds",
+        "1",
+        "--max-steps",
+        "150",
+        "--grad-examples",
+        "64",
+        "--probes",
+        "2",
+        "--eval-examples",
+        "256",
+        "--workers",
+        "1",
+        "--targets",
+        "1.5,1.0",
+    ]
     return _from_command(workloads.main, ["--workload", "cnn", "--demo"] + (quick if opts.quick else []), out,
                          "fig6_workload")  # fmt: skip
 
@@ -195,14 +213,16 @@ FIGURES: dict[str, Callable[[Options, Path], list[Path]]] = {
 
 
 def build_parser() -> _cli.Parser:
-    p = _cli.Parser(prog="python -m sims.figures", description=__doc__.split("\n\n")[0],
-                    epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                    formatter_class=_cli.argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = _cli.parser("sims.figures", __doc__)
     p.add_argument("--out", default="figures", help="output directory (default figures/)")
     p.add_argument("--quick", action="store_true", help="small, fast versions (about a minute in all)")
     p.add_argument("--seed", type=int, default=0, help="seed of every problem and random stream (default 0)")
-    p.add_argument("--only", type=lambda s: tuple(x for x in s.split(",") if x), default=(),
-                   help=f"comma-separated subset of {','.join(FIGURES)}")
+    p.add_argument(
+        "--only",
+        type=lambda s: tuple(x for x in s.split(",") if x),
+        default=(),
+        help=f"comma-separated subset of {','.join(FIGURES)}",
+    )
     p.add_argument("--quiet", action="store_true", help="print nothing")
     return p
 
@@ -216,7 +236,9 @@ def _main(args) -> int:
     opts = Options(args.out, args.quick, args.seed, args.only, args.quiet)
     unknown = set(opts.only) - set(FIGURES)
     if unknown:
-        raise _cli.UsageError(f"--only: unknown figure(s) {', '.join(sorted(unknown))}; choose from {', '.join(FIGURES)}")
+        raise _cli.UsageError(
+            f"--only: unknown figure(s) {', '.join(sorted(unknown))}; choose from {', '.join(FIGURES)}"
+        )
     out = _cli.out_dir(opts.out)
     for name, make in FIGURES.items():
         if opts.only and name not in opts.only:

@@ -50,12 +50,7 @@ class Options:
 
 
 def build_parser() -> _cli.Parser:
-    p = _cli.Parser(
-        prog="python -m sims.fit",
-        description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=_cli.argparse.RawDescriptionHelpFormatter,
-    )
+    p = _cli.parser("sims.fit", __doc__)
     p.add_argument("grid", metavar="GRID.csv", help="the grid: one row per run")
     p.add_argument("--lr-col", default="lr", help="learning-rate column (default lr)")
     p.add_argument("--batch-col", default="batch_size", help="batch-size column (default batch_size)")

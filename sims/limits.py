@@ -57,12 +57,7 @@ TOLS = (0.05, 0.2)
 
 
 def build_parser() -> _cli.Parser:
-    p = _cli.Parser(
-        prog="python -m sims.limits",
-        description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=_cli.argparse.RawDescriptionHelpFormatter,
-    )
+    p = _cli.parser("sims.limits", __doc__)
     p.add_argument("--out", default="runs/limits", help="output directory (default runs/limits)")
     p.add_argument("--quick", action="store_true", help="coarse grids, few trials (about a minute)")
     p.add_argument("--dims", type=int, default=1000, help="dimension of the family problems (default 1000)")

@@ -56,15 +56,12 @@ COLUMNS = [
 def build_parser() -> _cli.Parser:
     from surgesim.problem import FAMILIES
 
-    p = _cli.Parser(
-        prog="python -m sims.surge",
-        description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=_cli.argparse.RawDescriptionHelpFormatter,
-    )
+    p = _cli.parser("sims.surge", __doc__)
     g = p.add_argument_group("problem")
     g.add_argument("--dims", type=int, default=1000, help="dimension d of a generated problem (default 1000)")
-    g.add_argument("--problem", metavar="FILE.npz", help="load the problem (mu, sigma, H or h_diag[, h_factor]) instead")
+    g.add_argument(
+        "--problem", metavar="FILE.npz", help="load the problem (mu, sigma, H or h_diag[, h_factor]) instead"
+    )
     g.add_argument("--hessian", choices=sorted(FAMILIES), default="lowrank",
                    help="family of a generated problem: lowrank (surges, default), dense (the same H as a "
                         "dense matrix), diagonal (no surge: B_noise = inf), powerlaw (dense, power-law spectrum)")  # fmt: skip
@@ -78,7 +75,9 @@ def build_parser() -> _cli.Parser:
     m.add_argument("--trials", type=int, help="fixed trials per batch size")
     m.add_argument("--rel-se", type=float, help="adaptive: trials until the learning rate's relative standard "
                    "error is at most this, at every batch size (default 0.01)")  # fmt: skip
-    g.add_argument("--max-trials", type=int, default=1 << 24, help="cap on adaptive trials per batch size (default 2^24)")
+    g.add_argument(
+        "--max-trials", type=int, default=1 << 24, help="cap on adaptive trials per batch size (default 2^24)"
+    )
     g.add_argument("--sampler", choices=["sign", "batch_mean", "per_example"], default="sign",
                    help="sign: one word per coordinate against Phi(sqrt(B) mu/sigma) (default, exact and "
                         "fastest); batch_mean: one normal per coordinate; per_example: B normals per "
@@ -87,10 +86,13 @@ def build_parser() -> _cli.Parser:
     g = p.add_argument_group("execution and output")
     g.add_argument("--out", default="runs/surge", help="output directory (default runs/surge)")
     g.add_argument("--backend", choices=["cpu", "gpu", "auto"], default="cpu", help="kernel backend (default cpu)")
-    g.add_argument("--scheduler", metavar="local:N|tcp://HOST:PORT",
-                   help="run the batch sizes as Dask tasks: local:N starts a LocalCluster of N workers, "
-                        "tcp://HOST:PORT uses a running cluster (also via DASK_SCHEDULER_ADDRESS); default: "
-                        "this process, whose kernels already use every core")
+    g.add_argument(
+        "--scheduler",
+        metavar="local:N|tcp://HOST:PORT",
+        help="run the batch sizes as Dask tasks: local:N starts a LocalCluster of N workers, "
+        "tcp://HOST:PORT uses a running cluster (also via DASK_SCHEDULER_ADDRESS); default: "
+        "this process, whose kernels already use every core",
+    )
     g.add_argument("--no-plot", action="store_true", help="skip the figure")
     g.add_argument("--quiet", action="store_true", help="no table, no progress bar")
     return p
@@ -147,9 +149,9 @@ def _main(args) -> int:
     from surgesim import backend as backends
     from surgesim import theory as th
     from surgesim.estimate import Estimate, estimate_task
+    from surgesim.problem import FAMILIES, QuadraticProblem
     from surgesim.progress import progress_bar
     from surgesim.sweep import run_sweep
-    from surgesim.problem import FAMILIES, QuadraticProblem
 
     opts = resolve(args)
     backends.resolve(opts.backend)  # clear error before any work when the GPU is unusable
@@ -248,11 +250,15 @@ def print_table(rows: list[dict], summary: dict) -> None:
         print(f"{r['batch_size']:>9d} {r['trials']:>9d} {r['lr_mc']:>11.4e} {r['lr_mc_se'] / abs(r['lr_mc']):>7.2%} "
               f"{r['lr_exact']:>11.4e} {r['z']:>6.2f} {r['lr_erf_approx']:>11.4e} {r['lr_surge']:>11.4e} "
               f"{r['lr_sgd']:>11.4e}")  # fmt: skip
-    print(f"B_noise (eq 14) = {summary['noise_batch_size']:.4g}, peak lr (eq 16) = {summary['peak_lr']:.4g}, "
-          f"large-batch lr (eq 17) = {summary['large_batch_lr']:.4g}, validity bound = {summary['validity_bound']:.4g}")
-    print(f"peak batch size: exact {summary['exact_peak_batch_size']}, Monte Carlo {summary['mc_peak_batch_size']}; "
-          f"max |z| = {summary['max_abs_z']:.2f}; max rel. s.e. = {summary['max_rel_se']:.2%}; "
-          f"{summary['wall_seconds']:.1f} s")
+    print(
+        f"B_noise (eq 14) = {summary['noise_batch_size']:.4g}, peak lr (eq 16) = {summary['peak_lr']:.4g}, "
+        f"large-batch lr (eq 17) = {summary['large_batch_lr']:.4g}, validity bound = {summary['validity_bound']:.4g}"
+    )
+    print(
+        f"peak batch size: exact {summary['exact_peak_batch_size']}, Monte Carlo {summary['mc_peak_batch_size']}; "
+        f"max |z| = {summary['max_abs_z']:.2f}; max rel. s.e. = {summary['max_rel_se']:.2%}; "
+        f"{summary['wall_seconds']:.1f} s"
+    )
 
 
 if __name__ == "__main__":

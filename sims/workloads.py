@@ -95,23 +95,8 @@ class Options:
     estimate_only: bool
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise _cli.argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise _cli.argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
-    return values
-
-
 def build_parser() -> _cli.Parser:
-    p = _cli.Parser(
-        prog="python -m sims.workloads",
-        description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=_cli.argparse.RawDescriptionHelpFormatter,
-    )
+    p = _cli.parser("sims.workloads", __doc__)
     g = p.add_argument_group("workload and data")
     g.add_argument("--workload", choices=sorted(DEFAULTS), default="cnn", help="network and dataset (default cnn)")
     d = g.add_mutually_exclusive_group()
@@ -124,10 +109,10 @@ def build_parser() -> _cli.Parser:
     g.add_argument("--d-model", type=int, default=128, help="gpt: width (default 128; DistilGPT2 768)")
     g.add_argument("--n-head", type=int, default=4, help="gpt: attention heads (default 4; DistilGPT2 12)")
     g = p.add_argument_group("grid (defaults per workload: see DEFAULTS in sims/workloads.py)")
-    g.add_argument("--lrs", type=_floats, metavar="LR1,LR2,...", help="learning rates")
+    g.add_argument("--lrs", type=_cli.float_list, metavar="LR1,LR2,...", help="learning rates")
     g.add_argument("--batch-sizes", type=_cli.int_list, metavar="B1,B2,...", help="batch sizes")
     g.add_argument("--seeds", type=int, default=2, help="seeds (rounds) per grid point: 0..N-1 (default 2)")
-    g.add_argument("--targets", type=_floats, metavar="L1,L2,...", help="target training losses")
+    g.add_argument("--targets", type=_cli.float_list, metavar="L1,L2,...", help="target training losses")
     g.add_argument("--further-steps", type=int, help="steps after each target for the loss decrease")
     g.add_argument("--max-steps", type=int, help="cap on steps per run")
     g.add_argument("--beta1", type=float, default=0.9, help="Adam beta1 (default 0.9; 0 with --beta2 0: sign-like)")

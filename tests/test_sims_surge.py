@@ -45,7 +45,9 @@ def test_small_run_writes_every_output(tmp_path):
     p = QuadraticProblem.load(tmp_path / "problem.npz")
     B = np.array([float(r["batch_size"]) for r in rows])
     # lr_exact in the file is eq 9 of the saved problem (computed here afresh)
-    np.testing.assert_allclose([float(r["lr_exact"]) for r in rows], optimal_lr(B, p.mu, p.sigma, p.hessian), rtol=1e-12)
+    np.testing.assert_allclose(
+        [float(r["lr_exact"]) for r in rows], optimal_lr(B, p.mu, p.sigma, p.hessian), rtol=1e-12
+    )
     assert (tmp_path / "surge.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "options.json").read_text())["dims"] == 200
 

@@ -43,10 +43,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
+from . import backend as backends
 from .fit import CurveFit
 from .gridfit import GridFit, fit_grid, optimal_lr_per_batch
 from .hessian import Dense, Diagonal, Hessian
-from . import backend as backends
 from .kernels.dynamics import Optimizer, trajectory_key
 from .problem import QuadraticProblem, surge_problem
 from .theory import optimal_lr, sgd_optimal_lr

@@ -33,7 +33,15 @@ from . import backend as backends
 from .hessian import Dense, Diagonal
 from .problem import QuadraticProblem
 
-__all__ = ["Estimate", "estimate_batch_size", "estimate_curve", "estimate_task", "argmax_by_search", "plan_trials", "delta_method"]
+__all__ = [
+    "Estimate",
+    "estimate_batch_size",
+    "estimate_curve",
+    "estimate_task",
+    "argmax_by_search",
+    "plan_trials",
+    "delta_method",
+]
 
 _ROUND = 1024  # trial counts are multiples of this
 _BLOCK = 1 << 16  # trials per kernel call (bounds the scratch memory)

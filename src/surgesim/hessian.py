@@ -12,7 +12,6 @@ same bit for bit whatever the number of BLAS threads, so theory columns are repr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 import numpy as np
 
@@ -183,7 +182,7 @@ class DiagonalPlusLowRank:
         return np.diag(self.h) + self.factor @ self.factor.T
 
 
-Hessian = Union[Dense, Diagonal, DiagonalPlusLowRank]
+Hessian = Dense | Diagonal | DiagonalPlusLowRank
 
 
 def as_hessian(H) -> Hessian:

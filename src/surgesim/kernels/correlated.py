@@ -35,7 +35,7 @@ from .._jit import jit, jit_inline, jit_parallel
 from ..correlated import as_covariance
 from ..hessian import Dense, Diagonal, as_hessian
 from ..rng import derive_key, normal_pair, probability_threshold, random_bits, uniform
-from .onestep import batch_key, quad_rows_f32
+from .onestep import batch_key, quad_rows_f32, row_moments
 
 __all__ = [
     "GAUSSIAN",
@@ -233,27 +233,12 @@ def _trial_moments(mode, shape, key_b, t0, B, mu, c, L, lower, h, Ut, out_a, out
     """a_t = mu'V_t, b_t = V_t'(diag(h) + Ut'Ut)V_t for trials t0 .. t0 + n - 1 (Ut: (k, d),
     C-contiguous, as in ``onestep.trial_moments``)."""
     n = out_a.shape[0]
-    d = mu.shape[0]
-    k = Ut.shape[0]
     for ch in prange((n + _CHUNK - 1) // _CHUNK):
         row = work[ch]
         z = zwork[ch]
         for t in range(ch * _CHUNK, min(n, (ch + 1) * _CHUNK)):
             _signs_into(mode, shape, derive_key(key_b, t0 + t), B, mu, c, L, lower, z, row)
-            a = 0.0
-            b = 0.0
-            for i in range(d):
-                v = np.float64(row[i])
-                a += mu[i] * v
-                b += h[i] * v * v
-            for j in range(k):
-                u = Ut[j]
-                p = 0.0
-                for i in range(d):
-                    p += u[i] * row[i]
-                b += p * p
-            out_a[t] = a
-            out_b[t] = b
+            out_a[t], out_b[t] = row_moments(row, mu, h, Ut)
 
 
 @jit_parallel

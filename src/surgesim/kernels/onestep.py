@@ -46,6 +46,7 @@ __all__ = [
     "trial_moments",
     "trial_signs",
     "quad_rows_f32",
+    "row_moments",
     "DENSE_BLOCK",
 ]
 
@@ -120,6 +121,24 @@ def sample_signs(sampler, key, B, mu, sigma, thr, rare, row):
             row[i] = np.sign(nb * mu[i] + sigma[i] * row[i])
 
 
+@jit_inline
+def row_moments(row, mu, h, Ut):
+    """(mu'v, v'Hv) for one sampled row v with H = diag(h) + Ut'Ut (k = Ut.shape[0] may be 0)."""
+    a = 0.0
+    b = 0.0
+    for i in range(row.shape[0]):
+        v = np.float64(row[i])
+        a += mu[i] * v
+        b += h[i] * v * v
+    for j in range(Ut.shape[0]):
+        u = Ut[j]
+        p = 0.0
+        for i in range(row.shape[0]):
+            p += u[i] * row[i]
+        b += p * p
+    return a, b
+
+
 @jit_parallel
 def trial_moments(sampler, key_b, t0, B, mu, sigma, thr, rare, h, Ut, out_a, out_b, work):
     """a_t = mu'V_t and b_t = V_t'HV_t for trials t0 .. t0 + n - 1 (n = out_a.shape[0]).
@@ -129,28 +148,13 @@ def trial_moments(sampler, key_b, t0, B, mu, sigma, thr, rare, h, Ut, out_a, out
     ``work`` is scratch of shape (ceil(n / 16), d), float32.
     """
     n = out_a.shape[0]
-    d = mu.shape[0]
-    k = Ut.shape[0]
     n_chunks = (n + _CHUNK - 1) // _CHUNK
     for c in prange(n_chunks):
         row = work[c]
         for t in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
             key = derive_key(key_b, t0 + t)
             sample_signs(sampler, key, B, mu, sigma, thr, rare, row)
-            a = 0.0
-            b = 0.0
-            for i in range(d):
-                v = np.float64(row[i])
-                a += mu[i] * v
-                b += h[i] * v * v
-            for j in range(k):
-                u = Ut[j]
-                p = 0.0
-                for i in range(d):
-                    p += u[i] * row[i]
-                b += p * p
-            out_a[t] = a
-            out_b[t] = b
+            out_a[t], out_b[t] = row_moments(row, mu, h, Ut)
 
 
 @jit_parallel
