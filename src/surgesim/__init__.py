@@ -1,13 +1,18 @@
 """surgesim: the optimal learning rate of sign-based (Adam-style) optimizers against batch size.
 
 Closed forms (``surgesim.theory``), problems (``surgesim.problem``), Hessian operators
-(``surgesim.hessian``), counter-based random numbers (``surgesim.rng``), and the Monte Carlo
-kernels and estimators built on them. See README.md.
+(``surgesim.hessian``), counter-based random numbers (``surgesim.rng``), Numba kernels
+(``surgesim.kernels``), the Monte Carlo estimator (``surgesim.estimate``), curve fits
+(``surgesim.fit``), resumable sweeps (``surgesim.sweep``) and the backend choice
+(``surgesim.backend``). Imported on demand: ``surgesim.dynamics`` (multi-step protocol),
+``surgesim.correlated`` and ``surgesim.limits`` (beyond the paper), ``surgesim.gridfit`` (any
+grid), ``surgesim.plots`` (matplotlib), ``surgesim.workloads`` (torch), ``surgesim.gpu`` (CuPy).
+See README.md.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import hessian, problem, rng, theory
+from . import backend, estimate, fit, hessian, kernels, problem, progress, rng, sweep, theory
 from .hessian import Dense, Diagonal, DiagonalPlusLowRank, as_hessian
 from .problem import QuadraticProblem, diagonal_problem, power_law_problem, surge_problem
 from .theory import (
@@ -33,6 +38,12 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "sweep",
+    "progress",
+    "kernels",
+    "fit",
+    "estimate",
+    "backend",
     "Dense",
     "Diagonal",
     "DiagonalPlusLowRank",
