@@ -41,12 +41,11 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-from numba import prange, types
-from numba.extending import intrinsic
+from numba import prange
 
 from .._jit import jit_inline, jit_parallel
 from ..hessian import Dense, Diagonal, DiagonalPlusLowRank, Hessian
-from ..rng import derive_key, random_bits, stream_key
+from ..rng import derive_key, normal_pair, stream_key
 
 __all__ = [
     "SIGN",
@@ -190,90 +189,6 @@ def _refresh(kind, h, ut, hd, delta, gm, p):
     for i in range(d):
         loss += delta[i] * gm[i]
     return 0.5 * loss
-
-
-# --- Box-Muller without library calls -------------------------------------------------------------
-# rng.normal_pair calls libm's log, cos and sin, which LLVM cannot vectorise (no SVML here): about
-# 85M normals/s per thread. The same transform written with fdlibm's polynomials (Sun Microsystems,
-# e_log.c, k_sin.c, k_cos.c; each within about 1 ulp) and exact range reductions vectorises, about
-# 10x faster. It maps the same two words to the same normals as rng.normal_pair up to rounding
-# (|difference| < 1e-14 over 10^7 pairs, tested).
-
-
-@intrinsic
-def _f64_as_u64(typingctx, x):
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.uint64))
-
-    return types.uint64(types.float64), codegen
-
-
-@intrinsic
-def _u64_as_f64(typingctx, x):
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float64))
-
-    return types.float64(types.uint64), codegen
-
-
-_LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10
-_LG = (6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e-01, 2.222219843214978396e-01,
-       1.818357216161805012e-01, 1.531383769920937332e-01, 1.479819860511658591e-01)  # fmt: skip
-_S = (-1.66666666666666324348e-01, 8.33333333332248946124e-03, -1.98412698298579493134e-04,
-      2.75573137070700676789e-06, -2.50507602534068634195e-08, 1.58969099521155010221e-10)  # fmt: skip
-_C = (4.16666666666666019037e-02, -1.38888888888741095749e-03, 2.48015872894767294178e-05,
-      -2.75573143513906633035e-07, 2.08757232129817482790e-09, -1.13596475577881948265e-11)  # fmt: skip
-_MANTISSA = np.uint64(0x000FFFFFFFFFFFFF)
-_EXP_ONE = np.uint64(0x3FF0000000000000)
-_SQRT2 = 1.4142135623730951
-_TWO_PI = 2.0 * np.pi
-_U53 = 2.0**-53
-
-
-@jit_inline
-def _log(x):
-    """ln x for a normal double x > 0 (fdlibm e_log.c: x = 2^k m, m in [sqrt(2)/2, sqrt(2)))."""
-    bits = _f64_as_u64(x)
-    m = _u64_as_f64((bits & _MANTISSA) | _EXP_ONE)  # in [1, 2)
-    k = np.float64(np.int64(bits >> np.uint64(52)) - 1023)
-    if m > _SQRT2:
-        m *= 0.5
-        k += 1.0
-    f = m - 1.0
-    s = f / (2.0 + f)
-    hfsq = 0.5 * f * f
-    z = s * s
-    w = z * z
-    r = w * (_LG[1] + w * (_LG[3] + w * _LG[5])) + z * (_LG[0] + w * (_LG[2] + w * (_LG[4] + w * _LG[6])))
-    return k * _LN2_HI - ((hfsq - (s * (hfsq + r) + k * _LN2_LO)) - f)
-
-
-@jit_inline
-def _sincos_2pi(u):
-    """(sin 2 pi u, cos 2 pi u) for u in [0, 1): exact reduction to |x| <= pi/4 by quarter turns."""
-    q = np.floor(4.0 * u + 0.5)
-    x = _TWO_PI * (u - 0.25 * q)
-    z = x * x
-    s = x + x * z * (_S[0] + z * (_S[1] + z * (_S[2] + z * (_S[3] + z * (_S[4] + z * _S[5])))))
-    c = 1.0 - 0.5 * z + z * z * (_C[0] + z * (_C[1] + z * (_C[2] + z * (_C[3] + z * (_C[4] + z * _C[5])))))
-    k = np.int64(q) & 3
-    sn = c if k & 1 else s
-    cs = s if k & 1 else c
-    return (-sn if k & 2 else sn), (-cs if (k + 1) & 2 else cs)
-
-
-@jit_inline
-def normal_pair(key, pair):
-    """``surgesim.rng.normal_pair`` (Box-Muller from words 2 pair, 2 pair + 1), vectorisable.
-
-    Equal to it up to rounding (within 1e-14); this is the generator of the dynamics kernels.
-    """
-    c = np.uint64(pair) * np.uint64(2)
-    u1 = 1.0 - np.float64(random_bits(key, c) >> np.uint64(11)) * _U53  # (0, 1]
-    u2 = np.float64(random_bits(key, c + np.uint64(1)) >> np.uint64(11)) * _U53
-    r = np.sqrt(-2.0 * _log(u1))
-    sn, cs = _sincos_2pi(u2)
-    return r * cs, r * sn
 
 
 @jit_inline

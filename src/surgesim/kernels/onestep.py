@@ -100,11 +100,13 @@ def sample_signs(sampler, key, B, mu, sigma, thr, rare, row):
             row[i] = r if random_bits(key, i) < thr[i] else -r
     elif sampler == BATCH_MEAN:
         scale = 1.0 / np.sqrt(np.float64(B))
-        for i in range(0, d, 2):
-            z0, z1 = normal_pair(key, i // 2)
-            row[i] = np.sign(mu[i] + sigma[i] * scale * z0)
-            if i + 1 < d:
-                row[i + 1] = np.sign(mu[i + 1] + sigma[i + 1] * scale * z1)
+        for m in range(d // 2):  # no branch in the loop body: it vectorises
+            z0, z1 = normal_pair(key, m)
+            row[2 * m] = np.sign(mu[2 * m] + sigma[2 * m] * scale * z0)
+            row[2 * m + 1] = np.sign(mu[2 * m + 1] + sigma[2 * m + 1] * scale * z1)
+        if d % 2:
+            z0, _ = normal_pair(key, d // 2)
+            row[d - 1] = np.sign(mu[d - 1] + sigma[d - 1] * scale * z0)
     else:  # PER_EXAMPLE: normal j = i * B + e, pairs (2m, 2m + 1) in order
         nb = np.int64(B)
         total = np.int64(d) * nb
