@@ -34,9 +34,17 @@ def parser(module: str, doc: str) -> Parser:
 
 def run(main: Callable[[], int | None]) -> int:
     """Call ``main``; turn bad input (UsageError, ValueError, TypeError, OSError) into one
-    ``error:`` line and exit status 2, and an interrupt into exit status 130."""
+    ``error:`` line and exit status 2, failed sweep tasks into one line and exit status 1 (the
+    finished tasks stay in the store), and an interrupt into exit status 130."""
+    from surgesim.sweep import SweepError
+
     try:
         return int(main() or 0)
+    except SweepError as e:  # tasks failed; the others are in the store and a rerun retries
+        lines = str(e).splitlines()
+        print(f"error: {lines[0]} {lines[1].strip() if len(lines) > 1 else ''} (see the store; rerun to retry)",
+              file=sys.stderr)  # fmt: skip
+        return 1
     except (UsageError, ValueError, TypeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

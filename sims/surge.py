@@ -99,6 +99,8 @@ def build_parser() -> _cli.Parser:
 
 
 def resolve(args) -> Options:
+    from surgesim.estimate import check_options
+
     if args.dims < 2:
         raise _cli.UsageError(f"--dims must be >= 2, got {args.dims}")
     if args.batch_sizes is not None:
@@ -118,6 +120,7 @@ def resolve(args) -> Options:
         raise _cli.UsageError(f"--rel-se must be in (0, 1), got {rel_se}")
     if args.problem is not None and not Path(args.problem).is_file():
         raise _cli.UsageError(f"--problem {args.problem!r}: no such file")
+    check_options(sizes, trials=args.trials, rel_se=rel_se, max_trials=args.max_trials, sampler=args.sampler)
     return Options(
         dims=args.dims, problem=args.problem, hessian=args.hessian, batch_sizes=sizes,
         trials=args.trials, rel_se=rel_se, max_trials=args.max_trials, sampler=args.sampler,
@@ -138,6 +141,18 @@ def theory_columns(problem, B) -> dict[str, np.ndarray]:
         "dl_exact": th.optimal_loss_improvement(B, mu, sigma, H),
         "dl_surge": th.surge_loss_improvement(B, mu, sigma, H),
     }
+
+
+def result_row(e, theory: dict[str, float]) -> dict:
+    """One results.csv row: the estimate beside the theory at its batch size."""
+    return {
+        "batch_size": e.batch_size, "trials": e.trials, "denominator_trials": e.denominator_trials,
+        "lr_mc": e.lr, "lr_mc_se": e.lr_se, "lr_mc_search": e.lr_search,
+        **{k: v for k, v in theory.items() if k.startswith("lr_")},
+        "z": (e.lr - theory["lr_exact"]) / e.lr_se if e.lr_se > 0 else float("nan"),
+        "dl_mc": e.loss_improvement, "dl_mc_se": e.loss_improvement_se,
+        "dl_exact": theory["dl_exact"], "dl_surge": theory["dl_surge"], "converged": e.converged,
+    }  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,25 +182,6 @@ def _main(args) -> int:
               f"validity bound = {th.validity_bound(problem.mu, problem.sigma):.4g}; "
               f"{len(B)} batch sizes, " + (f"{opts.trials} trials each" if opts.trials else f"target rel. s.e. {opts.rel_se:g}"))  # fmt: skip
 
-    rows: list[dict] = []
-
-    def write_rows(estimates) -> None:
-        rows.clear()
-        for i, e in enumerate(estimates):
-            rows.append({
-                "batch_size": e.batch_size, "trials": e.trials, "denominator_trials": e.denominator_trials,
-                "lr_mc": e.lr, "lr_mc_se": e.lr_se, "lr_mc_search": e.lr_search,
-                **{k: float(v[i]) for k, v in theory.items() if k.startswith("lr_")},
-                "z": (e.lr - float(theory["lr_exact"][i])) / e.lr_se if e.lr_se > 0 else float("nan"),
-                "dl_mc": e.loss_improvement, "dl_mc_se": e.loss_improvement_se,
-                "dl_exact": float(theory["dl_exact"][i]), "dl_surge": float(theory["dl_surge"][i]),
-                "converged": e.converged,
-            })  # fmt: skip
-        with open(out / "results.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
-            w.writeheader()
-            w.writerows({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
-
     # One sweep task per batch size, stored as it finishes: an interrupted run keeps its results
     # and a rerun into the same --out resumes. Default: this process (its kernels use every core).
     options = {"seed": opts.seed, "trials": opts.trials, "rel_se": opts.rel_se, "max_trials": opts.max_trials,
@@ -197,8 +193,11 @@ def _main(args) -> int:
             params={"problem_sha256": problem.digest(), **options}, store=out / "store.sqlite",
             scheduler=scheduler, workers=None if scheduler else 1, shared=problem, progress=bar,
         )  # fmt: skip
-    estimates = [Estimate(**r) for r in stored]
-    write_rows(estimates)
+    rows = [result_row(Estimate(**r), {k: float(v[i]) for k, v in theory.items()}) for i, r in enumerate(stored)]
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+        w.writeheader()
+        w.writerows({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
     wall = time.perf_counter() - t_start
 
     mu, sigma, H = problem.mu, problem.sigma, problem.hessian

@@ -47,6 +47,7 @@ _ROUND = 1024  # trial counts are multiples of this
 _BLOCK = 1 << 16  # trials per kernel call (bounds the scratch memory)
 _DENSE_GROUP = 8  # dense GEMM blocks sampled per kernel call (bounds the memory of V)
 _MIN_TRIALS = 4096
+_PER_EXAMPLE_MAX_B = 4096  # d * B normals per trial: minutes per batch size beyond this
 
 
 @dataclass(frozen=True)
@@ -228,21 +229,12 @@ def estimate_batch_size(
     ``backend``: "cpu", "gpu" or "auto" (``surgesim.backend``); the same random numbers on each.
     """
     B = _check_batch_size(batch_size)
-    if sampler == "per_example" and B > 1 << 20:
-        raise ValueError(f"the per_example sampler draws B normals per coordinate; B = {B} is too large")
+    check_options([B], trials=trials, rel_se=rel_se, max_trials=max_trials, sampler=sampler)
     s = _Sampler(problem, B, seed, sampler, backend)
-    if (trials is None) == (rel_se is None):
-        raise ValueError("give exactly one of trials (fixed) or rel_se (adaptive)")
     if trials is not None:
-        if int(trials) != trials or trials < 2:
-            raise ValueError(f"trials must be an integer >= 2, got {trials}")
         s.grow(int(trials), int(trials))
         converged = True
     else:
-        if not (0 < rel_se < 1):
-            raise ValueError(f"rel_se must be in (0, 1), got {rel_se}")
-        if int(max_trials) != max_trials or max_trials < _MIN_TRIALS:
-            raise ValueError(f"max_trials must be an integer >= {_MIN_TRIALS}, got {max_trials}")
         d = problem.dim
         dense_cost = 1.0 + d / 50.0 if s.dense else None  # a d x d GEMM row vs d random words
         n = m = _MIN_TRIALS
@@ -269,6 +261,35 @@ def estimate_batch_size(
         lr_search=argmax_by_search(st["ma"], st["mb"]), loss_improvement=dl,
         loss_improvement_se=dl_se, mean_a=st["ma"], mean_b=st["mb"], converged=bool(converged),
     )  # fmt: skip
+
+
+def check_options(
+    batch_sizes: Sequence[int],
+    *,
+    trials: int | None = None,
+    rel_se: float | None = None,
+    max_trials: int = 1 << 24,
+    sampler: str = "sign",
+) -> None:
+    """Raise ValueError, naming the value, for options ``estimate_batch_size`` cannot run with
+    (checked before any sampling, so a sweep fails fast instead of task by task)."""
+    sizes = [_check_batch_size(b) for b in batch_sizes]
+    if (trials is None) == (rel_se is None):
+        raise ValueError("give exactly one of trials (fixed) or rel_se (adaptive)")
+    if trials is not None and (int(trials) != trials or trials < 2):
+        raise ValueError(f"trials must be an integer >= 2, got {trials}")
+    if rel_se is not None:
+        if not (0 < rel_se < 1):
+            raise ValueError(f"rel_se must be in (0, 1), got {rel_se}")
+        if int(max_trials) != max_trials or max_trials < _MIN_TRIALS:
+            raise ValueError(f"max_trials must be an integer >= {_MIN_TRIALS}, got {max_trials}")
+    if sampler not in ("sign", "batch_mean", "per_example"):
+        raise ValueError(f"sampler must be one of batch_mean, per_example, sign, got {sampler!r}")
+    if sampler == "per_example" and sizes and max(sizes) > _PER_EXAMPLE_MAX_B:
+        raise ValueError(
+            f"the per_example sampler draws B normals per coordinate per trial, so its cost grows with B; "
+            f"B = {max(sizes)} is above its limit {_PER_EXAMPLE_MAX_B} (use smaller batch sizes, or the sign sampler)"
+        )
 
 
 def _check_batch_size(b) -> int:
