@@ -12,12 +12,12 @@ floor the kernel stands on) and of NumPy's normals alone. Best of ``repeat`` aft
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from sims import _cli
+from sims.bench import best_time
 
 
 @dataclass(frozen=True)
@@ -26,16 +26,6 @@ class Options:
     trajectories: int
     steps: int
     repeat: int
-
-
-def _best(fn, repeat: int) -> float:
-    fn()  # warm-up: JIT compiled (or loaded from the cache) and caches filled
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def bench_dynamics(
@@ -66,17 +56,17 @@ def bench_dynamics(
     T, d = trajectories, dims
     out: dict = {"dims": d, "rank": p.hessian.rank, "trajectories": T, "steps": steps, "numpy_steps": numpy_steps,
                  "threads": numba.get_num_threads()}  # fmt: skip
-    t = _best(lambda: step_normals(keys, steps, d), repeat)
+    t = best_time(lambda: step_normals(keys, steps, d), repeat)
     out["normals_per_s"] = T * steps * d / t
     g = np.random.default_rng(0)
-    t = _best(lambda: g.standard_normal((T, d)), max(repeat, 20))
+    t = best_time(lambda: g.standard_normal((T, d)), max(repeat, 20))
     out["numpy_normals_per_s"] = T * d / t
     lr = 1e-4  # small enough to stay near the start: no divergence, the same work at every step
     for name in optimizers:
         opt = DEFAULT_OPTIMIZERS[name]
-        tk = _best(lambda o=opt: run_trajectories(p.hessian, p.sigma, delta0, keys, lr, 64, o, max_steps=steps,
+        tk = best_time(lambda o=opt: run_trajectories(p.hessian, p.sigma, delta0, keys, lr, 64, o, max_steps=steps,
                                                   min_steps=steps), repeat)  # fmt: skip
-        tn = _best(lambda o=opt: numpy_trajectories(p.hessian, p.sigma, delta0, keys, lr, 64, o, numpy_steps,
+        tn = best_time(lambda o=opt: numpy_trajectories(p.hessian, p.sigma, delta0, keys, lr, 64, o, numpy_steps,
                                                     normals=np.random.default_rng(1)), repeat)  # fmt: skip
         kernel_rate, numpy_rate = T * steps * d / tk, T * numpy_steps * d / tn
         out[name] = {

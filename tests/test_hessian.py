@@ -121,9 +121,9 @@ def test_as_hessian():
 
 
 BAD = [
-    ("dense 1-d", lambda: Dense(np.ones(3)), ValueError, r"H must be a 2-d array, got shape \(3,\)"),
+    ("dense 1-d", lambda: Dense(np.ones(3)), ValueError, r"H must be a non-empty 2-d array, got shape \(3,\)"),
     ("dense not square", lambda: Dense(np.ones((2, 3))), ValueError, r"H must be square, got shape \(2, 3\)"),
-    ("dense empty", lambda: Dense(np.ones((0, 0))), ValueError, r"H must not be empty"),
+    ("dense empty", lambda: Dense(np.ones((0, 0))), ValueError, r"H must be a non-empty 2-d array, got shape \(0, 0\)"),
     ("dense nan", lambda: Dense([[1.0, np.nan], [np.nan, 1.0]]), ValueError, r"H has non-finite values \(2 of 4\)"),
     (
         "dense asymmetric",
@@ -139,7 +139,7 @@ BAD = [
     ),
     ("diag negative", lambda: Diagonal([1.0, -0.5]), ValueError, r"h_diag must be >= 0 .* min is -0.5"),
     ("diag inf", lambda: Diagonal([1.0, np.inf]), ValueError, r"h_diag has non-finite"),
-    ("diag 2-d", lambda: Diagonal(np.ones((2, 2))), ValueError, r"h_diag must be a 1-d array"),
+    ("diag 2-d", lambda: Diagonal(np.ones((2, 2))), ValueError, r"h_diag must be a non-empty 1-d array"),
     ("lowrank negative", lambda: DiagonalPlusLowRank([-1.0, 1.0], np.ones((2, 1))), ValueError, r"h_diag must be >= 0"),
     (
         "lowrank factor rows",
@@ -151,7 +151,7 @@ BAD = [
         "lowrank factor 1-d",
         lambda: DiagonalPlusLowRank([1.0, 1.0], np.ones(2)),
         ValueError,
-        r"h_factor must be a 2-d array",
+        r"h_factor must be a non-empty 2-d array",
     ),
     (
         "lowrank factor nan",

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Dense", "Diagonal", "DiagonalPlusLowRank", "Hessian", "as_hessian"]
+__all__ = ["Dense", "Diagonal", "DiagonalPlusLowRank", "Hessian", "as_hessian", "finite_array"]
 
 
-def _finite_array(name: str, value, ndim: int) -> np.ndarray:
+def finite_array(name: str, value, ndim: int) -> np.ndarray:
+    """``value`` as a C-contiguous float64 array of ``ndim`` dimensions, non-empty and finite;
+    ValueError naming ``name`` and what was received otherwise (shared by the input checks)."""
     arr = np.asarray(value, dtype=np.float64)
-    if arr.ndim != ndim:
-        raise ValueError(f"{name} must be a {ndim}-d array, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+    if arr.ndim != ndim or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty {ndim}-d array, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} has non-finite values ({np.count_nonzero(~np.isfinite(arr))} of {arr.size})")
     return np.ascontiguousarray(arr)
@@ -42,7 +42,7 @@ class Dense:
     check_psd: bool = True
 
     def __post_init__(self) -> None:
-        m = _finite_array("H", self.matrix, 2)
+        m = finite_array("H", self.matrix, 2)
         if m.shape[0] != m.shape[1]:
             raise ValueError(f"H must be square, got shape {m.shape}")
         scale = max(float(np.max(np.abs(m))), np.finfo(float).tiny)
@@ -97,7 +97,7 @@ class Diagonal:
     h: np.ndarray
 
     def __post_init__(self) -> None:
-        h = _finite_array("h_diag", self.h, 1)
+        h = finite_array("h_diag", self.h, 1)
         if np.any(h < 0):
             raise ValueError(f"h_diag must be >= 0 (H positive semi-definite), min is {h.min():.3g}")
         object.__setattr__(self, "h", h)
@@ -135,10 +135,10 @@ class DiagonalPlusLowRank:
     factor: np.ndarray
 
     def __post_init__(self) -> None:
-        h = _finite_array("h_diag", self.h, 1)
+        h = finite_array("h_diag", self.h, 1)
         if np.any(h < 0):
             raise ValueError(f"h_diag must be >= 0 (H positive semi-definite), min is {h.min():.3g}")
-        u = _finite_array("h_factor", self.factor, 2)
+        u = finite_array("h_factor", self.factor, 2)
         if u.shape[0] != h.shape[0]:
             raise ValueError(f"h_factor must have shape (d, k) with d = {h.shape[0]}, got {u.shape}")
         object.__setattr__(self, "h", h)

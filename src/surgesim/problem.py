@@ -15,18 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .hessian import Dense, Diagonal, DiagonalPlusLowRank, Hessian, as_hessian
+from .hessian import Dense, Diagonal, DiagonalPlusLowRank, Hessian, as_hessian, finite_array
 
 __all__ = ["QuadraticProblem", "surge_problem", "diagonal_problem", "power_law_problem", "FAMILIES"]
-
-
-def _vector(name: str, value) -> np.ndarray:
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-d array, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} has non-finite values ({np.count_nonzero(~np.isfinite(arr))} of {arr.size})")
-    return np.ascontiguousarray(arr)
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,8 +34,8 @@ class QuadraticProblem:
     hessian: Hessian
 
     def __post_init__(self) -> None:
-        mu = _vector("mu", self.mu)
-        sigma = _vector("sigma", self.sigma)
+        mu = finite_array("mu", self.mu, 1)
+        sigma = finite_array("sigma", self.sigma, 1)
         if sigma.shape != mu.shape:
             raise ValueError(f"sigma must have the shape of mu {mu.shape}, got {sigma.shape}")
         if np.any(sigma <= 0):

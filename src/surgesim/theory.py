@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special, stats
 
-from .hessian import Dense, Hessian, as_hessian
+from .hessian import Dense, Hessian, as_hessian, finite_array
 
 __all__ = [
     "sign_mean",
@@ -48,18 +48,9 @@ _PI = np.pi
 # --- input checks -------------------------------------------------------------------------------
 
 
-def _vector(name: str, value) -> np.ndarray:
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-d array, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} has non-finite values")
-    return arr
-
-
 def _mu_sigma(mu, sigma) -> tuple[np.ndarray, np.ndarray]:
-    mu = _vector("mu", mu)
-    sigma = _vector("sigma", sigma)
+    mu = finite_array("mu", mu, 1)
+    sigma = finite_array("sigma", sigma, 1)
     if mu.shape != sigma.shape:
         raise ValueError(f"mu and sigma must have the same shape, got {mu.shape} and {sigma.shape}")
     if np.any(sigma <= 0):
@@ -227,7 +218,7 @@ def large_batch_lr(mu, H) -> float:
     >>> large_batch_lr([1.0, -2.0], [[2.0, 0.0], [0.0, 1.0]])
     1.0
     """
-    mu = _vector("mu", mu)
+    mu = finite_array("mu", mu, 1)
     op = _hessian(H, mu.size)
     s = np.sign(mu)
     return float(np.sum(np.abs(mu)) / (op.quad_rows(s) + np.dot(1.0 - s * s, op.diag())))
@@ -279,7 +270,7 @@ def sgd_optimal_lr(B, G, Sigma, H) -> np.ndarray:
     gradient covariance: a (d, d) matrix, or a (d,) vector of variances for a diagonal one
     (for this package's problems, Sigma = sigma**2).
     """
-    G = _vector("G", G)
+    G = finite_array("G", G, 1)
     op = _hessian(H, G.size)
     Sig = np.asarray(Sigma, dtype=np.float64)
     if not np.all(np.isfinite(Sig)):
