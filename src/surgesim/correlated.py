@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
-from .hessian import Dense, Diagonal, Hessian, as_hessian
+from .hessian import Dense, Diagonal, Hessian, as_hessian, finite_array
 
 __all__ = [
     "Covariance",
@@ -50,15 +50,6 @@ _PAIR_BLOCK = 1 << 20  # (row, column) pairs handled at once: bounds the memory 
 
 
 # --- the covariance --------------------------------------------------------------------------------
-
-
-def _finite(name: str, value, ndim: int) -> np.ndarray:
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.ndim != ndim or arr.size == 0:
-        raise ValueError(f"{name} must be a non-empty {ndim}-d array, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} has non-finite values ({np.count_nonzero(~np.isfinite(arr))} of {arr.size})")
-    return np.ascontiguousarray(arr)
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,8 +110,8 @@ def as_covariance(Sigma, d: int | None = None) -> Covariance:
     if isinstance(Sigma, Covariance):
         cov = Sigma
     elif isinstance(Sigma, tuple | list) and len(Sigma) == 2 and np.ndim(Sigma[0]) == 1 and np.ndim(Sigma[1]) == 2:
-        D = _finite("Sigma's diagonal part D", Sigma[0], 1)
-        F = _finite("Sigma's factor F", Sigma[1], 2)
+        D = finite_array("Sigma's diagonal part D", Sigma[0], 1)
+        F = finite_array("Sigma's factor F", Sigma[1], 2)
         if F.shape[0] != D.size:
             raise ValueError(f"Sigma's factor F must have shape ({D.size}, k), got {F.shape}")
         if np.any(D < 0):
@@ -129,14 +120,14 @@ def as_covariance(Sigma, d: int | None = None) -> Covariance:
     else:
         arr = np.asarray(Sigma, dtype=np.float64)
         if arr.ndim == 1:
-            var = _finite("Sigma (variances)", arr, 1)
+            var = finite_array("Sigma (variances)", arr, 1)
             cov = Covariance(sd=np.sqrt(np.maximum(var, 0.0)), diag=var)
             if np.any(var <= 0):
                 raise ValueError(
                     f"Sigma's variances must be > 0, min is {var.min():.3g} at index {int(np.argmin(var))}"
                 )
         elif arr.ndim == 2:
-            m = _finite("Sigma", arr, 2)
+            m = finite_array("Sigma", arr, 2)
             if m.shape[0] != m.shape[1]:
                 raise ValueError(f"Sigma must be square, got shape {m.shape}")
             scale = max(float(np.max(np.abs(m))), np.finfo(float).tiny)
@@ -234,7 +225,7 @@ def orthant_probability(h, k, rho) -> np.ndarray:
 
 
 def _mu(mu) -> np.ndarray:
-    return _finite("mu", mu, 1)
+    return finite_array("mu", mu, 1)
 
 
 def _batch(B) -> np.ndarray:
