@@ -43,17 +43,6 @@ def _save(fig, out: Path, name: str) -> list[Path]:
     return paths
 
 
-def _theory_curves(problem, B) -> dict[str, np.ndarray]:
-    from surgesim import theory as th
-
-    mu, sigma, H = problem.mu, problem.sigma, problem.hessian
-    return {
-        "exact": th.optimal_lr(B, mu, sigma, H),
-        "erf_approx": th.optimal_lr(B, mu, sigma, H, approx=True),
-        "surge": th.surge_lr(B, mu, sigma, H),
-    }
-
-
 @functools.cache
 def _estimates(problem, batch_sizes: tuple[int, ...], seed: int, rel_se: float):
     from surgesim.estimate import estimate_curve
@@ -68,20 +57,20 @@ def _problem(family: str, d: int, seed: int):
     return FAMILIES[family](d, seed)
 
 
-def _panel(problem, batch_sizes, opts: Options, title: str, loss: bool = False) -> dict:
+def _panel(problem, batch_sizes, opts: Options, title: str, loss: bool = False, sgd: bool = False) -> dict:
     """Data of one curves_panel: theory lines on a fine grid, Monte Carlo points with s.e."""
     from surgesim import theory as th
 
     mu, sigma, H = problem.mu, problem.sigma, problem.hessian
     B_line = np.logspace(0, np.log10(max(batch_sizes)), 300)
     est = _estimates(problem, tuple(batch_sizes), opts.seed, 0.05 if opts.quick else 0.01)
+    lines = th.curves(B_line, mu, sigma, H)
+    kind = "dl_" if loss else "lr_"
+    curves = {k: v for k, v in lines.items() if k.startswith(kind) and (sgd or k != "lr_sgd")}
     if loss:
-        curves = {"exact_dl": th.optimal_loss_improvement(B_line, mu, sigma, H),
-                  "surge_dl": th.surge_loss_improvement(B_line, mu, sigma, H)}  # fmt: skip
         pts, se = [e.loss_improvement for e in est], [e.loss_improvement_se for e in est]
         plateau = None
     else:
-        curves = _theory_curves(problem, B_line)
         pts, se = [e.lr for e in est], [e.lr_se for e in est]
         plateau = th.large_batch_lr(mu, H)
     return dict(
@@ -96,12 +85,11 @@ def _grid(quick: bool) -> list[int]:
 
 
 def fig1(opts: Options, out: Path) -> list[Path]:
-    from surgesim import sgd_optimal_lr, surge_problem
+    from surgesim import surge_problem
     from surgesim.plots import lr_vs_batch_figure
 
     p = surge_problem(300 if opts.quick else 1000, opts.seed)
-    d = _panel(p, _grid(opts.quick), opts, "")
-    d["curves"]["sgd"] = sgd_optimal_lr(d["B_line"], p.mu, p.sigma**2, p.hessian)
+    d = _panel(p, _grid(opts.quick), opts, "", sgd=True)
     fig = lr_vs_batch_figure(d["B_line"], d["curves"], d["B_points"], d["points"], d["points_se"],
                              d["noise_batch_size"], d["plateau"], d["validity_bound"],
                              title=f"Optimal learning rate vs batch size, sign-SGD and SGD ({p.describe()})")  # fmt: skip

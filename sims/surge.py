@@ -129,20 +129,6 @@ def resolve(args) -> Options:
     )  # fmt: skip
 
 
-def theory_columns(problem, B) -> dict[str, np.ndarray]:
-    from surgesim import theory as th
-
-    mu, sigma, H = problem.mu, problem.sigma, problem.hessian
-    return {
-        "lr_exact": th.optimal_lr(B, mu, sigma, H),
-        "lr_erf_approx": th.optimal_lr(B, mu, sigma, H, approx=True),
-        "lr_surge": th.surge_lr(B, mu, sigma, H),
-        "lr_sgd": th.sgd_optimal_lr(B, mu, sigma**2, H),
-        "dl_exact": th.optimal_loss_improvement(B, mu, sigma, H),
-        "dl_surge": th.surge_loss_improvement(B, mu, sigma, H),
-    }
-
-
 def result_row(e, theory: dict[str, float]) -> dict:
     """One results.csv row: the estimate beside the theory at its batch size."""
     return {
@@ -176,7 +162,7 @@ def _main(args) -> int:
     problem.save(out / "problem.npz")
     _cli.save_options(opts, out / "options.json")
     B = np.asarray(opts.batch_sizes, dtype=np.float64)
-    theory = theory_columns(problem, B)
+    theory = th.curves(B, problem.mu, problem.sigma, problem.hessian)
     if not opts.quiet:
         print(f"problem: {problem.describe()}; B_noise = {th.noise_batch_size(problem.mu, problem.sigma, problem.hessian):.4g}, "
               f"validity bound = {th.validity_bound(problem.mu, problem.sigma):.4g}; "
@@ -226,9 +212,8 @@ def _main(args) -> int:
         from surgesim.plots import lr_vs_batch_figure
 
         B_line = np.logspace(np.log10(B.min()), np.log10(B.max()), 400)
-        curves = {k: v for k, v in theory_columns(problem, B_line).items() if k.startswith("lr_")}
-        curves = {{"lr_exact": "exact", "lr_erf_approx": "erf_approx", "lr_surge": "surge", "lr_sgd": "sgd"}[k]: v
-                  for k, v in curves.items()}  # fmt: skip
+        lines = th.curves(B_line, problem.mu, problem.sigma, problem.hessian)
+        curves = {k: v for k, v in lines.items() if k.startswith("lr_")}
         fig = lr_vs_batch_figure(
             B_line, curves, B, lr_mc, np.array([r["lr_mc_se"] for r in rows]),
             summary["noise_batch_size"], summary["large_batch_lr"], summary["validity_bound"],

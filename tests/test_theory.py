@@ -784,3 +784,17 @@ BAD_THEORY_CALLS = [
 def test_bad_input_raises_with_message(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_curves_bundles_each_closed_form():
+    # theory.curves is a convenience: each entry must be the named function's value.
+    rng = np.random.default_rng(0)
+    mu, sigma, H = rng.normal(0, 0.1, 6), rng.uniform(0.5, 2, 6), np.eye(6) + 0.2
+    B = np.array([1.0, 10.0, 1e4])
+    c = theory.curves(B, mu, sigma, H)
+    np.testing.assert_array_equal(c["lr_exact"], theory.optimal_lr(B, mu, sigma, H))
+    np.testing.assert_array_equal(c["lr_erf_approx"], theory.optimal_lr(B, mu, sigma, H, approx=True))
+    np.testing.assert_array_equal(c["lr_surge"], theory.surge_lr(B, mu, sigma, H))
+    np.testing.assert_array_equal(c["lr_sgd"], theory.sgd_optimal_lr(B, mu, sigma**2, H))
+    np.testing.assert_array_equal(c["dl_exact"], theory.optimal_loss_improvement(B, mu, sigma, H))
+    np.testing.assert_array_equal(c["dl_surge"], theory.surge_loss_improvement(B, mu, sigma, H))

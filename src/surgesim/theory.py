@@ -36,6 +36,7 @@ __all__ = [
     "sgd_optimal_lr",
     "fit_noise_batch_size",
     "estimate_peak_lr",
+    "curves",
     "sign_moments",
     "optimal_lr_correlated",
     "noise_batch_size_correlated",
@@ -292,6 +293,20 @@ def sgd_optimal_lr(B, G, Sigma, H) -> np.ndarray:
     eps_max = float(G @ G) / ghg
     b = _batch(B)
     return eps_max / (1.0 + (tr_h_sigma / ghg) / b)
+
+
+def curves(B, mu, sigma, H) -> dict[str, np.ndarray]:
+    """Every closed form against B, keyed as the columns of ``sims.surge``'s results.csv:
+    lr_exact (eq 9), lr_erf_approx (eq 9 with eq 10), lr_surge (eq 2), lr_sgd (eq 1 with
+    Sigma = sigma^2), dl_exact (eq 8), dl_surge (eq 18)."""
+    return {
+        "lr_exact": optimal_lr(B, mu, sigma, H),
+        "lr_erf_approx": optimal_lr(B, mu, sigma, H, approx=True),
+        "lr_surge": surge_lr(B, mu, sigma, H),
+        "lr_sgd": sgd_optimal_lr(B, mu, np.asarray(sigma, dtype=np.float64) ** 2, H),
+        "dl_exact": optimal_loss_improvement(B, mu, sigma, H),
+        "dl_surge": surge_loss_improvement(B, mu, sigma, H),
+    }
 
 
 # --- Section 3.2: estimating B_noise and eps_max from a grid (eq 22-24) ---------------------------

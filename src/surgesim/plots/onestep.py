@@ -16,14 +16,14 @@ from matplotlib.figure import Figure  # noqa: E402
 
 __all__ = ["lr_vs_batch_figure", "curves_panel", "erf_figure", "families_figure"]
 
-# One style per curve kind, shared by every figure so a reader learns it once.
+# One style per curve kind (the keys of ``surgesim.theory.curves``), shared by every figure.
 STYLE = {
-    "exact": dict(color="C0", lw=2.0, label="exact, eq 9"),
-    "erf_approx": dict(color="C2", lw=1.3, ls="--", label="erf approx., eq 9 + eq 10"),
-    "surge": dict(color="C3", lw=1.5, ls=":", label="closed-form surge, eq 2"),
-    "sgd": dict(color="C7", lw=1.3, ls="-.", label="SGD rule, eq 1"),
-    "surge_dl": dict(color="C3", lw=1.5, ls=":", label="closed form, eq 18"),
-    "exact_dl": dict(color="C0", lw=2.0, label="exact, eq 8"),
+    "lr_exact": dict(color="C0", lw=2.0, label="exact, eq 9"),
+    "lr_erf_approx": dict(color="C2", lw=1.3, ls="--", label="erf approx., eq 9 + eq 10"),
+    "lr_surge": dict(color="C3", lw=1.5, ls=":", label="closed-form surge, eq 2"),
+    "lr_sgd": dict(color="C7", lw=1.3, ls="-.", label="SGD rule, eq 1"),
+    "dl_exact": dict(color="C0", lw=2.0, label="exact, eq 8"),
+    "dl_surge": dict(color="C3", lw=1.5, ls=":", label="closed form, eq 18"),
 }
 
 
