@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     return _cli.run(lambda: _main(args))
 
 
-def _base_spec(opts: Options):
+def reference_spec(opts: Options):
+    """The reference run: the grid's middle learning rate (geometric) and batch size, seed 0."""
     from surgesim.workloads.protocol import RunSpec
 
     mid = lambda xs: sorted(xs)[(len(xs) - 1) // 2]  # noqa: E731
@@ -209,7 +210,7 @@ def _main(args) -> int:
 
     opts = resolve(args)
     t_start = time.perf_counter()
-    base = _base_spec(opts)
+    base = reference_spec(opts)
     protocol.load_data(base)  # a missing or malformed dataset fails here, before any training
     out = _cli.out_dir(opts.out)
     _cli.save_options(opts, out / "options.json")

@@ -217,6 +217,7 @@ def noise_scale(
     chunk_size: int = 64,
     hvp_chunk_size: int = 256,
     debias: bool = True,
+    moments: GradientMoments | None = None,
 ) -> NoiseScale:
     """Predicted B_noise (eq 14) and eps_max (eq 16) of a network at its current parameters.
 
@@ -226,6 +227,8 @@ def noise_scale(
         seed: seed of the probes (a ``torch.Generator``; the result is a function of it).
         debias: split-half products of means (see module docstring); False uses mu_hat itself,
             which reproduces ``surgesim.theory.noise_batch_size(mu_hat, sigma_hat, H)``.
+        moments: the per-example gradient moments if already measured (then ``inputs`` serve
+            the Hessian alone and may be a subset of the moments' examples).
 
     Parameters whose per-example gradients never vary (sigma = 0, e.g. embeddings of tokens absent
     from the sample) get r_i = 0 and drop out of every sum. B_noise and eps_max are inf when the
@@ -234,7 +237,7 @@ def noise_scale(
     """
     if probes < 2:
         raise ValueError(f"probes must be >= 2, got {probes}")
-    mom = gradient_moments(model, loss_fn, inputs, targets, chunk_size)
+    mom = moments if moments is not None else gradient_moments(model, loss_fn, inputs, targets, chunk_size)
     sigma = mom.std
     live = sigma > 0
     safe = torch.where(live, sigma, torch.ones_like(sigma))

@@ -64,6 +64,7 @@ __all__ = [
     "measure_step_seconds",
     "estimate_grid_seconds",
     "load_data",
+    "build_model",
 ]
 
 WORKLOADS = ("cnn", "resnet18", "gpt")
@@ -261,6 +262,13 @@ def load_data(spec: RunSpec):
     return _dataset(spec.workload, spec.data_dir, spec.per_class, spec.max_records, spec.context, spec.device)
 
 
+def build_model(spec: RunSpec) -> nn.Module:
+    """The spec's network, freshly initialised from the spec's seed, on ``spec.device``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_seed(spec.seed, 0, 0))  # initial weights: seed only
+        return _build_model(spec, load_data(spec)).to(spec.device)
+
+
 def _build_model(spec: RunSpec, data) -> nn.Module:
     if spec.workload == "cnn":
         _, c, h, _ = data.images.shape
@@ -286,9 +294,7 @@ class Trainer:
             torch.set_num_threads(spec.threads)
         self.spec = spec
         self.data = load_data(spec)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_seed(spec.seed, 0, 0))  # initial weights: seed only
-            self.model = _build_model(spec, self.data).to(spec.device)
+        self.model = build_model(spec)
         self.model.train()
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=spec.lr, betas=(spec.beta1, spec.beta2), eps=spec.eps,

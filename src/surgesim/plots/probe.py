@@ -1,0 +1,72 @@
+"""Figure of the probe (``surgesim.workloads.probe``): lr*(B) measured with real minibatches
+beside the Gaussian-noise and independent-coordinate (eq 9) predictions, one panel per state.
+
+Pure builder: rows in (``sims.probe``'s probe.csv rows and summaries), a ``Figure`` out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = ["PROBE_STYLE", "probe_figure"]
+
+# Drawn in this order, widest first, so that coinciding curves stay visible.
+PROBE_STYLE = {
+    "exact": dict(color="0.3", lw=3.0, ls="-", label="eq 9 (exact for the quadratic)", zorder=1),
+    "independent": dict(
+        color="C2", lw=1.6, ls="--", marker="s", ms=4, label="independent (eq 9 from statistics)", zorder=2
+    ),  # fmt: skip
+    "gaussian": dict(
+        color="C0", lw=1.4, ls="-", marker="^", ms=5, capsize=2, label="gaussian (empirical covariance)", zorder=3
+    ),  # fmt: skip
+    "probe": dict(color="C3", lw=1.2, ls="-", marker="o", ms=5, capsize=3, label="probe (real minibatches)", zorder=4),
+}
+
+
+def _column(rows: Sequence[dict], key: str) -> np.ndarray:
+    return np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows])
+
+
+def probe_figure(curves: Sequence[dict], summaries: Sequence[dict], title: str = "") -> Figure:
+    """One panel per state (target loss): the three lr*(B) curves on log axes, the probe's and the
+    Gaussian model's with 2-standard-error bars, and vertical lines at B_simple, B_crit and eq
+    14's B_noise where they fall inside the plotted range."""
+    n = len(summaries)
+    fig = Figure(figsize=(4.6 * n + 1.0, 4.2), layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, s in zip(axes, summaries, strict=True):
+        t = s.get("target_loss")
+        rows = [r for r in curves if r.get("target_loss") == t]
+        B = _column(rows, "batch_size")
+        for name, style in PROBE_STYLE.items():
+            y = _column(rows, f"lr_{name}")
+            if not np.isfinite(y).any():
+                continue
+            se = _column(rows, f"lr_{name}_se")
+            if np.isfinite(se).any():
+                ax.errorbar(B, y, yerr=2 * se, **style)
+            else:
+                ax.plot(B, y, **{k: v for k, v in style.items() if k != "capsize"})
+        lo, hi = np.nanmin(B), np.nanmax(B)
+        for key, ls, label in (("b_simple", ":", r"$B_{simple}$"), ("b_crit", "-.", r"$B_{crit}$"),
+                               ("noise_batch_size_eq14", (0, (1, 3)), r"$B_{noise}$ eq 14")):  # fmt: skip
+            v = s.get(key)
+            if v is not None and np.isfinite(v) and lo <= v <= hi:
+                ax.axvline(v, color="0.5", ls=ls, lw=1.0, label=f"{label} = {v:.3g}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size B")
+        ax.set_ylabel("one-step optimal learning rate")
+        ax.set_title("state" if t is None else f"target loss {t:g}")
+        ax.grid(True, which="major", alpha=0.3)
+    seen: dict = {}  # one legend for all panels, off the data
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(lab, h)
+    fig.legend(list(seen.values()), list(seen.keys()), loc="outside lower center", ncol=min(4, len(seen)), fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
