@@ -45,6 +45,7 @@ SCALE_KEYS = (
     "validity_bound", "hessian_trace",
 )  # fmt: skip
 DEFAULT_BATCH_SIZES = (1, 4, 16, 64, 256, 1024)
+FULL_GRADIENT_EXAMPLES = 16384  # G exact on data sets up to this size, else a sample (error propagated)
 
 
 @dataclass(frozen=True)
@@ -109,8 +110,9 @@ def build_parser() -> _cli.Parser:
                    help="examples for the per-example gradient statistics (default 256)")  # fmt: skip
     g.add_argument("--probes", type=int, default=8, help="Hutchinson probes for tr(H), diag(H) (default 8)")
     g.add_argument("--crit-examples", type=int, default=32, help="HVPs for tr(H Sigma) in B_crit (default 32)")
-    g.add_argument("--full-gradient-examples", type=int, default=0,
-                   help="examples for G (default 0: all, exact; else its error is propagated)")  # fmt: skip
+    g.add_argument("--full-gradient-examples", type=int, default=FULL_GRADIENT_EXAMPLES,
+                   help=f"examples for G: all (exact) if the data set has no more, else a uniform sample whose "
+                   f"error is propagated (default {FULL_GRADIENT_EXAMPLES}; 0: all)")  # fmt: skip
     g = p.add_argument_group("execution and output")
     g.add_argument("--threads", type=int, default=0, help="torch threads (default 0: torch's choice)")
     g.add_argument("--workers", type=int, default=1, help="local worker processes (default 1: this process)")
@@ -206,9 +208,7 @@ def _main(args) -> int:
     else:
         spec = reference_spec(opts)
         data = protocol.load_data(spec)  # a missing or malformed dataset fails here, before any work
-        too_big = [b for b in opts.batch_sizes if b > data.n] + [
-            x for x in (opts.hessian_examples, opts.stats_examples, opts.full_gradient_examples) if x > data.n
-        ]
+        too_big = [x for x in (*opts.batch_sizes, opts.hessian_examples, opts.stats_examples) if x > data.n]
         if too_big:
             raise _cli.UsageError(f"{max(too_big)} is larger than the data set ({data.n} examples)")
         out = _cli.out_dir(opts.out)
@@ -265,9 +265,9 @@ def reference_spec(opts: Options):
     return workloads.reference_spec(workloads.resolve(workloads.build_parser().parse_args(argv)))
 
 
-def collect(tasks: list[dict], rows: list[dict], problem) -> tuple[list[dict], list[dict]]:
+def collect(tasks: list[dict], rows: list[dict], problem, peaks: bool = True) -> tuple[list[dict], list[dict]]:
     """probe.csv rows and one summary per state, joined to their tasks by position in the task
-    list (``run_sweep`` returns rows in task order)."""
+    list (``run_sweep`` returns rows in task order); ``peaks`` False: the scales alone."""
     from surgesim import theory
     from surgesim.workloads.probe import peak_batch_size
 
@@ -286,6 +286,10 @@ def collect(tasks: list[dict], rows: list[dict], problem) -> tuple[list[dict], l
         curves += pts
         B = [r["batch_size"] for r in pts]
         s = {"target_loss": scales.get("target_loss")} if problem is None else {}
+        s.update({k: scales[k] for k in SCALE_KEYS})
+        summaries.append(s)
+        if not peaks:
+            continue
         for name in ("probe", "gaussian", "independent"):
             se = [r.get(f"lr_{name}_se") for r in pts] if name != "independent" else None
             peak, low, high, interior = peak_batch_size(B, [r[f"lr_{name}"] for r in pts], se)
@@ -293,7 +297,6 @@ def collect(tasks: list[dict], rows: list[dict], problem) -> tuple[list[dict], l
             s[f"peak_batch_size_{name}_low"] = low
             s[f"peak_batch_size_{name}_high"] = high
             s[f"peak_interior_{name}"] = interior
-        s.update({k: scales[k] for k in SCALE_KEYS})
         s["max_rel_se_probe"] = max(r["lr_probe_se"] / abs(r["lr_probe"]) for r in pts)
         s["seconds"] = sum(r["seconds_probe"] + r["seconds_gaussian"] for r in pts)
         if problem is not None:
@@ -302,7 +305,6 @@ def collect(tasks: list[dict], rows: list[dict], problem) -> tuple[list[dict], l
             s["peak_batch_size_exact"] = float(fine[np.argmax(theory.optimal_lr(fine, problem.mu, problem.sigma,
                                                                                 problem.hessian))])  # fmt: skip
             s["max_abs_z"] = max(abs(r["z_probe"]) for r in pts if r["z_probe"] is not None)
-        summaries.append(s)
     return curves, summaries
 
 

@@ -79,6 +79,8 @@ class Options:
     grad_examples: int
     probes: int
     gradstats: bool
+    probe: bool
+    probe_rel_se: float
     per_class: int
     max_records: int
     context: int
@@ -124,7 +126,12 @@ def build_parser() -> _cli.Parser:
     g = p.add_argument_group("gradient statistics (eq 14, 16)")
     g.add_argument("--grad-examples", type=int, help="examples for mu, sigma and H (default per workload)")
     g.add_argument("--probes", type=int, help="Hutchinson probes (default per workload)")
-    g.add_argument("--no-gradstats", action="store_true", help="skip the reference run's gradient statistics")
+    g.add_argument("--no-gradstats", action="store_true",
+                   help="skip the reference run's gradient statistics (eq 14, 16, B_simple, B_crit)")  # fmt: skip
+    g.add_argument("--probe", action="store_true",
+                   help="also measure lr*(B) at each target state with sims.probe's estimators (peak batch "
+                   "size of real minibatches, the Gaussian model, eq 9; B = 1..1024; minutes per target)")  # fmt: skip
+    g.add_argument("--probe-rel-se", type=float, default=0.1, help="the probe's relative s.e. (default 0.1)")
     g = p.add_argument_group("execution and output")
     g.add_argument("--device", default="cpu", help="torch device (default cpu; e.g. cuda)")
     g.add_argument(
@@ -158,6 +165,10 @@ def resolve(args) -> Options:
         raise _cli.UsageError("learning rates and batch sizes must be distinct")
     if args.seeds < 1:
         raise _cli.UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.probe and args.no_gradstats:
+        raise _cli.UsageError("--probe measures at the reference run's states: drop --no-gradstats")
+    if not 0 < args.probe_rel_se < 1:
+        raise _cli.UsageError(f"--probe-rel-se must be in (0, 1), got {args.probe_rel_se}")
     if probes < 2 or grad_examples < 4:
         raise _cli.UsageError(f"need --probes >= 2 and --grad-examples >= 4, got {probes}, {grad_examples}")
     workers = args.workers or os.cpu_count() or 1
@@ -166,7 +177,8 @@ def resolve(args) -> Options:
         seeds=args.seeds, targets=targets, further_steps=pick(args.further_steps, "further_steps"),
         max_steps=pick(args.max_steps, "max_steps"), beta1=args.beta1, beta2=args.beta2, eps=args.eps,
         eval_examples=pick(args.eval_examples, "eval_examples"), eval_rel=args.eval_rel,
-        grad_examples=grad_examples, probes=probes, gradstats=not args.no_gradstats,
+        grad_examples=grad_examples, probes=probes, gradstats=not args.no_gradstats, probe=args.probe,
+        probe_rel_se=args.probe_rel_se,
         per_class=args.per_class, max_records=args.max_records, context=args.context, n_layer=args.n_layer,
         d_model=args.d_model, n_head=args.n_head, device=args.device, threads=args.threads, workers=workers,
         scheduler=args.scheduler, out=args.out or f"runs/workload-{args.workload}", plot=not args.no_plot,
@@ -229,7 +241,8 @@ def _main(args) -> int:
     grad_rows: list[dict] = []
     if opts.gradstats:
         grad_rows = protocol.gradient_task({**base.to_params(), "grad_examples": opts.grad_examples,
-                                            "probes": opts.probes})  # fmt: skip
+                                            "probes": opts.probes,
+                                            "checkpoint_dir": str(out / "checkpoints")})  # fmt: skip
         write_csv(grad_rows or [{c: None for c in protocol.GRADIENT_COLUMNS}], out / "gradient.csv",
                   protocol.GRADIENT_COLUMNS)  # fmt: skip
         reached = [r["steps"] for r in grad_rows]
@@ -274,6 +287,7 @@ def _main(args) -> int:
     groups = gridfit.fit_groups(table, "lr", "batch_size", "further_decrease", ["target_loss"],
                                 seed_col="seed", steps_col="steps", maximize=True)  # fmt: skip
     groups = groups[::-1]  # from the first target reached to the last
+    probed = {s["target_loss"]: s for s in _probe(opts, base, grad_rows, out)}
     predicted = {r["target_loss"]: r for r in grad_rows}
     results, summary_rows = [], []
     for key, fit in groups:
@@ -294,6 +308,7 @@ def _main(args) -> int:
             "best_model": fit.best_model or None,
             "s_min": fit.eq22[1] if fit.eq22 else None,
             "e_min": fit.eq22[2] if fit.eq22 else None,
+            **{k: probed.get(t, {}).get(k) for k in PROBE_KEYS if k in probed.get(t, {})},
         })  # fmt: skip
     write_csv(_finite(results), out / "results.csv", ["target_loss", *gridfit.OPTIMUM_COLUMNS])
     wall = time.perf_counter() - t_start
@@ -331,6 +346,45 @@ def _main(args) -> int:
     return 0
 
 
+PROBE_KEYS = (
+    "b_simple", "b_simple_se", "b_crit", "b_crit_se", "peak_batch_size_probe", "peak_batch_size_probe_low",
+    "peak_batch_size_probe_high", "peak_interior_probe", "peak_batch_size_gaussian", "peak_batch_size_independent",
+)  # fmt: skip
+
+
+def _probe(opts: Options, base, grad_rows: list[dict], out) -> list[dict]:
+    """sims.probe's measurements at the reference run's target states: B_simple and B_crit always
+    (with the gradient statistics), the three lr*(B) curves and their peaks with --probe
+    (probe.csv beside the other outputs; its own resumable store)."""
+    if not grad_rows:
+        return []
+    from sims import probe as sims_probe
+    from surgesim.progress import progress_bar
+    from surgesim.sweep import run_sweep, write_csv
+    from surgesim.workloads import probing, protocol
+
+    n = protocol.load_data(base).n
+    sizes = [b for b in sims_probe.DEFAULT_BATCH_SIZES if b <= n] if opts.probe else []
+    h = min(128, opts.grad_examples)
+    options = {
+        "update": "sign", "rel_se": opts.probe_rel_se, "draws": None, "max_draws": 1 << 18, "seed": 0,
+        "hessian_examples": h, "stats_examples": opts.grad_examples, "probes": opts.probes,
+        "crit_examples": min(32, opts.grad_examples),
+        "adam": {"beta1": opts.beta1, "beta2": opts.beta2, "eps": opts.eps},
+        "spec": base.to_params(), "full_gradient_examples": sims_probe.FULL_GRADIENT_EXAMPLES,
+    }  # fmt: skip
+    states = [{"checkpoint": str(protocol.checkpoint_path(out / "checkpoints", r["target_loss"]).resolve()),
+               "target_loss": r["target_loss"]} for r in grad_rows]  # fmt: skip
+    tasks = probing.task_list(states, sizes, options)
+    with progress_bar(quiet=opts.quiet, desc="probe") as progress:
+        rows = run_sweep(probing.probe_task, tasks, params={"fn": "surgesim.workloads.probing.probe_task"},
+                         store=out / "probe.sqlite", workers=1, progress=progress)  # fmt: skip
+    curves, summaries = sims_probe.collect(tasks, rows, None, peaks=opts.probe)
+    if curves:
+        write_csv(curves, out / "probe.csv", [c for c in sims_probe.COLUMNS if c not in ("lr_exact", "z_probe")])
+    return summaries
+
+
 def _nan(x) -> float:
     return math.nan if x is None else float(x)
 
@@ -353,6 +407,11 @@ def print_results(groups, summary_rows) -> None:
             f"peak batch size {s['peak_batch_size']:g}; eps_max fitted (eq 23) {_fmt(s['fitted_peak_lr'])}, "
             f"predicted (eq 16) {_fmt(s['predicted_peak_lr'])}; best curve (AIC) {s['best_model'] or '-'}"
         )
+        if "b_crit" in s:
+            print(f"B_simple {_fmt(s['b_simple'])} +- {_fmt(s['b_simple_se'])}, B_crit {_fmt(s['b_crit'])} +- "
+                  f"{_fmt(s['b_crit_se'])}" + (f"; probe peak batch size {_fmt(s['peak_batch_size_probe'])}, "
+                  f"gaussian {_fmt(s['peak_batch_size_gaussian'])}, independent "
+                  f"{_fmt(s['peak_batch_size_independent'])}" if "peak_batch_size_probe" in s else ""))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -3,10 +3,8 @@ loss, probe states rebuilt from checkpoints, and the sweep tasks that ``sims.pro
 ``sims.workloads`` run (one per state and batch size, plus one per state for the batch-size
 scales), so an interrupted probe resumes through ``surgesim.sweep``.
 
-A checkpoint is a ``torch.save`` dict: ``format`` ("surgesim-probe-1"), ``spec`` (the
-``RunSpec`` parameters), ``model`` (the state_dict), ``optimizer`` (the Adam state_dict, or
-None), ``target_loss``, ``steps`` and ``loss``. ``load_checkpoint`` also takes a plain state_dict
-or a dict with ``model`` (and optionally ``optimizer``) saved by the user's own code.
+Checkpoints are ``protocol.save_checkpoint``'s; ``load_checkpoint`` also takes a plain
+state_dict or a dict with ``model`` (and optionally Adam's ``optimizer``) saved by other code.
 """
 
 from __future__ import annotations
@@ -34,8 +32,6 @@ from .probe import (
 from .quadratic import quadratic_state
 
 __all__ = [
-    "FORMAT",
-    "save_checkpoint",
     "load_checkpoint",
     "reference_checkpoints",
     "workload_state",
@@ -43,21 +39,6 @@ __all__ = [
     "problem_task",
     "task_list",
 ]
-
-FORMAT = "surgesim-probe-1"
-
-
-def save_checkpoint(path: Path, trainer: protocol.Trainer, record: protocol.TargetRecord | None) -> None:
-    """The trainer's model and Adam state at a target loss, written atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({
-        "format": FORMAT, "spec": trainer.spec.to_params(), "model": trainer.model.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
-        "target_loss": None if record is None else record.target_loss,
-        "steps": None if record is None else record.steps,
-        "loss": None if record is None else record.crossing_loss,
-    }, tmp)  # fmt: skip
-    os.replace(tmp, path)
 
 
 def load_checkpoint(path: str | os.PathLike, spec: protocol.RunSpec) -> tuple[torch.nn.Module, AdamState | None, dict]:
@@ -110,13 +91,13 @@ def reference_checkpoints(
     trained for again (a rerun resumes). Returns, per reached target, ``target_loss``, ``steps``,
     ``loss`` and ``checkpoint`` (path); targets not reached within ``max_steps`` are left out."""
     directory.mkdir(parents=True, exist_ok=True)
-    paths = {t: directory / f"target_{t:g}.pt" for t in spec.targets}
+    paths = {t: protocol.checkpoint_path(directory, t) for t in spec.targets}
     if not all(p.exists() for p in paths.values()):
         trainer = protocol.Trainer(spec)
         start = time.perf_counter()
 
         def save(r: protocol.TargetRecord) -> None:
-            save_checkpoint(paths[r.target_loss], trainer, r)
+            protocol.save_checkpoint(paths[r.target_loss], trainer, r)
             say(f"reference run reached loss {r.target_loss:g} at step {r.crossing_step} "
                 f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
 
@@ -137,13 +118,12 @@ def workload_state(
     checkpoint: str, spec: protocol.RunSpec, full_gradient_examples: int = 0, adam: dict | None = None
 ) -> ProbeState:
     """The probe's state at a checkpoint of ``spec``'s workload: its data, G over the whole data
-    set (or ``full_gradient_examples`` of it, error propagated) and Adam's buffers from the
-    checkpoint (else zeros with the hyper-parameters ``adam``)."""
+    set (``full_gradient_examples`` 0 or at least its size) or a uniform sample of that many
+    examples (error propagated), and Adam's buffers from the checkpoint (else zeros with the
+    hyper-parameters ``adam``)."""
     model, adam_state, _ = load_checkpoint(checkpoint, spec)
     data = protocol.load_data(spec)
-    if full_gradient_examples > data.n:
-        raise ValueError(f"full_gradient_examples {full_gradient_examples} is larger than the data set ({data.n})")
-    G, var = full_gradient(model, data.loss, data, full_gradient_examples)
+    G, var = full_gradient(model, data.loss, data, min(full_gradient_examples or data.n, data.n))
     if adam_state is None:
         adam_state = AdamState.zeros(G.numel(), **(adam or {}))
     return ProbeState(model, data.loss, data, G, gradient_var=var, adam=adam_state)

@@ -35,10 +35,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -65,6 +67,8 @@ __all__ = [
     "estimate_grid_seconds",
     "load_data",
     "build_model",
+    "save_checkpoint",
+    "checkpoint_path",
 ]
 
 WORKLOADS = ("cnn", "resnet18", "gpt")
@@ -432,16 +436,43 @@ def run_task(params: dict) -> list[dict]:
     return rows
 
 
+CHECKPOINT_FORMAT = "surgesim-probe-1"
+
+
+def save_checkpoint(path, trainer: Trainer, record: TargetRecord | None) -> None:
+    """The trainer's model and Adam state (a ``torch.save`` dict: ``format``, ``spec``, ``model``,
+    ``optimizer``, ``target_loss``, ``steps``, ``loss``), written atomically (temporary + rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({
+        "format": CHECKPOINT_FORMAT, "spec": trainer.spec.to_params(), "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "target_loss": None if record is None else record.target_loss,
+        "steps": None if record is None else record.steps,
+        "loss": None if record is None else record.crossing_loss,
+    }, tmp)  # fmt: skip
+    os.replace(tmp, path)
+
+
+def checkpoint_path(directory, target_loss: float) -> Path:
+    """Where the reference run's state at ``target_loss`` is saved."""
+    return Path(directory) / f"target_{target_loss:g}.pt"
+
+
 def gradient_task(params: dict) -> list[dict]:
     """A reference run that measures eq 14 / eq 16 at each target loss (``GRADIENT_COLUMNS``).
 
     ``params`` is a ``RunSpec`` plus ``grad_examples`` (examples for the per-example gradients and
-    the Hessian, a fixed sample with seed 1) and ``probes`` (Hutchinson probes). The trajectory is
-    the same as ``run_task``'s with the same spec; targets not reached give no row.
+    the Hessian, a fixed sample with seed 1), ``probes`` (Hutchinson probes) and optionally
+    ``checkpoint_dir`` (save the state at each target there, ``checkpoint_path``, for the probe).
+    The trajectory is the same as ``run_task``'s with the same spec; targets not reached give no row.
     """
     params = dict(params)
     n_examples = int(params.pop("grad_examples", 512))
     probes = int(params.pop("probes", 32))
+    checkpoint_dir = params.pop("checkpoint_dir", None)
+    if checkpoint_dir:
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
     spec = RunSpec.from_params(params)
     trainer = Trainer(spec)
     x, y = trainer.data.fixed(n_examples, seed=1)
@@ -449,6 +480,8 @@ def gradient_task(params: dict) -> list[dict]:
     rows: list[dict] = []
 
     def measure(r: TargetRecord) -> None:
+        if checkpoint_dir:
+            save_checkpoint(checkpoint_path(checkpoint_dir, r.target_loss), trainer, r)
         start = time.perf_counter()
         ns = noise_scale(
             trainer.model, trainer.loss_fn, x, y, probes=probes,
