@@ -2,13 +2,19 @@
 
 Without a GPU (the project's machines and CI): the CUDA source's generator constants against
 ``surgesim.rng``, the source's generator functions compiled as host C++ and run against
-``surgesim.rng`` and the published SplitMix64 outputs (skipped without a C++ compiler), the whole
-CUDA source compiled by nvcc (skipped without nvcc), the backend choice and its errors, lazy
-imports, and argument checks that run before CuPy is needed.
+``surgesim.rng`` and the published SplitMix64 outputs (skipped without a C++ compiler), the backend
+choice and its errors, lazy imports, and argument checks that run before CuPy is needed.
 
-With a GPU (marked ``gpu``, skipped without CuPy and a device): the device streams against the CPU
-streams, the kernels against the CPU kernels on the same seeds (sign patterns V identical), and
-the estimator run on the GPU kernels against the theory within 4 standard errors.
+The agreement tests take the ``gpu`` fixture (tests/conftest.py) and run twice: on the host
+emulation of CUDA (tests/cuda_emu: the kernels' own CUDA source compiled by g++, one fiber per CUDA
+thread, barriers and warp shuffles emulated, seeded scheduling jitter), on every machine; and on
+CuPy with a GPU (marked ``gpu``: skipped without one, a failure under SURGESIM_REQUIRE_GPU=1).
+They compare the device streams with the CPU streams, and the kernels with the CPU kernels on the
+same seeds: every sampler and Hessian kind of the one-step kernel (sign patterns V identical), and
+every optimizer and Hessian kind of the dynamics kernel at an odd d spanning several warps, every
+output array including ``delta_at``. GPU only (``cupy`` fixture): the estimator on the GPU kernels
+within 4 standard errors of the theory, the SGD loss against its exact recursion, and the whole
+CUDA source compiled by nvcc.
 """
 
 from __future__ import annotations
@@ -185,6 +191,7 @@ def test_host_compiled_sign_is_numpy_sign(host_rng):
     np.testing.assert_array_equal(out, np.sign(x).astype(np.float32))
 
 
+@pytest.mark.gpu
 def test_cuda_source_compiles_with_nvcc(tmp_path):
     nvcc = shutil.which("nvcc")
     if nvcc is None:
@@ -300,7 +307,7 @@ def test_gpu_commands_without_cupy_exit_2_with_one_line(tmp_path, command):
     assert "Traceback" not in r.stdout
 
 
-# ---------------------------------------------------------------- GPU side (skipped without one)
+# ---------------------------------------------------------------- kernels against the CPU (emulated and GPU)
 
 
 def _problem(d: int, seed: int = 3, k: int = 3) -> QuadraticProblem:
@@ -311,21 +318,11 @@ def _problem(d: int, seed: int = 3, k: int = 3) -> QuadraticProblem:
     return QuadraticProblem(mu, g.uniform(0.5, 2.0, d), H)
 
 
-@pytest.fixture
-def cupy():
-    cp = pytest.importorskip("cupy")
-    ok, why = backend.gpu_available()
-    if not ok:
-        pytest.skip(why)
-    return cp
-
-
 SAMPLERS = ["sign", "batch_mean", "per_example"]
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("key", KEYS)
-def test_device_streams_equal_cpu_streams(cupy, key):
+def test_device_streams_equal_cpu_streams(gpu, key):
     from surgesim.gpu import rng as grng
 
     n, start = 4099, 2**64 - 1000  # odd n; the counters wrap around 2^64
@@ -348,30 +345,28 @@ def _cpu_and_gpu_signs(p, sampler, B, t0, n, seed=11):
     return out
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("sampler", SAMPLERS)
 @pytest.mark.parametrize("B", [1, 3, 16])  # odd B: a per-example pair straddles two coordinates
-def test_gpu_sign_patterns_equal_cpu(cupy, sampler, B):
-    p = _problem(37)
-    (a_c, V_c), (a_g, V_g) = _cpu_and_gpu_signs(p, sampler, B, t0=7, n=500)
+def test_gpu_sign_patterns_equal_cpu(gpu, sampler, B):
+    p = _problem(37)  # d = 37: two rounds of lanes, the second one partial
+    (a_c, V_c), (a_g, V_g) = _cpu_and_gpu_signs(p, sampler, B, t0=7, n=203)  # 203: the last block partial
     if sampler == "sign":
         np.testing.assert_array_equal(V_g, V_c)  # integer words against integer thresholds: exact
     else:
         # Normals agree to ~1e-15 relative: a sign can differ only for a batch mean within that of
-        # 0, probability ~1e-15 per coordinate; allow at most 1 of the 18,500 signs.
+        # 0, probability ~1e-15 per coordinate; allow at most 1 of the 7,511 signs.
         assert np.count_nonzero(V_g != V_c) <= 1
     # float64 sums of the same terms in a different order: within 2 (d - 1) 2^-53 sum|mu|.
     tol = 2 * (p.dim - 1) * 2.0**-53 * np.abs(p.mu).sum()
     np.testing.assert_allclose(a_g[(V_g == V_c).all(axis=1)], a_c[(V_g == V_c).all(axis=1)], rtol=0, atol=tol)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("sampler", SAMPLERS)
-@pytest.mark.parametrize("k", [0, 3])
-def test_gpu_moments_agree_with_cpu(cupy, sampler, k):
-    p = _problem(300, k=max(k, 1))
+@pytest.mark.parametrize("k", [0, 3])  # diagonal H; diagonal + rank 3
+def test_gpu_moments_agree_with_cpu(gpu, sampler, k):
+    p = _problem(301, k=max(k, 1))
     h, Ut = p.hessian.h, np.ascontiguousarray(p.hessian.factor[:, :k].T)
-    B, t0, n = 5, 1000, 2000
+    B, t0, n = 5, 1000, 203
     key = onestep.batch_key(4, B)
     thr, rare = onestep.sign_thresholds(B, p.mu, p.sigma)
     code = onestep.SAMPLERS[sampler]
@@ -389,9 +384,8 @@ def test_gpu_moments_agree_with_cpu(cupy, sampler, k):
     np.testing.assert_allclose(b_g, b_c, rtol=0, atol=tol_b)
 
 
-@pytest.mark.gpu
-def test_gpu_dense_quadratic_forms_agree_with_cpu(cupy):
-    p = _problem(300)
+def test_gpu_dense_quadratic_forms_agree_with_cpu(gpu):
+    p = _problem(301)
     H32 = p.hessian.to_dense().astype(np.float32)
     V = np.sign(np.random.default_rng(0).normal(size=(2 * onestep.DENSE_BLOCK + 100, p.dim))).astype(np.float32)
     b_c, b_g = onestep.quad_rows_f32(V, H32), gpu_onestep.quad_rows_f32(V, H32)
@@ -400,22 +394,79 @@ def test_gpu_dense_quadratic_forms_agree_with_cpu(cupy):
     np.testing.assert_allclose(b_g, b_c, rtol=0, atol=2 * p.dim * 2.0**-24 * np.abs(H32.astype(np.float64)).sum())
 
 
-@pytest.mark.gpu
-def test_gpu_functions_take_device_arrays_and_sample_signs_is_one_row(cupy):
+def test_gpu_functions_take_device_arrays_and_sample_signs_is_one_row(gpu):
     p = _problem(50)
     B, t0, n = 3, 40, 64
     key = onestep.batch_key(9, B)
     thr, rare = onestep.sign_thresholds(B, p.mu, p.sigma)
     a, V = np.empty(n), np.empty((n, p.dim), np.float32)
     gpu_onestep.trial_signs(onestep.SIGN, key, np.uint64(t0), B, p.mu, p.sigma, thr, rare, a, V)
-    ad, Vd = cupy.empty(n), cupy.empty((n, p.dim), cupy.float32)
-    dev = [cupy.asarray(x) for x in (p.mu, p.sigma, thr, rare)]
+    ad, Vd = gpu.empty(n), gpu.empty((n, p.dim), gpu.float32)
+    dev = [gpu.asarray(x) for x in (p.mu, p.sigma, thr, rare)]
     gpu_onestep.trial_signs(onestep.SIGN, key, np.uint64(t0), B, *dev, ad, Vd)
     np.testing.assert_array_equal(Vd.get(), V)  # the same kernel on the same numbers: identical
     np.testing.assert_array_equal(ad.get(), a)
     row = np.empty(p.dim, np.float32)
     gpu_onestep.sample_signs(onestep.SIGN, rng.derive_key(key, np.uint64(t0 + 5)), B, p.mu, p.sigma, thr, rare, row)
     np.testing.assert_array_equal(row, V[5])
+
+
+def test_bench_gpu_reports_rates_and_agreement(gpu):
+    from sims.bench_gpu import CASES, bench_gpu
+
+    report = bench_gpu(dims=64, trials=64, repeat=1)
+    assert len(report["cases"]) == len(CASES)
+    for r in report["cases"]:
+        assert r["cpu_samples_per_s"] > 0 and r["gpu_device_samples_per_s"] > 0
+        # Same signs, so rounding only: a is a float64 sum in another order (<= 2 (d - 1) 2^-53 of
+        # sum|mu|); mean(b) is float64 sums for low-rank H (1e-12) and float32 GEMMs for dense
+        # (entries ~1e-7 relative, see quad_rows_f32: 1e-5 leaves a 100x margin).
+        assert r["max_a_diff_over_sum_abs_mu"] <= 2 * 63 * 2.0**-53
+        assert r["mean_b_rel_diff"] <= (1e-5 if r["hessian"] == "dense" else 1e-12)
+
+
+OPTIMIZERS = [Optimizer("sign"), Optimizer("adam", 0.9, 0.999), Optimizer("sgd"), Optimizer("lion", 0.9, 0.99)]
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["lowrank", "dense"])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=lambda o: o.name)
+def test_gpu_trajectories_follow_the_cpu_trajectories(gpu, dense, optimizer):
+    # d = 301: 151 coordinate pairs on 160 threads (5 warps, the last one partly idle), an odd
+    # tail, cross-warp reductions and dense rows spread over warps. Same streams; H delta and the
+    # loss are float64 sums in another order (~1e-16 relative per step). Sign-based updates then
+    # take the same signs (the same steps, delta equal to rounding); SGD and Adam at a stable
+    # learning rate (lr 0.01 < 2 / lambda_max ~ 0.04) do not amplify the rounding: rtol 1e-9.
+    # Every output is compared, delta_at (delta when a target is reached) included.
+    p = _problem(301)
+    H = p.hessian if not dense else Dense(p.hessian.to_dense())
+    T = 4
+    keys = np.array([dynamics.trajectory_key(5, 8, r) for r in range(T)], dtype=np.uint64)
+    batch = np.array([8, 2, 32, 8])[:T]
+    delta0 = np.linspace(-1.0, 1.0, p.dim)
+    L0 = 0.5 * delta0 @ H.matvec(delta0)
+    kw = dict(targets=[0.5 * L0, 0.3 * L0, 0.2 * L0], further_steps=5, max_steps=150, trace_steps=151)
+    cpu = dynamics.run_trajectories(H, p.sigma, delta0, keys, 0.01, batch, optimizer, **kw)
+    gpu_res = gpu_dynamics.run_trajectories(H, p.sigma, delta0, keys, 0.01, batch, optimizer, **kw)
+    assert np.all(cpu.steps >= 1)  # every target reached (after at least one step): delta_at is tested
+    np.testing.assert_array_equal(gpu_res.steps, cpu.steps)
+    np.testing.assert_array_equal(gpu_res.n_steps, cpu.n_steps)
+    for name in ("trace", "loss_at", "loss_after", "delta_at", "delta", "m", "v"):
+        np.testing.assert_allclose(getattr(gpu_res, name), getattr(cpu, name), rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_estimator_gives_the_same_numbers_on_both_backends(gpu):
+    # Same trials and V; only float64 summation order differs: |a_gpu - a_cpu| <= 2 (d - 1) 2^-53
+    # sum|mu| per trial while mean(a) ~ 0.06 sum|mu| at B = 64 (eq 35: erf(sqrt(B/2) snr)), so lr
+    # agrees to <= 4e-13 relative: rel 1e-11; its s.e. (a variance of the same numbers) to 1e-9.
+    from surgesim import estimate, surge_problem
+
+    p = surge_problem(100, 2)
+    cpu, gpu_res = (estimate.estimate_batch_size(p, 64, seed=1, trials=8192, backend=b) for b in ("cpu", "gpu"))
+    assert gpu_res.trials == cpu.trials
+    assert gpu_res.lr == pytest.approx(cpu.lr, rel=1e-11) and gpu_res.lr_se == pytest.approx(cpu.lr_se, rel=1e-9)
+
+
+# ---------------------------------------------------------------- GPU only (statistical, large)
 
 
 @pytest.mark.gpu
@@ -431,46 +482,6 @@ def test_estimator_on_the_gpu_backend_within_4_se_of_theory(cupy, dense):
     for r, x in zip(estimate.estimate_curve(p, sizes, seed=7, rel_se=0.02, backend="gpu"), exact):
         assert r.converged and math.isfinite(r.lr_se)
         assert abs(r.lr - x) <= 4 * r.lr_se, (r.batch_size, r.lr, x, r.lr_se)
-
-
-@pytest.mark.gpu
-def test_bench_gpu_reports_rates_and_agreement(cupy):
-    from sims.bench_gpu import CASES, bench_gpu
-
-    report = bench_gpu(dims=64, trials=512, repeat=1)
-    assert len(report["cases"]) == len(CASES)
-    for r in report["cases"]:
-        assert r["cpu_samples_per_s"] > 0 and r["gpu_device_samples_per_s"] > 0
-        # Same signs, so rounding only: a is a float64 sum in another order (<= 2 (d - 1) 2^-53 of
-        # sum|mu|); mean(b) is float64 sums for low-rank H (1e-12) and float32 GEMMs for dense
-        # (entries ~1e-7 relative, see quad_rows_f32: 1e-5 leaves a 100x margin).
-        assert r["max_a_diff_over_sum_abs_mu"] <= 2 * 63 * 2.0**-53
-        assert r["mean_b_rel_diff"] <= (1e-5 if r["hessian"] == "dense" else 1e-12)
-
-
-OPTIMIZERS = [Optimizer("sign"), Optimizer("adam", 0.9, 0.999), Optimizer("sgd"), Optimizer("lion", 0.9, 0.99)]
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dense", [False, True])
-@pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=lambda o: o.name)
-def test_gpu_trajectories_follow_the_cpu_trajectories(cupy, dense, optimizer):
-    # Same streams; H delta and the loss are float64 sums in another order (~1e-16 relative per
-    # step). Sign-based updates then take the same signs (the same steps, delta equal to rounding);
-    # SGD and Adam at a stable learning rate do not amplify the rounding: rtol 1e-9 over 300 steps.
-    p = _problem(40)
-    H = p.hessian if not dense else Dense(p.hessian.to_dense())
-    keys = np.array([dynamics.trajectory_key(5, 8, r) for r in range(16)], dtype=np.uint64)
-    lr = {"sign": 2e-3, "adam": 2e-3, "sgd": 0.05, "lion": 2e-3}[optimizer.name]
-    delta0 = np.linspace(-1.0, 1.0, p.dim)
-    L0 = 0.5 * delta0 @ H.matvec(delta0)
-    kw = dict(targets=[0.5 * L0, 0.2 * L0], further_steps=5, max_steps=300, trace_steps=301)
-    cpu = dynamics.run_trajectories(H, p.sigma, delta0, keys, lr, 8, optimizer, **kw)
-    gpu = gpu_dynamics.run_trajectories(H, p.sigma, delta0, keys, lr, 8, optimizer, **kw)
-    np.testing.assert_array_equal(gpu.steps, cpu.steps)
-    np.testing.assert_array_equal(gpu.n_steps, cpu.n_steps)
-    for name in ("trace", "loss_at", "loss_after", "delta", "m", "v"):
-        np.testing.assert_allclose(getattr(gpu, name), getattr(cpu, name), rtol=1e-9, atol=1e-12, err_msg=name)
 
 
 @pytest.mark.gpu
@@ -492,16 +503,3 @@ def test_gpu_sgd_mean_loss_follows_the_exact_recursion(cupy):
     # Step 0 is deterministic (se = 0): there only float64 rounding, 1e-12 relative.
     tol = np.maximum(4 * se, 1e-12 * np.asarray(exact))
     assert np.all(np.abs(mean - exact) <= tol), np.max(np.abs(mean - exact) / tol)
-
-
-@pytest.mark.gpu
-def test_estimator_gives_the_same_numbers_on_both_backends(cupy):
-    # Same trials and V; only float64 summation order differs: |a_gpu - a_cpu| <= 2 (d - 1) 2^-53
-    # sum|mu| per trial while mean(a) ~ 0.06 sum|mu| at B = 64 (eq 35: erf(sqrt(B/2) snr)), so lr
-    # agrees to <= 4e-13 relative: rel 1e-11; its s.e. (a variance of the same numbers) to 1e-9.
-    from surgesim import estimate, surge_problem
-
-    p = surge_problem(100, 2)
-    cpu, gpu = (estimate.estimate_batch_size(p, 64, seed=1, trials=8192, backend=b) for b in ("cpu", "gpu"))
-    assert gpu.trials == cpu.trials
-    assert gpu.lr == pytest.approx(cpu.lr, rel=1e-11) and gpu.lr_se == pytest.approx(cpu.lr_se, rel=1e-9)

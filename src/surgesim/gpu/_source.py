@@ -340,6 +340,7 @@ extern "C" __global__ void dynamics_run(
             for (int i = threadIdx.x; i < d; i += blockDim.x) delta_at[(t * n_t + j) * d + i] = dt[i];
             ++j;
         }
+        __syncthreads();  // delta is recorded (by threads striding over i) before any thread updates its pair
         while (jf < j && steps[t * n_t + jf] + further == s) {
             loss_after[t * n_t + jf] = loss;
             ++jf;
