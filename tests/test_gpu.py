@@ -307,6 +307,108 @@ def test_gpu_commands_without_cupy_exit_2_with_one_line(tmp_path, command):
     assert "Traceback" not in r.stdout
 
 
+# ---------------------------------------------------------------- the CUDA emulation itself (tests/cuda_emu)
+
+_EMU_PROBES = r"""
+extern "C" __global__ void shift(double* x, const int sync) {  // x[i] <- x[i + 1], n = blockDim.x - 1
+    const int i = threadIdx.x;
+    const double v = i + 1 < blockDim.x ? x[i + 1] : x[i];
+    if (sync) __syncthreads();
+    if (i + 1 < blockDim.x) x[i] = v;
+}
+extern "C" __global__ void shuffles(const double* x, double* out) {  // out: (4, blockDim.x)
+    const int i = threadIdx.x, n = blockDim.x, lane = i & 31;
+    out[i] = __shfl_down_sync(0xffffffffu, x[i], 3);
+    out[n + i] = __shfl_xor_sync(0xffffffffu, x[i], 5);
+    out[2 * n + i] = __shfl_sync(0xffffffffu, x[i], 31 - lane);
+    out[3 * n + i] = __shfl_up_sync(0xffffffffu, x[i], 2);
+}
+extern "C" __global__ void block_ids(long long* out) {  // blockIdx, gridDim and atomics over blocks
+    atomicAdd((unsigned long long*)out, (unsigned long long)(blockIdx.x + 1));
+    if (threadIdx.x == 0) out[1 + blockIdx.x] = gridDim.x;
+}
+extern "C" __global__ void divergent_barrier(int unused) {
+    if (threadIdx.x < 16) __syncthreads();
+    else __syncthreads();
+}
+extern "C" __global__ void partial_mask(double* x) { x[threadIdx.x] = __shfl_down_sync(0xffffu, x[threadIdx.x], 1); }
+extern "C" __global__ void deadlock(double* x) {
+    if (threadIdx.x == 0) __syncthreads();
+    else x[threadIdx.x] = __shfl_down_sync(0xffffffffu, x[threadIdx.x], 1);
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def probes(cuda_emulator):
+    return cuda_emulator.RawModule(code=_EMU_PROBES)
+
+
+def _shift(emu, probes, sync: int, seed) -> np.ndarray:
+    emu_jitter, emu.JITTER = emu.JITTER, seed
+    try:
+        x = emu.asarray(np.arange(128.0))
+        probes.get_function("shift")((1,), (128,), (x, np.int32(sync)))
+        return x.get()
+    finally:
+        emu.JITTER = emu_jitter
+
+
+def test_emulator_jitter_exposes_a_race_that_index_order_hides(cuda_emulator, probes):
+    expect = np.r_[np.arange(1.0, 128.0), 127.0]
+    # Threads in index order: each reads x[i + 1] before thread i + 1 overwrites it, so the race
+    # goes unseen; in a random order it does not, and the barrier makes every order right.
+    np.testing.assert_array_equal(_shift(cuda_emulator, probes, 0, None), expect)
+    assert any(not np.array_equal(_shift(cuda_emulator, probes, 0, seed), expect) for seed in range(3))
+    for seed in range(3):
+        np.testing.assert_array_equal(_shift(cuda_emulator, probes, 1, seed), expect)
+
+
+def test_emulator_warp_shuffles_and_block_indices(cuda_emulator, probes):
+    n = 64  # two warps: shuffles stay inside a warp
+    x = np.random.default_rng(0).normal(size=n)
+    out = cuda_emulator.empty((4, n))
+    probes.get_function("shuffles")((1,), (n,), (cuda_emulator.asarray(x), out))
+    lane = np.arange(n) % 32
+    base = np.arange(n) - lane
+    np.testing.assert_array_equal(out.get()[0], x[np.where(lane + 3 < 32, np.arange(n) + 3, np.arange(n))])
+    np.testing.assert_array_equal(out.get()[1], x[base + (lane ^ 5)])
+    np.testing.assert_array_equal(out.get()[2], x[base + 31 - lane])
+    np.testing.assert_array_equal(out.get()[3], x[np.where(lane >= 2, np.arange(n) - 2, np.arange(n))])
+    blocks = 37
+    ids = cuda_emulator.zeros(1 + blocks, np.int64)
+    probes.get_function("block_ids")((blocks,), (64,), (ids,))
+    assert ids.get()[0] == 64 * blocks * (blocks + 1) // 2 and np.all(ids.get()[1:] == blocks)
+
+
+@pytest.mark.parametrize(
+    "kernel, message",
+    [
+        ("divergent_barrier", r"__syncthreads reached from lines \d+ and \d+ \(divergent barrier\)"),
+        ("partial_mask", "partial mask"),
+        ("deadlock", "deadlock"),
+    ],
+)
+def test_emulator_reports_undefined_cuda(cuda_emulator, probes, kernel, message):
+    arg = np.int32(0) if kernel == "divergent_barrier" else cuda_emulator.zeros(64)
+    with pytest.raises(RuntimeError, match=message):
+        probes.get_function(kernel)((2,), (64,), (arg,))
+
+
+def test_emulator_checks_arguments_as_the_kernel_types_them(cuda_emulator, probes):
+    shift = probes.get_function("shift")
+    with pytest.raises(TypeError, match=r"expected a device array of f8, got ndarray"):
+        shift((1,), (32,), (np.zeros(32), np.int32(1)))  # host memory
+    with pytest.raises(TypeError, match=r"expected a C-contiguous f8 array, got float32"):
+        shift((1,), (32,), (cuda_emulator.zeros(32, np.float32), np.int32(1)))
+    with pytest.raises(TypeError, match=r"expected a i4 scalar, got int64"):
+        shift((1,), (32,), (cuda_emulator.zeros(32), np.int64(1)))
+    with pytest.raises(TypeError, match=r"expected a NumPy scalar of i4, got int"):
+        shift((1,), (32,), (cuda_emulator.zeros(32), 1))
+    with pytest.raises(ValueError, match="exceeds CUDA's limits"):
+        shift((1,), (2048,), (cuda_emulator.zeros(2048), np.int32(1)))
+
+
 # ---------------------------------------------------------------- kernels against the CPU (emulated and GPU)
 
 

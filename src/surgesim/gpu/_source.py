@@ -304,7 +304,7 @@ __device__ __forceinline__ void update(const int opt, const double lr, const dou
 // One block per trajectory t: the loop of surgesim.kernels.dynamics._run, with the same stopping
 // rule, records and random numbers (normal of coordinate i at step s: element i % 2 of pair
 // s * ceil(d / 2) + i / 2 of stream keys[t]). Every thread runs the same control flow on the
-// block-wide loss; records of a reached target are written by every thread with equal values.
+// block-wide loss; thread 0 writes the records of a reached target, all threads its delta_at row.
 // Dynamic shared memory: (33 + k) doubles.
 extern "C" __global__ void dynamics_run(
     const int kind, const double* __restrict__ h, const double* __restrict__ ut, const int k,
@@ -335,14 +335,18 @@ extern "C" __global__ void dynamics_run(
     double pw1 = 1.0, pw2 = 1.0;
     while (true) {
         while (j < n_t && s <= max_steps && loss <= targets[j]) {
-            steps[t * n_t + j] = s;
-            loss_at[t * n_t + j] = loss;
+            if (threadIdx.x == 0) {
+                steps[t * n_t + j] = s;
+                loss_at[t * n_t + j] = loss;
+            }
             for (int i = threadIdx.x; i < d; i += blockDim.x) delta_at[(t * n_t + j) * d + i] = dt[i];
             ++j;
         }
-        __syncthreads();  // delta is recorded (by threads striding over i) before any thread updates its pair
+        // Every thread has recorded delta (striding over i) before any thread updates its pair of
+        // it, and sees the steps that thread 0 recorded.
+        __syncthreads();
         while (jf < j && steps[t * n_t + jf] + further == s) {
-            loss_after[t * n_t + jf] = loss;
+            if (threadIdx.x == 0) loss_after[t * n_t + jf] = loss;
             ++jf;
         }
         if (!(fabs(loss) <= SURGESIM_DBL_MAX)) break;  // inf or nan (no isfinite: NVRTC lacks it on some versions)
