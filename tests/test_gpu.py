@@ -513,11 +513,17 @@ def test_gpu_functions_take_device_arrays_and_sample_signs_is_one_row(gpu):
     np.testing.assert_array_equal(row, V[5])
 
 
-def test_bench_gpu_reports_rates_and_agreement(gpu):
-    from sims.bench_gpu import CASES, bench_gpu
+def test_bench_gpu_reports_rates_and_agreement(gpu, tmp_path, capsys):
+    import json
 
-    report = bench_gpu(dims=64, trials=64, repeat=1)
-    assert len(report["cases"]) == len(CASES)
+    from sims import bench
+    from sims.bench_gpu import CASES
+
+    assert bench.main(["--backend", "gpu", "--dims", "64", "--trials", "64", "--repeat", "1",
+                       "--out", str(tmp_path / "b.json")]) == 0  # fmt: skip
+    report = json.loads((tmp_path / "b.json").read_text())["gpu"]
+    assert "x dev" in capsys.readouterr().out
+    assert len(report["cases"]) == len(CASES) and report["trials"] == 64
     for r in report["cases"]:
         assert r["cpu_samples_per_s"] > 0 and r["gpu_device_samples_per_s"] > 0
         # Same signs, so rounding only: a is a float64 sum in another order (<= 2 (d - 1) 2^-53 of
@@ -525,6 +531,24 @@ def test_bench_gpu_reports_rates_and_agreement(gpu):
         # (entries ~1e-7 relative, see quad_rows_f32: 1e-5 leaves a 100x margin).
         assert r["max_a_diff_over_sum_abs_mu"] <= 2 * 63 * 2.0**-53
         assert r["mean_b_rel_diff"] <= (1e-5 if r["hessian"] == "dense" else 1e-12)
+
+
+def test_bench_gpu_states_the_low_rank_goal_at_large_d(capsys):
+    from sims.bench_gpu import GOAL_DIMS, print_report
+
+    row = {"sampler": "sign", "B": 64, "cpu_samples_per_s": 1e8, "gpu_io_samples_per_s": 1e9,
+           "max_a_diff_over_sum_abs_mu": 0.0, "mean_b_rel_diff": 0.0, "ratio_io": 10.0}  # fmt: skip
+    rows = [{**row, "hessian": "lowrank", "gpu_device_samples_per_s": 2.5e9, "ratio_device": 25.0},
+            {**row, "hessian": "lowrank", "gpu_device_samples_per_s": 1.9e9, "ratio_device": 19.0}]  # fmt: skip
+    report = {"device": "X", "cpu_threads": 2, "dims": GOAL_DIMS, "trials": 8, "cases": rows, "skipped": []}
+    print_report(report)
+    assert "goal (low-rank, d >= 100000): GPU >= 20x the 2-thread CPU rate on every case: NOT met (x 19.0 .. 25.0)" in (
+        capsys.readouterr().out
+    )
+    print_report({**report, "cases": rows[:1]})
+    assert ": met (x 25.0 .. 25.0)" in capsys.readouterr().out
+    print_report({**report, "dims": GOAL_DIMS - 1})
+    assert "goal" not in capsys.readouterr().out
 
 
 OPTIMIZERS = [Optimizer("sign"), Optimizer("adam", 0.9, 0.999), Optimizer("sgd"), Optimizer("lion", 0.9, 0.99)]
