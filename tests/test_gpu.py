@@ -341,7 +341,7 @@ extern "C" __global__ void deadlock(double* x) {
 
 @pytest.fixture(scope="module")
 def probes(cuda_emulator):
-    return cuda_emulator.RawModule(code=_EMU_PROBES)
+    return cuda_emulator.RawModule(code=_EMU_PROBES, options=_runtime.NVRTC_OPTIONS)
 
 
 def _shift(emu, probes, sync: int, seed) -> np.ndarray:

@@ -5,7 +5,7 @@ backend code runs unchanged:
 
 - ``RawModule(code, options, name_expressions)``: the CUDA source itself, prefixed with ``emu.h``
   (CUDA's keywords, thread indices, barriers, warp shuffles and atomics for the host) and compiled
-  by g++ into a shared library (once per source and session, in ``BUILD_DIR``). ``get_function``
+  by g++ into a shared library (once per source and session, in ``BUILD_DIR``; emu.h precompiled). ``get_function``
   gives a kernel whose call ``kernel(grid, block, args, shared_mem=)`` checks CuPy's launch limits
   and each argument against the kernel's C++ parameter types (device arrays of the pointee's dtype,
   NumPy scalars of the parameter's type: what real CuPy would pass as raw bytes), then runs it.
@@ -111,24 +111,39 @@ class _Runtime:
 cuda = types.SimpleNamespace(Device=_Device, runtime=_Runtime)
 
 
-def _compile(source: str, flags: tuple[str, ...] = ()) -> ctypes.CDLL:
-    """``source`` built by g++ as a shared library in BUILD_DIR (reused when the same source was built)."""
+def _run_cxx(argv: list[str], out: Path) -> None:
+    tmp = out.with_name(out.name + ".tmp")
+    r = subprocess.run([*argv, "-o", str(tmp)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"cuda_emu: g++ failed ({' '.join(argv[-1:])}):\n{r.stderr[-4000:]}")
+    tmp.rename(out)
+
+
+def _compile(source: str, flags: tuple[str, ...] = (), header: bool = False) -> ctypes.CDLL:
+    """``source`` built by g++ as a shared library in BUILD_DIR (reused when the same source was built).
+
+    header: the source includes emu.h, read from a precompiled header built once per set of flags.
+    """
     if BUILD_DIR is None:
         raise RuntimeError("cuda_emu: BUILD_DIR is not set (use the cuda_emulator fixture)")
     cxx = shutil.which("g++") or shutil.which("c++")
     if cxx is None:
         raise RuntimeError("cuda_emu needs a C++20 compiler (g++)")
-    argv = [cxx, *CXXFLAGS, *flags, f"-I{HERE}"]
-    digest = hashlib.sha256(("\0".join(argv) + (HERE / "emu.h").read_text() + source).encode()).hexdigest()[:20]
+    argv = [cxx, *CXXFLAGS, *flags]
+    emu_h = (HERE / "emu.h").read_text()
+    if header:
+        pch = Path(BUILD_DIR) / ("pch" + hashlib.sha256(("\0".join(argv) + emu_h).encode()).hexdigest()[:12])
+        if not (pch / "emu.h.gch").exists():
+            pch.mkdir(exist_ok=True)
+            (pch / "emu.h").write_text(emu_h)
+            _run_cxx([*argv, "-x", "c++-header", str(pch / "emu.h")], pch / "emu.h.gch")
+        argv += [f"-I{pch}"]
+    digest = hashlib.sha256(("\0".join(argv) + emu_h + source).encode()).hexdigest()[:20]
     lib = Path(BUILD_DIR) / f"k{digest}.so"
     if not lib.exists():
         src = lib.with_suffix(".cpp")
         src.write_text(source)
-        tmp = lib.with_suffix(".tmp")
-        r = subprocess.run([*argv, "-o", str(tmp), str(src)], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError(f"cuda_emu: g++ failed on {src}:\n{r.stderr[-4000:]}")
-        tmp.rename(lib)
+        _run_cxx([*argv, str(src)], lib)
     return ctypes.CDLL(str(lib))
 
 
@@ -162,7 +177,7 @@ class RawModule:
             for i, n in enumerate(names)
         )  # fmt: skip
         source = f'#include "emu.h"\n#line 1 "cuda_source"\n{_host_source(code)}\n#line 1 "emu_wrappers"\n{wrappers}'
-        self._lib = _compile(source, tuple(_OPTIONS[o] for o in options))
+        self._lib = _compile(source, tuple(_OPTIONS[o] for o in options), header=True)
         self._index = {n: i for i, n in enumerate(names)}
 
     def get_function(self, name: str) -> RawKernel:

@@ -53,7 +53,7 @@ struct Fiber {
     char* stack = nullptr;
     Block* block = nullptr;
     dim3 tid;
-    int linear = 0, warp = 0, lane = 0;
+    int warp = 0, lane = 0;
     State state = RUNNABLE;
     unsigned long long slot[2] = {0, 0};  // shuffle values, double-buffered by shuffle parity
     int parity = 0;
@@ -301,7 +301,6 @@ struct Worker {
         for (int i = 0; i < n; ++i) {
             Fiber& f = fibers[i];
             f.stack = stacks[i];
-            f.linear = i;
             f.tid = dim3{unsigned(i % b.bdim.x), unsigned(i / b.bdim.x % b.bdim.y), unsigned(i / (b.bdim.x * b.bdim.y))};
             f.warp = i / 32;
             f.lane = i % 32;
@@ -377,7 +376,6 @@ int launch(void (*f)(A...), const unsigned* g, const unsigned* bd, long long sha
     std::atomic<long long> next{0};
     std::atomic<bool> failed{false};
     std::string first_error;
-    std::atomic_flag error_lock = ATOMIC_FLAG_INIT;
     auto work = [&] {
         Worker w;
         Block b;
@@ -401,7 +399,6 @@ int launch(void (*f)(A...), const unsigned* g, const unsigned* bd, long long sha
     for (int i = 1; i < nw; ++i) pool.emplace_back(work);
     work();
     for (auto& t : pool) t.join();
-    (void)error_lock;
     if (failed) {
         std::snprintf(err, err_len, "%s", first_error.c_str());
         return 1;
