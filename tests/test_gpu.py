@@ -248,6 +248,21 @@ def test_importing_surgesim_and_its_gpu_modules_does_not_import_cupy():
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
 
 
+def test_gpu_modules_do_not_import_the_backend_module():
+    # Imports run one way: surgesim.backend imports surgesim.gpu (lazily), never the reverse.
+    import ast
+
+    for path in (ROOT / "src" / "surgesim" / "gpu").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [f"{'.' * node.level}{node.module or ''}"] + [a.name for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            assert not any(n.split(".")[-1] == "backend" for n in names), (path.name, names)
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
