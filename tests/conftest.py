@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import warnings
 
 import pytest
 from hypothesis import settings
@@ -86,7 +87,9 @@ def cupy():
     """Real CuPy with a usable GPU, else a skip (a failure under SURGESIM_REQUIRE_GPU=1)."""
     from surgesim.gpu import _runtime
 
-    cp = pytest.importorskip("cupy")
+    with warnings.catch_warnings():  # CuPy's own import-time notices are not the suite's warnings
+        warnings.simplefilter("ignore")
+        cp = pytest.importorskip("cupy")
     ok, why = _runtime.available()
     if not ok:
         pytest.skip(why)
