@@ -7,7 +7,8 @@ multiplication and addition wrap modulo 2^64 exactly as NumPy's uint64 does. The
 and ``uniform`` are exact, so their outputs are identical to the CPU's; ``normal_pair`` calls the
 device's double-precision log/sqrt/cos/sin (a few ulp from the host's libm), so normals agree to
 about 1e-15 relative. The functions compile as host code too (``SURGESIM_FN`` is ``static inline``
-outside CUDA), which is how the tests check them on machines without a GPU.
+outside CUDA), and the tests run every kernel of this module on machines without a GPU through a
+host emulation of CUDA (tests/cuda_emu: these strings compiled by g++, one fiber per CUDA thread).
 
 ``ONESTEP`` holds the one-step kernel (``surgesim.gpu.onestep``), ``STREAMS`` the array fillers
 (``surgesim.gpu.rng``) and ``DYNAMICS`` the multi-step kernel (``surgesim.gpu.dynamics``).
