@@ -5,10 +5,11 @@ backend code runs unchanged:
 
 - ``RawModule(code, options, name_expressions)``: the CUDA source itself, prefixed with ``emu.h``
   (CUDA's keywords, thread indices, barriers, warp shuffles and atomics for the host) and compiled
-  by g++ into a shared library (once per source and session, in ``BUILD_DIR``; emu.h precompiled). ``get_function``
-  gives a kernel whose call ``kernel(grid, block, args, shared_mem=)`` checks CuPy's launch limits
-  and each argument against the kernel's C++ parameter types (device arrays of the pointee's dtype,
-  NumPy scalars of the parameter's type: what real CuPy would pass as raw bytes), then runs it.
+  by g++ into a shared library (once per source and session, in ``BUILD_DIR``; ``emu.h`` is
+  precompiled once). ``get_function`` gives a kernel whose call ``kernel(grid, block, args,
+  shared_mem=)`` checks CuPy's launch limits and each argument against the kernel's C++ parameter
+  types (device arrays of the pointee's dtype, NumPy scalars of the parameter's type: what real
+  CuPy would pass as raw bytes), then runs it.
 - ``ReductionKernel``: CuPy's map/reduce/post-map expressions compiled the same way (reductions
   over the last axis only).
 - device arrays: ``ndarray``, a NumPy array subclass reported as a ``cupy`` type, with ``.get()``;
