@@ -3,13 +3,13 @@
 Installed as ``sys.modules["cupy"]`` by the ``emulated`` GPU fixture (tests/conftest.py), so the
 backend code runs unchanged:
 
-- ``RawModule(code, options, name_expressions)``: the CUDA source itself, prefixed with ``emu.h``
-  (CUDA's keywords, thread indices, barriers, warp shuffles and atomics for the host) and compiled
-  by g++ into a shared library (once per source and session, in ``BUILD_DIR``; ``emu.h`` is
-  precompiled once). ``get_function`` gives a kernel whose call ``kernel(grid, block, args,
-  shared_mem=)`` checks CuPy's launch limits and each argument against the kernel's C++ parameter
-  types (device arrays of the pointee's dtype, NumPy scalars of the parameter's type: what real
-  CuPy would pass as raw bytes), then runs it.
+- ``RawModule(code, options, name_expressions)`` and ``RawKernel``: the CUDA source itself,
+  prefixed with ``emu.h`` (CUDA's keywords, thread indices, barriers, warp shuffles and atomics for
+  the host) and compiled by g++ into a shared library (once per source and session, in
+  ``BUILD_DIR``; ``emu.h`` is precompiled once). ``get_function`` gives a kernel whose call
+  ``kernel(grid, block, args, shared_mem=)`` checks CuPy's launch limits and each argument against
+  the kernel's C++ parameter types (device arrays of the pointee's dtype, NumPy scalars of the
+  parameter's type: what real CuPy would pass as raw bytes), then runs it.
 - ``ReductionKernel``: CuPy's map/reduce/post-map expressions compiled the same way (reductions
   over the last axis only).
 - device arrays: ``ndarray``, a NumPy array subclass reported as a ``cupy`` type, with ``.get()``;
@@ -181,13 +181,18 @@ class RawModule:
         self._lib = _compile(source, tuple(_OPTIONS[o] for o in options), header=True)
         self._index = {n: i for i, n in enumerate(names)}
 
-    def get_function(self, name: str) -> RawKernel:
+    def get_function(self, name: str) -> _Kernel:
         if name not in self._index:
             raise KeyError(f"no kernel {name!r} in the module (kernels: {sorted(self._index)})")
-        return RawKernel(self._lib, self._index[name], name)
+        return _Kernel(self._lib, self._index[name], name)
 
 
-class RawKernel:
+def RawKernel(code: str, name: str, options=(), **kwargs) -> _Kernel:
+    """CuPy's ``RawKernel(code, name, options)``: the ``extern "C"`` kernel ``name`` of ``code``."""
+    return RawModule(code=code, options=options, **kwargs).get_function(name)
+
+
+class _Kernel:
     """A compiled kernel; ``kernel(grid, block, args, shared_mem=0)`` launches it synchronously."""
 
     def __init__(self, lib: ctypes.CDLL, i: int, name: str):

@@ -45,6 +45,7 @@ struct Block;
 
 struct Fiber {
     enum State { RUNNABLE, WAITING, DONE };
+    enum Wait { NONE, AT_BLOCK, AT_WARP };  // which barrier a WAITING thread waits at
 #ifdef EMU_ASM_SWITCH
     void* sp = nullptr;
 #else
@@ -55,8 +56,8 @@ struct Fiber {
     dim3 tid;
     int warp = 0, lane = 0;
     State state = RUNNABLE;
-    unsigned long long slot[2] = {0, 0};  // shuffle values, double-buffered by shuffle parity
-    int parity = 0;
+    Wait wait = NONE;
+    unsigned long long slot[2] = {0, 0};  // shuffle values, double-buffered by the warp's parity
 };
 
 struct Warp {
@@ -153,7 +154,7 @@ inline void to_scheduler() {
 // so the next segment starts in the scheduler's order.
 inline void release_block(Block* b) {
     for (Fiber& f : *b->fibers)
-        if (f.state == Fiber::WAITING && f.parity == -1) f.state = Fiber::RUNNABLE, f.parity = 0;
+        if (f.state == Fiber::WAITING && f.wait == Fiber::AT_BLOCK) f.state = Fiber::RUNNABLE, f.wait = Fiber::NONE;
     b->arrived = 0;
     b->line = -1;
 }
@@ -165,7 +166,7 @@ inline void syncthreads(int line) {
              " (divergent barrier)");
     b->line = line;
     cur->state = Fiber::WAITING;
-    cur->parity = -1;  // marks a wait at the block barrier
+    cur->wait = Fiber::AT_BLOCK;
     if (++b->arrived == b->alive) release_block(b);
     to_scheduler();
 }
@@ -186,13 +187,13 @@ inline int warp_arrive(int line, unsigned mask, unsigned long long bits) {
     const int p = w.parity;
     cur->slot[p] = bits;
     cur->state = Fiber::WAITING;
-    cur->parity = 1 + p;  // marks a wait at the warp barrier
+    cur->wait = Fiber::AT_WARP;
     if (++w.arrived == 32) {
         auto& fs = *b->fibers;
         for (int l = 0; l < 32; ++l) {
             Fiber& f = fs[cur->warp * 32 + l];
             f.state = Fiber::RUNNABLE;
-            f.parity = 0;
+            f.wait = Fiber::NONE;
         }
         w.arrived = 0;
         w.line = -1;
@@ -265,7 +266,7 @@ struct Worker {
     void start(Fiber& f, Block& b) {
         f.block = &b;
         f.state = Fiber::RUNNABLE;
-        f.parity = 0;
+        f.wait = Fiber::NONE;
         char* top = f.stack + STACK;
 #ifdef EMU_ASM_SWITCH
         // Frame popped by emu_switch: control words, r15 .. r12 (r12 = the fiber), rbx, rbp, return
