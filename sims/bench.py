@@ -198,10 +198,12 @@ def _main(args) -> int:
         raise _cli.UsageError("need --dims >= 2, --trials >= 16, --repeat >= 1")
     opts = Options(args.dims, args.trials, args.repeat, args.backend, args.skip_end_to_end, args.numpy_full, args.out)
     if opts.backend == "gpu":
-        from sims.bench_gpu import bench_gpu
+        from sims.bench_gpu import bench_gpu, print_report
 
-        report = {"gpu": bench_gpu(opts.dims)}
-        print(json.dumps(report, indent=2))
+        report = {"gpu": bench_gpu(opts.dims, opts.trials, opts.repeat)}
+        print_report(report["gpu"])
+        if opts.out:
+            Path(opts.out).write_text(json.dumps(report, indent=2) + "\n")
         return 0
     report: dict = {}
     r = report["rng"] = bench_rng(1 << 25, opts.repeat)

@@ -1,4 +1,4 @@
-"""Shared pytest configuration: Hypothesis profiles.
+"""Shared pytest configuration: Hypothesis profiles; the GPU fixtures (emulated and real).
 
 Profiles (choose with the environment variable HYPOTHESIS_PROFILE, default "ci"):
 - "ci": few examples and derandomized, so the suite is fast and a CI run is reproducible.
@@ -12,10 +12,85 @@ must not count as a slow example.
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+import warnings
 
+import pytest
 from hypothesis import settings
 
 settings.register_profile("ci", deadline=None, max_examples=15, derandomize=True, print_blob=True)
 settings.register_profile("dev", deadline=None, max_examples=100, print_blob=True)
 settings.register_profile("thorough", deadline=None, max_examples=1000, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# ---------------------------------------------------------------- GPU: emulated, real, cannot skip
+
+REQUIRE_GPU = os.environ.get("SURGESIM_REQUIRE_GPU") == "1"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With SURGESIM_REQUIRE_GPU=1 a skipped ``gpu`` test is a failure (a GPU machine must run them)."""
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_GPU and report.skipped and item.get_closest_marker("gpu") is not None:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"SURGESIM_REQUIRE_GPU=1 and this GPU test skipped: {reason}"
+
+
+@pytest.fixture(scope="session")
+def cuda_emulator(tmp_path_factory):
+    """tests/cuda_emu's CuPy stand-in: kernels built from their CUDA source by g++, once per session.
+
+    SURGESIM_EMU_JITTER: the scheduling seed (default 1; "off": threads in index order);
+    SURGESIM_EMU_WORKERS: host threads running blocks (default 2).
+    """
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("no C++ compiler to build the CUDA source for the host")
+    from cuda_emu import cupy as emu
+
+    jitter = os.environ.get("SURGESIM_EMU_JITTER", "1")
+    emu.BUILD_DIR = tmp_path_factory.mktemp("cuda_emu")
+    emu.JITTER = None if jitter == "off" else int(jitter)
+    emu.WORKERS = int(os.environ.get("SURGESIM_EMU_WORKERS", "2"))
+    return emu
+
+
+def _clear_gpu_caches() -> None:
+    """Forget compiled modules and the CuPy module cached by ``surgesim.gpu`` (they belong to one CuPy)."""
+    from surgesim.gpu import _runtime, dynamics, onestep, rng
+
+    for module in (_runtime, dynamics, onestep, rng):
+        for f in vars(module).values():
+            if callable(getattr(f, "cache_clear", None)):
+                f.cache_clear()
+
+
+@pytest.fixture(params=["emulated", pytest.param("cuda", marks=pytest.mark.gpu)])
+def gpu(request, monkeypatch):
+    """The CuPy that ``surgesim.gpu`` runs on: the host emulation (every machine) or CuPy on a GPU (``gpu``)."""
+    if request.param == "emulated":
+        cp = request.getfixturevalue("cuda_emulator")
+        monkeypatch.setitem(sys.modules, "cupy", cp)
+    else:
+        cp = request.getfixturevalue("cupy")
+    _clear_gpu_caches()
+    yield cp
+    _clear_gpu_caches()
+
+
+@pytest.fixture
+def cupy():
+    """Real CuPy with a usable GPU, else a skip (a failure under SURGESIM_REQUIRE_GPU=1)."""
+    from surgesim.gpu import _runtime
+
+    with warnings.catch_warnings():  # CuPy's own import-time notices are not the suite's warnings
+        warnings.simplefilter("ignore")
+        cp = pytest.importorskip("cupy")
+    ok, why = _runtime.available()
+    if not ok:
+        pytest.skip(why)
+    return cp

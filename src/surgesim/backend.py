@@ -2,7 +2,8 @@
 
 The rest of the library asks this module for a kernel set and never branches on the backend.
 Both kernel sets draw the same counter-based random numbers (``surgesim.rng``), so a result does
-not depend on the backend beyond floating-point rounding.
+not depend on the backend beyond floating-point rounding. Imports run one way: this module imports
+``surgesim.gpu`` when the GPU is asked about, and ``surgesim.gpu`` never imports this module.
 """
 
 from __future__ import annotations
@@ -15,18 +16,10 @@ BACKENDS = ("cpu", "gpu", "auto")
 
 
 def gpu_available() -> tuple[bool, str]:
-    """(usable, reason): whether CuPy imports and sees a CUDA device."""
-    try:
-        import cupy
-    except ImportError:
-        return False, "CuPy is not installed (pip install 'surgesim[gpu]')"
-    try:
-        n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as e:  # CUDA driver missing or broken: CuPy raises its own error types
-        return False, f"CuPy cannot reach a GPU ({type(e).__name__}: {e})"
-    if n < 1:
-        return False, "no CUDA GPU is visible"
-    return True, f"{n} CUDA device(s)"
+    """(usable, reason): whether CuPy imports and sees a CUDA device (asked of ``surgesim.gpu``)."""
+    from .gpu._runtime import available
+
+    return available()
 
 
 def resolve(name: str) -> str:

@@ -8,7 +8,8 @@
 Choose it with ``surgesim.backend`` (``--backend gpu`` / ``auto`` in ``sims``), not by importing
 it directly. Importing these modules never imports CuPy; the first kernel call does, and raises
 ImportError when CuPy is missing or RuntimeError when no CUDA device is usable. Install with
-``pip install 'surgesim[gpu]'`` (CuPy built for your CUDA version, e.g. ``cupy-cuda12x``).
+``pip install 'surgesim[gpu]'`` (the ``cupy-cuda12x`` wheel; ``cupy-cuda13x`` for CUDA 13). This
+package never imports ``surgesim.backend`` (the backend imports it).
 """
 
 from . import dynamics, onestep, rng

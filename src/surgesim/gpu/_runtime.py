@@ -11,12 +11,26 @@ import functools
 
 import numpy as np
 
-from ..backend import gpu_available
 from . import _source
 
 # --fmad=false: no fused multiply-adds, so every expression is rounded as written (as IEEE
 # arithmetic in the source order), e.g. mu + sigma * scale * z in the batch-mean sampler.
 NVRTC_OPTIONS = ("--fmad=false",)
+
+
+def available() -> tuple[bool, str]:
+    """(usable, reason): whether CuPy imports and sees a CUDA device (``surgesim.backend`` asks here)."""
+    try:
+        import cupy as cp
+    except ImportError:
+        return False, "CuPy is not installed (pip install 'surgesim[gpu]')"
+    try:
+        n = cp.cuda.runtime.getDeviceCount()
+    except Exception as e:  # CUDA driver missing or broken: CuPy raises its own error types
+        return False, f"CuPy cannot reach a GPU ({type(e).__name__}: {e})"
+    if n < 1:
+        return False, "no CUDA GPU is visible"
+    return True, f"{n} CUDA device(s)"
 
 
 @functools.cache
@@ -26,7 +40,7 @@ def cupy():
         import cupy as cp
     except ImportError as e:
         raise ImportError("the surgesim GPU backend needs CuPy (pip install 'surgesim[gpu]')") from e
-    ok, why = gpu_available()
+    ok, why = available()
     if not ok:
         raise RuntimeError(f"the surgesim GPU backend cannot run: {why}")
     return cp

@@ -7,7 +7,8 @@ multiplication and addition wrap modulo 2^64 exactly as NumPy's uint64 does. The
 and ``uniform`` are exact, so their outputs are identical to the CPU's; ``normal_pair`` calls the
 device's double-precision log/sqrt/cos/sin (a few ulp from the host's libm), so normals agree to
 about 1e-15 relative. The functions compile as host code too (``SURGESIM_FN`` is ``static inline``
-outside CUDA), which is how the tests check them on machines without a GPU.
+outside CUDA), and the tests run every kernel of this module on machines without a GPU through a
+host emulation of CUDA (tests/cuda_emu: these strings compiled by g++, one fiber per CUDA thread).
 
 ``ONESTEP`` holds the one-step kernel (``surgesim.gpu.onestep``), ``STREAMS`` the array fillers
 (``surgesim.gpu.rng``) and ``DYNAMICS`` the multi-step kernel (``surgesim.gpu.dynamics``).
@@ -304,7 +305,7 @@ __device__ __forceinline__ void update(const int opt, const double lr, const dou
 // One block per trajectory t: the loop of surgesim.kernels.dynamics._run, with the same stopping
 // rule, records and random numbers (normal of coordinate i at step s: element i % 2 of pair
 // s * ceil(d / 2) + i / 2 of stream keys[t]). Every thread runs the same control flow on the
-// block-wide loss; records of a reached target are written by every thread with equal values.
+// block-wide loss; thread 0 writes the records of a reached target, all threads its delta_at row.
 // Dynamic shared memory: (33 + k) doubles.
 extern "C" __global__ void dynamics_run(
     const int kind, const double* __restrict__ h, const double* __restrict__ ut, const int k,
@@ -335,13 +336,18 @@ extern "C" __global__ void dynamics_run(
     double pw1 = 1.0, pw2 = 1.0;
     while (true) {
         while (j < n_t && s <= max_steps && loss <= targets[j]) {
-            steps[t * n_t + j] = s;
-            loss_at[t * n_t + j] = loss;
+            if (threadIdx.x == 0) {
+                steps[t * n_t + j] = s;
+                loss_at[t * n_t + j] = loss;
+            }
             for (int i = threadIdx.x; i < d; i += blockDim.x) delta_at[(t * n_t + j) * d + i] = dt[i];
             ++j;
         }
+        // Every thread has recorded delta (striding over i) before any thread updates its pair of
+        // it, and sees the steps that thread 0 recorded.
+        __syncthreads();
         while (jf < j && steps[t * n_t + jf] + further == s) {
-            loss_after[t * n_t + jf] = loss;
+            if (threadIdx.x == 0) loss_after[t * n_t + jf] = loss;
             ++jf;
         }
         if (!(fabs(loss) <= SURGESIM_DBL_MAX)) break;  // inf or nan (no isfinite: NVRTC lacks it on some versions)
