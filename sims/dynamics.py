@@ -23,7 +23,6 @@ same --out skips them).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -57,7 +56,9 @@ class Options:
 def build_parser() -> _cli.Parser:
     p = _cli.parser("sims.dynamics", __doc__)
     g = p.add_argument_group("problem")
-    g.add_argument("--dims", type=int, default=256, help="dimension d of the default problem (default 256)")
+    g.add_argument(
+        "--dims", type=_cli.integer(2, 2**40), default=256, help="dimension d of the default problem (default 256)"
+    )
     g.add_argument("--problem", metavar="FILE.npz",
                    help="load a problem (mu, sigma, H or h_diag[, h_factor]) instead; mu is the mean "
                         "gradient at the start, theta0 - theta* = H^-1 mu")  # fmt: skip
@@ -65,18 +66,27 @@ def build_parser() -> _cli.Parser:
     g.add_argument("--optimizers", default="sign,adam,sgd", metavar="NAME[:B1:B2],...",
                    help="comma-separated, from sign, adam, sgd, lion (default sign,adam,sgd)")  # fmt: skip
     g.add_argument("--batch-sizes", type=_cli.int_list, metavar="B1,B2,...", help="default 8,11,16,23,...,8192")
-    g.add_argument("--lr-points", type=int, default=16, help="learning rates per optimizer (default 16)")
+    g.add_argument(
+        "--lr-points", type=_cli.integer(3, 10_000), default=16, help="learning rates per optimizer (default 16)"
+    )
     g.add_argument("--targets", type=_cli.float_list, default=[0.5, 0.25, 0.125], metavar="F1,F2,...",
                    help="target losses as fractions of the initial loss (default 0.5,0.25,0.125)")  # fmt: skip
-    g.add_argument("--further-steps", type=int, default=50, help="steps past each target (default 50)")
-    g.add_argument("--max-steps", type=int, default=3000, help="steps allowed to reach a target (default 3000)")
-    g.add_argument("--seeds", type=int, default=16, help="runs per grid point (default 16)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the problem and of every random stream (default 0)")
+    g.add_argument(
+        "--further-steps", type=_cli.integer(0, 10**9), default=50, help="steps past each target (default 50)"
+    )
+    g.add_argument(
+        "--max-steps", type=_cli.integer(1, 10**9), default=3000, help="steps allowed to reach a target (default 3000)"
+    )
+    g.add_argument("--seeds", type=_cli.integer(1, 2**31), default=16, help="runs per grid point (default 16)")
+    g.add_argument(
+        "--seed", type=_cli.seed, default=0, help="seed of the problem and of every random stream (default 0)"
+    )
     g = p.add_argument_group("execution and output")
     g.add_argument("--out", default="runs/dynamics", help="output directory (default runs/dynamics)")
     g.add_argument("--scheduler", metavar="local:N|tcp://HOST:PORT",
                    help="run the tasks on Dask (also via DASK_SCHEDULER_ADDRESS); default: this process, "
                         "whose kernels already use every core")  # fmt: skip
+    g.add_argument("--connect-timeout", **_cli.CONNECT_TIMEOUT)
     g.add_argument(
         "--backend",
         choices=["cpu", "gpu", "auto"],
@@ -130,6 +140,10 @@ def resolve(args) -> Options:
         raise _cli.UsageError(f"--targets must be distinct fractions in (0, 1), got {args.targets}")
     if args.problem is not None and not Path(args.problem).is_file():
         raise _cli.UsageError(f"--problem {args.problem!r}: no such file")
+    runs = args.lr_points * args.seeds  # trajectories per task, each with a few d-vectors of state
+    rows = runs * len(args.targets) * len(sizes) * len(specs)
+    need = 8 * args.dims * runs * (6 + len(args.targets)) + 200 * rows
+    _cli.need_memory(need, f"--dims {args.dims} x --lr-points {args.lr_points} x --seeds {args.seeds}")
     return Options(
         dims=args.dims, problem=args.problem, optimizers=specs, batch_sizes=tuple(sorted(sizes)),
         lr_points=args.lr_points, targets=tuple(sorted(args.targets, reverse=True)),
@@ -159,6 +173,7 @@ def _main(args) -> int:
         problem, [parse_optimizer(s) for s in opts.optimizers], opts.batch_sizes, opts.lr_points, opts.targets,
         opts.further_steps, opts.max_steps, opts.seeds, opts.seed, opts.backend,
     )  # fmt: skip
+    _cli.check_problem(problem, opts.batch_sizes)
     problem.save(out / "problem.npz")
     _cli.save_options(opts, out / "options.json")
     mu, sigma, H = problem.mu, problem.sigma, problem.hessian
@@ -175,8 +190,10 @@ def _main(args) -> int:
     scheduler = opts.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
     with progress_bar(quiet=opts.quiet, desc="tasks") as bar:
         rows = run_sweep(
-            dynamics.run_task, exp.tasks(), params={"problem_sha256": problem.digest()}, store=out / "store.sqlite",
+            dynamics.run_task, exp.tasks(), params={"problem_sha256": problem.digest()},
+            store=out.final("store.sqlite"),
             scheduler=scheduler, workers=None if scheduler else 1, shared=problem, progress=bar,
+            connect_timeout=args.connect_timeout,
         )  # fmt: skip
     write_csv(rows, out / "runs.csv", columns=dynamics.ROW_COLUMNS)
     results = dynamics.summarize(exp, rows)
@@ -185,7 +202,7 @@ def _main(args) -> int:
         "batch_sizes": list(exp.batch_sizes), "target_fractions": list(exp.target_fractions),
         "results": [r.as_dict() for r in results], "wall_seconds": time.perf_counter() - t_start,
     }  # fmt: skip
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    _cli.write_json(summary, out / "summary.json")
     figures = write_figures(results, out) if opts.plot else []
     if not opts.quiet:
         print_tables(results, exp)

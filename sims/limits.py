@@ -18,7 +18,6 @@ limits_nongaussian.png, limits_adam.png. --quick runs coarse grids and few trial
 from __future__ import annotations
 
 import csv
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -60,8 +59,10 @@ def build_parser() -> _cli.Parser:
     p = _cli.parser("sims.limits", __doc__)
     p.add_argument("--out", default="runs/limits", help="output directory (default runs/limits)")
     p.add_argument("--quick", action="store_true", help="coarse grids, few trials (about a minute)")
-    p.add_argument("--dims", type=int, default=1000, help="dimension of the family problems (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the problems and every random stream (default 0)")
+    p.add_argument(
+        "--dims", type=_cli.integer(2, 2**40), default=1000, help="dimension of the family problems (default 1000)"
+    )
+    p.add_argument("--seed", type=_cli.seed, default=0, help="seed of the problems and every random stream (default 0)")
     p.add_argument("--no-plot", action="store_true", help="skip the figures")
     p.add_argument("--quiet", action="store_true", help="no table, no progress bar")
     return p
@@ -151,6 +152,7 @@ def _main(args) -> int:
     from surgesim.progress import progress_bar
 
     opts = resolve(args)
+    _cli.need_memory(8 * opts.dims * opts.dims * 4, f"--dims {opts.dims} (dense and power-law families)")
     out = _cli.out_dir(opts.out)
     _cli.save_options(opts, out / "options.json")
     t0 = time.perf_counter()
@@ -286,21 +288,18 @@ def _main(args) -> int:
         _write_csv(out / "adam.csv", adam_rows)
     _write_csv(out / "summary.csv", summary)
     wall = time.perf_counter() - t0
-    (out / "summary.json").write_text(
-        json.dumps(
-            {
-                "dims": opts.dims,
-                "seed": opts.seed,
-                "quick": opts.quick,
-                "noise_batch_size": bn0,
-                "validity_bound": vb0,
-                "max_abs_err_erf_in_eq9": max(float(np.max(np.abs(r["err_erf"]))) for r in fam_rows),
-                "rows": len(summary),
-                "wall_seconds": wall,
-            },
-            indent=2,
-        )
-        + "\n"
+    _cli.write_json(
+        {
+            "dims": opts.dims,
+            "seed": opts.seed,
+            "quick": opts.quick,
+            "noise_batch_size": bn0,
+            "validity_bound": vb0,
+            "max_abs_err_erf_in_eq9": max(float(np.max(np.abs(r["err_erf"]))) for r in fam_rows),
+            "rows": len(summary),
+            "wall_seconds": wall,
+        },
+        out / "summary.json",
     )
 
     if opts.plot:

@@ -66,7 +66,7 @@ def test_problem_file_round_trip(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--dims", "1"], "--dims must be >= 2"),
+        (["--dims", "1"], "--dims: expected an integer in [2, "),
         (["--batch-sizes", "0,4"], "batch sizes must be >= 1"),
         (["--batch-sizes", "1,x"], "expected comma-separated integers"),
         (["--trials", "1"], "--trials must be >= 2"),
