@@ -97,7 +97,7 @@ class QuadraticProblem:
             # Opened here, not by np.load: np.load leaks its file handle when the zip is corrupt.
             with open(path, "rb") as f:
                 head = f.read(4)
-                if head != b"PK\x03\x04":  # np.load calls anything unknown "pickled data"
+                if head[:2] != b"PK":  # a zip archive; np.load calls anything unknown "pickled data"
                     raise ValueError(f"not an .npz archive (it starts with {head!r})")
                 f.seek(0)
                 data = np.load(f, allow_pickle=False)
