@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = args[0], args[1:]
     if name not in COMMANDS:
-        print(f"error: unknown command {name!r}; choose from {', '.join(COMMANDS)} (see surgesim --help)", file=sys.stderr)
+        print(
+            f"error: unknown command {name!r}; choose from {', '.join(COMMANDS)} (see surgesim --help)", file=sys.stderr
+        )
         return 2
     try:
         module = importlib.import_module(f"sims.{name}")

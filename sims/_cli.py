@@ -275,13 +275,23 @@ def _integer(text: str) -> int:
     return int(value)
 
 
+def check_int(flag: str, value: int, lo: int, hi: int) -> None:
+    """Refuse an integer option outside [lo, hi] (sizes that would not fit in memory or time)."""
+    if value < lo:
+        raise UsageError(f"{flag} must be >= {lo}, got {value}")
+    if value > hi:
+        raise UsageError(f"{flag} must be <= {hi}, got {value}")
+
+
 def integer(lo: int, hi: int) -> Callable[[str], int]:
     """argparse type: an integer in [lo, hi]."""
 
     def parse(text: str) -> int:
         value = _integer(text)
         if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"must be {'>= ' + str(lo) if value < lo else '<= ' + str(hi)}, got {text}"
+            )
         return value
 
     parse.__name__ = "integer"

@@ -56,9 +56,7 @@ class Options:
 def build_parser() -> _cli.Parser:
     p = _cli.parser("sims.dynamics", __doc__)
     g = p.add_argument_group("problem")
-    g.add_argument(
-        "--dims", type=_cli.integer(2, 2**40), default=256, help="dimension d of the default problem (default 256)"
-    )
+    g.add_argument("--dims", type=int, default=256, help="dimension d of the default problem (default 256)")
     g.add_argument("--problem", metavar="FILE.npz",
                    help="load a problem (mu, sigma, H or h_diag[, h_factor]) instead; mu is the mean "
                         "gradient at the start, theta0 - theta* = H^-1 mu")  # fmt: skip
@@ -66,21 +64,13 @@ def build_parser() -> _cli.Parser:
     g.add_argument("--optimizers", default="sign,adam,sgd", metavar="NAME[:B1:B2],...",
                    help="comma-separated, from sign, adam, sgd, lion (default sign,adam,sgd)")  # fmt: skip
     g.add_argument("--batch-sizes", type=_cli.int_list, metavar="B1,B2,...", help="default 8,11,16,23,...,8192")
-    g.add_argument(
-        "--lr-points", type=_cli.integer(3, 10_000), default=16, help="learning rates per optimizer (default 16)"
-    )
+    g.add_argument("--lr-points", type=int, default=16, help="learning rates per optimizer (default 16)")
     g.add_argument("--targets", type=_cli.float_list, default=[0.5, 0.25, 0.125], metavar="F1,F2,...",
                    help="target losses as fractions of the initial loss (default 0.5,0.25,0.125)")  # fmt: skip
-    g.add_argument(
-        "--further-steps", type=_cli.integer(0, 10**9), default=50, help="steps past each target (default 50)"
-    )
-    g.add_argument(
-        "--max-steps", type=_cli.integer(1, 10**9), default=3000, help="steps allowed to reach a target (default 3000)"
-    )
-    g.add_argument("--seeds", type=_cli.integer(1, 2**31), default=16, help="runs per grid point (default 16)")
-    g.add_argument(
-        "--seed", type=_cli.seed, default=0, help="seed of the problem and of every random stream (default 0)"
-    )
+    g.add_argument("--further-steps", type=int, default=50, help="steps past each target (default 50)")
+    g.add_argument("--max-steps", type=int, default=3000, help="steps allowed to reach a target (default 3000)")
+    g.add_argument("--seeds", type=int, default=16, help="runs per grid point (default 16)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the problem and of every random stream (default 0)")
     g = p.add_argument_group("execution and output")
     g.add_argument("--out", default="runs/dynamics", help="output directory (default runs/dynamics)")
     g.add_argument("--scheduler", metavar="local:N|tcp://HOST:PORT",
@@ -121,12 +111,12 @@ def resolve(args) -> Options:
     from surgesim.dynamics import DEFAULT_BATCH_SIZES
 
     checks = {
-        "--dims": (args.dims, 2), "--lr-points": (args.lr_points, 3), "--further-steps": (args.further_steps, 0),
-        "--max-steps": (args.max_steps, 1), "--seeds": (args.seeds, 1), "--seed": (args.seed, 0),
+        "--dims": (args.dims, 2, 2**40), "--lr-points": (args.lr_points, 3, 10**4),
+        "--further-steps": (args.further_steps, 0, 10**9), "--max-steps": (args.max_steps, 1, 10**9),
+        "--seeds": (args.seeds, 1, 2**31), "--seed": (args.seed, 0, _cli.SEED_LIMIT - 1),
     }  # fmt: skip
-    for flag, (value, lo) in checks.items():
-        if value < lo:
-            raise _cli.UsageError(f"{flag} must be >= {lo}, got {value}")
+    for flag, (value, lo, hi) in checks.items():
+        _cli.check_int(flag, value, lo, hi)
     specs = tuple(s.strip() for s in args.optimizers.split(",") if s.strip())
     if not specs:
         raise _cli.UsageError(f"--optimizers: no optimizer in {args.optimizers!r}")

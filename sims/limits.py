@@ -59,18 +59,15 @@ def build_parser() -> _cli.Parser:
     p = _cli.parser("sims.limits", __doc__)
     p.add_argument("--out", default="runs/limits", help="output directory (default runs/limits)")
     p.add_argument("--quick", action="store_true", help="coarse grids, few trials (about a minute)")
-    p.add_argument(
-        "--dims", type=_cli.integer(2, 2**40), default=1000, help="dimension of the family problems (default 1000)"
-    )
-    p.add_argument("--seed", type=_cli.seed, default=0, help="seed of the problems and every random stream (default 0)")
+    p.add_argument("--dims", type=int, default=1000, help="dimension of the family problems (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the problems and every random stream (default 0)")
     p.add_argument("--no-plot", action="store_true", help="skip the figures")
     p.add_argument("--quiet", action="store_true", help="no table, no progress bar")
     return p
 
 
 def resolve(args) -> Options:
-    if args.dims < 2:
-        raise _cli.UsageError(f"--dims must be >= 2, got {args.dims}")
+    _cli.check_int("--dims", args.dims, 2, 2**40)
     if not 0 <= args.seed < 2**63:
         raise _cli.UsageError(f"--seed must be in [0, 2^63), got {args.seed}")
     q = args.quick

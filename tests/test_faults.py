@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sims import _cli, bench, dynamics, figures, fit, surge
 from sims import __main__ as dispatcher
+from sims import _cli, bench, dynamics, figures, fit, surge
 from surgesim.outputs import OutputDir, atomic_path, dumps_json, loads_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,7 +265,9 @@ def test_full_disk_while_storing_a_task(capsys, tmp_path, monkeypatch):
     original = sweep._commit_done
     monkeypatch.setattr(sweep, "_commit_done", commit)
     line = refused(capsys, surge.main, [*SMALL, "--out", tmp_path / "o"])
-    assert "store.sqlite" in line and "database or disk is full" in line and "1 tasks finished before are intact" in line
+    assert (
+        "store.sqlite" in line and "database or disk is full" in line and "1 task(s) finished before are intact" in line
+    )
     monkeypatch.undo()
     assert surge.main([*SMALL, "--out", str(tmp_path / "o")]) == 0  # resumes from the intact store
 
@@ -343,8 +345,10 @@ DYNAMICS_ARGS = {
     "--lr-points 1e11": (["--lr-points", "1e11"], "--lr-points"),
     "--seeds 1e14": (["--seeds", "1e14"], "--seeds"),
     "--max-steps 1e20": (["--max-steps", "1e20"], "--max-steps"),
+    "--max-steps 10^20": (["--max-steps", str(10**20)], "--max-steps must be <= 1000000000"),
+    "--lr-points 10^11": (["--lr-points", str(10**11)], "--lr-points must be <= 10000"),
     "--seeds 2^31 (memory)": (["--seeds", str(2**31), "--dims", "100000"], "memory"),
-    "--seed 2^63": (["--seed", str(2**63)], "[0, 2^63)"),
+    "--seed 2^63": (["--seed", str(2**63)], "--seed must be <= 9223372036854775807"),
 }
 
 

@@ -10,8 +10,10 @@ interrupted and resumed. ``fn`` receives its parameters as decoded from their ca
 (tuples arrive as lists), the same on every executor.
 
 The public API: ``run_sweep`` (run, resume), ``load_rows`` (the finished rows of a store),
-``write_csv`` (rows to CSV, floats exact), ``task_id`` (a task's id), ``SweepError`` and
-``TaskFailure`` (failed tasks). Example (``fn`` must be importable, not a lambda or a local
+``write_csv`` (rows to CSV, floats exact, written atomically), ``task_id`` (a task's id),
+``SweepError`` and ``TaskFailure`` (failed tasks), ``StoreError`` (a store that cannot be read or
+written: damaged, disk full; the message names it and says whether its finished results are
+intact). Example (``fn`` must be importable, not a lambda or a local
 function, for worker processes)::
 
     from surgesim.progress import progress_bar
@@ -150,7 +152,7 @@ def _store_error(path: Path, exc: BaseException, writing: bool, finished: int | 
     if damaged:
         state = "the store is damaged: finished results in it may be lost; move it away and rerun to start over"
     elif finished is not None:
-        state = f"the {finished} tasks finished before are intact in it; fix the cause and rerun to resume"
+        state = f"the {finished} task(s) finished before are intact in it; fix the cause and rerun to resume"
     else:
         state = "finished results in it are intact; fix the cause and rerun to resume"
     verb = "write to" if writing else "read"
