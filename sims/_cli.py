@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import errno
 import math
 import os
 import sqlite3
@@ -91,6 +92,9 @@ def _classify(exc: BaseException) -> tuple[int, str]:
         head = f"{lines[0]} {lines[1].strip() if len(lines) > 1 else ''}"
         return 1, (f"{head} (finished tasks are kept in the store; rerun to retry; if the input is valid, please "
                    f"report it at {ISSUES})")  # fmt: skip
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return 2, f"disk full{where} ({exc.strerror}): files already in the output directory are unchanged"
     if isinstance(exc, MemoryError):
         return 2, f"not enough memory{': ' + str(exc) if str(exc) else ''} (choose smaller sizes)"
     if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError) and exc.filename:

@@ -100,7 +100,7 @@ def test_failed_run_writes_nothing_into_a_fresh_out(capsys, tmp_path, monkeypatc
 
     monkeypatch.setattr(problem.QuadraticProblem, "save", full_disk)
     line = refused(capsys, surge.main, [*SMALL, "--out", tmp_path / "o"])
-    assert "No space left on device" in line
+    assert "disk full" in line and "No space left on device" in line and "unchanged" in line
     assert snapshot(tmp_path / "o") == {}  # nothing staged is left behind
 
 
@@ -280,7 +280,7 @@ def test_full_disk_while_writing_outputs(capsys, out, monkeypatch):
 
     monkeypatch.setattr(outputs.os, "fsync", no_space)
     line = refused(capsys, surge.main, [*SMALL, "--out", out], out)
-    assert "No space left on device" in line
+    assert "disk full" in line and "No space left on device" in line
 
 
 # --- absurd sizes and bad values ------------------------------------------------------------------

@@ -324,7 +324,7 @@ def _probe_scheduler(distributed, address: str, timeout: float) -> None:
             raise ConnectionError(
                 f"no Dask scheduler answered at {address} within {timeout:g} s (a peer that accepts and stays "
                 "silent, e.g. Dask's dashboard or a web server, is not a scheduler; schedulers listen on 8786 by "
-                "default; connect_timeout sets the wait)"
+                "default; connect_timeout / --connect-timeout sets the wait)"
             ) from None
         except OSError as exc:
             raise ConnectionError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
