@@ -2,9 +2,20 @@
 and the up-front checks every command uses.
 
 Every command's ``main(argv)`` is ``args = build_parser().parse_args(argv); return
-_cli.run(lambda: _main(args))`` and, inside ``_main``, checks everything first (argparse types
-below, ``need_memory``), then calls ``out = _cli.out_dir(opts.out)`` and writes its outputs to
-``out / NAME`` (a resumable store to ``out.final(NAME)``). ``run`` then guarantees:
+_cli.run(lambda: _main(args))`` (``build_parser`` from ``_cli.parser``, which adds ``--version``)
+and, inside ``_main``:
+
+1. checks everything first: argparse types ``integer(lo, hi)``, ``seed``, ``finite(lo, hi)``,
+   ``int_list``, ``float_list``; ``check_int`` for ranges checked after parsing; ``need_memory``
+   for what the run's arrays need; ``check_problem`` for a problem's closed forms; ``out_file``
+   for a single ``--out FILE``;
+2. then ``out = _cli.out_dir(opts.out)`` and writes every output to ``out / NAME`` (``save_options``,
+   ``write_json`` for strict JSON, ``surgesim.sweep.write_csv``, ``fig.savefig``), a resumable
+   store to ``out.final(NAME)`` with ``run_sweep(..., connect_timeout=args.connect_timeout)`` and
+   ``--connect-timeout`` declared as ``add_argument("--connect-timeout", **_cli.CONNECT_TIMEOUT)``;
+   rows of one-row tasks are read with ``run_sweep(..., per_task=True)`` and ``task_row``.
+
+``run`` then guarantees:
 
 - outputs are written only by a run that succeeded, atomically: files written to ``out / NAME``
   are staged and moved into ``--out`` when ``_main`` returns 0; a refused or failed run leaves
