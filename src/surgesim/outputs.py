@@ -108,6 +108,7 @@ class OutputDir:
     >>> with OutputDir(tempfile.mkdtemp()) as out:
     ...     _ = (out / "a.txt").write_text("hello")
     ...     out.commit()
+    ['a.txt']
     >>> (out.path / "a.txt").read_text()
     'hello'
     """
