@@ -82,10 +82,11 @@ class Parser(argparse.ArgumentParser):
 
 
 def parser(module: str, doc: str) -> Parser:
-    """The parser of ``python -m MODULE``: the docstring's first paragraph as description, the
-    rest as epilog (kept as written)."""
+    """The parser of ``python -m MODULE`` (``surgesim NAME`` under the console script): the
+    docstring's first paragraph as description, the rest as epilog (kept as written)."""
     head, _, rest = doc.partition("\n\n")
-    return Parser(prog=f"python -m {module}", description=head, epilog=rest,
+    prog = f"surgesim {module.removeprefix('sims.')}" if Path(sys.argv[0]).name == "surgesim" else f"python -m {module}"
+    return Parser(prog=prog, description=head, epilog=rest,
                   formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
 
 
