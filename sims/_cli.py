@@ -1,80 +1,352 @@
-"""Shared command-line plumbing for ``sims``: one-line errors with exit status 2, options saved
-beside the outputs."""
+"""Shared command-line plumbing for ``sims``: the one top-level handler, the output directory,
+and the up-front checks every command uses.
+
+Every command's ``main(argv)`` is ``args = build_parser().parse_args(argv); return
+_cli.run(lambda: _main(args))`` (``build_parser`` from ``_cli.parser``, which adds ``--version``)
+and, inside ``_main``:
+
+1. checks everything first: argparse types ``integer(lo, hi)``, ``seed``, ``finite(lo, hi)``,
+   ``int_list``, ``float_list``; ``check_int`` for ranges checked after parsing; ``need_memory``
+   for what the run's arrays need; ``check_problem`` for a problem's closed forms; ``out_file``
+   for a single ``--out FILE``;
+2. then ``out = _cli.out_dir(opts.out)`` and writes every output to ``out / NAME`` (``save_options``,
+   ``write_json`` for strict JSON, ``surgesim.sweep.write_csv``, ``fig.savefig``), a resumable
+   store to ``out.final(NAME)`` with ``run_sweep(..., connect_timeout=args.connect_timeout)`` and
+   ``--connect-timeout`` declared as ``add_argument("--connect-timeout", **_cli.CONNECT_TIMEOUT)``;
+   rows of one-row tasks are read with ``run_sweep(..., per_task=True)`` and ``task_row``.
+
+``run`` then guarantees:
+
+- outputs are written only by a run that succeeded, atomically: files written to ``out / NAME``
+  are staged and moved into ``--out`` when ``_main`` returns 0; a refused or failed run leaves
+  every file in ``--out`` byte-identical (``surgesim.outputs.OutputDir``);
+- two runs cannot write to one ``--out``: it is locked, and the second gets an error at once;
+- any failure is one line ``error: ...`` on stderr with exit status 2 (bad input, memory, disk,
+  network, a damaged store), 1 for failed sweep tasks and for an internal bug (with a hint to
+  report it; ``SURGESIM_TRACEBACK=1`` shows the traceback), 130 for Ctrl-C;
+- warnings raised during the run are held back and printed (one ``warning:`` line each) only
+  after a successful run, never before an error line.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
-import json
+import errno
+import math
 import os
+import sqlite3
 import sys
+import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+
+from surgesim.outputs import OutputDir, atomic_path, dumps_json
+
+ISSUES = "https://github.com/surgesim/surgesim/issues"
+SEED_LIMIT = 2**63
+_MESSAGE_LIMIT = 400  # characters of an error message shown (a bad 200,000-character field is cut)
+
+# The output directories opened by the command that ``run`` is running (committed or discarded
+# when it ends).
+_open_outputs: list[OutputDir] = []
 
 
 class UsageError(Exception):
     """Bad input found after parsing: printed as one ``error:`` line, exit status 2."""
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("surgesim")
+    except PackageNotFoundError:  # a source tree that is not installed
+        return "0+unknown"
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line ``error: ...`` on stderr and exit status 2."""
+    """argparse, but a usage error is one line ``error: ...`` on stderr and exit status 2, and
+    every command has ``--version``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument("--version", action="version", version=f"%(prog)s (surgesim {version()})")
 
     def error(self, message: str):  # type: ignore[override]
-        print(f"error: {message} (see --help)", file=sys.stderr)
+        print(f"error: {_one_line(message)} (see --help)", file=sys.stderr)
         raise SystemExit(2)
 
 
 def parser(module: str, doc: str) -> Parser:
-    """The parser of ``python -m MODULE``: the docstring's first paragraph as description, the
-    rest as epilog (kept as written)."""
+    """The parser of ``python -m MODULE`` (``surgesim NAME`` under the console script): the
+    docstring's first paragraph as description, the rest as epilog (kept as written)."""
     head, _, rest = doc.partition("\n\n")
-    return Parser(prog=f"python -m {module}", description=head, epilog=rest,
+    prog = f"surgesim {module.removeprefix('sims.')}" if Path(sys.argv[0]).name == "surgesim" else f"python -m {module}"
+    return Parser(prog=prog, description=head, epilog=rest,
                   formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
 
 
+def _one_line(message: str) -> str:
+    text = " ".join(str(message).split())
+    return text if len(text) <= _MESSAGE_LIMIT else text[:_MESSAGE_LIMIT] + " ..."
+
+
+def _classify(exc: BaseException) -> tuple[int, str]:
+    """(exit status, message) of a failure that ends a command."""
+    from surgesim.sweep import StoreError, SweepError
+
+    if isinstance(exc, SweepError):  # tasks failed; the others are in the store and a rerun retries
+        lines = str(exc).splitlines()
+        head = f"{lines[0]} {lines[1].strip() if len(lines) > 1 else ''}"
+        return 1, (f"{head} (finished tasks are kept in the store; rerun to retry; if the input is valid, please "
+                   f"report it at {ISSUES})")  # fmt: skip
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return 2, f"disk full{where} ({exc.strerror}): files already in the output directory are unchanged"
+    if isinstance(exc, MemoryError):
+        return 2, f"not enough memory{': ' + str(exc) if str(exc) else ''} (choose smaller sizes)"
+    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError) and exc.filename:
+        return 2, f"{exc.strerror or exc} ({exc.filename})"
+    if isinstance(exc, (UsageError, ValueError, TypeError, OSError, StoreError, csv.Error, sqlite3.Error)):
+        return 2, str(exc)
+    return 1, (f"internal error ({type(exc).__name__}: {exc}); this is a bug in surgesim {version()}: please report "
+               f"it with the command line at {ISSUES} (SURGESIM_TRACEBACK=1 shows the traceback)")  # fmt: skip
+
+
 def run(main: Callable[[], int | None]) -> int:
-    """Call ``main``; turn bad input (UsageError, ValueError, TypeError, OSError) into one
-    ``error:`` line and exit status 2, failed sweep tasks into one line and exit status 1 (the
-    finished tasks stay in the store), and an interrupt into exit status 130."""
-    from surgesim.sweep import SweepError
-
+    """Run a command's body under the shared handler (see the module docstring)."""
+    code = 1
+    mine = len(_open_outputs)  # a command may run another (sims.figures): each owns its own outputs
     try:
-        return int(main() or 0)
-    except SweepError as e:  # tasks failed; the others are in the store and a rerun retries
-        lines = str(e).splitlines()
-        print(f"error: {lines[0]} {lines[1].strip() if len(lines) > 1 else ''} (see the store; rerun to retry)",
-              file=sys.stderr)  # fmt: skip
-        return 1
-    except (UsageError, ValueError, TypeError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished results are kept", file=sys.stderr)
-        return 130
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                code = int(main() or 0)
+            except KeyboardInterrupt:
+                print("interrupted: finished results are kept", file=sys.stderr)
+                code = 130
+            except Exception as exc:  # the one place where failures become an exit status
+                if os.environ.get("SURGESIM_TRACEBACK"):
+                    traceback.print_exc()
+                code, message = _classify(exc)
+                print(f"error: {_one_line(message)}", file=sys.stderr)
+            if code == 0:
+                try:
+                    for out in _open_outputs[mine:]:
+                        out.commit()
+                except OSError as exc:
+                    code = 2
+                    print(f"error: cannot write the outputs: {_one_line(str(exc))}", file=sys.stderr)
+    finally:
+        while len(_open_outputs) > mine:
+            _open_outputs.pop().close()
+    if code == 0:
+        _reemit(caught)
+    return code
 
 
-def out_dir(path: str) -> Path:
+def _reemit(caught: list[warnings.WarningMessage]) -> None:
+    """Show the warnings of a successful run, once each, as ``warning: ...`` lines (through the
+    warnings machinery, so that callers' filters still apply)."""
+    seen = set()
+    original = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *a, **k: f"warning: {_one_line(str(message))}\n"
+    try:
+        for w in caught:
+            key = (w.category, str(w.message))
+            if key not in seen:
+                seen.add(key)
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    finally:
+        warnings.formatwarning = original
+
+
+def out_dir(path: str) -> OutputDir:
+    """The command's output directory, created and locked; write outputs to ``out / NAME``
+    (they reach ``path`` only when the command succeeds) and a resumable store to
+    ``out.final(NAME)``. Call it after every check, inside ``run``."""
+    if path is None or str(path).strip() == "":
+        raise UsageError("--out must be a non-empty path")
+    out = OutputDir(path)
+    out.open()
+    _open_outputs.append(out)
+    return out
+
+
+def out_file(path: str) -> Path:
+    """A single output file (``--out FILE``), checked before any work: a writable directory must
+    hold it and it must not be a directory."""
     p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise UsageError(f"--out {path!r} exists and is not a directory")
-    p.mkdir(parents=True, exist_ok=True)
-    if not os.access(p, os.W_OK):
-        raise UsageError(f"--out {path!r} is not writable")
+    if str(path).strip() == "" or p.is_dir():
+        raise UsageError(f"--out {path!r} must be a file path")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {path!r}: directory {str(parent)!r} does not exist or is not writable")
     return p
 
 
-def save_options(opts, path: Path) -> None:
-    """The resolved options (a dataclass) as JSON beside the outputs."""
-    path.write_text(json.dumps(dataclasses.asdict(opts), indent=2, default=str) + "\n")
+def save_options(opts, path) -> None:
+    """The resolved options (a dataclass) as strict JSON beside the outputs."""
+    write_json(dataclasses.asdict(opts), path)
+
+
+def write_json(obj, path) -> None:
+    """Strict JSON written atomically (non-finite floats as "inf", "-inf", "nan": docs/outputs.md)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(dumps_json(obj))
+
+
+# ---------------------------------------------------------------------------------------------
+# Up-front checks
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (MemAvailable on Linux, else physical)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover
+        return 1 << 62
+
+
+def need_memory(nbytes: float, what: str) -> None:
+    """Refuse a run whose arrays would need more memory than the machine has available."""
+    have = available_memory()
+    if not nbytes <= have:
+        raise UsageError(f"{what} needs about {_bytes(nbytes)} of memory, more than the {_bytes(have)} available")
+
+
+def _bytes(n: float) -> str:
+    if not math.isfinite(n):
+        return "unbounded"
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000:
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} EB"
+
+
+CONNECT_TIMEOUT = {
+    "type": None,  # set below (finite, > 0)
+    "default": 10.0,
+    "metavar": "SECONDS",
+    "help": "give up on a tcp:// scheduler that does not complete Dask's handshake within this time (default 10)",
+}
+
+
+def check_problem(problem, batch_sizes=(1,)) -> None:
+    """Refuse a problem whose closed forms overflow or divide by zero at these batch sizes (values
+    near 1e300, H = 0 along mu) before any work, without printing NumPy's RuntimeWarnings."""
+    import numpy as np
+
+    from surgesim import theory
+
+    try:
+        with np.errstate(all="raise"):
+            values = theory.curves(
+                np.asarray(batch_sizes, dtype=np.float64), problem.mu, problem.sigma, problem.hessian
+            )
+    except (FloatingPointError, OverflowError, ZeroDivisionError) as exc:
+        raise UsageError(f"the problem's closed forms are not finite ({exc}): mu, sigma and H must be of moderate "
+                         "magnitude, and H must not vanish along mu") from None  # fmt: skip
+    bad = sorted(k for k, v in values.items() if not np.all(np.isfinite(v)))
+    if bad:
+        raise UsageError(f"the problem's closed forms {', '.join(bad)} are not finite: mu, sigma and H must be of "
+                         "moderate magnitude, and H must not vanish along mu")  # fmt: skip
+
+
+def task_row(rows: list[dict], what: str, **expected) -> dict:
+    """The one row of a sweep task (``run_sweep(..., per_task=True)``), checked against the task's
+    own parameters: a store that lost or mixed rows is reported, never paired with another task."""
+    from surgesim.sweep import StoreError
+
+    if len(rows) != 1 or any(rows[0].get(k) != v for k, v in expected.items()):
+        raise StoreError(f"the store's result for {what} is missing or belongs to another task: the store is "
+                         "damaged; move store.sqlite away and rerun")  # fmt: skip
+    return rows[0]
+
+
+def _integer(text: str) -> int:
+    """An integer written as digits, or in floating form when exact (1e6); not 1.5, inf, nan."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not math.isfinite(value) or not value.is_integer() or abs(value) >= 2**53:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    return int(value)
+
+
+def check_int(flag: str, value: int, lo: int, hi: int) -> None:
+    """Refuse an integer option outside [lo, hi] (sizes that would not fit in memory or time)."""
+    if value < lo:
+        raise UsageError(f"{flag} must be >= {lo}, got {value}")
+    if value > hi:
+        raise UsageError(f"{flag} must be <= {hi}, got {value}")
+
+
+def integer(lo: int, hi: int) -> Callable[[str], int]:
+    """argparse type: an integer in [lo, hi]."""
+
+    def parse(text: str) -> int:
+        value = _integer(text)
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(
+                f"must be {'>= ' + str(lo) if value < lo else '<= ' + str(hi)}, got {text}"
+            )
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def seed(text: str) -> int:
+    """argparse type: a seed in [0, 2^63)."""
+    value = _integer(text)
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"a seed must be in [0, 2^63), got {text!r}")
+    return value
+
+
+def finite(lo: float = -math.inf, hi: float = math.inf) -> Callable[[str], float]:
+    """argparse type: a finite number in [lo, hi]."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise argparse.ArgumentTypeError(f"expected a finite number in [{lo:g}, {hi:g}], got {text!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
 
 
 def int_list(text: str) -> list[int]:
     try:
-        values = [int(float(v)) if float(v).is_integer() else float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
+        values = [_integer(v.strip()) for v in text.split(",") if v.strip()]
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or any(not isinstance(v, int) for v in values):
+    if not values:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if any(abs(v) > 2**53 for v in values):
+        raise argparse.ArgumentTypeError(f"expected integers up to 2^53, got {text!r}")
     return values
 
 
@@ -83,6 +355,9 @@ def float_list(text: str) -> list[float]:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated finite numbers, got {text!r}")
     return values
+
+
+CONNECT_TIMEOUT["type"] = finite(1e-3, 3600)

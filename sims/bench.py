@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from sims import _cli
+from sims._timing import best_time
 
 
 @dataclass(frozen=True)
@@ -38,16 +39,6 @@ class Options:
     skip_end_to_end: bool
     numpy_full: bool
     out: str | None
-
-
-def best_time(fn, repeat: int) -> float:
-    fn()  # warm-up: JIT compile / caches
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def bench_rng(n: int, repeat: int) -> dict:
@@ -176,9 +167,11 @@ def _read_csv(path: Path):
 
 def build_parser() -> _cli.Parser:
     p = _cli.parser("sims.bench", __doc__)
-    p.add_argument("--dims", type=int, default=1000, help="dimension d (default 1000)")
-    p.add_argument("--trials", type=int, default=16384, help="trials per one-step timing (default 16384)")
-    p.add_argument("--repeat", type=int, default=3, help="timed repetitions, best kept (default 3)")
+    p.add_argument("--dims", type=_cli.integer(2, 2**40), default=1000, help="dimension d (default 1000)")
+    p.add_argument(
+        "--trials", type=_cli.integer(16, 2**40), default=16384, help="trials per one-step timing (default 16384)"
+    )
+    p.add_argument("--repeat", type=_cli.integer(1, 1000), default=3, help="timed repetitions, best kept (default 3)")
     p.add_argument("--backend", choices=["cpu", "gpu"], default="cpu", help="gpu: CuPy kernels against the CPU kernels")
     p.add_argument("--skip-end-to-end", action="store_true", help="skip the --rel-se 0.0025 command timing (minutes)")
     p.add_argument(
@@ -196,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args) -> int:
     if args.dims < 2 or args.trials < 16 or args.repeat < 1:
         raise _cli.UsageError("need --dims >= 2, --trials >= 16, --repeat >= 1")
+    if args.out is not None:
+        _cli.out_file(args.out)  # before minutes of benchmarking
+    _cli.need_memory(8 * args.dims * args.dims * 3, f"--dims {args.dims} (dense H)")
     opts = Options(args.dims, args.trials, args.repeat, args.backend, args.skip_end_to_end, args.numpy_full, args.out)
     if opts.backend == "gpu":
         from sims.bench_gpu import bench_gpu, print_report
@@ -244,7 +240,7 @@ def _main(args) -> int:
         print("\nmulti-step dynamics:")
         print(json.dumps(report["dynamics"], indent=2))
     if opts.out:
-        Path(opts.out).write_text(json.dumps(report, indent=2) + "\n")
+        _cli.write_json(report, _cli.out_file(opts.out))
     return 0
 
 

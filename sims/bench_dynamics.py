@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sims import _cli
-from sims.bench import best_time
+from sims._timing import best_time
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ same --out skips them).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -77,6 +76,7 @@ def build_parser() -> _cli.Parser:
     g.add_argument("--scheduler", metavar="local:N|tcp://HOST:PORT",
                    help="run the tasks on Dask (also via DASK_SCHEDULER_ADDRESS); default: this process, "
                         "whose kernels already use every core")  # fmt: skip
+    g.add_argument("--connect-timeout", **_cli.CONNECT_TIMEOUT)
     g.add_argument(
         "--backend",
         choices=["cpu", "gpu", "auto"],
@@ -111,12 +111,12 @@ def resolve(args) -> Options:
     from surgesim.dynamics import DEFAULT_BATCH_SIZES
 
     checks = {
-        "--dims": (args.dims, 2), "--lr-points": (args.lr_points, 3), "--further-steps": (args.further_steps, 0),
-        "--max-steps": (args.max_steps, 1), "--seeds": (args.seeds, 1), "--seed": (args.seed, 0),
+        "--dims": (args.dims, 2, 2**40), "--lr-points": (args.lr_points, 3, 10**4),
+        "--further-steps": (args.further_steps, 0, 10**9), "--max-steps": (args.max_steps, 1, 10**9),
+        "--seeds": (args.seeds, 1, 2**31), "--seed": (args.seed, 0, _cli.SEED_LIMIT - 1),
     }  # fmt: skip
-    for flag, (value, lo) in checks.items():
-        if value < lo:
-            raise _cli.UsageError(f"{flag} must be >= {lo}, got {value}")
+    for flag, (value, lo, hi) in checks.items():
+        _cli.check_int(flag, value, lo, hi)
     specs = tuple(s.strip() for s in args.optimizers.split(",") if s.strip())
     if not specs:
         raise _cli.UsageError(f"--optimizers: no optimizer in {args.optimizers!r}")
@@ -130,6 +130,10 @@ def resolve(args) -> Options:
         raise _cli.UsageError(f"--targets must be distinct fractions in (0, 1), got {args.targets}")
     if args.problem is not None and not Path(args.problem).is_file():
         raise _cli.UsageError(f"--problem {args.problem!r}: no such file")
+    runs = args.lr_points * args.seeds  # trajectories per task, each with a few d-vectors of state
+    rows = runs * len(args.targets) * len(sizes) * len(specs)
+    need = 8 * args.dims * runs * (6 + len(args.targets)) + 200 * rows
+    _cli.need_memory(need, f"--dims {args.dims} x --lr-points {args.lr_points} x --seeds {args.seeds}")
     return Options(
         dims=args.dims, problem=args.problem, optimizers=specs, batch_sizes=tuple(sorted(sizes)),
         lr_points=args.lr_points, targets=tuple(sorted(args.targets, reverse=True)),
@@ -159,6 +163,7 @@ def _main(args) -> int:
         problem, [parse_optimizer(s) for s in opts.optimizers], opts.batch_sizes, opts.lr_points, opts.targets,
         opts.further_steps, opts.max_steps, opts.seeds, opts.seed, opts.backend,
     )  # fmt: skip
+    _cli.check_problem(problem, opts.batch_sizes)
     problem.save(out / "problem.npz")
     _cli.save_options(opts, out / "options.json")
     mu, sigma, H = problem.mu, problem.sigma, problem.hessian
@@ -175,8 +180,10 @@ def _main(args) -> int:
     scheduler = opts.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
     with progress_bar(quiet=opts.quiet, desc="tasks") as bar:
         rows = run_sweep(
-            dynamics.run_task, exp.tasks(), params={"problem_sha256": problem.digest()}, store=out / "store.sqlite",
+            dynamics.run_task, exp.tasks(), params={"problem_sha256": problem.digest()},
+            store=out.final("store.sqlite"),
             scheduler=scheduler, workers=None if scheduler else 1, shared=problem, progress=bar,
+            connect_timeout=args.connect_timeout,
         )  # fmt: skip
     write_csv(rows, out / "runs.csv", columns=dynamics.ROW_COLUMNS)
     results = dynamics.summarize(exp, rows)
@@ -185,7 +192,7 @@ def _main(args) -> int:
         "batch_sizes": list(exp.batch_sizes), "target_fractions": list(exp.target_fractions),
         "results": [r.as_dict() for r in results], "wall_seconds": time.perf_counter() - t_start,
     }  # fmt: skip
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    _cli.write_json(summary, out / "summary.json")
     figures = write_figures(results, out) if opts.plot else []
     if not opts.quiet:
         print_tables(results, exp)

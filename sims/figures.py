@@ -140,8 +140,8 @@ def _from_command(main, args: list[str], out: Path, prefix: str) -> list[Path]:
     with tempfile.TemporaryDirectory() as tmp:
         if main(args + ["--out", tmp, "--quiet"]) != 0:
             raise RuntimeError(f"{main.__module__} {' '.join(args)} failed")
-        for old in out.glob(f"{prefix}_*"):
-            old.unlink()
+        for old in out.path.glob(f"{prefix}_*"):  # removed when this run's figures are written
+            out.remove(old.name)
         kept = []
         for f in sorted(Path(tmp).glob("*.png")) + [Path(tmp) / "summary.json"]:
             kept.append(out / f"{prefix}_{f.name}")
@@ -157,12 +157,15 @@ def fig5(opts: Options, out: Path) -> list[Path]:
                          "fig5_dynamics")  # fmt: skip
 
 
-def fig6(opts: Options, out: Path) -> list[Path]:
+def _check_torch() -> None:
     import importlib.util
 
     if importlib.util.find_spec("torch") is None:
         raise _cli.UsageError("fig6 trains a network and needs torch: pip install torch==2.13.0 -e '.[train]' "
                               "(or --only fig1,fig2,fig3,fig4,fig5,fig7)")  # fmt: skip
+
+
+def fig6(opts: Options, out: Path) -> list[Path]:
     from sims import workloads
 
     quick = [
@@ -204,7 +207,7 @@ def build_parser() -> _cli.Parser:
     p = _cli.parser("sims.figures", __doc__)
     p.add_argument("--out", default="figures", help="output directory (default figures/)")
     p.add_argument("--quick", action="store_true", help="small, fast versions (about a minute in all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every problem and random stream (default 0)")
+    p.add_argument("--seed", type=_cli.seed, default=0, help="seed of every problem and random stream (default 0)")
     p.add_argument(
         "--only",
         type=lambda s: tuple(x for x in s.split(",") if x),
@@ -227,6 +230,8 @@ def _main(args) -> int:
         raise _cli.UsageError(
             f"--only: unknown figure(s) {', '.join(sorted(unknown))}; choose from {', '.join(FIGURES)}"
         )
+    if not opts.only or "fig6" in opts.only:
+        _check_torch()  # before any figure's work
     out = _cli.out_dir(opts.out)
     for name, make in FIGURES.items():
         if opts.only and name not in opts.only:

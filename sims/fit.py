@@ -23,6 +23,7 @@ fit_<group>.png per group, options.json.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -111,6 +112,8 @@ def _main(args) -> int:
                 title=f"{Path(opts.grid).name}" + (f": {label}" if label else ""),
             )  # fmt: skip
             name = "fit_" + (_slug(key) if key else "all") + ".png"
+            if name in figures:  # groups whose names differ only in characters the slug drops
+                name = name[:-4] + "_" + hashlib.sha256(repr(sorted(key.items())).encode()).hexdigest()[:8] + ".png"
             fig.savefig(out / name, dpi=110)
             figures.append(name)
     if not opts.quiet:

@@ -18,7 +18,6 @@ limits_nongaussian.png, limits_adam.png. --quick runs coarse grids and few trial
 from __future__ import annotations
 
 import csv
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -68,8 +67,7 @@ def build_parser() -> _cli.Parser:
 
 
 def resolve(args) -> Options:
-    if args.dims < 2:
-        raise _cli.UsageError(f"--dims must be >= 2, got {args.dims}")
+    _cli.check_int("--dims", args.dims, 2, 2**40)
     if not 0 <= args.seed < 2**63:
         raise _cli.UsageError(f"--seed must be in [0, 2^63), got {args.seed}")
     q = args.quick
@@ -151,6 +149,7 @@ def _main(args) -> int:
     from surgesim.progress import progress_bar
 
     opts = resolve(args)
+    _cli.need_memory(8 * opts.dims * opts.dims * 4, f"--dims {opts.dims} (dense and power-law families)")
     out = _cli.out_dir(opts.out)
     _cli.save_options(opts, out / "options.json")
     t0 = time.perf_counter()
@@ -286,21 +285,18 @@ def _main(args) -> int:
         _write_csv(out / "adam.csv", adam_rows)
     _write_csv(out / "summary.csv", summary)
     wall = time.perf_counter() - t0
-    (out / "summary.json").write_text(
-        json.dumps(
-            {
-                "dims": opts.dims,
-                "seed": opts.seed,
-                "quick": opts.quick,
-                "noise_batch_size": bn0,
-                "validity_bound": vb0,
-                "max_abs_err_erf_in_eq9": max(float(np.max(np.abs(r["err_erf"]))) for r in fam_rows),
-                "rows": len(summary),
-                "wall_seconds": wall,
-            },
-            indent=2,
-        )
-        + "\n"
+    _cli.write_json(
+        {
+            "dims": opts.dims,
+            "seed": opts.seed,
+            "quick": opts.quick,
+            "noise_batch_size": bn0,
+            "validity_bound": vb0,
+            "max_abs_err_erf_in_eq9": max(float(np.max(np.abs(r["err_erf"]))) for r in fam_rows),
+            "rows": len(summary),
+            "wall_seconds": wall,
+        },
+        out / "summary.json",
     )
 
     if opts.plot:

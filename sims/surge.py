@@ -18,7 +18,6 @@ same command resumes (a different problem or options into the same --out is refu
 from __future__ import annotations
 
 import csv
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -58,7 +57,9 @@ def build_parser() -> _cli.Parser:
 
     p = _cli.parser("sims.surge", __doc__)
     g = p.add_argument_group("problem")
-    g.add_argument("--dims", type=int, default=1000, help="dimension d of a generated problem (default 1000)")
+    g.add_argument(
+        "--dims", type=_cli.integer(2, 2**40), default=1000, help="dimension d of a generated problem (default 1000)"
+    )
     g.add_argument(
         "--problem", metavar="FILE.npz", help="load the problem (mu, sigma, H or h_diag[, h_factor]) instead"
     )
@@ -67,22 +68,33 @@ def build_parser() -> _cli.Parser:
                         "dense matrix), diagonal (no surge: B_noise = inf), powerlaw (dense, power-law spectrum)")  # fmt: skip
     g = p.add_argument_group("batch sizes")
     g.add_argument("--batch-sizes", type=_cli.int_list, metavar="B1,B2,...", help="explicit list (overrides the grid)")
-    g.add_argument("--b-min", type=float, default=1, help="smallest batch size of the log grid (default 1)")
-    g.add_argument("--b-max", type=float, default=2**20, help="largest batch size of the log grid (default 2^20)")
-    g.add_argument("--b-num", type=int, default=25, help="points of the log grid before rounding (default 25)")
+    g.add_argument(
+        "--b-min", type=_cli.finite(1, 2**53), default=1, help="smallest batch size of the log grid (default 1)"
+    )
+    g.add_argument(
+        "--b-max", type=_cli.finite(1, 2**53), default=2**20, help="largest batch size of the log grid (default 2^20)"
+    )
+    g.add_argument(
+        "--b-num", type=_cli.integer(1, 10_000), default=25, help="points of the log grid before rounding (default 25)"
+    )
     g = p.add_argument_group("Monte Carlo")
     m = g.add_mutually_exclusive_group()
-    m.add_argument("--trials", type=int, help="fixed trials per batch size")
-    m.add_argument("--rel-se", type=float, help="adaptive: trials until the learning rate's relative standard "
+    m.add_argument("--trials", type=_cli.integer(2, 2**53), help="fixed trials per batch size")
+    m.add_argument("--rel-se", type=_cli.finite(), help="adaptive: trials until the learning rate's relative standard "
                    "error is at most this, at every batch size (default 0.01)")  # fmt: skip
     g.add_argument(
-        "--max-trials", type=int, default=1 << 24, help="cap on adaptive trials per batch size (default 2^24)"
+        "--max-trials",
+        type=_cli.integer(2, 2**53),
+        default=1 << 24,
+        help="cap on adaptive trials per batch size (default 2^24)",
     )
     g.add_argument("--sampler", choices=["sign", "batch_mean", "per_example"], default="sign",
                    help="sign: one word per coordinate against Phi(sqrt(B) mu/sigma) (default, exact and "
                         "fastest); batch_mean: one normal per coordinate; per_example: B normals per "
                         "coordinate (B times slower)")  # fmt: skip
-    g.add_argument("--seed", type=int, default=0, help="seed of the problem and of every random stream (default 0)")
+    g.add_argument(
+        "--seed", type=_cli.seed, default=0, help="seed of the problem and of every random stream (default 0)"
+    )
     g = p.add_argument_group("execution and output")
     g.add_argument("--out", default="runs/surge", help="output directory (default runs/surge)")
     g.add_argument("--backend", choices=["cpu", "gpu", "auto"], default="cpu", help="kernel backend (default cpu)")
@@ -93,6 +105,7 @@ def build_parser() -> _cli.Parser:
         "tcp://HOST:PORT uses a running cluster (also via DASK_SCHEDULER_ADDRESS); default: "
         "this process, whose kernels already use every core",
     )
+    g.add_argument("--connect-timeout", **_cli.CONNECT_TIMEOUT)
     g.add_argument("--no-plot", action="store_true", help="skip the figure")
     g.add_argument("--quiet", action="store_true", help="no table, no progress bar")
     return p
@@ -120,6 +133,10 @@ def resolve(args) -> Options:
         raise _cli.UsageError(f"--rel-se must be in (0, 1), got {rel_se}")
     if args.problem is not None and not Path(args.problem).is_file():
         raise _cli.UsageError(f"--problem {args.problem!r}: no such file")
+    if args.problem is None:  # mu, sigma, the Hessian's factors (dense: d x d) and their temporaries
+        _cli.need_memory(
+            8 * args.dims * (args.dims if args.hessian in ("dense", "powerlaw") else 16), f"--dims {args.dims}"
+        )
     check_options(sizes, trials=args.trials, rel_se=rel_se, max_trials=args.max_trials, sampler=args.sampler)
     return Options(
         dims=args.dims, problem=args.problem, hessian=args.hessian, batch_sizes=sizes,
@@ -159,6 +176,7 @@ def _main(args) -> int:
     out = _cli.out_dir(opts.out)
     t_start = time.perf_counter()
     problem = QuadraticProblem.load(opts.problem) if opts.problem else FAMILIES[opts.hessian](opts.dims, opts.seed)
+    _cli.check_problem(problem, opts.batch_sizes)
     problem.save(out / "problem.npz")
     _cli.save_options(opts, out / "options.json")
     B = np.asarray(opts.batch_sizes, dtype=np.float64)
@@ -176,10 +194,13 @@ def _main(args) -> int:
     with progress_bar(quiet=opts.quiet, desc="batch sizes") as bar:
         stored = run_sweep(
             estimate_task, [{"batch_size": b, **options} for b in opts.batch_sizes],
-            params={"problem_sha256": problem.digest(), **options}, store=out / "store.sqlite",
+            params={"problem_sha256": problem.digest(), **options}, store=out.final("store.sqlite"),
             scheduler=scheduler, workers=None if scheduler else 1, shared=problem, progress=bar,
+            connect_timeout=args.connect_timeout, per_task=True,
         )  # fmt: skip
-    rows = [result_row(Estimate(**r), {k: float(v[i]) for k, v in theory.items()}) for i, r in enumerate(stored)]
+    rows = [result_row(Estimate(**_cli.task_row(r, f"batch size {b}", batch_size=b)),
+                       {k: float(v[i]) for k, v in theory.items()})
+            for i, (b, r) in enumerate(zip(opts.batch_sizes, stored, strict=True))]  # fmt: skip
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
         w.writeheader()
@@ -206,7 +227,7 @@ def _main(args) -> int:
         "all_converged": bool(all(r["converged"] for r in rows)),
         "wall_seconds": wall,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _cli.write_json(summary, out / "summary.json")
 
     if opts.plot:
         from surgesim.plots import lr_vs_batch_figure

@@ -31,7 +31,6 @@ per target, peak.png, options.json, sweep.sqlite (the resumable store).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -113,10 +112,12 @@ def build_parser() -> _cli.Parser:
     g = p.add_argument_group("grid (defaults per workload: see DEFAULTS in sims/workloads.py)")
     g.add_argument("--lrs", type=_cli.float_list, metavar="LR1,LR2,...", help="learning rates")
     g.add_argument("--batch-sizes", type=_cli.int_list, metavar="B1,B2,...", help="batch sizes")
-    g.add_argument("--seeds", type=int, default=2, help="seeds (rounds) per grid point: 0..N-1 (default 2)")
+    g.add_argument(
+        "--seeds", type=_cli.integer(1, 10**6), default=2, help="seeds (rounds) per grid point: 0..N-1 (default 2)"
+    )
     g.add_argument("--targets", type=_cli.float_list, metavar="L1,L2,...", help="target training losses")
-    g.add_argument("--further-steps", type=int, help="steps after each target for the loss decrease")
-    g.add_argument("--max-steps", type=int, help="cap on steps per run")
+    g.add_argument("--further-steps", type=_cli.integer(0, 10**9), help="steps after each target for the loss decrease")
+    g.add_argument("--max-steps", type=_cli.integer(1, 10**9), help="cap on steps per run")
     g.add_argument("--beta1", type=float, default=0.9, help="Adam beta1 (default 0.9; 0 with --beta2 0: sign-like)")
     g.add_argument("--beta2", type=float, default=0.999, help="Adam beta2 (default 0.999)")
     g.add_argument("--eps", type=float, default=1e-8, help="Adam eps (default 1e-8)")
@@ -140,8 +141,11 @@ def build_parser() -> _cli.Parser:
         default=1,
         help="torch threads per task (default 1: a task per core beats threads on small models)",
     )
-    g.add_argument("--workers", type=int, default=0, help="local worker processes (default: the number of cores)")
+    g.add_argument(
+        "--workers", type=_cli.integer(0, 4096), default=0, help="local worker processes (default: the number of cores)"
+    )
     g.add_argument("--scheduler", metavar="local:N|tcp://HOST:PORT", help="run the grid on Dask instead")
+    g.add_argument("--connect-timeout", **_cli.CONNECT_TIMEOUT)
     g.add_argument("--out", help="output directory (default runs/workload-<name>)")
     g.add_argument("--estimate-only", action="store_true", help="print the time estimate and stop")
     g.add_argument("--no-plot", action="store_true", help="skip the figures")
@@ -206,6 +210,16 @@ def reference_spec(opts: Options):
     )  # fmt: skip
 
 
+def _check_device(device: str) -> None:
+    """A torch device that exists here, checked before any data is read."""
+    import torch
+
+    try:
+        torch.empty(1, device=torch.device(device))
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        raise _cli.UsageError(f"--device {device!r} is not usable here: {exc}") from None
+
+
 def _say(opts: Options, text: str) -> None:
     if not opts.quiet:
         print(text, flush=True)
@@ -221,6 +235,7 @@ def _main(args) -> int:
     from surgesim.sweep import run_sweep, write_csv
 
     opts = resolve(args)
+    _check_device(opts.device)
     t_start = time.perf_counter()
     base = reference_spec(opts)
     protocol.load_data(base)  # a missing or malformed dataset fails here, before any training
@@ -277,8 +292,8 @@ def _main(args) -> int:
     with progress_bar(quiet=opts.quiet, desc="runs") as progress:
         rows = run_sweep(
             protocol.run_task, tasks, params={"fn": "surgesim.workloads.protocol.run_task"},
-            store=out / "sweep.sqlite", scheduler=opts.scheduler,
-            workers=None if opts.scheduler else opts.workers, progress=progress,
+            store=out.final("sweep.sqlite"), scheduler=opts.scheduler,
+            workers=None if opts.scheduler else opts.workers, progress=progress, connect_timeout=args.connect_timeout,
         )  # fmt: skip
     write_csv(rows, out / "runs.csv", protocol.ROW_COLUMNS)
 
@@ -319,7 +334,7 @@ def _main(args) -> int:
         "estimated_seconds": est_wall, "wall_seconds": wall, "workers": workers,
         "load_average_at_start": load,
     }  # fmt: skip
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _cli.write_json(summary, out / "summary.json")
 
     if opts.plot:
         from surgesim.plots.grid import peak_vs_target_figure

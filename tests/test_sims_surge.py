@@ -66,10 +66,10 @@ def test_problem_file_round_trip(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--dims", "1"], "--dims must be >= 2"),
+        (["--dims", "1"], "--dims: must be >= 2, got 1"),
         (["--batch-sizes", "0,4"], "batch sizes must be >= 1"),
         (["--batch-sizes", "1,x"], "expected comma-separated integers"),
-        (["--trials", "1"], "--trials must be >= 2"),
+        (["--trials", "1"], "--trials: must be >= 2, got 1"),
         (["--rel-se", "2"], "--rel-se must be in (0, 1)"),
         (["--trials", "10", "--rel-se", "0.1"], "not allowed with argument"),
         (["--problem", "/nonexistent.npz"], "no such file"),

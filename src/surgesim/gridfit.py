@@ -66,13 +66,15 @@ OPTIMUM_COLUMNS = (
 def read_table(path: str | Path) -> dict[str, np.ndarray]:
     """A CSV file as columns: numeric columns as float64 (empty cells NaN), others as str arrays."""
     path = Path(path)
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not in the header
         reader = csv.reader(f)
         try:
             header = next(reader)
+            rows = list(reader)
         except StopIteration:
             raise ValueError(f"{path}: empty file") from None
-        rows = list(reader)
+        except csv.Error as e:  # e.g. a field over csv's size limit
+            raise ValueError(f"{path}: line {reader.line_num}: {e}") from None
     if len(set(header)) != len(header):
         raise ValueError(f"{path}: duplicate column names in header {header}")
     bad = [i + 2 for i, r in enumerate(rows) if len(r) != len(header)]
@@ -108,10 +110,20 @@ class BatchOptimum:
         return self.batch_size * self.steps
 
 
+def _first_non_number(arr: np.ndarray) -> str:
+    """The first cell of a text column that is not a number (the one to quote in an error)."""
+    for cell in arr.flat:
+        try:
+            float(cell or "nan")
+        except ValueError:
+            return str(cell)
+    return str(arr.flat[0])
+
+
 def _as_float(name: str, values) -> np.ndarray:
     arr = np.asarray(values)
     if arr.dtype.kind in "US":
-        raise ValueError(f"column {name} is not numeric (e.g. {arr.flat[0]!r})")
+        raise ValueError(f"column {name} is not numeric (e.g. {_first_non_number(arr)!r})")
     return arr.astype(np.float64).ravel()
 
 
@@ -284,7 +296,7 @@ def fit_groups(
         raise ValueError(f"no column {missing[0]!r}; the table has {', '.join(table)}")
     for c in needed[:3] + [c for c in (seed_col, steps_col) if c]:
         if table[c].dtype.kind in "US":
-            raise ValueError(f"column {c!r} is not numeric (e.g. {str(table[c][0])!r})")
+            raise ValueError(f"column {c!r} is not numeric (e.g. {_first_non_number(table[c])!r})")
     keys = _group_keys(table, group_cols)
     out = []
     for key in sorted(set(keys), key=lambda k: tuple((isinstance(v, str), v) for v in k)):

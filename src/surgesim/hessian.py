@@ -21,6 +21,8 @@ __all__ = ["Dense", "Diagonal", "DiagonalPlusLowRank", "Hessian", "as_hessian", 
 def finite_array(name: str, value, ndim: int) -> np.ndarray:
     """``value`` as a C-contiguous float64 array of ``ndim`` dimensions, non-empty and finite;
     ValueError naming ``name`` and what was received otherwise (shared by the input checks)."""
+    if np.iscomplexobj(value):
+        raise ValueError(f"{name} must be real, got complex values")
     arr = np.asarray(value, dtype=np.float64)
     if arr.ndim != ndim or arr.size == 0:
         raise ValueError(f"{name} must be a non-empty {ndim}-d array, got shape {arr.shape}")

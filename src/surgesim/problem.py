@@ -96,10 +96,13 @@ class QuadraticProblem:
         try:
             # Opened here, not by np.load: np.load leaks its file handle when the zip is corrupt.
             with open(path, "rb") as f:
+                head = f.read(4)
+                if head[:2] != b"PK":  # a zip archive; np.load calls anything unknown "pickled data"
+                    raise ValueError(f"not an .npz archive (it starts with {head!r})")
+                f.seek(0)
                 data = np.load(f, allow_pickle=False)
-                if not isinstance(data, np.lib.npyio.NpzFile):  # a .npy file loads as one array
-                    raise ValueError(f"not an .npz archive (holds a single {type(data).__name__})")
                 with data:
+                    _check_sizes(data)
                     arrays = {k: data[k] for k in data.files}
         except FileNotFoundError:
             raise ValueError(f"problem file {os.fspath(path)!r} does not exist") from None
@@ -124,6 +127,21 @@ class QuadraticProblem:
             return cls(arrays["mu"], arrays["sigma"], H)
         except ValueError as e:
             raise ValueError(f"problem file {os.fspath(path)!r}: {e}") from None
+
+
+def _check_sizes(data: np.lib.npyio.NpzFile) -> None:
+    """Refuse an array whose header declares more values than its member holds (before reading)."""
+    for info in data.zip.infolist():
+        with data.zip.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in read:
+                continue  # np.load checks the rest
+            shape, _, dtype = read[version](member)
+        declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if declared > info.file_size:
+            raise ValueError(f"array {info.filename!r} declares shape {shape} ({declared} bytes) but holds "
+                             f"{info.file_size} bytes")  # fmt: skip
 
 
 # --- problem families ----------------------------------------------------------------------------

@@ -10,8 +10,10 @@ interrupted and resumed. ``fn`` receives its parameters as decoded from their ca
 (tuples arrive as lists), the same on every executor.
 
 The public API: ``run_sweep`` (run, resume), ``load_rows`` (the finished rows of a store),
-``write_csv`` (rows to CSV, floats exact), ``task_id`` (a task's id), ``SweepError`` and
-``TaskFailure`` (failed tasks). Example (``fn`` must be importable, not a lambda or a local
+``write_csv`` (rows to CSV, floats exact, written atomically), ``task_id`` (a task's id),
+``SweepError`` and ``TaskFailure`` (failed tasks), ``StoreError`` (a store that cannot be read or
+written: damaged, disk full; the message names it and says whether its finished results are
+intact). Example (``fn`` must be importable, not a lambda or a local
 function, for worker processes)::
 
     from surgesim.progress import progress_bar
@@ -96,7 +98,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["run_sweep", "task_id", "load_rows", "write_csv", "SweepError", "TaskFailure"]
+from .outputs import atomic_path
+
+__all__ = ["run_sweep", "task_id", "load_rows", "write_csv", "SweepError", "StoreError", "TaskFailure"]
 
 _log = logging.getLogger(__name__)
 
@@ -105,6 +109,7 @@ _ENV_SCHEDULER = "DASK_SCHEDULER_ADDRESS"
 _DASK_URL = re.compile(r"^(tcp|tls)://(\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+):(\d{1,5})$")
 _DIST_HINT = "pip install 'surgesim[dist]'"
 _FAILURES_SHOWN = 10
+CONNECT_TIMEOUT = 10.0  # seconds to reach a Dask scheduler and complete its handshake
 
 # An outcome travels from a worker back to the caller: ("ok", rows_json, seconds) or
 # ("error", "Type: message", traceback_text).
@@ -135,6 +140,23 @@ class SweepError(RuntimeError):
         if store is not None:
             lines.append(f"The other tasks' results are kept in {store}; a rerun retries only the failed tasks.")
         super().__init__("\n".join(lines))
+
+
+class StoreError(ValueError):
+    """The store cannot be read or written (damaged, disk full, read-only); the message names the
+    file and says whether the finished results in it are intact."""
+
+
+def _store_error(path: Path, exc: BaseException, writing: bool, finished: int | None = None) -> StoreError:
+    damaged = isinstance(exc, ValueError) or "malformed" in str(exc) or "not a database" in str(exc)
+    if damaged:
+        state = "the store is damaged: finished results in it may be lost; move it away and rerun to start over"
+    elif finished is not None:
+        state = f"the {finished} task(s) finished before are intact in it; fix the cause and rerun to resume"
+    else:
+        state = "finished results in it are intact; fix the cause and rerun to resume"
+    verb = "write to" if writing else "read"
+    return StoreError(f"cannot {verb} sweep store {path} ({type(exc).__name__}: {exc}); {state}")
 
 
 def _json_default(obj: Any) -> Any:
@@ -284,7 +306,38 @@ def _import_distributed(scheduler: str):
     return distributed
 
 
-def _run_dask(fn: Callable, pending: list[_Task], shared: tuple, scheduler: str) -> Iterator[tuple[int, _Outcome]]:
+def _probe_scheduler(distributed, address: str, timeout: float) -> None:
+    """Connect to ``address`` and complete Dask's handshake within ``timeout`` seconds, or raise a
+    ConnectionError saying what answered: Dask's own client would wait forever on a peer that
+    accepts and stays silent, and misread a peer that talks another protocol."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    async def handshake() -> None:
+        comm = await asyncio.wait_for(distributed.comm.connect(address, timeout=timeout), timeout)
+        await comm.close()
+
+    with ThreadPoolExecutor(1) as pool:  # its own event loop, whatever the caller runs
+        try:
+            pool.submit(asyncio.run, handshake()).result()
+        except (asyncio.TimeoutError, TimeoutError):  # ours: connected, but no Dask handshake came back
+            raise ConnectionError(
+                f"no Dask scheduler answered at {address} within {timeout:g} s (a peer that accepts and stays "
+                "silent, e.g. Dask's dashboard or a web server, is not a scheduler; schedulers listen on 8786 by "
+                "default; connect_timeout / --connect-timeout sets the wait)"
+            ) from None
+        except OSError as exc:
+            raise ConnectionError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+        except Exception as exc:  # a reply that is not Dask's protocol (a banner, an HTTP page)
+            raise ConnectionError(
+                f"the peer at {address} is not a Dask scheduler: its reply is not Dask's protocol "
+                f"({type(exc).__name__})"
+            ) from None
+
+
+def _run_dask(
+    fn: Callable, pending: list[_Task], shared: tuple, scheduler: str, connect_timeout: float = CONNECT_TIMEOUT
+) -> Iterator[tuple[int, _Outcome]]:
     distributed = _import_distributed(scheduler)
     with ExitStack() as stack:
         if scheduler.startswith("local:"):
@@ -303,8 +356,8 @@ def _run_dask(fn: Callable, pending: list[_Task], shared: tuple, scheduler: str)
                 cluster.dashboard_link,
             )
             client = stack.enter_context(distributed.Client(cluster))
-        else:
-            client = stack.enter_context(distributed.Client(scheduler))
+        else:  # reachable and a Dask scheduler: probed by run_sweep
+            client = stack.enter_context(distributed.Client(scheduler, timeout=connect_timeout))
         # Scattered once (to every worker) and passed as a future: dask resolves it on the worker.
         shared_futures = [client.scatter([s], broadcast=True)[0] for s in shared]
         name = getattr(fn, "__name__", "task")
@@ -397,7 +450,7 @@ def _read_store_header(conn: sqlite3.Connection, path: Path) -> tuple[str, list[
         meta = dict(conn.execute("SELECT key, value FROM sweep"))
         tasks = conn.execute("SELECT task_id, params FROM tasks ORDER BY position").fetchall()
     except sqlite3.DatabaseError as exc:
-        raise ValueError(f"cannot read sweep store {path}: {exc}") from None
+        raise _store_error(path, exc, writing=False) from None
     if meta.get("format") != _FORMAT:
         raise ValueError(f"{path} has store format {meta.get('format')!r}, expected {_FORMAT!r}")
     return meta["params"], tasks
@@ -437,7 +490,7 @@ def _open_store(path: Path, params_json: str, tasks: list[_Task]) -> sqlite3.Con
     try:
         header = _read_store_header(conn, path)
         if header is None:
-            with _transaction(conn):
+            with _store_writes(path, None), _transaction(conn):
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
@@ -463,17 +516,32 @@ def _open_store(path: Path, params_json: str, tasks: list[_Task]) -> sqlite3.Con
     return conn
 
 
-def _finished_rows(conn: sqlite3.Connection) -> dict[int, list[dict]]:
-    """Rows of every finished task, by task position."""
+def _finished_rows(conn: sqlite3.Connection, path: Path) -> dict[int, list[dict]]:
+    """Rows of every finished task, by task position (joined to their task by its id)."""
     out: dict[int, list[dict]] = {}
-    for position, data in conn.execute(
-        "SELECT t.position, r.data FROM tasks t LEFT JOIN rows r ON r.task_id = t.task_id "
-        "WHERE t.status = 'done' ORDER BY t.position, r.row_index"
-    ):
-        rows = out.setdefault(position, [])
-        if data is not None:  # a finished task with no rows has one NULL line in the join
+    try:
+        for position, index, data in conn.execute(
+            "SELECT t.position, r.row_index, r.data FROM tasks t LEFT JOIN rows r ON r.task_id = t.task_id "
+            "WHERE t.status = 'done' ORDER BY t.position, r.row_index"
+        ):
+            rows = out.setdefault(position, [])
+            if data is None:  # a finished task with no rows has one NULL line in the join
+                continue
+            if index != len(rows):
+                raise ValueError(f"task {position} lacks its row {len(rows)}")
             rows.append(json.loads(data))
+    except (sqlite3.DatabaseError, ValueError) as exc:
+        raise _store_error(path, exc, writing=False) from None
     return out
+
+
+@contextmanager
+def _store_writes(path: Path, finished: int | None) -> Iterator[None]:
+    """Turn a failed write (disk full, read-only, damaged file) into a StoreError naming the store."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise _store_error(path, exc, writing=True, finished=finished) from None
 
 
 def _commit_done(conn: sqlite3.Connection, task: _Task, rows: list[dict], seconds: float) -> None:
@@ -506,7 +574,7 @@ def load_rows(store: str | os.PathLike) -> list[dict]:
     try:
         if _read_store_header(conn, path) is None:
             raise ValueError(f"{path} is an empty SQLite file, not a sweep store")
-        finished = _finished_rows(conn)
+        finished = _finished_rows(conn, path)
     finally:
         conn.close()
     return [row for position in sorted(finished) for row in finished[position]]
@@ -526,7 +594,9 @@ def run_sweep(
     workers: int | None = None,
     shared: Any = None,
     progress: Callable[[int, int], None] | None = None,
-) -> list[dict]:
+    connect_timeout: float = CONNECT_TIMEOUT,
+    per_task: bool = False,
+) -> list[dict] | list[list[dict]]:
     """Run ``fn`` on every task and return all rows in task order (see the module docstring).
 
     Args:
@@ -546,6 +616,11 @@ def run_sweep(
             worker and passed as fn's second argument.
         progress: called as ``progress(done, total)`` at the start (done = tasks already in the
             store) and after each task finishes or fails.
+        connect_timeout: seconds to reach a ``tcp://`` / ``tls://`` scheduler and complete Dask's
+            handshake; a peer that stays silent or answers in another protocol is a
+            ``ConnectionError`` saying so.
+        per_task: return one list of rows per task (in task order) instead of all rows in one
+            list, so that callers join rows to their task by the task, not by position.
 
     Returns:
         The rows of all tasks, in task order and, within a task, in fn's order, each decoded
@@ -553,6 +628,9 @@ def run_sweep(
 
     Raises:
         ValueError / TypeError: bad arguments, or a store written by a different sweep.
+        StoreError: the store cannot be read or written (the message says whether the finished
+            results in it are intact).
+        ConnectionError: the scheduler cannot be reached or is not a Dask scheduler.
         SweepError: after all tasks ran, if some failed (their parameters and errors listed).
     """
     if not callable(fn):
@@ -568,6 +646,10 @@ def run_sweep(
             )
     # An explicit worker count selects local processes, whatever DASK_SCHEDULER_ADDRESS says.
     resolved = _resolve_scheduler(scheduler) if workers is None else None
+    if not (isinstance(connect_timeout, (int, float)) and 0 < connect_timeout < float("inf")):
+        raise ValueError(f"connect_timeout must be a positive number of seconds, got {connect_timeout!r}")
+    if resolved is not None and not resolved.startswith("local:"):  # before the store is touched
+        _probe_scheduler(_import_distributed(resolved), resolved, connect_timeout)
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
     shared_args = () if shared is None else (shared,)
     if resolved is None and n_workers > 1:
@@ -583,7 +665,7 @@ def run_sweep(
     store_path = None if store is None else Path(store)
     conn = None if store_path is None else _open_store(store_path, params_json, task_list)
     try:
-        results = {} if conn is None else _finished_rows(conn)
+        results = {} if conn is None else _finished_rows(conn, store_path)
         pending = [t for t in task_list if t.position not in results]
         total = len(task_list)
         _log.info(
@@ -595,7 +677,7 @@ def run_sweep(
         if progress is not None:
             progress(len(results), total)
         if resolved is not None and pending:
-            outcomes = _run_dask(fn, pending, shared_args, resolved)
+            outcomes = _run_dask(fn, pending, shared_args, resolved, connect_timeout)
         elif n_workers == 1 or not pending:
             outcomes = _run_serial(fn, pending, shared_args)
         else:
@@ -609,13 +691,15 @@ def run_sweep(
                 if status == "ok":
                     rows = json.loads(text)
                     if conn is not None:
-                        _commit_done(conn, task, rows, extra)
+                        with _store_writes(store_path, len(results)):
+                            _commit_done(conn, task, rows, extra)
                     results[position] = rows
                 else:
                     failure = TaskFailure(position, task.task_id, json.loads(task.params_json), text, extra)
                     _log.warning("task %d %s failed: %s", position, json.dumps(failure.params), text)
                     if conn is not None:
-                        _commit_failed(conn, task, text, extra)
+                        with _store_writes(store_path, len(results)):
+                            _commit_failed(conn, task, text, extra)
                     failures.append(failure)
                 done += 1
                 if progress is not None:
@@ -625,6 +709,8 @@ def run_sweep(
             conn.close()
     if failures:
         raise SweepError(sorted(failures, key=lambda f: f.position), total, store_path)
+    if per_task:
+        return [results[t.position] for t in task_list]
     return [row for t in task_list for row in results[t.position]]
 
 
@@ -653,7 +739,7 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, column
             return json.dumps(value, separators=(",", ":"))
         return value
 
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         for r in rows:

@@ -1,0 +1,62 @@
+"""``surgesim COMMAND [OPTIONS]`` (also ``python -m sims COMMAND``): one entry point for every
+command, each ``python -m sims.COMMAND`` with the same options (``surgesim COMMAND --help``).
+
+Adding a command is one line in ``COMMANDS``: its module ``sims.<name>`` must define
+``main(argv) -> int``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from sims import _cli
+
+COMMANDS = {
+    "surge": "optimal learning rate vs batch size on a quadratic: Monte Carlo and closed forms",
+    "dynamics": "multi-step training of sign-SGD / Adam / SGD on a quadratic over lr x batch size",
+    "fit": "optimal learning rate and surge / SGD curves fitted to any CSV grid",
+    "figures": "regenerate every figure in figures/",
+    "limits": "where the paper's approximations hold and where they fail",
+    "probe": "probe a problem's gradient statistics",
+    "workloads": "the paper's real workloads (CNN, ResNet-18, small GPT) in PyTorch",
+    "bench": "benchmark the kernels against plain NumPy",
+    "schedules": "learning-rate and batch-size schedules",
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {what}" for name, what in COMMANDS.items()]
+    return (
+        "usage: surgesim [--version] [--help] COMMAND [OPTIONS]\n\ncommands:\n" + "\n".join(lines) + "\n\n"
+        "'surgesim COMMAND --help' lists a command's options (the same as 'python -m sims.COMMAND')."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if args else 2
+    if args[0] == "--version":
+        print(f"surgesim {_cli.version()}")
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(
+            f"error: unknown command {name!r}; choose from {', '.join(COMMANDS)} (see surgesim --help)", file=sys.stderr
+        )
+        return 2
+    try:
+        module = importlib.import_module(f"sims.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"sims.{name}":
+            raise
+        print(f"error: command {name!r} is not available in this installation (no module sims.{name})", file=sys.stderr)
+        return 2
+    return module.main(rest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,466 @@
+"""Fault injection: every way a run can be refused or fail gives exit status 2 (1 only for an
+internal bug), exactly one ``error:`` line on stderr, within 60 s, and leaves every file already
+in --out byte-identical (issue 14). Commands run in-process through ``main(argv)``; a subprocess
+only where another process is the point (a concurrent run)."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import math
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sims import __main__ as dispatcher
+from sims import _cli, bench, dynamics, figures, fit, surge
+from surgesim.outputs import OutputDir, atomic_path, dumps_json, loads_json
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--dims", "40", "--batch-sizes", "1,16,256", "--trials", "2000", "--quiet", "--no-plot"]
+
+
+def snapshot(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def call(main, args: list[str]) -> int:
+    try:
+        return main([str(a) for a in args])
+    except SystemExit as e:  # argparse
+        return int(e.code)
+
+
+def refused(capsys, main, args: list[str], out: Path | None = None, code: int = 2) -> str:
+    """Run ``main(args)``: it must fail with ``code`` and one ``error:`` line within 60 s, and
+    leave ``out`` byte-identical. Returns the error line."""
+    before = snapshot(out) if out is not None and out.exists() else None
+    capsys.readouterr()
+    t = time.monotonic()
+    status = call(main, args)
+    elapsed = time.monotonic() - t
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert status == code, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert elapsed < 60
+    if before is not None:
+        assert snapshot(out) == before
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A finished sims.surge run, copied by each test that changes it."""
+    out = tmp_path_factory.mktemp("finished") / "out"
+    assert surge.main([*SMALL, "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture
+def out(finished, tmp_path) -> Path:
+    copy = tmp_path / "out"
+    shutil.copytree(finished, copy)
+    return copy
+
+
+# --- outputs only by an accepted run; one run per --out ----------------------------------------
+
+
+def test_refused_rerun_keeps_every_file(capsys, out):
+    line = refused(capsys, surge.main, [*SMALL, "--seed", "1", "--out", out], out)
+    assert "different sweep" in line
+    assert (out / "store.sqlite").exists() and (out / "problem.npz").exists()
+
+
+def test_rerun_of_the_same_run_is_accepted_and_identical(out):
+    before = snapshot(out)
+    assert surge.main([*SMALL, "--out", str(out)]) == 0
+    after = snapshot(out)
+    assert after.keys() == before.keys()
+    assert after["results.csv"] == before["results.csv"] and after["problem.npz"] == before["problem.npz"]
+
+
+def test_failed_run_writes_nothing_into_a_fresh_out(capsys, tmp_path, monkeypatch):
+    from surgesim import problem
+
+    def full_disk(self, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(problem.QuadraticProblem, "save", full_disk)
+    line = refused(capsys, surge.main, [*SMALL, "--out", tmp_path / "o"])
+    assert "disk full" in line and "No space left on device" in line and "unchanged" in line
+    assert snapshot(tmp_path / "o") == {}  # nothing staged is left behind
+
+
+def test_a_second_run_into_a_locked_out_is_refused(capsys, out):
+    holder = subprocess.Popen(  # another process holds --out, as a concurrent run would
+        [sys.executable, "-c", "import sys, time; from surgesim.outputs import OutputDir; "
+         "d = OutputDir(sys.argv[1]); d.open(); print('locked', flush=True); time.sleep(60)", str(out)],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT, env={"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "PATH": ""},
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        line = refused(capsys, surge.main, [*SMALL, "--out", out], out)
+        assert "in use by another run" in line
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert surge.main([*SMALL, "--out", str(out)]) == 0  # released with its process
+
+
+def test_two_concurrent_runs_into_one_fresh_out(tmp_path):
+    """Two processes started at once into one new --out: one writes, the other is refused (or,
+    if it starts after the first finished, resumes the same sweep); never mixed files."""
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "sims.surge", *SMALL, "--out", str(out)]
+    procs = [subprocess.Popen([*cmd, "--seed", str(s)], cwd=ROOT, stderr=subprocess.PIPE, text=True) for s in (1, 2)]
+    results = []
+    for p in procs:
+        with p:
+            results.append((p.wait(timeout=120), p.stderr.read()))
+    codes = sorted(c for c, _ in results)
+    assert codes == [0, 2], results
+    err = next(e for c, e in results if c == 2)
+    assert len(err.strip().splitlines()) == 1 and ("in use by another run" in err or "different sweep" in err)
+    seed = json.loads((out / "options.json").read_text())["seed"]
+    winner = [s for s, (c, _) in zip((1, 2), results) if c == 0][0]
+    assert seed == winner  # options.json, problem.npz and the store all come from the accepted run
+
+
+# --- the handler ----------------------------------------------------------------------------------
+
+
+def test_internal_bug_is_exit_1_with_a_hint(capsys):
+    assert _cli.run(lambda: 1 / 0) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "internal error (ZeroDivisionError" in lines[0] and "report" in lines[0]
+
+
+def test_no_warning_before_an_error_line(capsys):
+    def body():
+        warnings.warn("an early warning", RuntimeWarning, stacklevel=1)
+        np.log(np.zeros(1))  # a NumPy RuntimeWarning too
+        raise ValueError("bad input")
+
+    assert _cli.run(body) == 2
+    assert capsys.readouterr().err == "error: bad input\n"
+
+
+def test_warnings_of_a_successful_run_are_shown_after_it():
+    def body():
+        warnings.warn("shown once", UserWarning, stacklevel=1)
+        warnings.warn("shown once", UserWarning, stacklevel=1)
+        return 0
+
+    with pytest.warns(UserWarning, match="shown once") as record:
+        assert _cli.run(body) == 0
+    assert len(record) == 1
+
+
+def test_version_and_dispatch(capsys, monkeypatch):
+    version = _cli.version()
+    with pytest.raises(SystemExit) as info:
+        surge.main(["--version"])
+    assert info.value.code == 0 and version in capsys.readouterr().out
+    assert dispatcher.main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"surgesim {version}"
+    monkeypatch.setitem(dispatcher.COMMANDS, "nosuch", "a command whose module is missing")
+    line = refused(capsys, dispatcher.main, ["nosuch"])
+    assert "not available" in line and "sims.nosuch" in line
+    assert "unknown command" in refused(capsys, dispatcher.main, ["frobnicate"])
+
+
+def test_dispatcher_runs_a_command(tmp_path, capsys):
+    assert dispatcher.main(["fit", str(write_grid(tmp_path / "g.csv")), "--out", str(tmp_path / "o"), "--quiet",
+                            "--no-plot"]) == 0  # fmt: skip
+    assert (tmp_path / "o" / "fits.csv").exists()
+
+
+# --- network: a scheduler that is not one ---------------------------------------------------------
+
+
+def _peer(banner: bytes | None) -> tuple[socket.socket, int]:
+    """A TCP server on loopback that accepts and then stays silent, or sends ``banner``."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    conns = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conns.append(conn)
+            if banner:
+                conn.sendall(banner)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, server.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("banner", "message"),
+    [(None, "no Dask scheduler answered"), (b"SSH-2.0-OpenSSH_9.6\r\n", "is not a Dask scheduler"),
+     (b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n<html>", "is not a Dask scheduler")],
+)  # fmt: skip
+def test_scheduler_peer_that_is_not_dask(capsys, tmp_path, banner, message):
+    pytest.importorskip("distributed")
+    server, port = _peer(banner)
+    try:
+        args = [*SMALL, "--out", tmp_path / "o", "--scheduler", f"tcp://127.0.0.1:{port}", "--connect-timeout", "1"]
+        line = refused(capsys, surge.main, args)
+    finally:
+        server.close()
+    assert message in line and f"127.0.0.1:{port}" in line
+    assert not (tmp_path / "o" / "store.sqlite").exists()  # probed before the store is touched
+
+
+# --- the store: damage and a full disk ---------------------------------------------------------------
+
+
+def test_corrupted_store_pages(capsys, out):
+    store = out / "store.sqlite"
+    data = bytearray(store.read_bytes())
+    page = 4096
+    assert len(data) > 2 * page
+    data[page:] = np.random.default_rng(0).integers(0, 256, len(data) - page, dtype=np.uint8).tobytes()
+    store.write_bytes(bytes(data))
+    line = refused(capsys, surge.main, [*SMALL, "--out", out], out)
+    assert str(store) in line and "damaged" in line
+
+
+def test_done_task_without_rows_is_not_paired_with_another(capsys, out):
+    with sqlite3.connect(out / "store.sqlite") as conn:
+        conn.execute("DELETE FROM rows WHERE task_id = (SELECT task_id FROM tasks WHERE position = 1)")
+    conn.close()
+    line = refused(capsys, surge.main, [*SMALL, "--out", out], out)
+    assert "batch size 16" in line and "damaged" in line
+
+
+def test_full_disk_while_storing_a_task(capsys, tmp_path, monkeypatch):
+    from surgesim import sweep
+
+    calls = []
+
+    def commit(conn, task, rows, seconds):
+        if calls:
+            raise sqlite3.OperationalError("database or disk is full")
+        calls.append(task)
+        original(conn, task, rows, seconds)
+
+    original = sweep._commit_done
+    monkeypatch.setattr(sweep, "_commit_done", commit)
+    line = refused(capsys, surge.main, [*SMALL, "--out", tmp_path / "o"])
+    assert (
+        "store.sqlite" in line and "database or disk is full" in line and "1 task(s) finished before are intact" in line
+    )
+    monkeypatch.undo()
+    assert surge.main([*SMALL, "--out", str(tmp_path / "o")]) == 0  # resumes from the intact store
+
+
+def test_full_disk_while_writing_outputs(capsys, out, monkeypatch):
+    import surgesim.outputs as outputs
+
+    def no_space(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(outputs.os, "fsync", no_space)
+    line = refused(capsys, surge.main, [*SMALL, "--out", out], out)
+    assert "disk full" in line and "No space left on device" in line
+
+
+# --- absurd sizes and bad values ------------------------------------------------------------------
+
+
+def _npz(path: Path, **arrays) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+def _declares_huge(path: Path) -> Path:
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
+    with zipfile.ZipFile(path, "w") as z:
+        for name in ("mu", "sigma", "h_diag"):
+            z.writestr(f"{name}.npy", header.getvalue() + bytes(64))
+    return path
+
+
+PROBLEMS = {
+    "huge header": (_declares_huge, "declares shape (1000000000000,)"),
+    "near 1e300": (lambda p: _npz(p, mu=np.full(4, 1e300), sigma=np.ones(4), h_diag=np.full(4, 1e300)), "not finite"),
+    "complex mu": (lambda p: _npz(p, mu=np.ones(4) * (1 + 1j), sigma=np.ones(4), h_diag=np.ones(4)), "must be real"),
+    "H = 0": (lambda p: _npz(p, mu=np.ones(4), sigma=np.ones(4), h_diag=np.zeros(4)), "H must not vanish"),
+    "text file": (lambda p: (p.write_text("mu,sigma\n1,2\n"), p)[1], "not an .npz archive"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PROBLEMS))
+def test_bad_problem_files(capsys, out, case):
+    make, message = PROBLEMS[case]
+    path = make(out.parent / "p.npz")
+    line = refused(capsys, surge.main, [*SMALL, "--problem", path, "--out", out], out)
+    assert message in line and "pickled" not in line
+
+
+SURGE_ARGS = {
+    "--dims 1e12": (["--dims", "1e12"], "--dims"),
+    "--dims 1e11 (memory)": (["--dims", "100000000000"], "memory"),
+    "--b-max inf": (["--batch-sizes", "1", "--b-max", "inf"], "--b-max"),
+    "--b-num 1e10": (["--b-num", "1e10"], "--b-num"),
+    "--batch-sizes 2^63-1": (["--batch-sizes", "9223372036854775807"], "up to 2^53"),
+    "--seed 2^63": (["--seed", str(2**63)], "[0, 2^63)"),
+    "--seed -1": (["--seed", "-1"], "[0, 2^63)"),
+    "--out empty": (["--out", ""], "--out must be a non-empty path"),
+    "--connect-timeout 0": (["--connect-timeout", "0"], "--connect-timeout"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SURGE_ARGS))
+def test_absurd_surge_options(capsys, out, case):
+    args, message = SURGE_ARGS[case]
+    line = refused(capsys, surge.main, ["--out", out, *SMALL, *args], out)
+    assert message in line
+
+
+def test_seed_at_the_limit_runs(tmp_path):
+    assert surge.main([*SMALL, "--seed", str(2**63 - 1), "--out", str(tmp_path / "o")]) == 0
+
+
+DYNAMICS_ARGS = {
+    "--lr-points 1e11": (["--lr-points", "1e11"], "--lr-points"),
+    "--seeds 1e14": (["--seeds", "1e14"], "--seeds"),
+    "--max-steps 1e20": (["--max-steps", "1e20"], "--max-steps"),
+    "--max-steps 10^20": (["--max-steps", str(10**20)], "--max-steps must be <= 1000000000"),
+    "--lr-points 10^11": (["--lr-points", str(10**11)], "--lr-points must be <= 10000"),
+    "--seeds 2^31 (memory)": (["--seeds", str(2**31), "--dims", "100000"], "memory"),
+    "--seed 2^63": (["--seed", str(2**63)], "--seed must be <= 9223372036854775807"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DYNAMICS_ARGS))
+def test_absurd_dynamics_options(capsys, out, case):
+    args, message = DYNAMICS_ARGS[case]
+    line = refused(capsys, dynamics.main, ["--out", out, "--quiet", "--no-plot", *args], out)
+    assert message in line
+
+
+def write_grid(path: Path, groups=("x",), bom: bool = False, bad: str | None = None) -> Path:
+    """A grid whose optimal lr rises with B: score = (log lr - log lr*(B))^2."""
+    lines = ["group,lr,batch_size,loss"]
+    for g in groups:
+        for b in (8, 32, 128, 512):
+            for lr in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2):
+                lines.append(f"{g},{lr},{b},{(math.log(lr) - math.log(1e-3 * (b / 32) ** 0.5)) ** 2 + 1}")
+    if bad is not None:
+        lines[3] = lines[3].replace(lines[3].split(",")[1], bad, 1)
+    path.write_text(("\ufeff" if bom else "") + "\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_fit_groups_differing_in_slash_or_space_get_their_own_figures(tmp_path):
+    grid = write_grid(tmp_path / "g.csv", groups=("a/b", "a b"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # this test is about file names, not fit quality
+        assert fit.main([str(grid), "--group-cols", "group", "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    assert len(list((tmp_path / "o").glob("fit_*.png"))) == 2
+
+
+def test_fit_reads_a_byte_order_mark(tmp_path):
+    grid = write_grid(tmp_path / "g.csv", bom=True)
+    assert fit.main([str(grid), "--out", str(tmp_path / "o"), "--quiet", "--no-plot"]) == 0
+
+
+def test_fit_quotes_the_bad_value(capsys, out):
+    line = refused(capsys, fit.main, [write_grid(out.parent / "g.csv", bad="oops"), "--out", out, "--quiet"], out)
+    assert "'oops'" in line
+
+
+def test_fit_long_csv_field(capsys, out):
+    grid = out.parent / "g.csv"
+    grid.write_text("lr,batch_size,loss\n" + "1" * 200_000 + ",1,1\n")
+    line = refused(capsys, fit.main, [grid, "--out", out, "--quiet"], out)
+    assert "g.csv" in line and "field" in line
+
+
+def test_figures_checks_torch_before_any_work(capsys, tmp_path, monkeypatch):
+    import importlib.util
+
+    find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else find(name, *a))
+    line = refused(capsys, figures.main, ["--out", tmp_path / "f", "--quiet"])
+    assert "needs torch" in line and not (tmp_path / "f").exists()
+
+
+def test_bench_checks_out_before_benchmarking(capsys, tmp_path):
+    line = refused(capsys, bench.main, ["--out", tmp_path / "missing" / "b.json", "--skip-end-to-end"])
+    assert "does not exist" in line
+
+
+def test_workloads_bad_device_and_workers(capsys, out):
+    pytest.importorskip("torch")
+    from sims import workloads
+
+    line = refused(capsys, workloads.main, ["--demo", "--device", "garbage", "--out", out], out)
+    assert "--device 'garbage'" in line
+    assert "--workers" in refused(capsys, workloads.main, ["--demo", "--workers", "-1", "--out", out], out)
+
+
+# --- strict JSON and atomic files -----------------------------------------------------------------
+
+
+def _strict_load(text: str):
+    def bad(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    return json.loads(text, parse_constant=bad)
+
+
+def test_summaries_are_strict_json(tmp_path):
+    out = tmp_path / "o"
+    assert surge.main([*SMALL, "--hessian", "diagonal", "--out", str(out)]) == 0  # B_noise = inf
+    summary = _strict_load((out / "summary.json").read_text())
+    assert summary["noise_batch_size"] == "inf"
+    assert loads_json((out / "summary.json").read_text())["noise_batch_size"] == math.inf
+    _strict_load((out / "options.json").read_text())
+
+
+def test_dumps_json_round_trip():
+    obj = {"a": [math.inf, -math.inf, 1.5], "b": np.float64(math.nan), "c": np.arange(2)}
+    back = loads_json(dumps_json(obj))
+    assert back["a"] == [math.inf, -math.inf, 1.5] and math.isnan(back["b"]) and back["c"] == [0, 1]
+    _strict_load(dumps_json(obj))
+
+
+def test_atomic_path_keeps_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "f.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_output_dir_discards_and_cleans_stale_staging(tmp_path):
+    with OutputDir(tmp_path) as d:
+        (d / "a.txt").write_text("never committed")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / ".surgesim-staging-dead").mkdir()  # left by a killed run
+    with OutputDir(tmp_path) as d:
+        (d / "a.txt").write_text("kept")
+        d.commit()
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
