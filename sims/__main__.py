@@ -18,7 +18,7 @@ COMMANDS = {
     "fit": "optimal learning rate and surge / SGD curves fitted to any CSV grid",
     "figures": "regenerate every figure in figures/",
     "limits": "where the paper's approximations hold and where they fail",
-    "probe": "probe a problem's gradient statistics",
+    "probe": "Lemma 1 measured at a state: lr*(B) from real minibatches beside eq 9",
     "workloads": "the paper's real workloads (CNN, ResNet-18, small GPT) in PyTorch",
     "bench": "benchmark the kernels against plain NumPy",
     "schedules": "learning-rate and batch-size schedules",

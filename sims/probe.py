@@ -24,7 +24,6 @@ command to continue).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -103,7 +102,7 @@ def build_parser() -> _cli.Parser:
     g.add_argument("--beta1", type=float, default=0.9, help="Adam beta1 where the state has no optimizer (0.9)")
     g.add_argument("--beta2", type=float, default=0.999, help="Adam beta2 where the state has no optimizer (0.999)")
     g.add_argument("--eps", type=float, default=1e-8, help="Adam eps where the state has no optimizer (1e-8)")
-    g.add_argument("--seed", type=int, default=0, help="seed of every draw (default 0)")
+    g.add_argument("--seed", type=_cli.seed, default=0, help="seed of every draw (default 0)")
     g.add_argument("--hessian-examples", type=int, default=128,
                    help="examples per Hessian-vector product (a fresh sample per probe draw; default 128)")  # fmt: skip
     g.add_argument("--stats-examples", type=int, default=256,
@@ -117,6 +116,7 @@ def build_parser() -> _cli.Parser:
     g.add_argument("--threads", type=int, default=0, help="torch threads (default 0: torch's choice)")
     g.add_argument("--workers", type=int, default=1, help="local worker processes (default 1: this process)")
     g.add_argument("--scheduler", metavar="local:N|tcp://HOST:PORT", help="run the tasks on Dask instead")
+    g.add_argument("--connect-timeout", **_cli.CONNECT_TIMEOUT)
     g.add_argument("--out", help="output directory (default runs/probe)")
     g.add_argument("--no-plot", action="store_true", help="skip the figure")
     g.add_argument("--quiet", action="store_true", help="no table, no progress bar")
@@ -147,8 +147,6 @@ def resolve(args) -> Options:
         raise _cli.UsageError("--full-gradient-examples and --threads must be >= 0, --workers >= 1")
     if not (0 <= args.beta1 < 1 and 0 <= args.beta2 < 1 and args.eps >= 0):
         raise _cli.UsageError("need 0 <= --beta1, --beta2 < 1 and --eps >= 0")
-    if not 0 <= args.seed < 1 << 63:
-        raise _cli.UsageError(f"--seed must be in [0, 2^63), got {args.seed}")
     if args.targets and not all(math.isfinite(t) and t > 0 for t in args.targets):
         raise _cli.UsageError(f"targets must be finite losses > 0, got {args.targets}")
     return Options(
@@ -218,7 +216,7 @@ def _main(args) -> int:
         else:
             _say(opts, f"reference run: {opts.workload}, Adam lr {spec.lr:.3g}, B {spec.batch_size}, seed 0, "
                        f"targets {', '.join(f'{t:g}' for t in spec.targets)}")  # fmt: skip
-            reached = probing.reference_checkpoints(spec, out / "checkpoints", lambda s: _say(opts, s))
+            reached = probing.reference_checkpoints(spec, out.final("checkpoints"), lambda s: _say(opts, s))
             if not reached:
                 raise _cli.UsageError(f"the reference run reached no target loss in {spec.max_steps} steps")
             states = [{"checkpoint": str(Path(r["checkpoint"]).resolve()), "target_loss": r["target_loss"]}
@@ -229,9 +227,10 @@ def _main(args) -> int:
     tasks = probing.task_list(states, opts.batch_sizes, options)
     with progress_bar(quiet=opts.quiet, desc="probe tasks") as progress:
         rows = run_sweep(
-            fn, tasks, params={"fn": f"{fn.__module__}.{fn.__name__}", **identity}, store=out / "store.sqlite",
-            scheduler=opts.scheduler, workers=None if opts.scheduler else opts.workers, shared=shared,
-            progress=progress,
+            fn, tasks, params={"fn": f"{fn.__module__}.{fn.__name__}", **identity},
+            store=out.final("store.sqlite"), scheduler=opts.scheduler,
+            workers=None if opts.scheduler else opts.workers, shared=shared, progress=progress,
+            connect_timeout=args.connect_timeout,
         )  # fmt: skip
     curves, summaries = collect(tasks, rows, problem)
     skip = ("target_loss",) if problem is not None else ("lr_exact", "z_probe")
@@ -242,7 +241,7 @@ def _main(args) -> int:
         summary.update(summaries[0])
     else:
         summary.update(data=opts.data_dir or "demo", results=summaries)
-    (out / "summary.json").write_text(json.dumps(_strict(summary), indent=2) + "\n")
+    _cli.write_json(summary, out / "summary.json")
     if opts.plot:
         from surgesim.plots.probe import probe_figure
 
@@ -306,17 +305,6 @@ def collect(tasks: list[dict], rows: list[dict], problem, peaks: bool = True) ->
                                                                                 problem.hessian))])  # fmt: skip
             s["max_abs_z"] = max(abs(r["z_probe"]) for r in pts if r["z_probe"] is not None)
     return curves, summaries
-
-
-def _strict(obj):
-    """JSON without NaN/Infinity tokens: non-finite floats become null (docs/outputs.md)."""
-    if isinstance(obj, dict):
-        return {k: _strict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_strict(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _fmt(x) -> str:

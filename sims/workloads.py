@@ -257,7 +257,7 @@ def _main(args) -> int:
     if opts.gradstats:
         grad_rows = protocol.gradient_task({**base.to_params(), "grad_examples": opts.grad_examples,
                                             "probes": opts.probes,
-                                            "checkpoint_dir": str(out / "checkpoints")})  # fmt: skip
+                                            "checkpoint_dir": str(out.final("checkpoints"))})  # fmt: skip
         write_csv(grad_rows or [{c: None for c in protocol.GRADIENT_COLUMNS}], out / "gradient.csv",
                   protocol.GRADIENT_COLUMNS)  # fmt: skip
         reached = [r["steps"] for r in grad_rows]
@@ -388,12 +388,12 @@ def _probe(opts: Options, base, grad_rows: list[dict], out) -> list[dict]:
         "adam": {"beta1": opts.beta1, "beta2": opts.beta2, "eps": opts.eps},
         "spec": base.to_params(), "full_gradient_examples": sims_probe.FULL_GRADIENT_EXAMPLES,
     }  # fmt: skip
-    states = [{"checkpoint": str(protocol.checkpoint_path(out / "checkpoints", r["target_loss"]).resolve()),
+    states = [{"checkpoint": str(protocol.checkpoint_path(out.final("checkpoints"), r["target_loss"]).resolve()),
                "target_loss": r["target_loss"]} for r in grad_rows]  # fmt: skip
     tasks = probing.task_list(states, sizes, options)
     with progress_bar(quiet=opts.quiet, desc="probe") as progress:
         rows = run_sweep(probing.probe_task, tasks, params={"fn": "surgesim.workloads.probing.probe_task"},
-                         store=out / "probe.sqlite", workers=1, progress=progress)  # fmt: skip
+                         store=out.final("probe.sqlite"), workers=1, progress=progress)  # fmt: skip
     curves, summaries = sims_probe.collect(tasks, rows, None, peaks=opts.probe)
     if curves:
         write_csv(curves, out / "probe.csv", [c for c in sims_probe.COLUMNS if c not in ("lr_exact", "z_probe")])
