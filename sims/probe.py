@@ -103,8 +103,8 @@ def build_parser() -> _cli.Parser:
     g.add_argument("--beta2", type=float, default=0.999, help="Adam beta2 where the state has no optimizer (0.999)")
     g.add_argument("--eps", type=float, default=1e-8, help="Adam eps where the state has no optimizer (1e-8)")
     g.add_argument("--seed", type=_cli.seed, default=0, help="seed of every draw (default 0)")
-    g.add_argument("--hessian-examples", type=int, default=128,
-                   help="examples per Hessian-vector product (a fresh sample per probe draw; default 128)")  # fmt: skip
+    g.add_argument("--hessian-examples", type=int, default=32,
+                   help="examples per Hessian-vector product (a fresh sample per probe draw; default 32)")  # fmt: skip
     g.add_argument("--stats-examples", type=int, default=256,
                    help="examples for the per-example gradient statistics (default 256)")  # fmt: skip
     g.add_argument("--probes", type=int, default=8, help="Hutchinson probes for tr(H), diag(H) (default 8)")

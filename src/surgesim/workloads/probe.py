@@ -424,11 +424,11 @@ def _estimate(
         n = 0 if exact else _round(_MIN_DRAWS, a.block)
         m = _round(_MIN_DRAWS, b.block)
         while True:
-            lr, lr_se, _, _ = delta_method(stats(n, m))
+            st = stats(n, m)
+            lr, lr_se, _, _ = delta_method(st)
             converged = lr_se <= rel_se * abs(lr)
             if converged or max(n, m) >= max_draws:
                 break
-            st = stats(n, m)
             if exact:  # only b is sampled: var(ln lr) = rb / M
                 want_n, want_m = 0, st["vb"] / (st["mb"] * rel_se) ** 2
             else:
@@ -438,8 +438,8 @@ def _estimate(
             if (n_new, m_new) == (n, m):  # the plan is met but the noise says not yet
                 n_new, m_new = (0 if exact else min(max_draws, 2 * n)), min(max_draws, 2 * m)
             n, m = n_new, m_new
-    lr, lr_se, dl, dl_se = delta_method(stats(n, m))
     st = stats(n, m)
+    lr, lr_se, dl, dl_se = delta_method(st)
     return CurvePoint(
         batch_size=b.B, lr=lr, lr_se=lr_se, loss_improvement=dl, loss_improvement_se=dl_se,
         mean_a=st["ma"], mean_b=st["mb"], draws=0 if exact else n, hessian_draws=m, converged=bool(converged),
