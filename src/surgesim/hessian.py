@@ -29,6 +29,17 @@ def finite_array(name: str, value, ndim: int) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+_ROWS = 1 << 16  # rows of the factor per block in O(d k) reductions: temporaries stay O(_ROWS k)
+
+
+def _block_sum(f, a: np.ndarray) -> float:
+    """sum of f(block) over row blocks of ``a``: one block (as unblocked) when a has <= _ROWS rows."""
+    total = 0.0
+    for s in range(0, a.shape[0], _ROWS):
+        total = total + f(a[s : s + _ROWS])
+    return total
+
+
 @dataclass(frozen=True, eq=False)
 class Dense:
     """A dense symmetric Hessian H (d, d).
@@ -156,7 +167,7 @@ class DiagonalPlusLowRank:
         return self.h + np.einsum("ik,ik->i", self.factor, self.factor)
 
     def trace(self) -> float:
-        return float(self.h.sum() + np.sum(self.factor * self.factor))
+        return float(self.h.sum() + _block_sum(lambda u: np.sum(u * u), self.factor))
 
     def matvec(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
@@ -173,10 +184,15 @@ class DiagonalPlusLowRank:
         Summed from exclusive prefix sums, not as |U'x|^2 - sum_i x_i^2 |U_i|^2, so that no
         cancellation occurs when the terms share a sign.
         """
-        y = np.asarray(x, dtype=np.float64)[:, None] * self.factor
-        below = np.zeros_like(y)
-        np.cumsum(y[:-1], axis=0, out=below[1:])
-        return float(2.0 * np.sum(y * below))
+        x = np.asarray(x, dtype=np.float64)
+        carry = np.zeros((1, self.rank))  # sum of y over the rows before the block
+        total = 0.0
+        for s in range(0, self.dim, _ROWS):
+            y = x[s : s + _ROWS, None] * self.factor[s : s + _ROWS]
+            below = np.cumsum(np.concatenate([carry, y[:-1]]), axis=0)  # the running sum, as unblocked
+            total = total + np.sum(y * below)
+            carry = below[-1:] + y[-1:]
+        return float(2.0 * total)
 
     def to_dense(self) -> np.ndarray:
         return np.diag(self.h) + self.factor @ self.factor.T
