@@ -45,7 +45,8 @@ __all__ = [
 
 _ROUND = 1024  # trial counts are multiples of this
 _BLOCK = 1 << 16  # trials per kernel call
-_DENSE_GROUP = 8  # dense GEMM blocks sampled per kernel call (bounds the memory of V)
+_DENSE_GROUP = 8  # dense GEMM blocks sampled per kernel call, at most
+_DENSE_V_BYTES = 256 << 20  # and fewer when V (float32, rows x d) would exceed this
 _MIN_TRIALS = 4096
 _PER_EXAMPLE_MAX_B = 4096  # d * B normals per trial: minutes per batch size beyond this
 
@@ -113,7 +114,8 @@ class _Sampler:
     def _dense_b(self, t0: int, n: int) -> np.ndarray:
         """b for trials t0 .. t0 + n - 1, both multiples of DENSE_BLOCK (aligned GEMM blocks)."""
         out = np.empty(n)
-        step = _DENSE_GROUP * self.k.DENSE_BLOCK
+        group = max(1, min(_DENSE_GROUP, _DENSE_V_BYTES // (4 * self.k.DENSE_BLOCK * self.p.dim)))
+        step = group * self.k.DENSE_BLOCK
         for s in range(0, n, step):
             m = min(step, n - s)
             V = np.empty((m, self.p.dim), dtype=np.float32)

@@ -87,10 +87,13 @@ def sign_thresholds(B: float, mu: np.ndarray, sigma: np.ndarray) -> tuple[np.nda
 
     x_i = sqrt(B) mu_i / sigma_i; rare_i = -sign(x_i) (-1 where x_i = 0, with probability 1/2).
     """
-    x = np.sqrt(float(B)) * (np.asarray(mu, np.float64) / np.asarray(sigma, np.float64))
-    q = special.ndtr(-np.abs(x))
-    thr = _thresholds(q)
-    rare = np.where(x >= 0, -1.0, 1.0).astype(np.float32)
+    mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
+    thr = np.empty(mu.shape[0], dtype=np.uint64)
+    rare = np.empty(mu.shape[0], dtype=np.float32)
+    for s in range(0, mu.shape[0], 1 << 16):  # in blocks: no float64 temporaries of size d
+        x = np.sqrt(float(B)) * (mu[s : s + (1 << 16)] / sigma[s : s + (1 << 16)])
+        thr[s : s + x.size] = _thresholds(special.ndtr(-np.abs(x)))
+        rare[s : s + x.size] = np.where(x >= 0, -1.0, 1.0)
     return thr, rare
 
 
