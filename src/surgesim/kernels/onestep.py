@@ -63,7 +63,7 @@ __all__ = [
 SIGN, BATCH_MEAN, PER_EXAMPLE = 0, 1, 2
 SAMPLERS = {"sign": SIGN, "batch_mean": BATCH_MEAN, "per_example": PER_EXAMPLE}
 
-LEAF = 256  # coordinates per partial sum: fixes the order of every float64 sum in trial_moments
+LEAF = 1024  # coordinates per partial sum: fixes the order of every float64 sum in trial_moments
 BLOCK = 4096  # default coordinates per cache block in trial_moments (~70 bytes each: fits in L2)
 _PASS_MAX = 64  # most trials that share one pass over the coordinate blocks
 DENSE_BLOCK = 2048  # rows per sgemm in quad_rows_f32; dense b is computed in aligned blocks
