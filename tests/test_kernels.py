@@ -22,8 +22,8 @@ def small_problem(kind: str, d: int = 37, seed: int = 3) -> QuadraticProblem:
     sigma = rng.uniform(0.5, 2.0, d)
     h = rng.uniform(0.5, 2.0, d)
     U = rng.normal(0, 0.4, (d, 3))
-    H = {"diagonal": Diagonal(h), "lowrank": DiagonalPlusLowRank(h, U),
-         "dense": Dense(np.diag(h) + U @ U.T)}[kind]  # fmt: skip
+    H = {"diagonal": lambda: Diagonal(h), "lowrank": lambda: DiagonalPlusLowRank(h, U),
+         "dense": lambda: Dense(np.diag(h) + U @ U.T)}[kind]()  # fmt: skip
     return QuadraticProblem(mu, sigma, H)
 
 
@@ -160,23 +160,24 @@ def test_moments_do_not_depend_on_block_pass_threads_or_layout(sampler):
     np.testing.assert_array_equal(b, base[1])
 
 
+@njit(cache=True)
+def _fill_in_pieces(code, key, B, mu, sigma, thr, rare, cuts, out):
+    for c in range(cuts.shape[0] - 1):
+        i0, i1 = cuts[c], cuts[c + 1]
+        onestep.fill_signs(code, key, B, mu[i0:i1], sigma[i0:i1], thr[i0:i1], rare[i0:i1], i0, out[i0:i1])
+
+
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_fill_signs_on_any_slice_equals_the_whole_row(sampler):
     # fill_signs on coordinates i0 .. i1 - 1 draws exactly what sample_signs draws there: odd offsets
     # split Box-Muller pairs (batch_mean) and, with odd B, pairs shared by two coordinates (per_example).
-    @njit
-    def pieces(code, key, B, mu, sigma, thr, rare, cuts, out):
-        for c in range(cuts.shape[0] - 1):
-            i0, i1 = cuts[c], cuts[c + 1]
-            onestep.fill_signs(code, key, B, mu[i0:i1], sigma[i0:i1], thr[i0:i1], rare[i0:i1], i0, out[i0:i1])
-
     p = small_problem("diagonal")
     B = 3
     key = derive_key(onestep.batch_key(1, B), 9)
     thr, rare = onestep.sign_thresholds(B, p.mu, p.sigma)
     code = onestep.SAMPLERS[sampler]
     out = np.empty(p.dim)
-    pieces(code, key, B, p.mu, p.sigma, thr, rare, np.array([0, 1, 4, 5, 17, 18, 30, p.dim]), out)
+    _fill_in_pieces(code, key, B, p.mu, p.sigma, thr, rare, np.array([0, 1, 4, 5, 17, 18, 30, p.dim]), out)
     V = ref.signs(p, B, [9], key_b=onestep.batch_key(1, B), sampler=sampler)[0]
     np.testing.assert_array_equal(out, V)
 
