@@ -56,6 +56,7 @@ d = 10**7
 p = surge_problem(d)
 with tempfile.TemporaryDirectory() as tmp:
     p.save(tmp + "/p.npz")
+    del p  # a user's process holds one problem at a time
     p = QuadraticProblem.load(tmp + "/p.npz")
 theory.curves(np.array([64.0]), p.mu, p.sigma, p.hessian)
 theory.noise_batch_size(p.mu, p.sigma, p.hessian)
