@@ -10,13 +10,19 @@
    vectorised NumPy estimator that reaches the same precision (same trials for a and b). The NumPy
    time is its measured per-trial rate times the trials it needs (``--numpy-full`` runs it).
 4. Multi-step dynamics kernel (``sims.bench_dynamics``), and ``--backend gpu`` (``sims.bench_gpu``).
+5. ``--scaling``: the one-step estimator (``sign`` sampler, B = 64, default family) at d = 10^3 ..
+   10^7 (10^8 on machines with 32 GB or more), the same ~2.6e9 samples (trials x d) at every d:
+   samples/s and the peak memory (max RSS) of a fresh process that generates the problem and runs
+   the trials, beside plain NumPy's rate where it can run (it densifies H: d <= 10^4).
 
 Timings are best of ``--repeat`` after one warm-up call (JIT compiled and cached first).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -39,6 +45,7 @@ class Options:
     skip_end_to_end: bool
     numpy_full: bool
     out: str | None
+    scaling: tuple[int, ...] | None
 
 
 def bench_rng(n: int, repeat: int) -> dict:
@@ -165,6 +172,67 @@ def _read_csv(path: Path):
         yield from csv.DictReader(f)
 
 
+SCALING_SAMPLES = 10_000 * 2**18  # samples per dimension in --scaling (issue 16: d = 10^4 x 262,144 trials)
+NUMPY_MAX_DIMS = 10_000  # the NumPy reference builds the dense H: 0.8 GB at d = 10^4
+
+
+def scaling_trials(d: int) -> int:
+    """Trials at dimension d: the power of 2 nearest SCALING_SAMPLES / d (at least 16)."""
+    return max(16, 2 ** round(np.log2(SCALING_SAMPLES / d)))
+
+
+def scaling_point(d: int, trials: int) -> dict:
+    """One --scaling row, run in a fresh process (so its max RSS is this point's peak memory)."""
+    import resource
+
+    from surgesim.estimate import estimate_batch_size
+    from surgesim.problem import surge_problem
+    from surgesim.reference import onestep as ref
+
+    p = surge_problem(d, 0)
+    estimate_batch_size(p, 64, trials=16)  # warm-up: load the compiled kernel
+    t = time.perf_counter()
+    estimate_batch_size(p, 64, trials=trials)
+    seconds = time.perf_counter() - t
+    row = {"dims": d, "trials": trials, "seconds": seconds, "samples_per_s": trials * d / seconds,
+           "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}  # fmt: skip
+    if d <= NUMPY_MAX_DIMS:  # plain NumPy (PCG64 uniforms, float64 GEMM) on 256 trials
+        g = np.random.default_rng(0)
+
+        def numpy() -> None:
+            ref.moments(p, ref.signs(p, 64, np.arange(256), generator=g))
+
+        row["numpy_samples_per_s"] = 256 * d / best_time(numpy, 1)
+    return row
+
+
+def bench_scaling(dims: tuple[int, ...]) -> list[dict]:
+    """``scaling_point`` for each d, each in its own process (``python -m sims.bench --scaling-point``)."""
+    rows = []
+    for d in dims:
+        cmd = [sys.executable, "-m", "sims.bench", "--scaling-point", f"{d},{scaling_trials(d)}"]
+        r = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        rows.append(json.loads(r.stdout.splitlines()[-1]))
+    return rows
+
+
+def default_scaling_dims() -> tuple[int, ...]:
+    """10^3 .. 10^7, and 10^8 where the machine has 32 GB or more (that point peaks near 10 GB)."""
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        memory = 0
+    return tuple(10**k for k in range(3, 9 if memory >= 32 * 2**30 else 8))
+
+
+def print_scaling(rows: list[dict]) -> None:
+    print(f"{'d':>11} {'trials':>9} {'seconds':>8} {'samples/s':>10} {'peak RSS':>9} {'NumPy samples/s':>16}")
+    for q in rows:
+        numpy = f"{q['numpy_samples_per_s'] / 1e6:.3g}M" if "numpy_samples_per_s" in q else "-"
+        print(f"{q['dims']:>11,} {q['trials']:>9,} {q['seconds']:>8.2f} {q['samples_per_s'] / 1e6:>9.0f}M "
+              f"{q['peak_rss_bytes'] / 1e9:>7.2f}GB {numpy:>16}")  # fmt: skip
+
+
 def build_parser() -> _cli.Parser:
     p = _cli.parser("sims.bench", __doc__)
     p.add_argument("--dims", type=_cli.integer(2, 2**40), default=1000, help="dimension d (default 1000)")
@@ -178,6 +246,11 @@ def build_parser() -> _cli.Parser:
         "--numpy-full", action="store_true", help="run the NumPy end-to-end estimator instead of extrapolating"
     )
     p.add_argument("--out", help="also write the numbers as JSON to this file")
+    p.add_argument("--scaling", action="store_true",
+                   help="only the scaling table: samples/s and peak memory, d = 10^3 .. 10^7 (see above)")  # fmt: skip
+    p.add_argument("--scaling-dims", type=_cli.int_list, metavar="D1,D2,...",
+                   help="dimensions of --scaling (default 10^3 .. 10^7, and 10^8, ~10 GB, with >= 32 GB)")  # fmt: skip
+    p.add_argument("--scaling-point", type=_cli.int_list, help=argparse.SUPPRESS)  # D,TRIALS: one row, as JSON
     return p
 
 
@@ -187,12 +260,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args) -> int:
+    if args.scaling_point:
+        print(json.dumps(scaling_point(*args.scaling_point)))
+        return 0
     if args.dims < 2 or args.trials < 16 or args.repeat < 1:
         raise _cli.UsageError("need --dims >= 2, --trials >= 16, --repeat >= 1")
+    if args.scaling_dims is not None and (not args.scaling or min(args.scaling_dims) < 2):
+        raise _cli.UsageError("--scaling-dims needs --scaling and dimensions >= 2")
     if args.out is not None:
         _cli.out_file(args.out)  # before minutes of benchmarking
+    scaling = tuple(args.scaling_dims or default_scaling_dims()) if args.scaling else None
+    opts = Options(args.dims, args.trials, args.repeat, args.backend, args.skip_end_to_end, args.numpy_full, args.out,
+                   scaling)  # fmt: skip
+    if opts.scaling:
+        rows = bench_scaling(opts.scaling)
+        print(f"one-step estimator, sign sampler, B = 64, ~{SCALING_SAMPLES:.2g} samples per d (trials x d):")
+        print_scaling(rows)
+        if opts.out:
+            _cli.write_json({"scaling": rows}, opts.out)
+        return 0
     _cli.need_memory(8 * args.dims * args.dims * 3, f"--dims {args.dims} (dense H)")
-    opts = Options(args.dims, args.trials, args.repeat, args.backend, args.skip_end_to_end, args.numpy_full, args.out)
     if opts.backend == "gpu":
         from sims.bench_gpu import bench_gpu, print_report
 

@@ -33,6 +33,7 @@ class Options:
     dims: int
     problem: str | None
     hessian: str
+    noise_batch_size: float | None
     batch_sizes: tuple[int, ...]
     trials: int | None
     rel_se: float | None
@@ -66,6 +67,9 @@ def build_parser() -> _cli.Parser:
     g.add_argument("--hessian", choices=sorted(FAMILIES), default="lowrank",
                    help="family of a generated problem: lowrank (surges, default), dense (the same H as a "
                         "dense matrix), diagonal (no surge: B_noise = inf), powerlaw (dense, power-law spectrum)")  # fmt: skip
+    g.add_argument("--noise-batch-size", type=float, metavar="B",
+                   help="B_noise (eq 14) of a generated lowrank or dense problem: its low-rank coupling is "
+                        "scaled to give it (default: 86 for d > 1000; below, the d = 1000 coupling)")  # fmt: skip
     g = p.add_argument_group("batch sizes")
     g.add_argument("--batch-sizes", type=_cli.int_list, metavar="B1,B2,...", help="explicit list (overrides the grid)")
     g.add_argument(
@@ -113,6 +117,7 @@ def build_parser() -> _cli.Parser:
 
 def resolve(args) -> Options:
     from surgesim.estimate import check_options
+    from surgesim.hessian import check_dense_dim
 
     if args.dims < 2:
         raise _cli.UsageError(f"--dims must be >= 2, got {args.dims}")
@@ -133,13 +138,18 @@ def resolve(args) -> Options:
         raise _cli.UsageError(f"--rel-se must be in (0, 1), got {rel_se}")
     if args.problem is not None and not Path(args.problem).is_file():
         raise _cli.UsageError(f"--problem {args.problem!r}: no such file")
+    if args.noise_batch_size is not None and (args.problem is not None or args.hessian not in ("lowrank", "dense")):
+        raise _cli.UsageError("--noise-batch-size applies to a generated --hessian lowrank or dense problem")
+    if args.problem is None and args.hessian in ("dense", "powerlaw"):
+        check_dense_dim(args.dims)
     if args.problem is None:  # mu, sigma, the Hessian's factors (dense: d x d) and their temporaries
         _cli.need_memory(
             8 * args.dims * (args.dims if args.hessian in ("dense", "powerlaw") else 16), f"--dims {args.dims}"
         )
     check_options(sizes, trials=args.trials, rel_se=rel_se, max_trials=args.max_trials, sampler=args.sampler)
     return Options(
-        dims=args.dims, problem=args.problem, hessian=args.hessian, batch_sizes=sizes,
+        dims=args.dims, problem=args.problem, hessian=args.hessian,
+        noise_batch_size=args.noise_batch_size, batch_sizes=sizes,
         trials=args.trials, rel_se=rel_se, max_trials=args.max_trials, sampler=args.sampler,
         seed=args.seed, out=args.out, backend=args.backend, scheduler=args.scheduler,
         plot=not args.no_plot, quiet=args.quiet,
@@ -175,7 +185,11 @@ def _main(args) -> int:
     backends.resolve(opts.backend)  # clear error before any work when the GPU is unusable
     out = _cli.out_dir(opts.out)
     t_start = time.perf_counter()
-    problem = QuadraticProblem.load(opts.problem) if opts.problem else FAMILIES[opts.hessian](opts.dims, opts.seed)
+    family = {} if opts.noise_batch_size is None else {"noise_batch_size": opts.noise_batch_size}
+    if opts.problem:
+        problem = QuadraticProblem.load(opts.problem)
+    else:
+        problem = FAMILIES[opts.hessian](opts.dims, opts.seed, **family)
     _cli.check_problem(problem, opts.batch_sizes)
     problem.save(out / "problem.npz")
     _cli.save_options(opts, out / "options.json")
@@ -232,7 +246,7 @@ def _main(args) -> int:
     if opts.plot:
         from surgesim.plots import lr_vs_batch_figure
 
-        B_line = np.logspace(np.log10(B.min()), np.log10(B.max()), 400)
+        B_line = np.unique(np.logspace(np.log10(B.min()), np.log10(B.max()), 400))
         lines = th.curves(B_line, problem.mu, problem.sigma, problem.hessian)
         curves = {k: v for k, v in lines.items() if k.startswith("lr_")}
         fig = lr_vs_batch_figure(

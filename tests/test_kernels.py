@@ -22,8 +22,8 @@ def small_problem(kind: str, d: int = 37, seed: int = 3) -> QuadraticProblem:
     sigma = rng.uniform(0.5, 2.0, d)
     h = rng.uniform(0.5, 2.0, d)
     U = rng.normal(0, 0.4, (d, 3))
-    H = {"diagonal": Diagonal(h), "lowrank": DiagonalPlusLowRank(h, U),
-         "dense": Dense(np.diag(h) + U @ U.T)}[kind]  # fmt: skip
+    H = {"diagonal": lambda: Diagonal(h), "lowrank": lambda: DiagonalPlusLowRank(h, U),
+         "dense": lambda: Dense(np.diag(h) + U @ U.T)}[kind]()  # fmt: skip
     return QuadraticProblem(mu, sigma, H)
 
 
@@ -105,6 +105,89 @@ def test_block_size_does_not_change_results():
         pieces.grow(n, n)
     np.testing.assert_array_equal(one.a, pieces.a)
     np.testing.assert_array_equal(one.b, pieces.b)
+
+
+def _moments(p, sampler, B, t0, n, **kw):
+    thr, rare = onestep.sign_thresholds(B, p.mu, p.sigma)
+    a, b = np.empty(n), np.empty(n)
+    H = p.hessian
+    onestep.trial_moments(onestep.SAMPLERS[sampler], onestep.batch_key(3, B), np.uint64(t0), B, p.mu, p.sigma,
+                          thr, rare, H.h, H.factor.T, a, b, **kw)  # fmt: skip
+    return a, b
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_blocked_moments_match_reference_across_blocks(sampler):
+    # d spans several leaves and (block = LEAF) several cache blocks, with a ragged last leaf: the
+    # kernel's a and b equal the NumPy reference's on the same random words, up to float64
+    # summation order (a: 2 d u sum|mu|; b: 4 d u (sum h + sum_j (sum_i |U_ij|)^2), u = 2^-53).
+    p = small_problem("lowrank", d=3 * onestep.LEAF + 41)
+    B, t0, n = 3, 5, 24
+    a, b = _moments(p, sampler, B, t0, n, block=onestep.LEAF)
+    V = ref.signs(p, B, np.arange(t0, t0 + n), key_b=onestep.batch_key(3, B), sampler=sampler)
+    a_ref, b_ref = ref.moments(p, V)
+    u, d, U = 2.0**-53, p.dim, p.hessian.factor
+    np.testing.assert_allclose(a, a_ref, rtol=0, atol=2 * d * u * np.abs(p.mu).sum())
+    tol_b = 4 * d * u * (p.hessian.h.sum() + (np.abs(U).sum(axis=0) ** 2).sum())
+    np.testing.assert_allclose(b, b_ref, rtol=0, atol=tol_b)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_moments_do_not_depend_on_block_pass_threads_or_layout(sampler):
+    # Bit-identical whatever the cache block, the trials per pass, the Numba thread count, the
+    # split of trials into calls and the factor's memory layout (view factor.T or a C copy).
+    import numba
+
+    p = small_problem("lowrank", d=5 * onestep.LEAF + 7)
+    B, n = 5, 40
+    base = _moments(p, sampler, B, 0, n)
+    threads = numba.get_num_threads()
+    try:
+        for t, block, per_pass in [(1, onestep.LEAF, 1), (threads, 3 * onestep.LEAF, 7), (1, 1 << 16, 64)]:
+            numba.set_num_threads(t)
+            got = _moments(p, sampler, B, 0, n, block=block, per_pass=per_pass)
+            np.testing.assert_array_equal(got[0], base[0])
+            np.testing.assert_array_equal(got[1], base[1])
+    finally:
+        numba.set_num_threads(threads)
+    head, tail = _moments(p, sampler, B, 0, 13), _moments(p, sampler, B, 13, n - 13)
+    np.testing.assert_array_equal(np.concatenate([head[1], tail[1]]), base[1])
+    thr, rare = onestep.sign_thresholds(B, p.mu, p.sigma)
+    a, b = np.empty(n), np.empty(n)
+    Ut = np.ascontiguousarray(p.hessian.factor.T)
+    onestep.trial_moments(onestep.SAMPLERS[sampler], onestep.batch_key(3, B), np.uint64(0), B, p.mu, p.sigma,
+                          thr, rare, p.hessian.h, Ut, a, b)  # fmt: skip
+    np.testing.assert_array_equal(b, base[1])
+
+
+@njit(cache=True)
+def _fill_in_pieces(code, key, B, mu, sigma, thr, rare, cuts, out):
+    for c in range(cuts.shape[0] - 1):
+        i0, i1 = cuts[c], cuts[c + 1]
+        onestep.fill_signs(code, key, B, mu[i0:i1], sigma[i0:i1], thr[i0:i1], rare[i0:i1], i0, out[i0:i1])
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_fill_signs_on_any_slice_equals_the_whole_row(sampler):
+    # fill_signs on coordinates i0 .. i1 - 1 draws exactly what sample_signs draws there: odd offsets
+    # split Box-Muller pairs (batch_mean) and, with odd B, pairs shared by two coordinates (per_example).
+    p = small_problem("diagonal")
+    B = 3
+    key = derive_key(onestep.batch_key(1, B), 9)
+    thr, rare = onestep.sign_thresholds(B, p.mu, p.sigma)
+    code = onestep.SAMPLERS[sampler]
+    out = np.empty(p.dim)
+    _fill_in_pieces(code, key, B, p.mu, p.sigma, thr, rare, np.array([0, 1, 4, 5, 17, 18, 30, p.dim]), out)
+    V = ref.signs(p, B, [9], key_b=onestep.batch_key(1, B), sampler=sampler)[0]
+    np.testing.assert_array_equal(out, V)
+
+
+def test_bad_block_or_pass_raises():
+    p = small_problem("lowrank")
+    with pytest.raises(ValueError, match="multiple of LEAF"):
+        _moments(p, "sign", 2, 0, 4, block=onestep.LEAF + 1)
+    with pytest.raises(ValueError, match="per_pass"):
+        _moments(p, "sign", 2, 0, 4, per_pass=0)
 
 
 def test_different_batch_sizes_and_seeds_use_different_streams():

@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 
 from surgesim import theory
-from surgesim.hessian import Dense, Diagonal, DiagonalPlusLowRank
-from surgesim.problem import FAMILIES, QuadraticProblem, diagonal_problem, power_law_problem, surge_problem
+from surgesim.hessian import Dense, Diagonal, DiagonalPlusLowRank, check_dense_dim
+from surgesim.problem import (
+    FAMILIES,
+    NOISE_BATCH_SIZE,
+    QuadraticProblem,
+    diagonal_problem,
+    power_law_problem,
+    surge_problem,
+)
 
 
 def off_diagonal_terms(p: QuadraticProblem) -> np.ndarray:
@@ -278,3 +285,77 @@ def test_families_build_valid_problems(name):
     np.testing.assert_array_equal(p.mu, q.mu)
     # only the diagonal family lacks off-diagonal curvature (power law: positive for this seed)
     assert np.isfinite(theory.noise_batch_size(p.mu, p.sigma, p.hessian)) == (name != "diagonal")
+
+
+# --- the default family across dimensions (issue 13 item 4) --------------------------------------
+
+
+@pytest.mark.parametrize("d", [10, 100, 1000, 10**4, 10**5, 10**6])
+def test_default_family_keeps_its_physics_across_dimensions(d):
+    """The validity bound stays about 10^4 (0.9e4 .. 1.2e4: r_max -> 0.0125 as d grows) at every d.
+    B_noise is NOISE_BATCH_SIZE above d = 1000 (rtol 1e-9: the coupling is solved for it; eq 14
+    is then recomputed in another order), 86.1 at d = 1000 (unchanged family, 80 .. 90 band), and
+    below d = 1000 about 86 * 1000 / d (within a factor 2: at d = 10 it varies by 30 % from seed to
+    seed, 8900 .. 14000 for seeds 0-4), never below the bound / d that
+    holds for every positive semi-definite H (off <= r'Hr <= d r_max^2 tr H)."""
+    p = surge_problem(d)
+    bn = theory.noise_batch_size(p.mu, p.sigma, p.hessian)
+    bound = theory.validity_bound(p.mu, p.sigma)
+    assert 0.9e4 <= bound <= 1.2e4
+    assert bn > bound / d
+    if d > 1000:
+        assert bn == pytest.approx(NOISE_BATCH_SIZE, rel=1e-9)
+    elif d == 1000:
+        assert 80 <= bn <= 90
+    else:
+        assert 1 / 2 <= bn / (86 * 1000 / d) <= 2
+
+
+@pytest.mark.parametrize("d, target", [(300, 120.0), (1000, 40.0), (10**5, 1000.0)])
+def test_noise_batch_size_option_sets_eq14(d, target):
+    # Only the low-rank coupling changes: mu, sigma and h are the default family's.
+    p, q = surge_problem(d, 2, noise_batch_size=target), surge_problem(d, 2)
+    assert theory.noise_batch_size(p.mu, p.sigma, p.hessian) == pytest.approx(target, rel=1e-9)
+    np.testing.assert_array_equal(p.mu, q.mu)
+    np.testing.assert_array_equal(p.hessian.h, q.hessian.h)
+    ratio = p.hessian.factor / q.hessian.factor
+    np.testing.assert_allclose(ratio, ratio[0, 0], rtol=1e-14)
+
+
+def test_unreachable_noise_batch_size_raises():
+    # B_noise > validity_bound / d for any H: at d = 10 nothing near 100 is reachable.
+    with pytest.raises(ValueError, match=r"noise_batch_size = 100 is not reachable at d = 10: the smallest is"):
+        surge_problem(10, noise_batch_size=100)
+    with pytest.raises(ValueError, match="noise_batch_size must be finite and > 0"):
+        surge_problem(50, noise_batch_size=0)
+
+
+def test_default_family_at_1000_is_unchanged():
+    # The scaling leaves d <= 1000 alone: the arrays are those of the unscaled construction
+    # (written out here independently: same draws, same order).
+    d, seed = 1000, 0
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5E7]))
+    s = rng.choice([-1.0, 1.0], size=d)
+    sigma = np.exp(rng.uniform(np.log(0.5), np.log(2.0), size=d))
+    mu = s * np.exp(rng.uniform(np.log(0.004), np.log(0.0125), size=d)) * sigma
+    h = np.exp(rng.uniform(np.log(0.5), np.log(2.0), size=d))
+    U = s[:, None] * rng.uniform(0.5, 1.0, size=(d, 4)) * (1.0 / np.sqrt(4))
+    p = surge_problem(d, seed)
+    for got, want in ((p.mu, mu), (p.sigma, sigma), (p.hessian.h, h), (p.hessian.factor, U)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_dense_size_is_checked_before_anything_is_built(tmp_path):
+    # d = 10^7 needs 3 PB as a dense matrix: refused at once, with the low-rank form suggested.
+    for call in (lambda: surge_problem(10**7, dense=True), lambda: power_law_problem(10**7),
+                 lambda: check_dense_dim(10**7)):  # fmt: skip
+        with pytest.raises(ValueError, match=r"dense H of dimension d = 10000000 .* diagonal \+ low-rank form"):
+            call()
+    # a problem file whose H header claims that shape is refused before its data is read
+    path = tmp_path / "huge.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        for name, shape in (("mu", (10**7,)), ("sigma", (10**7,)), ("H", (10**7, 10**7))):
+            with z.open(f"{name}.npy", "w") as f:
+                np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    with pytest.raises(ValueError, match="dense H of dimension d = 10000000"):
+        QuadraticProblem.load(path)

@@ -798,3 +798,32 @@ def test_curves_bundles_each_closed_form():
     np.testing.assert_array_equal(c["lr_sgd"], theory.sgd_optimal_lr(B, mu, sigma**2, H))
     np.testing.assert_array_equal(c["dl_exact"], theory.optimal_loss_improvement(B, mu, sigma, H))
     np.testing.assert_array_equal(c["dl_surge"], theory.surge_loss_improvement(B, mu, sigma, H))
+
+
+@pytest.mark.parametrize("kind", ["diagonal", "lowrank"])
+def test_blocked_sums_match_dense_form_and_do_not_depend_on_the_grid(kind, monkeypatch):
+    # At large d eq 8/9 are summed over blocks of batch sizes and coordinates (and eq 14's sums
+    # over blocks of the factor's rows). With blocks of 7 batch sizes and 50 coordinates forced,
+    # every closed form equals the dense-matrix form (an independent computation, rtol 1e-12 times
+    # the condition number of off, about 1 here), and a batch size's value is the same alone or
+    # inside a grid (bit for bit: its sums run over the same blocks).
+    import surgesim.hessian as hessian_module
+
+    monkeypatch.setattr(theory, "_ROWS", 7)
+    monkeypatch.setattr(theory, "_COORDS", 50)
+    monkeypatch.setattr(hessian_module, "_ROWS", 50)
+    rng = np.random.default_rng(5)
+    d = 333
+    mu, sigma, h = rng.normal(0, 0.05, d), rng.uniform(0.5, 2, d), rng.uniform(0.5, 2, d)
+    U = np.abs(rng.normal(0, 0.2, (d, 2))) * np.sign(mu)[:, None]
+    op = Diagonal(h) if kind == "diagonal" else DiagonalPlusLowRank(h, U)
+    dense = Dense(op.to_dense())
+    B = np.logspace(0, 6, 30)
+    blocked = theory.curves(B, mu, sigma, op)
+    for key, value in theory.curves(B, mu, sigma, dense).items():
+        np.testing.assert_allclose(blocked[key], value, rtol=1e-12, err_msg=key)
+    for i in (0, 13, 29):
+        assert theory.optimal_lr(B[i], mu, sigma, op) == blocked["lr_exact"][i]
+    assert op.trace() == pytest.approx(np.trace(op.to_dense()), rel=1e-13)
+    expected = theory.noise_batch_size(mu, sigma, dense)
+    assert theory.noise_batch_size(mu, sigma, op) == pytest.approx(expected, rel=1e-12)

@@ -44,8 +44,9 @@ __all__ = [
 ]
 
 _ROUND = 1024  # trial counts are multiples of this
-_BLOCK = 1 << 16  # trials per kernel call (bounds the scratch memory)
-_DENSE_GROUP = 8  # dense GEMM blocks sampled per kernel call (bounds the memory of V)
+_BLOCK = 1 << 16  # trials per kernel call
+_DENSE_GROUP = 8  # dense GEMM blocks sampled per kernel call, at most
+_DENSE_V_BYTES = 256 << 20  # and fewer when V (float32, rows x d) would exceed this
 _MIN_TRIALS = 4096
 _PER_EXAMPLE_MAX_B = 4096  # d * B normals per trial: minutes per batch size beyond this
 
@@ -95,26 +96,26 @@ class _Sampler:
         elif isinstance(H, Diagonal):
             self.h, self.Ut = H.h, np.zeros((0, d))
         else:
-            self.h, self.Ut = H.h, np.ascontiguousarray(H.factor.T)
+            self.h, self.Ut = H.h, H.factor.T  # a view: the kernel reads the factor in place
         self.a = np.empty(0)
         self.b = np.empty(0)
         self._b_blocks = np.empty(0)  # dense: b for whole aligned GEMM blocks of trials
 
     def _moments(self, t0: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         a, b = np.empty(n), np.empty(n)
-        work = np.empty(((min(n, _BLOCK) + 15) // 16, self.p.dim), dtype=np.float32)
         for s in range(0, n, _BLOCK):
             m = min(_BLOCK, n - s)
             self.k.trial_moments(
                 self.code, self.key, np.uint64(t0 + s), self.B, self.p.mu, self.p.sigma,
-                self.thr, self.rare, self.h, self.Ut, a[s : s + m], b[s : s + m], work,
+                self.thr, self.rare, self.h, self.Ut, a[s : s + m], b[s : s + m],
             )  # fmt: skip
         return a, b
 
     def _dense_b(self, t0: int, n: int) -> np.ndarray:
         """b for trials t0 .. t0 + n - 1, both multiples of DENSE_BLOCK (aligned GEMM blocks)."""
         out = np.empty(n)
-        step = _DENSE_GROUP * self.k.DENSE_BLOCK
+        group = max(1, min(_DENSE_GROUP, _DENSE_V_BYTES // (4 * self.k.DENSE_BLOCK * self.p.dim)))
+        step = group * self.k.DENSE_BLOCK
         for s in range(0, n, step):
             m = min(step, n - s)
             V = np.empty((m, self.p.dim), dtype=np.float32)

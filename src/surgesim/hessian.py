@@ -11,11 +11,22 @@ same bit for bit whatever the number of BLAS threads, so theory columns are repr
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Dense", "Diagonal", "DiagonalPlusLowRank", "Hessian", "as_hessian", "finite_array"]
+__all__ = [
+    "Dense",
+    "Diagonal",
+    "DiagonalPlusLowRank",
+    "Hessian",
+    "as_hessian",
+    "finite_array",
+    "check_dense_dim",
+    "low_rank_off_diagonal",
+    "sum_of_squares",
+]
 
 
 def finite_array(name: str, value, ndim: int) -> np.ndarray:
@@ -29,6 +40,53 @@ def finite_array(name: str, value, ndim: int) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} has non-finite values ({np.count_nonzero(~np.isfinite(arr))} of {arr.size})")
     return np.ascontiguousarray(arr)
+
+
+_ROWS = 1 << 16  # rows of the factor per block in O(d k) reductions: temporaries stay O(_ROWS k)
+_DENSE_COPIES = 4  # float64 d x d arrays alive at once while a Dense H is built and checked
+
+
+def sum_of_squares(a: np.ndarray) -> float:
+    """sum of a^2 over row blocks of ``a`` (one block, as ``np.sum(a * a)``, for <= _ROWS rows)."""
+    total = 0.0
+    for s in range(0, a.shape[0], _ROWS):
+        total = total + np.sum(a[s : s + _ROWS] ** 2)
+    return float(total)
+
+
+def low_rank_off_diagonal(x: np.ndarray, factor: np.ndarray) -> float:
+    """sum_{i != j} x_i x_j (U U')_ij = 2 sum_k sum_{j < i} y_ik y_jk with y_ik = x_i U_ik, O(d k).
+
+    Summed from exclusive prefix sums, not as |U'x|^2 - sum_i x_i^2 |U_i|^2, so that no
+    cancellation occurs when the terms share a sign; over row blocks, the running sum carried
+    across them exactly as unblocked.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    carry = np.zeros((1, factor.shape[1]))  # sum of y over the rows before the block
+    total = 0.0
+    for s in range(0, x.shape[0], _ROWS):
+        y = x[s : s + _ROWS, None] * factor[s : s + _ROWS]
+        below = np.cumsum(np.concatenate([carry, y[:-1]]), axis=0)
+        total = total + np.sum(y * below)
+        carry = below[-1:] + y[-1:]
+    return float(2.0 * total)
+
+
+def check_dense_dim(d: int) -> None:
+    """ValueError, suggesting the diagonal + low-rank form, when a dense d x d Hessian cannot be
+    built on this machine (about 4 float64 d x d arrays at once: built, symmetrised, checked)."""
+    need = _DENSE_COPIES * 8.0 * d * d
+    try:
+        have = float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):  # not POSIX: assume 16 GiB
+        have = 16.0 * 2**30
+    if need > have:
+        raise ValueError(
+            f"a dense H of dimension d = {d} needs about {need / 2**30:.3g} GiB ({_DENSE_COPIES} float64 d x d "
+            f"arrays while it is built and checked), more than this machine's {have / 2**30:.3g} GiB; use the "
+            "diagonal + low-rank form (DiagonalPlusLowRank, --hessian lowrank, or h_diag and h_factor in a "
+            "problem file), which costs O(d k)"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -158,7 +216,7 @@ class DiagonalPlusLowRank:
         return self.h + np.einsum("ik,ik->i", self.factor, self.factor)
 
     def trace(self) -> float:
-        return float(self.h.sum() + np.sum(self.factor * self.factor))
+        return float(self.h.sum() + sum_of_squares(self.factor))
 
     def matvec(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
@@ -175,10 +233,7 @@ class DiagonalPlusLowRank:
         Summed from exclusive prefix sums, not as |U'x|^2 - sum_i x_i^2 |U_i|^2, so that no
         cancellation occurs when the terms share a sign.
         """
-        y = np.asarray(x, dtype=np.float64)[:, None] * self.factor
-        below = np.zeros_like(y)
-        np.cumsum(y[:-1], axis=0, out=below[1:])
-        return float(2.0 * np.sum(y * below))
+        return low_rank_off_diagonal(x, self.factor)
 
     def to_dense(self) -> np.ndarray:
         return np.diag(self.h) + self.factor @ self.factor.T

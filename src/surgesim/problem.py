@@ -15,9 +15,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .hessian import Dense, Diagonal, DiagonalPlusLowRank, Hessian, as_hessian, finite_array
+from .hessian import (
+    Dense,
+    Diagonal,
+    DiagonalPlusLowRank,
+    Hessian,
+    as_hessian,
+    check_dense_dim,
+    finite_array,
+    low_rank_off_diagonal,
+    sum_of_squares,
+)
 
-__all__ = ["QuadraticProblem", "surge_problem", "diagonal_problem", "power_law_problem", "FAMILIES"]
+__all__ = ["QuadraticProblem", "NOISE_BATCH_SIZE", "surge_problem", "diagonal_problem", "power_law_problem", "FAMILIES"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,7 +77,7 @@ class QuadraticProblem:
         arrays = (H.matrix,) if isinstance(H, Dense) else (H.h,) if isinstance(H, Diagonal) else (H.h, H.factor)
         for a in (self.mu, self.sigma, *arrays):
             h.update(str(a.shape).encode())
-            h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+            h.update(np.ascontiguousarray(a, dtype=np.float64))  # the buffer itself: no copy
         return h.hexdigest()
 
     def describe(self) -> str:
@@ -102,7 +112,9 @@ class QuadraticProblem:
                 f.seek(0)
                 data = np.load(f, allow_pickle=False)
                 with data:
-                    _check_sizes(data)
+                    shapes = _check_sizes(data)
+                    if "H.npy" in shapes:  # a dense H too large to build: refuse before reading it
+                        check_dense_dim(shapes["H.npy"][0])
                     arrays = {k: data[k] for k in data.files}
         except FileNotFoundError:
             raise ValueError(f"problem file {os.fspath(path)!r} does not exist") from None
@@ -129,8 +141,10 @@ class QuadraticProblem:
             raise ValueError(f"problem file {os.fspath(path)!r}: {e}") from None
 
 
-def _check_sizes(data: np.lib.npyio.NpzFile) -> None:
-    """Refuse an array whose header declares more values than its member holds (before reading)."""
+def _check_sizes(data: np.lib.npyio.NpzFile) -> dict[str, tuple[int, ...]]:
+    """The shape of each ``.npy`` member, read from its header without the data; refuses an array
+    whose header declares more values than its member holds."""
+    shapes = {}
     for info in data.zip.infolist():
         with data.zip.open(info) as member:
             version = np.lib.format.read_magic(member)
@@ -142,6 +156,8 @@ def _check_sizes(data: np.lib.npyio.NpzFile) -> None:
         if declared > info.file_size:
             raise ValueError(f"array {info.filename!r} declares shape {shape} ({declared} bytes) but holds "
                              f"{info.file_size} bytes")  # fmt: skip
+        shapes[info.filename] = shape if len(shape) else (0,)
+    return shapes
 
 
 # --- problem families ----------------------------------------------------------------------------
@@ -153,6 +169,10 @@ def _check_dim(d: int) -> int:
     return int(d)
 
 
+NOISE_BATCH_SIZE = 86.0
+"""B_noise (eq 14) of ``surge_problem`` above d = 1000 (its value at d = 1000, seed 0, is 86.1)."""
+
+
 def surge_problem(
     d: int,
     seed: int = 0,
@@ -161,31 +181,69 @@ def surge_problem(
     curvature: tuple[float, float] = (0.5, 2.0),
     coupling: float = 1.0,
     dense: bool = False,
+    noise_batch_size: float | None = None,
 ) -> QuadraticProblem:
-    """A problem that shows the surge well inside Theorem 3's regime.
+    """A problem that shows the surge well inside Theorem 3's regime, at any dimension.
 
-    H = diag(h) + U U' with h log-uniform in ``curvature`` and U[i, k] = sign(mu_i) a_ik,
+    H = diag(h) + c U U' with h log-uniform in ``curvature`` and U[i, k] = sign(mu_i) a_ik,
     a_ik uniform in (0.5, 1) * coupling / sqrt(rank): the factors are positive along sign(mu), so
-    the off-diagonal sum of eq 14 is large and positive (about (sum_i r_i a_i)^2) and
-    B_noise ~ pi tr(H) / (2 off) is of order 1 / (d r^2), while validity_bound = pi / (2 r_max^2)
-    does not grow with d: for d = 1000 and the defaults, B_noise ~ 85 and the bound ~ 10^4.
-    |mu_i| / sigma_i is log-uniform in ``snr``, sigma_i log-uniform in (0.5, 2), signs random.
-    ``dense=True`` returns the same H as a dense matrix.
+    the off-diagonal sum of eq 14 is large and positive. |mu_i| / sigma_i is log-uniform in
+    ``snr``, sigma_i log-uniform in (0.5, 2), signs random; validity_bound = pi / (2 r_max^2) is
+    about 10^4 at every d.
+
+    Scaling with d. With c = 1, off grows like d^2 and tr(H) like d, so B_noise = pi tr(H) / (2 off)
+    falls like 1 / d (about 86 at d = 1000, 0.84 at d = 10^5). So c is chosen to hold B_noise:
+    from B_noise(c) = pi (tr diag(h) + c tr UU') / (2 c off(UU')),
+    c = pi tr diag(h) / (2 B_noise off(UU') - pi tr UU'), with B_noise = ``noise_batch_size``, or
+    by default ``NOISE_BATCH_SIZE`` for d > 1000 and c = 1 for d <= 1000 (so the family at
+    d <= 1000 is the same, bit for bit, as before the scaling). Below d = 1000 B_noise cannot be
+    held: for any positive semi-definite H, off <= r'Hr <= d r_max^2 tr(H), so
+    B_noise > validity_bound / d, and with this snr range B_noise ~ 86 * 1000 / d there
+    (~860 at d = 100, ~10^4, at the bound, at d = 10). A ``noise_batch_size`` at or below the
+    reachable minimum pi tr UU' / (2 off(UU')) (the limit c -> inf) is a ValueError.
+    ``dense=True`` returns the same H as a dense matrix (small d only: ``check_dense_dim``).
+
+    Arrays are built in place (float64, one d x rank factor, no copies), so d = 10^8 needs about
+    8 bytes x (4 + rank) per coordinate.
     """
     d = _check_dim(d)
     if rank < 1:
         raise ValueError(f"rank must be >= 1, got {rank}")
+    if noise_batch_size is not None and not (np.isfinite(noise_batch_size) and noise_batch_size > 0):
+        raise ValueError(f"noise_batch_size must be finite and > 0, got {noise_batch_size}")
+    if dense:
+        check_dense_dim(d)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5E7]))
     s = rng.choice([-1.0, 1.0], size=d)
     sigma = np.exp(rng.uniform(np.log(0.5), np.log(2.0), size=d))
-    r = np.exp(rng.uniform(np.log(snr[0]), np.log(snr[1]), size=d))
-    mu = s * r * sigma
+    mu = np.exp(rng.uniform(np.log(snr[0]), np.log(snr[1]), size=d))  # r = |mu| / sigma
+    mu *= s
+    mu *= sigma
     h = np.exp(rng.uniform(np.log(curvature[0]), np.log(curvature[1]), size=d))
-    U = s[:, None] * rng.uniform(0.5, 1.0, size=(d, rank)) * (coupling / np.sqrt(rank))
+    U = rng.uniform(0.5, 1.0, size=(d, rank))
+    U *= s[:, None]
+    U *= coupling / np.sqrt(rank)
+    del s
+    target = noise_batch_size if noise_batch_size is not None else NOISE_BATCH_SIZE if d > 1000 else None
+    if target is not None:
+        U *= np.sqrt(_coupling_for(target, mu, sigma, h, U))
     H: Hessian = DiagonalPlusLowRank(h, U)
     if dense:
         H = Dense(H.to_dense())
     return QuadraticProblem(mu, sigma, H)
+
+
+def _coupling_for(noise_batch_size: float, mu, sigma, h, U) -> float:
+    """c with B_noise(diag(h) + c U U') = noise_batch_size (eq 14; see ``surge_problem``)."""
+    off = low_rank_off_diagonal(mu / sigma, U)
+    tr_u = sum_of_squares(U)
+    smallest = np.pi * tr_u / (2.0 * off) if off > 0 else np.inf
+    if not noise_batch_size > smallest * (1 + 1e-9):
+        raise ValueError(
+            f"noise_batch_size = {noise_batch_size:g} is not reachable at d = {h.size}: the smallest is "
+            f"{smallest:.4g} (B_noise > validity_bound / d for any H); raise it, or use a larger d"
+        )
+    return float(np.pi * h.sum() / (2.0 * noise_batch_size * off - np.pi * tr_u))
 
 
 def diagonal_problem(d: int, seed: int = 0, snr: tuple[float, float] = (0.004, 0.0125)) -> QuadraticProblem:
@@ -208,6 +266,7 @@ def power_law_problem(d: int, seed: int = 0, exponent: float = 1.0, snr: float =
     aligned with the top of the spectrum), giving a finite B_noise.
     """
     d = _check_dim(d)
+    check_dense_dim(d)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x90E]))
     q, _ = np.linalg.qr(rng.standard_normal((d, d)))
     lam = np.arange(1, d + 1, dtype=np.float64) ** (-float(exponent))
@@ -220,7 +279,7 @@ def power_law_problem(d: int, seed: int = 0, exponent: float = 1.0, snr: float =
 
 FAMILIES = {
     "lowrank": surge_problem,
-    "dense": lambda d, seed=0: surge_problem(d, seed, dense=True),
+    "dense": lambda d, seed=0, **kw: surge_problem(d, seed, dense=True, **kw),
     "diagonal": diagonal_problem,
     "powerlaw": power_law_problem,
 }

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special, stats
 
-from .hessian import Dense, Hessian, as_hessian, finite_array
+from .hessian import Dense, DiagonalPlusLowRank, Hessian, as_hessian, finite_array
 
 __all__ = [
     "sign_mean",
@@ -97,8 +97,7 @@ def sign_mean(B, mu, sigma) -> np.ndarray:
     0.84270079295
     """
     mu, sigma = _mu_sigma(mu, sigma)
-    b = _batch(B)
-    return special.erf(_scaled(b, mu / sigma))
+    return _erf_mean(_batch(B), mu / sigma)
 
 
 def sign_mean_approx(B, mu, sigma) -> np.ndarray:
@@ -111,9 +110,16 @@ def sign_mean_approx(B, mu, sigma) -> np.ndarray:
     0.797884
     """
     mu, sigma = _mu_sigma(mu, sigma)
-    b = _batch(B)
+    return _approx_mean(_batch(B), mu / sigma)
+
+
+def _erf_mean(b: np.ndarray, r: np.ndarray) -> np.ndarray:
+    return special.erf(_scaled(b, r))
+
+
+def _approx_mean(b: np.ndarray, r: np.ndarray) -> np.ndarray:
     # Written as x / sqrt(x^2 + pi/4) with x = sqrt(B/2) r; hypot does not overflow for huge x.
-    x = _scaled(b, mu / sigma)
+    x = _scaled(b, r)
     with np.errstate(invalid="ignore"):
         out = x / np.hypot(x, np.sqrt(_PI) / 2.0)
     return np.where(np.isinf(x), np.sign(x), out)
@@ -122,11 +128,42 @@ def sign_mean_approx(B, mu, sigma) -> np.ndarray:
 # --- eq 8 / 9 ------------------------------------------------------------------------------------
 
 
-def _numerator_denominator(E: np.ndarray, mu: np.ndarray, op: Hessian):
-    """G'E[V] and tr(H cov V) + E[V]'H E[V] of eq 6 with cov(V) = diag(1 - E^2) (eq 36)."""
-    num = np.einsum("...i,i->...", E, mu)  # einsum, not BLAS: reproducible across thread counts
-    den = np.einsum("...i,i->...", 1.0 - E * E, op.diag()) + op.quad_rows(E)
-    return num, den
+# Eq 8 / 9 are sums over coordinates of functions of (B, r_i): computed over blocks of batch sizes
+# and coordinates, so no (batch sizes x d) array is built at large d. Each batch size's sums run
+# over the same coordinate blocks whatever the other batch sizes, so a value does not depend on
+# the grid it is computed in; for d <= _COORDS the sums are single einsums, as unblocked.
+_ROWS = 64  # batch sizes per block
+_COORDS = 1 << 14  # coordinates per block (diagonal and diagonal + low-rank H; dense H is not blocked)
+
+
+def _numerator_denominator(b: np.ndarray, mu: np.ndarray, sigma: np.ndarray, op: Hessian, approx: bool = False):
+    """G'E[V] and tr(H cov V) + E[V]'H E[V] of eq 6 with cov(V) = diag(1 - E^2) (eq 36), over the
+    batch sizes ``b`` (any shape), E from eq 35 (or eq 10 with ``approx``)."""
+    mean = _approx_mean if approx else _erf_mean
+    flat = b.reshape(-1)
+    num, den = np.empty(flat.shape), np.empty(flat.shape)
+    d = mu.size
+    for q in range(0, flat.size, _ROWS):
+        rows = flat[q : q + _ROWS]
+        # einsum, not BLAS: reproducible across thread counts
+        if isinstance(op, Dense):
+            E = mean(rows, mu / sigma)
+            n = np.einsum("...i,i->...", E, mu)
+            dn = np.einsum("...i,i->...", 1.0 - E * E, op.diag()) + op.quad_rows(E)
+        else:
+            U = op.factor if isinstance(op, DiagonalPlusLowRank) else np.zeros((d, 0))
+            n, s1, s2, proj = 0.0, 0.0, 0.0, 0.0
+            for c in range(0, d, _COORDS):
+                sl = slice(c, c + _COORDS)
+                E = mean(rows, mu[sl] / sigma[sl])
+                Uc = U[sl]
+                n = n + np.einsum("...i,i->...", E, mu[sl])
+                s1 = s1 + np.einsum("...i,i->...", 1.0 - E * E, op.h[sl] + np.einsum("ik,ik->i", Uc, Uc))
+                s2 = s2 + np.einsum("...i,i->...", E * E, op.h[sl])
+                proj = proj + np.einsum("...i,ik->...k", E, Uc)
+            dn = s1 + (s2 + np.einsum("...k,...k->...", proj, proj))
+        num[q : q + rows.size], den[q : q + rows.size] = n, dn
+    return num.reshape(b.shape), den.reshape(b.shape)
 
 
 def optimal_lr(B, mu, sigma, H, approx: bool = False) -> np.ndarray:
@@ -140,8 +177,7 @@ def optimal_lr(B, mu, sigma, H, approx: bool = False) -> np.ndarray:
     """
     mu, sigma = _mu_sigma(mu, sigma)
     op = _hessian(H, mu.size)
-    E = (sign_mean_approx if approx else sign_mean)(B, mu, sigma)
-    num, den = _numerator_denominator(E, mu, op)
+    num, den = _numerator_denominator(_batch(B), mu, sigma, op, approx)
     return num / den
 
 
@@ -152,7 +188,7 @@ def optimal_loss_improvement(B, mu, sigma, H) -> np.ndarray:
     """
     mu, sigma = _mu_sigma(mu, sigma)
     op = _hessian(H, mu.size)
-    num, den = _numerator_denominator(sign_mean(B, mu, sigma), mu, op)
+    num, den = _numerator_denominator(_batch(B), mu, sigma, op)
     return 0.5 * num * num / den
 
 
@@ -298,14 +334,20 @@ def sgd_optimal_lr(B, G, Sigma, H) -> np.ndarray:
 def curves(B, mu, sigma, H) -> dict[str, np.ndarray]:
     """Every closed form against B, keyed as the columns of ``sims.surge``'s results.csv:
     lr_exact (eq 9), lr_erf_approx (eq 9 with eq 10), lr_surge (eq 2), lr_sgd (eq 1 with
-    Sigma = sigma^2), dl_exact (eq 8), dl_surge (eq 18)."""
+    Sigma = sigma^2), dl_exact (eq 8), dl_surge (eq 18). Eq 8 and 9 share one pass over the
+    coordinates (the same numerator and denominator)."""
+    mu, sigma = _mu_sigma(mu, sigma)
+    op = _hessian(H, mu.size)
+    b = _batch(B)
+    num, den = _numerator_denominator(b, mu, sigma, op)
+    num_approx, den_approx = _numerator_denominator(b, mu, sigma, op, approx=True)
     return {
-        "lr_exact": optimal_lr(B, mu, sigma, H),
-        "lr_erf_approx": optimal_lr(B, mu, sigma, H, approx=True),
-        "lr_surge": surge_lr(B, mu, sigma, H),
-        "lr_sgd": sgd_optimal_lr(B, mu, np.asarray(sigma, dtype=np.float64) ** 2, H),
-        "dl_exact": optimal_loss_improvement(B, mu, sigma, H),
-        "dl_surge": surge_loss_improvement(B, mu, sigma, H),
+        "lr_exact": num / den,
+        "lr_erf_approx": num_approx / den_approx,
+        "lr_surge": surge_lr(B, mu, sigma, op),
+        "lr_sgd": sgd_optimal_lr(B, mu, sigma**2, op),
+        "dl_exact": 0.5 * num * num / den,
+        "dl_surge": surge_loss_improvement(B, mu, sigma, op),
     }
 
 

@@ -20,6 +20,13 @@ Samplers (all give V_i = sign of the batch-mean gradient of coordinate i):
 
 Hessians: ``h`` (d,) is diag(H) for diagonal and diagonal + low-rank H, ``Ut`` (k, d) the transposed
 low-rank factor (k = 0 for diagonal H); for dense H the kernel writes V and b is a float32 GEMM outside.
+
+Memory and speed at large d (``trial_moments``): no scratch of size trials x d; a chunk of trials
+walks the coordinates in cache-sized blocks, so each problem array streams from memory once per
+chunk instead of once per trial. The kernel reads the problem's own float64 arrays in place (mu,
+h, and the factor through the view ``factor.T``: no copies) plus the 64-bit sign thresholds and
+float32 rare signs of ``sign_thresholds``: 12 bytes per coordinate beside the problem. The
+thresholds stay 64-bit: a 32-bit threshold would change which signs a seed draws.
 """
 
 from __future__ import annotations
@@ -42,18 +49,23 @@ __all__ = [
     "SAMPLERS",
     "batch_key",
     "sign_thresholds",
+    "fill_signs",
     "sample_signs",
     "trial_moments",
     "trial_signs",
     "quad_rows_f32",
     "row_moments",
     "DENSE_BLOCK",
+    "LEAF",
+    "BLOCK",
 ]
 
 SIGN, BATCH_MEAN, PER_EXAMPLE = 0, 1, 2
 SAMPLERS = {"sign": SIGN, "batch_mean": BATCH_MEAN, "per_example": PER_EXAMPLE}
 
-_CHUNK = 16  # trials per parallel work item (each owns one scratch row)
+LEAF = 1024  # coordinates per partial sum: fixes the order of every float64 sum in trial_moments
+BLOCK = 4096  # default coordinates per cache block in trial_moments (~70 bytes each: fits in L2)
+_PASS_MAX = 64  # most trials that share one pass over the coordinate blocks
 DENSE_BLOCK = 2048  # rows per sgemm in quad_rows_f32; dense b is computed in aligned blocks
 
 
@@ -75,10 +87,13 @@ def sign_thresholds(B: float, mu: np.ndarray, sigma: np.ndarray) -> tuple[np.nda
 
     x_i = sqrt(B) mu_i / sigma_i; rare_i = -sign(x_i) (-1 where x_i = 0, with probability 1/2).
     """
-    x = np.sqrt(float(B)) * (np.asarray(mu, np.float64) / np.asarray(sigma, np.float64))
-    q = special.ndtr(-np.abs(x))
-    thr = _thresholds(q)
-    rare = np.where(x >= 0, -1.0, 1.0).astype(np.float32)
+    mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
+    thr = np.empty(mu.shape[0], dtype=np.uint64)
+    rare = np.empty(mu.shape[0], dtype=np.float32)
+    for s in range(0, mu.shape[0], 1 << 16):  # in blocks: no float64 temporaries of size d
+        x = np.sqrt(float(B)) * (mu[s : s + (1 << 16)] / sigma[s : s + (1 << 16)])
+        thr[s : s + x.size] = _thresholds(special.ndtr(-np.abs(x)))
+        rare[s : s + x.size] = np.where(x >= 0, -1.0, 1.0)
     return thr, rare
 
 
@@ -91,36 +106,55 @@ def _thresholds(q):
 
 
 @jit_inline
+def fill_signs(sampler, key, B, mu, sigma, thr, rare, i0, row):
+    """Fill ``row`` (n,) with V_i = sign(batch mean) of coordinates i = i0 .. i0 + n - 1 for the trial
+    whose stream key is ``key``; mu, sigma, thr and rare are those coordinates' slices (n,). The
+    counters are the coordinates' own (module docstring), whatever i0 and n.
+
+    (Slices, not offset indices: LLVM vectorises ``x[m]`` but not ``x[i0 + m]``, whose index it
+    cannot prove non-negative.)
+    """
+    n = row.shape[0]
+    if sampler == SIGN:
+        for m in range(n):
+            r = rare[m]
+            row[m] = r if random_bits(key, i0 + m) < thr[m] else -r
+    elif sampler == BATCH_MEAN:  # coordinate i is element i % 2 of Box-Muller pair i // 2
+        scale = 1.0 / np.sqrt(np.float64(B))
+        j = 0
+        if i0 % 2 == 1:
+            _, z1 = normal_pair(key, i0 // 2)
+            row[0] = np.sign(mu[0] + sigma[0] * scale * z1)
+            j = 1
+        for m in range((n - j) // 2):  # no branch in the loop body: it vectorises
+            z0, z1 = normal_pair(key, (i0 + j) // 2 + m)
+            row[j + 2 * m] = np.sign(mu[j + 2 * m] + sigma[j + 2 * m] * scale * z0)
+            row[j + 2 * m + 1] = np.sign(mu[j + 2 * m + 1] + sigma[j + 2 * m + 1] * scale * z1)
+        if (n - j) % 2:
+            z0, _ = normal_pair(key, (i0 + n - 1) // 2)
+            row[n - 1] = np.sign(mu[n - 1] + sigma[n - 1] * scale * z0)
+    else:  # PER_EXAMPLE: normal j = i * B + e (example e of coordinate i), pairs (2m, 2m + 1)
+        nb = np.int64(B)
+        start = np.int64(i0) * nb
+        end = start + np.int64(n) * nb
+        for m in range(n):
+            row[m] = 0.0
+        for pair in range(start // 2, (end + 1) // 2):
+            z0, z1 = normal_pair(key, pair)
+            j = 2 * pair
+            if j >= start:  # the first pair may begin in the previous coordinate
+                row[j // nb - i0] += z0
+            if j + 1 < end:
+                row[(j + 1) // nb - i0] += z1
+        for m in range(n):
+            # mean of B draws of N(mu, sigma^2): mu + sigma * sum(z) / B; sign only needs B * that
+            row[m] = np.sign(nb * mu[m] + sigma[m] * row[m])
+
+
+@jit_inline
 def sample_signs(sampler, key, B, mu, sigma, thr, rare, row):
     """Fill ``row`` (d,) with V = sign(batch mean) for the trial whose stream key is ``key``."""
-    d = row.shape[0]
-    if sampler == SIGN:
-        for i in range(d):
-            r = rare[i]
-            row[i] = r if random_bits(key, i) < thr[i] else -r
-    elif sampler == BATCH_MEAN:
-        scale = 1.0 / np.sqrt(np.float64(B))
-        for m in range(d // 2):  # no branch in the loop body: it vectorises
-            z0, z1 = normal_pair(key, m)
-            row[2 * m] = np.sign(mu[2 * m] + sigma[2 * m] * scale * z0)
-            row[2 * m + 1] = np.sign(mu[2 * m + 1] + sigma[2 * m + 1] * scale * z1)
-        if d % 2:
-            z0, _ = normal_pair(key, d // 2)
-            row[d - 1] = np.sign(mu[d - 1] + sigma[d - 1] * scale * z0)
-    else:  # PER_EXAMPLE: normal j = i * B + e, pairs (2m, 2m + 1) in order
-        nb = np.int64(B)
-        total = np.int64(d) * nb
-        for i in range(d):
-            row[i] = 0.0
-        for m in range((total + 1) // 2):
-            z0, z1 = normal_pair(key, m)
-            j = 2 * m
-            row[j // nb] += z0
-            if j + 1 < total:
-                row[(j + 1) // nb] += z1
-        for i in range(d):
-            # mean of B draws of N(mu, sigma^2): mu + sigma * sum(z) / B; sign only needs B * that
-            row[i] = np.sign(nb * mu[i] + sigma[i] * row[i])
+    fill_signs(sampler, key, B, mu, sigma, thr, rare, 0, row)
 
 
 @jit_inline
@@ -142,21 +176,76 @@ def row_moments(row, mu, h, Ut):
 
 
 @jit_parallel
-def trial_moments(sampler, key_b, t0, B, mu, sigma, thr, rare, h, Ut, out_a, out_b, work):
+def _blocked_moments(sampler, key_b, t0, B, mu, sigma, thr, rare, h, Ut, out_a, out_b, block, per_pass):
+    n = out_a.shape[0]
+    d = mu.shape[0]
+    k = Ut.shape[0]
+    for item in prange((n + per_pass - 1) // per_pass):
+        ta = item * per_pass
+        nt = min(n, ta + per_pass) - ta
+        # per work item, allocated once: the trials' running sums (mu'V, sum h V^2, Ut V), the
+        # block of the factor made contiguous, and one leaf of signs
+        acc = np.zeros((nt, 2 + k))
+        ut = np.empty((k, block))
+        row = np.empty(LEAF)
+        for c0 in range(0, d, block):
+            c1 = min(d, c0 + block)
+            for j in range(k):
+                for i in range(c1 - c0):
+                    ut[j, i] = Ut[j, c0 + i]
+            for t in range(nt):
+                key = derive_key(key_b, t0 + ta + t)
+                for l0 in range(c0, c1, LEAF):
+                    l1 = min(c1, l0 + LEAF)
+                    v = row[: l1 - l0]
+                    fill_signs(sampler, key, B, mu[l0:l1], sigma[l0:l1], thr[l0:l1], rare[l0:l1], l0, v)
+                    mu_l = mu[l0:l1]
+                    h_l = h[l0:l1]
+                    a = 0.0
+                    b = 0.0
+                    for i in range(l1 - l0):
+                        a += mu_l[i] * v[i]
+                        b += h_l[i] * v[i] * v[i]
+                    acc[t, 0] += a
+                    acc[t, 1] += b
+                    for j in range(k):
+                        u = ut[j, l0 - c0 : l1 - c0]
+                        p = 0.0
+                        for i in range(l1 - l0):
+                            p += u[i] * v[i]
+                        acc[t, 2 + j] += p
+        for t in range(nt):
+            b = acc[t, 1]
+            for j in range(k):
+                b += acc[t, 2 + j] * acc[t, 2 + j]
+            out_a[ta + t] = acc[t, 0]
+            out_b[ta + t] = b
+
+
+def trial_moments(
+    sampler, key_b, t0, B, mu, sigma, thr, rare, h, Ut, out_a, out_b, work=None, *,
+    block: int = BLOCK, per_pass: int | None = None,
+) -> None:  # fmt: skip
     """a_t = mu'V_t and b_t = V_t'HV_t for trials t0 .. t0 + n - 1 (n = out_a.shape[0]).
 
-    H = diag(h) + Ut' Ut with the low-rank factor given transposed, Ut of shape (k, d) and
-    C-contiguous so that each projection is a contiguous, vectorised dot product (k may be 0).
-    ``work`` is scratch of shape (ceil(n / 16), d), float32.
+    H = diag(h) + Ut' Ut with the low-rank factor given transposed, Ut of shape (k, d), any
+    layout (``factor.T``, a view, needs no copy; k may be 0). Cache blocking: each work item takes
+    ``per_pass`` trials (default: the trials spread over Numba's threads, at most 64) through the
+    coordinates ``block`` at a time (a multiple of ``LEAF``), so each problem array is read from
+    memory once per pass, not once per trial; memory is O(per_pass k + block k) per thread,
+    independent of n and d. Every float64 sum runs leaf by leaf (``LEAF`` coordinates, then the
+    leaf sums in coordinate order), so results do not depend on ``block``, ``per_pass``, the
+    thread count, or how trials are split into calls. ``work`` is ignored (the kernel needs no
+    scratch; accepted for callers written against the earlier signature).
     """
     n = out_a.shape[0]
-    n_chunks = (n + _CHUNK - 1) // _CHUNK
-    for c in prange(n_chunks):
-        row = work[c]
-        for t in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
-            key = derive_key(key_b, t0 + t)
-            sample_signs(sampler, key, B, mu, sigma, thr, rare, row)
-            out_a[t], out_b[t] = row_moments(row, mu, h, Ut)
+    if int(block) != block or block < LEAF or block % LEAF:
+        raise ValueError(f"block must be a positive multiple of LEAF = {LEAF}, got {block}")
+    if per_pass is None:
+        per_pass = min(_PASS_MAX, max(1, -(-n // numba.get_num_threads())))
+    if int(per_pass) != per_pass or per_pass < 1:
+        raise ValueError(f"per_pass must be an integer >= 1, got {per_pass}")
+    _blocked_moments(sampler, key_b, t0, B, mu, sigma, thr, rare, h, Ut, out_a, out_b, int(block), int(per_pass))
 
 
 @jit_parallel
