@@ -41,7 +41,7 @@ COLUMNS = [
 ]  # fmt: skip
 SCALE_KEYS = (
     "noise_batch_size_eq14", "noise_batch_size_eq14_se", "b_simple", "b_simple_se", "b_crit", "b_crit_se",
-    "validity_bound", "hessian_trace",
+    "validity_bound", "hessian_trace", "hessian_trace_se",
 )  # fmt: skip
 DEFAULT_BATCH_SIZES = (1, 4, 16, 64, 256, 1024)
 FULL_GRADIENT_EXAMPLES = 16384  # G exact on data sets up to this size, else a sample (error propagated)
@@ -285,7 +285,7 @@ def collect(tasks: list[dict], rows: list[dict], problem, peaks: bool = True) ->
         curves += pts
         B = [r["batch_size"] for r in pts]
         s = {"target_loss": scales.get("target_loss")} if problem is None else {}
-        s.update({k: scales[k] for k in SCALE_KEYS})
+        s.update({k: scales.get(k) for k in SCALE_KEYS})
         summaries.append(s)
         if not peaks:
             continue

@@ -264,6 +264,7 @@ class StateStatistics:
     centred: torch.Tensor  # (n, d), the parameters' dtype: per-example gradients minus their mean
     hessian_inputs: tuple  # (x, y): the examples whose Hessian the statistics use
     hessian_trace: float
+    hessian_trace_se: float
     hessian_diag: np.ndarray
     noise_batch_size_eq14: float
     noise_batch_size_eq14_se: float
@@ -333,7 +334,7 @@ def state_statistics(
         chc = state.quad_forms(centred[: min(crit_examples, examples)], hx, hy, shared=True)
         b_crit, b_crit_se = _ratio_se(chc * examples / (examples - 1), ghg)
     return StateStatistics(
-        sigma=sigma, centred=centred, hessian_inputs=(hx, hy), hessian_trace=ns.trace,
+        sigma=sigma, centred=centred, hessian_inputs=(hx, hy), hessian_trace=ns.trace, hessian_trace_se=ns.trace_se,
         hessian_diag=ns.hessian_diag, noise_batch_size_eq14=ns.noise_batch_size,
         noise_batch_size_eq14_se=ns.noise_batch_size_se, b_simple=b_simple, b_simple_se=b_simple_se,
         b_crit=b_crit, b_crit_se=b_crit_se, validity_bound=ns.validity_bound,

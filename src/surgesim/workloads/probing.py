@@ -162,6 +162,7 @@ def _scales_row(stats) -> dict:
         "noise_batch_size_eq14_se": stats.noise_batch_size_eq14_se,
         "b_simple": stats.b_simple, "b_simple_se": stats.b_simple_se, "b_crit": stats.b_crit,
         "b_crit_se": stats.b_crit_se, "validity_bound": stats.validity_bound, "hessian_trace": stats.hessian_trace,
+        "hessian_trace_se": stats.hessian_trace_se,
     }  # fmt: skip
 
 
