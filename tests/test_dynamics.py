@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 from scipy import linalg, stats
 
-from surgesim import dynamics, rng
+from surgesim import dynamics, rng, theory
 from surgesim._jit import jit
 from surgesim.fit import fit_noise_batch_size
 from surgesim.hessian import Dense, Diagonal, DiagonalPlusLowRank
-from surgesim import theory
 from surgesim.kernels.dynamics import Optimizer, StepRule, run_trajectories, step_normals, trajectory_key
 from surgesim.kernels.dynamics import normal_pair as kernel_normal_pair
 from surgesim.problem import QuadraticProblem, surge_problem
