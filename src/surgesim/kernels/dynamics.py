@@ -335,7 +335,7 @@ def _run(
     steps, loss_at, loss_after, delta_at, n_steps, trace,
     lr_rule, batch_rule, batch_size, interval, batch_factor, lr_factor, b_min, b_max, b_start, warmup,
     beta, keys_w, hdiag, path,
-    w, e, sgh, es,
+    w, e, sgh, es, em,
     examples_at, path_ds, path_bds, batch_trace, lr_trace,
 ):  # fmt: skip
     """Run trajectory t = 0 .. T-1 from delta[t] (m[t], v[t]: optimizer state, updated in place).
@@ -349,7 +349,7 @@ def _run(
     examples_at: the examples sum_s B_s at each target; with ``path``, path_ds and path_bds: the
     integrals of ds and of B_noise ds to each target (eq 44-45); batch_trace, lr_trace: B_s and
     the learning rate of step s. Scratch: e (T, d); for estimated rules w (T, d + d % 2),
-    sgh and es (T, d).
+    sgh, es and em (T, d).
     """
     T = delta.shape[0]
     d = delta.shape[1]
@@ -376,7 +376,8 @@ def _run(
         pw2 = 1.0
         pwa = 1.0  # beta^n: bias correction of the running averages
         a_off = 0.0  # running averages: off (oracle: exact; estimated: per-step unbiased estimates),
-        a_s = 0.0  # S = sum mu^2 / sigma, G'G and G'HG (estimated)
+        a_s = 0.0  # S = sum mu^2 / sigma (from the averaged gradient em), G'G and G'HG (estimated)
+        q = 0.0  # sum of the squared weights / B_s of the average em: its noise variance / sigma^2
         a_gg = 0.0
         a_ghg = 0.0
         ex = 0.0
@@ -441,7 +442,9 @@ def _run(
                 _fill_normals(keys_w[t], base, wt)
                 _estimate(kind, h, ut, hd, hdiag, s, bt, c, sigma, gmt, zt, wt, es, sgt, et, t)
                 pwa *= beta
-                a_s = beta * a_s + (1.0 - beta) * _signal(bt, gmt, c, sigma, zt, sgt)
+                q = beta * beta * q + (1.0 - beta) * (1.0 - beta) / bt
+                bc = 1.0 / (1.0 - pwa)
+                a_s = _signal(em[t], gmt, c, sigma, zt, sgt, beta, bc, q * bc * bc) / bc
                 a_off = beta * a_off + (1.0 - beta) * _off_diagonal(kind, ut, hd, et)
                 gg, ghg = _grad_products(kind, h, ut, hd, hdiag, bt, gmt, c, sigma, zt, sgt, et)
                 a_gg = beta * a_gg + (1.0 - beta) * gg
@@ -526,13 +529,16 @@ def _estimate(kind, h, ut, hd, hdiag, s, bt, c, sigma, gm, z, w, es, sgh, u, t):
 
 
 @jit_inline
-def _signal(bt, gm, c, sigma, z, sgh):
-    """sum_i (g_i^2 - sigma_hat_i^2 / B) / sigma_hat_i: unbiased for S = sum mu_i^2 / sigma_i given
-    sigma_hat (the batch noise is independent of the state)."""
+def _signal(em, gm, c, sigma, z, sgh, beta, debias, var):
+    """Update em, the running average (factor beta) of the batch-mean gradient g = gm + c sigma z,
+    and return sum_i (m_i^2 - sigma_hat_i^2 var) / sigma_hat_i with m = debias * em: an estimate of
+    S = sum mu_i^2 / sigma_i, m^2 made unbiased by its noise variance sigma_hat^2 var (var: the
+    sum of the average's squared weights over B_s, debiased)."""
     s = 0.0
     for i in range(gm.shape[0]):
-        g = gm[i] + c * sigma[i] * z[i]
-        s += (g * g - sgh[i] * sgh[i] / bt) / sgh[i]
+        em[i] = beta * em[i] + (1.0 - beta) * (gm[i] + c * sigma[i] * z[i])
+        m = em[i] * debias
+        s += (m * m - sgh[i] * sgh[i] * var) / sgh[i]
     return s
 
 
@@ -758,7 +764,7 @@ def _trajectories(
             *common, LR_RULES[rule.lr], BATCH_RULES[rule.batch], bs, int(rule.interval), float(rule.batch_factor),
             float(rule.lr_factor), float(rule.batch_min), float(rule.batch_max), float(rule.batch_start),
             int(rule.warmup), float(rule.beta), keys_w, np.ascontiguousarray(H.diag(), dtype=np.float64),
-            bool(path), scratch(z.shape[1]), np.zeros((T, d)), scratch(d), scratch(d),
+            bool(path), scratch(z.shape[1]), np.zeros((T, d)), scratch(d), scratch(d), scratch(d),
             examples_at, path_ds, path_bds, batch_trace, lr_trace,
         )  # fmt: skip
     inv = np.argsort(order)

@@ -116,7 +116,7 @@ def run_rule_trajectories(
         var_sum = np.zeros(d)
         avg = {"off": 0.0, "s": 0.0, "gg": 0.0, "ghg": 0.0}
         weight = 0.0  # 1 - beta^n
-        sig_hat = np.zeros(d)
+        sig_hat, g_avg, q = np.zeros(d), np.zeros(d), 0.0
         bt, ex, ds, bds = rule.batch_start, 0.0, 0.0, 0.0
         mu = H.matvec(delta)
         loss = 0.5 * delta @ mu
@@ -154,14 +154,18 @@ def run_rule_trajectories(
                 sig_hat = np.sqrt((var_sum + _PRIOR * var_sum.mean() / n) / (n + _PRIOR))
                 u = g / sig_hat
                 weight = 1 - beta * (1 - weight)
+                q = beta**2 * q + (1 - beta) ** 2 / bt
+                g_avg = beta * g_avg + (1 - beta) * g
+                m_hat = g_avg / weight  # debiased; its noise variance is sig_hat^2 q / weight^2
+                signal_est = float(np.sum((m_hat**2 - sig_hat**2 * q / weight**2) / sig_hat))
                 est = {
-                    "s": float(np.sum((g * g - sig_hat**2 / bt) / sig_hat)),
                     "off": H.quad_off_diagonal(u),
                     "gg": float(g @ g - np.sum(sig_hat**2) / bt),
                     "ghg": float(H.quad_rows(g) - hdiag @ sig_hat**2 / bt),
                 }
                 for name, value in est.items():
                     avg[name] = beta * avg[name] + (1 - beta) * value
+                avg["s"] = signal_est * weight  # not a running average of per-step estimates
             if rule.lr == "constant":
                 step_lr = lrs[t]
             elif rule.lr == "geometric":
