@@ -147,7 +147,10 @@ def _main(args) -> int:
 
     chosen = schedules.choose(exp, run(exp.tune_tasks(), "tuning.sqlite", "tuning"))
     rows = run(exp.eval_tasks(chosen), "store.sqlite", "evaluation")
-    write_csv(rows, out / "schedules.csv", columns=schedules.ROW_COLUMNS)
+    if rows:
+        write_csv(rows, out / "schedules.csv", columns=schedules.ROW_COLUMNS)
+    else:  # no variant reached any target when tuned: nothing evaluated, the header only
+        (out / "schedules.csv").write_text(",".join(schedules.ROW_COLUMNS) + "\n")
     entries = schedules.summarize(exp, rows, chosen)
     summary = {
         "dims": problem.dim, "initial_loss": exp.initial_loss, "seed": opts.seed, "seeds": opts.seeds,
@@ -181,11 +184,9 @@ def _g(x, fmt: str = ".3g", width: int = 9) -> str:
 
 
 def _pm(x, se) -> str:
-    return (
-        f"{_g(100 * x, '+.0f', 5)}%+-{_g(None if se is None else 100 * se, '.0f', 3)}"
-        if x is not None
-        else (f"{'-':>11}")
-    )
+    if x is None:
+        return f"{'-':>13}"
+    return f"{100 * x:+6.0f}% +-{'-' if se is None else f'{100 * se:.0f}':>3}"
 
 
 def print_table(entries) -> None:
