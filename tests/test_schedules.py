@@ -73,8 +73,10 @@ def test_front_savings_on_a_known_front():
     assert not better["dominated"] and not better["dominated_5pct"]
     worse = schedules.front_savings(fs, fe, 40.0, 400.0)  # the front's (40, 200) beats it in E at equal S
     assert worse["dominated"] and not worse["dominated_5pct"] and worse["examples_saving"] == pytest.approx(-1.0)
-    far = schedules.front_savings(fs, fe, 100.0, 10.0)
+    far = schedules.front_savings(fs, fe, 5.0, 10.0)  # fewer steps and examples than any constant point
     assert math.isnan(far["examples_saving"]) and math.isnan(far["steps_saving"])
+    beyond = schedules.front_savings(fs, fe, 160.0, 50.0)  # past the front's largest S: E_front = 100
+    assert beyond["examples_saving"] == pytest.approx(0.5, rel=1e-12) and math.isnan(beyond["steps_saving"])
     # a dominated (non-efficient) constant point does not bend the front
     with_bad = schedules.front_savings(np.append(fs, 30.0), np.append(fe, 1000.0), 30.0, 8000.0 / 30.0)
     assert with_bad["examples_saving"] == pytest.approx(0.0, abs=1e-12)

@@ -259,9 +259,10 @@ def _median(x: np.ndarray) -> float:
 def front_savings(front_s, front_e, s: float, e: float) -> dict[str, float]:
     """The saving of a point (S, E) against the front of constant-batch points (front_s, front_e).
 
-    The front is the Pareto-efficient subset, interpolated linearly in (log S, log E).
-    Returns ``examples_saving`` = 1 - E / E_front(S) and ``steps_saving`` = 1 - S / S_front(E) (nan
-    outside the front's range), ``dominated`` (some constant point has S' <= S and E' <= E, one
+    The front is the Pareto-efficient subset, interpolated linearly in (log S, log E) and flat past
+    its ends (E_front(S) for S beyond the front's largest S is its smallest E: reaching the target
+    in fewer steps also counts). Returns ``examples_saving`` = 1 - E / E_front(S) and
+    ``steps_saving`` = 1 - S / S_front(E) (nan below the front's smallest S, resp. E), ``dominated`` (some constant point has S' <= S and E' <= E, one
     strictly) and ``dominated_5pct`` (some constant point has S' <= 0.95 S and E' <= 0.95 E).
     """
     fs, fe = np.asarray(front_s, dtype=np.float64), np.asarray(front_e, dtype=np.float64)
@@ -276,9 +277,9 @@ def front_savings(front_s, front_e, s: float, e: float) -> dict[str, float]:
     order = np.argsort(fs[eff])
     ls, le = np.log(fs[eff][order]), np.log(fe[eff][order])  # S ascending, E descending
     es = ss = nan
-    if ls.size >= 2 and ls[0] <= math.log(s) <= ls[-1]:
+    if ls.size and ls[0] <= math.log(s):  # past the last point, the front is flat (fewer steps also count)
         es = 1.0 - e / math.exp(float(np.interp(math.log(s), ls, le)))
-    if le.size >= 2 and le[-1] <= math.log(e) <= le[0]:
+    if le.size and le[-1] <= math.log(e):
         ss = 1.0 - s / math.exp(float(np.interp(math.log(e), le[::-1], ls[::-1])))
     return {"examples_saving": es, "steps_saving": ss, "dominated": dominated, "dominated_5pct": dominated_5}
 
