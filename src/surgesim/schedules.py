@@ -262,8 +262,9 @@ def front_savings(front_s, front_e, s: float, e: float) -> dict[str, float]:
     The front is the Pareto-efficient subset, interpolated linearly in (log S, log E) and flat past
     its ends (E_front(S) for S beyond the front's largest S is its smallest E: reaching the target
     in fewer steps also counts). Returns ``examples_saving`` = 1 - E / E_front(S) and
-    ``steps_saving`` = 1 - S / S_front(E) (nan below the front's smallest S, resp. E), ``dominated`` (some constant point has S' <= S and E' <= E, one
-    strictly) and ``dominated_5pct`` (some constant point has S' <= 0.95 S and E' <= 0.95 E).
+    ``steps_saving`` = 1 - S / S_front(E) (nan below the front's smallest S, resp. E),
+    ``dominated`` (some constant point has S' <= S and E' <= E, one strictly) and
+    ``dominated_5pct`` (some constant point has S' <= 0.95 S and E' <= 0.95 E).
     """
     fs, fe = np.asarray(front_s, dtype=np.float64), np.asarray(front_e, dtype=np.float64)
     ok = np.isfinite(fs) & np.isfinite(fe)
