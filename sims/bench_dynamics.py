@@ -51,7 +51,13 @@ def bench_dynamics(
     import numba
 
     from surgesim.dynamics import DEFAULT_OPTIMIZERS, initial_delta
-    from surgesim.kernels.dynamics import StepRule, run_trajectories, step_normals, trajectory_key
+    from surgesim.kernels.dynamics import (
+        StepRule,
+        run_rule_trajectories,
+        run_trajectories,
+        step_normals,
+        trajectory_key,
+    )
     from surgesim.problem import surge_problem
     from surgesim.reference.dynamics import run_trajectories as numpy_trajectories
 
@@ -85,8 +91,9 @@ def bench_dynamics(
             "kernel_vs_numpy": kernel_rate / numpy_rate, "kernel_vs_normals": out["normals_per_s"] / kernel_rate,
         }  # fmt: skip
         for label, (rule, x, b) in rules.items():
-            t = best_time(lambda o=opt, r=rule, x=x, b=b: run_trajectories(p.hessian, p.sigma, delta0, keys, x, b, o,
-                          max_steps=steps, min_steps=steps, rule=r), repeat)  # fmt: skip
+            kw = {"max_steps": steps, "min_steps": steps, "rule": rule}
+            t = best_time(lambda o=opt, x=x, b=b, kw=kw: run_rule_trajectories(
+                p.hessian, p.sigma, delta0, keys, x, b, o, **kw), repeat)  # fmt: skip
             out[name][f"{label}_s"] = t
             out[name][f"{label}_vs_constant"] = t / tk
     return out

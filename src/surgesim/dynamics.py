@@ -372,11 +372,14 @@ def run_task(params: Mapping, problem: QuadraticProblem) -> list[dict]:
     on_cpu = kernels is cpu_kernels  # the GPU kernels have neither per-step rules nor path integrals
     if not on_cpu and lr_rule != "constant":
         raise ValueError("the per-step optimal-lr arm runs on the CPU backend only (use backend 'cpu')")
-    res = kernels.run_trajectories(
+    args = (
         problem.hessian, problem.sigma, initial_delta(problem), np.tile(keys, lrs.size), np.repeat(lrs, n_seeds), B,
         opt, targets, int(params["further_steps"]), int(params["max_steps"]),
-        **({"rule": StepRule(lr_rule), "path": True} if on_cpu else {}),
     )  # fmt: skip
+    if on_cpu:
+        res = kernels.run_rule_trajectories(*args, rule=StepRule(lr_rule), path=True)
+    else:
+        res = kernels.run_trajectories(*args)
     T, m = res.steps.shape
     reached = res.steps >= 0
     theory = _state_quantities(problem.hessian, problem.sigma, float(B), np.nan_to_num(res.delta_at.reshape(T * m, -1)))

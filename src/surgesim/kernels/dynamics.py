@@ -64,6 +64,7 @@ __all__ = [
     "trajectory_key",
     "hessian_arrays",
     "run_trajectories",
+    "run_rule_trajectories",
     "step_normals",
     "normal_pair",
 ]
@@ -640,28 +641,49 @@ def run_trajectories(
     max_steps: int = 1000,
     min_steps: int = 0,
     trace_steps: int = 0,
-    rule: StepRule = StepRule(),
-    path: bool = False,
 ) -> TrajectoryResult:
     """Run T trajectories from theta - theta* = delta0 on the noisy quadratic (module docstring).
 
     Args:
         H: the Hessian operator; sigma: (d,) per-example gradient noise scale (> 0).
         delta0: (d,) start, the same for every trajectory.
-        keys: (T,) uint64 stream keys (``trajectory_key``); lr, batch_size: (T,) or scalars,
-            the learning rate and batch size, or the multipliers of ``rule`` (``StepRule``).
+        keys: (T,) uint64 stream keys (``trajectory_key``); lr, batch_size: (T,) or scalars.
         optimizer: the update rule and its hyperparameters.
         targets: target losses; each trajectory records the first step at which L <= target
             (step counts up to ``max_steps``) and the loss ``further_steps`` steps later.
         max_steps: give up on unreached targets after this many steps.
         min_steps: run at least this many steps (e.g. to compare whole trajectories).
-        trace_steps: record the loss after 0 .. trace_steps - 1 steps (and B_s and lr_s).
-        rule: how each step sets its batch size and learning rate (default: both constant).
-        path: also integrate ds and B_noise ds along the path to each target (eq 44-45).
+        trace_steps: record the loss after 0 .. trace_steps - 1 steps.
 
     Returns:
         A ``TrajectoryResult``; targets are reported in the order given.
     """
+    return _trajectories(
+        _run_numba, H, sigma, delta0, keys, lr, batch_size, optimizer, targets, further_steps, max_steps,
+        min_steps, trace_steps,
+    )  # fmt: skip
+
+
+def run_rule_trajectories(
+    H: Hessian,
+    sigma: np.ndarray,
+    delta0: np.ndarray,
+    keys: np.ndarray,
+    lr: np.ndarray,
+    batch_size: np.ndarray,
+    optimizer: Optimizer,
+    targets: np.ndarray = (),
+    further_steps: int = 0,
+    max_steps: int = 1000,
+    min_steps: int = 0,
+    trace_steps: int = 0,
+    rule: StepRule = StepRule(),
+    path: bool = False,
+) -> TrajectoryResult:
+    """``run_trajectories`` with a per-step ``rule`` for the batch size and learning rate
+    (``StepRule``: lr and batch_size are then its values or multipliers) and, with ``path``, the
+    integrals of ds and B_noise ds to each target (eq 44-45). CPU only; trace_steps also records
+    B_s and lr_s (``TrajectoryResult.batch_trace``, ``lr_trace``)."""
     return _trajectories(
         _run_numba, H, sigma, delta0, keys, lr, batch_size, optimizer, targets, further_steps, max_steps,
         min_steps, trace_steps, rule, path,
