@@ -28,6 +28,13 @@ is a pure function of its parameters: bit-identical whatever the thread count or
 trajectories into calls. The key does not depend on the learning rate or the optimizer, so runs
 that differ only in those share their noise (common random numbers).
 
+Per-step rules (``run_rule_trajectories`` with a ``StepRule``): each step may set its own batch
+size B_s (the noise scale becomes sigma / sqrt(B_s), and examples count sum_s B_s) and learning
+rate: the exact one-step optimum at the state (eq 9; eq 1 for SGD), B_s = c B_noise (eq 14) at the
+state, the same from running estimates made from the minibatch gradients, or geometric steps.
+Each adds O(d k) per step (O(d^2) dense); with ``path`` the kernel also integrates ds = dL / dL_max
+and B_noise ds along each path (eq 44-45). The GPU kernels run the constant rule only.
+
 Hessians: ``DIAG_LOWRANK`` with H = diag(h) + U U' given as ``h`` (d,) and ``ut`` (k, d) (k = 0 for
 a diagonal H; each product O(d k)), or ``DENSE`` with ``hd`` (d, d) (O(d^2)).
 
