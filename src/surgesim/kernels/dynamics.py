@@ -51,7 +51,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from .._jit import jit_inline, jit_parallel
+from .._jit import jit, jit_inline, jit_parallel
 from ..hessian import Dense, Diagonal, DiagonalPlusLowRank, Hessian
 from ..rng import derive_key, normal_pair, stream_key
 
@@ -257,7 +257,7 @@ def _update(opt, lr, c, b1, b2, eps, bc1, bc2, sigma, gm, z, delta, m, v):
             delta[i] -= lr * np.sign(u)
 
 
-@jit_inline
+@jit
 def _quad(kind, h, ut, hd, x):
     """x'Hx: O(d k) for diag(h) + U U', O(d^2) dense."""
     d = x.shape[0]
@@ -279,7 +279,7 @@ def _quad(kind, h, ut, hd, x):
     return s
 
 
-@jit_inline
+@jit
 def _off_diagonal(kind, ut, hd, x):
     """sum_{i != j} x_i x_j H_ij, eq 14's sum, summed without the diagonal (0 for a diagonal H)."""
     d = x.shape[0]
@@ -302,7 +302,7 @@ def _off_diagonal(kind, ut, hd, x):
     return s
 
 
-@jit_inline
+@jit
 def _sign_optimal_lr(kind, h, ut, hd, hdiag, B, mu, sig, e):
     """Eq 9 at mean gradient mu, noise scale sig and batch size B: sum E mu / (sum (1 - E^2) H_ii
     + E'HE) with E_i = erf(sqrt(B/2) mu_i / sig_i) (eq 35); e receives E."""
@@ -317,7 +317,7 @@ def _sign_optimal_lr(kind, h, ut, hd, hdiag, B, mu, sig, e):
     return num / (den + _quad(kind, h, ut, hd, e))
 
 
-@jit_inline
+@jit
 def _sgd_optimal_lr(kind, h, ut, hd, hdiag, B, G, sig):
     """McCandlish et al.'s eq 1 as the exact one-step optimum of SGD on a quadratic:
     G'G / (G'HG + tr(H Sigma) / B), Sigma = diag(sig^2)."""
@@ -514,7 +514,7 @@ def _run(
 _PRIOR = 4.0  # weight, in steps, of the coordinates' mean variance in each coordinate's estimate
 
 
-@jit_inline
+@jit
 def _estimate(kind, h, ut, hd, hdiag, s, bt, c, sigma, gm, z, w, es, sgh, u, t):
     """Update the per-coordinate variance estimates from step s's two half batches, and set
     u = g / sigma_hat for the batch-mean gradient g = gm + c sigma z.
@@ -536,7 +536,7 @@ def _estimate(kind, h, ut, hd, hdiag, s, bt, c, sigma, gm, z, w, es, sgh, u, t):
         u[i] = (gm[i] + c * sigma[i] * z[i]) / sgh[i]
 
 
-@jit_inline
+@jit
 def _signal(em, gm, c, sigma, z, sgh, beta, debias, var):
     """Update em, the running average (factor beta) of the batch-mean gradient g = gm + c sigma z,
     and return sum_i (m_i^2 - sigma_hat_i^2 var) / sigma_hat_i with m = debias * em: an estimate of
@@ -550,7 +550,7 @@ def _signal(em, gm, c, sigma, z, sgh, beta, debias, var):
     return s
 
 
-@jit_inline
+@jit
 def _grad_products(kind, h, ut, hd, hdiag, bt, gm, c, sigma, z, sgh, g):
     """Unbiased estimates of G'G and G'HG from one batch mean g (overwritten into ``g``):
     g'g - tr(Sigma_hat) / B and g'Hg - tr(H Sigma_hat) / B."""
