@@ -58,6 +58,7 @@ def build_parser() -> _cli.Parser:
     g.add_argument("--dims", type=int, default=256, help="dimension d of the default problem (default 256)")
     g.add_argument("--problem", metavar="FILE.npz", help="load a problem (mu, sigma, H or h_diag[, h_factor]) instead")
     g.add_argument("--workload", metavar="NAME", help="a torch workload (not available yet: quadratics only)")
+    g.add_argument("--demo", action="store_true", help="with --workload: its small demo data (not available yet)")
     g = p.add_argument_group("schedules")
     g.add_argument("--optimizers", default="sign,adam", help="comma-separated, from sign, adam (default sign,adam)")
     g.add_argument("--schedules", default=",".join(SCHEDULE_NAMES),
