@@ -7,6 +7,11 @@ The NumPy implementation draws its normals from NumPy's own PCG64 generator (its
 baseline; with the kernel's counter-based streams it would be slower still). Beside them: the
 rate of generating the kernel's normals alone (``step_normals``, same threads, same streams: the
 floor the kernel stands on) and of NumPy's normals alone. Best of ``repeat`` after a warm-up call.
+Beside the constant-batch kernel, the same work with per-step rules (``StepRule``): a batch size
+that doubles every 100 steps (``variable_batch``), the per-step optimal learning rate (eq 9 at each
+state, ``optimal_lr``), the oracle schedule (B_t = B_noise at the state and eq 9, ``oracle``) and
+the online one (running estimates, ``online``), each as its time per step relative to the constant
+batch (``*_vs_constant``).
 """
 
 from __future__ import annotations
@@ -46,7 +51,13 @@ def bench_dynamics(
     import numba
 
     from surgesim.dynamics import DEFAULT_OPTIMIZERS, initial_delta
-    from surgesim.kernels.dynamics import run_trajectories, step_normals, trajectory_key
+    from surgesim.kernels.dynamics import (
+        StepRule,
+        run_rule_trajectories,
+        run_trajectories,
+        step_normals,
+        trajectory_key,
+    )
     from surgesim.problem import surge_problem
     from surgesim.reference.dynamics import run_trajectories as numpy_trajectories
 
@@ -62,6 +73,12 @@ def bench_dynamics(
     t = best_time(lambda: g.standard_normal((T, d)), max(repeat, 20))
     out["numpy_normals_per_s"] = T * d / t
     lr = 1e-4  # small enough to stay near the start: no divergence, the same work at every step
+    rules = {
+        "variable_batch": (StepRule("constant", "geometric", interval=100, batch_factor=2.0), lr, 64.0),
+        "optimal_lr": (StepRule("optimal"), 0.1, 64.0),
+        "oracle": (StepRule("optimal", "noise", batch_max=8192.0), 0.1, 1.0),
+        "online": (StepRule("estimated", "noise_estimated", batch_min=2.0, batch_max=8192.0), 0.1, 1.0),
+    }
     for name in optimizers:
         opt = DEFAULT_OPTIMIZERS[name]
         tk = best_time(lambda o=opt: run_trajectories(p.hessian, p.sigma, delta0, keys, lr, 64, o, max_steps=steps,
@@ -73,6 +90,12 @@ def bench_dynamics(
             "kernel_s": tk, "numpy_s": tn, "kernel_updates_per_s": kernel_rate, "numpy_updates_per_s": numpy_rate,
             "kernel_vs_numpy": kernel_rate / numpy_rate, "kernel_vs_normals": out["normals_per_s"] / kernel_rate,
         }  # fmt: skip
+        for label, (rule, x, b) in rules.items():
+            kw = {"max_steps": steps, "min_steps": steps, "rule": rule}
+            t = best_time(lambda o=opt, x=x, b=b, kw=kw: run_rule_trajectories(
+                p.hessian, p.sigma, delta0, keys, x, b, o, **kw), repeat)  # fmt: skip
+            out[name][f"{label}_s"] = t
+            out[name][f"{label}_vs_constant"] = t / tk
     return out
 
 

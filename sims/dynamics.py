@@ -49,6 +49,7 @@ class Options:
     out: str
     scheduler: str | None
     backend: str
+    optimal_arm: bool
     plot: bool
     quiet: bool
 
@@ -71,6 +72,9 @@ def build_parser() -> _cli.Parser:
     g.add_argument("--max-steps", type=int, default=3000, help="steps allowed to reach a target (default 3000)")
     g.add_argument("--seeds", type=int, default=16, help="runs per grid point (default 16)")
     g.add_argument("--seed", type=int, default=0, help="seed of the problem and of every random stream (default 0)")
+    g.add_argument("--no-optimal-arm", action="store_true",
+                   help="skip the per-step optimal-lr arm of sign and sgd (each step's lr the exact one-step "
+                        "optimum at its state: eq 9, eq 1 for sgd; CPU only)")  # fmt: skip
     g = p.add_argument_group("execution and output")
     g.add_argument("--out", default="runs/dynamics", help="output directory (default runs/dynamics)")
     g.add_argument("--scheduler", metavar="local:N|tcp://HOST:PORT",
@@ -138,7 +142,8 @@ def resolve(args) -> Options:
         dims=args.dims, problem=args.problem, optimizers=specs, batch_sizes=tuple(sorted(sizes)),
         lr_points=args.lr_points, targets=tuple(sorted(args.targets, reverse=True)),
         further_steps=args.further_steps, max_steps=args.max_steps, seeds=args.seeds, seed=args.seed,
-        out=args.out, scheduler=args.scheduler, backend=args.backend, plot=not args.no_plot, quiet=args.quiet,
+        out=args.out, scheduler=args.scheduler, backend=args.backend, optimal_arm=not args.no_optimal_arm,
+        plot=not args.no_plot, quiet=args.quiet,
     )  # fmt: skip
 
 
@@ -155,13 +160,13 @@ def _main(args) -> int:
     from surgesim.sweep import run_sweep, write_csv
 
     opts = resolve(args)
-    backends.resolve(opts.backend)  # clear error before any work when the GPU is unusable
+    backend = backends.resolve(opts.backend)  # clear error before any work when the GPU is unusable
     out = _cli.out_dir(opts.out)
     t_start = time.perf_counter()
     problem = QuadraticProblem.load(opts.problem) if opts.problem else dynamics.default_problem(opts.dims, opts.seed)
     exp = dynamics.default_experiment(
         problem, [parse_optimizer(s) for s in opts.optimizers], opts.batch_sizes, opts.lr_points, opts.targets,
-        opts.further_steps, opts.max_steps, opts.seeds, opts.seed, opts.backend,
+        opts.further_steps, opts.max_steps, opts.seeds, opts.seed, backend, opts.optimal_arm,
     )  # fmt: skip
     _cli.check_problem(problem, opts.batch_sizes)
     problem.save(out / "problem.npz")
@@ -257,9 +262,15 @@ def print_tables(results, exp) -> None:
             seeds = r.seed_peaks[np.isfinite(r.seed_peaks)]
             span = f"{seeds.min():g}-{seeds.max():g}" if seeds.size else "-"
             print(f"  {r.optimizer.label}: fitted B_noise (eq 22) {_g(r.fitted_noise_batch_size, width=0)}, "
+                  f"path average (eq 21) {_g(r.path_noise_batch_size, width=0)}, "
                   f"predicted B_noise {_g(r.predicted_noise_batch_size, width=0)}, peak batch size "
                   f"{_g(r.peak_batch_size, 'g', 0)} (seeds {span}; theory {_g(r.predicted_peak_batch_size, 'g', 0)}), "
                   f"best curve {r.steps_fit.best_model or '-'}")  # fmt: skip
+            if r.optimal_arm is not None:
+                a = r.optimal_arm
+                print(f"  {r.optimizer.label} with the per-step optimal lr: fitted B_noise (eq 22) "
+                      f"{_g(a['fitted_noise_batch_size'], width=0)}, path average (eq 21) "
+                      f"{_g(a['path_noise_batch_size'], width=0)}")  # fmt: skip
             head = ("B", "optimal lr", "se factor", "S", "E", "lr (decr.)", "lr theory")
             print("  " + " ".join(f"{h:>{w}}" for h, w in zip(head, (7, 10, 9, 7, 10, 10, 10), strict=True)))
             for o, od, pred in zip(r.steps_fit.optima, r.decrease_fit.optima, r.predicted_lr, strict=True):

@@ -7,6 +7,7 @@
   fig5_dynamics_*     multi-step sign-SGD / Adam / SGD grids: heat maps, 1/S-1/E fits, peak vs loss
   fig6_workload_*     a real-workload demo grid (CNN on shipped MNIST digits), needs torch
   fig7_limits_*       where the paper's approximations hold (sims.limits)
+  fig8_schedules_*    batch-size and learning-rate schedules against the constant-batch front (sims.schedules)
 
 --quick makes small, fast versions (used by the tests); the committed figures are the full ones.
 """
@@ -198,8 +199,16 @@ def fig7(opts: Options, out: Path) -> list[Path]:
     return _from_command(limits.main, ["--seed", str(opts.seed)] + (["--quick"] if opts.quick else []), out, "fig7")
 
 
+def fig8(opts: Options, out: Path) -> list[Path]:
+    from sims import schedules
+
+    quick = ["--dims", "32", "--seeds", "3", "--tune-seeds", "2", "--max-steps", "400", "--multipliers", "1"]
+    return _from_command(schedules.main, ["--seed", str(opts.seed)] + (quick if opts.quick else []), out,
+                         "fig8")  # fmt: skip
+
+
 FIGURES: dict[str, Callable[[Options, Path], list[Path]]] = {
-    "fig1": fig1, "fig2": fig2, "fig3": fig3, "fig4": fig4, "fig5": fig5, "fig6": fig6, "fig7": fig7,
+    "fig1": fig1, "fig2": fig2, "fig3": fig3, "fig4": fig4, "fig5": fig5, "fig6": fig6, "fig7": fig7, "fig8": fig8,
 }  # fmt: skip
 
 

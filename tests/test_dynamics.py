@@ -12,13 +12,21 @@ import numpy as np
 import pytest
 from scipy import linalg, stats
 
-from surgesim import dynamics, rng
+from surgesim import dynamics, rng, theory
 from surgesim._jit import jit
 from surgesim.fit import fit_noise_batch_size
 from surgesim.hessian import Dense, Diagonal, DiagonalPlusLowRank
-from surgesim.kernels.dynamics import Optimizer, run_trajectories, step_normals, trajectory_key
+from surgesim.kernels.dynamics import (
+    Optimizer,
+    StepRule,
+    run_rule_trajectories,
+    run_trajectories,
+    step_normals,
+    trajectory_key,
+)
 from surgesim.kernels.dynamics import normal_pair as kernel_normal_pair
 from surgesim.problem import QuadraticProblem, surge_problem
+from surgesim.reference.dynamics import run_rule_trajectories as reference_rule_trajectories
 from surgesim.reference.dynamics import run_trajectories as reference_trajectories
 
 
@@ -62,6 +70,178 @@ def test_kernel_matches_numpy_reference_step_by_step(name, hess):
     for field in ("delta", "m", "v"):
         np.testing.assert_allclose(getattr(got, field), ref[field], rtol=1e-9, atol=1e-12)
     assert np.ptp(got.trace[:, -1]) > 0  # the three trajectories really differ
+
+
+RULES = {
+    "optimal-sign": (StepRule("optimal"), "sign", 1.0, np.array([2.0, 4.0, 64.0])),
+    "optimal-sgd": (StepRule("optimal"), "sgd", 1.0, np.array([2.0, 4.0, 64.0])),
+    "oracle-adam": (StepRule("optimal", "noise", beta=0.8, batch_max=500), "adam", 1.0, np.array([0.5, 1.0, 2.0])),
+    "online-sign": (
+        StepRule("estimated", "noise_estimated", warmup=3, batch_min=2, batch_max=500), "sign", 1.0,
+        np.array([0.5, 1.0, 2.0]),
+    ),
+    "critical-sgd": (
+        StepRule("estimated", "critical_estimated", warmup=3, batch_min=2, batch_max=500), "sgd", 1.0,
+        np.array([0.5, 1.0, 2.0]),
+    ),
+    "geometric-lion": (
+        StepRule("geometric", "geometric", interval=7, batch_factor=1.5, lr_factor=0.8), "lion", 0.01,
+        np.array([2.0, 4.0, 64.0]),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("hess", ["lowrank", "dense"])
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_step_rules_match_numpy_reference_step_by_step(name, hess):
+    # The per-step rules (optimal lr, batch-size schedules, running estimates) and the path integrals
+    # against the reference, which computes eq 9 / eq 1 / eq 14 / eq 19 with surgesim.theory at each
+    # state, one trajectory at a time. Same random numbers; the arithmetic differs in the order of
+    # sums only (tolerances as in the test above). The kernel records the path integrals at its
+    # targets: targets at the reference's running minimum of the loss after 10, 20, 30 steps are
+    # first reached at steps the reference's trace gives.
+    rule, opt_name, lr, B = RULES[name]
+    opt = dynamics.DEFAULT_OPTIMIZERS[opt_name]
+    H, n = HESSIANS[hess], 30
+    ref = reference_rule_trajectories(H, SIGMA, DELTA0, KEYS, lr, B, opt, n, rule)
+    for t in range(3):
+        targets = [np.min(ref["trace"][t, : k + 1]) * (1 + 1e-9) for k in (10, 20, 30)]  # above rounding
+        got = run_rule_trajectories(H, SIGMA, DELTA0, KEYS[t : t + 1], lr, B[t], opt, targets, max_steps=n, min_steps=n,
+                               trace_steps=n + 1, rule=rule, path=True)  # fmt: skip
+        np.testing.assert_allclose(got.trace[0], ref["trace"][t], rtol=1e-9)
+        np.testing.assert_array_equal(got.batch_trace[0, :n], ref["batch"][t])
+        np.testing.assert_allclose(got.lr_trace[0, :n], ref["lr"][t], rtol=1e-9)
+        np.testing.assert_allclose(got.delta[0], ref["delta"][t], rtol=1e-9, atol=1e-12)
+        for j, target in enumerate(targets):
+            s = int(np.nonzero(ref["trace"][t] <= target)[0][0])
+            assert got.steps[0, j] == s
+            assert got.examples_at[0, j] == ref["examples"][t, s]
+            for field in ("path_ds", "path_bds"):
+                np.testing.assert_allclose(getattr(got, field)[0, j], ref[field][t, s], rtol=1e-8, atol=1e-12)
+    assert len(np.unique(ref["batch"])) > 1 or rule.batch == "constant"  # the batch size does vary
+
+
+def test_constant_rule_through_the_general_loop_is_the_plain_run():
+    # path=True runs the general loop; with the constant rule it must be the same trajectory.
+    opt, lr = OPTIMIZERS["adam"]
+    plain = run_trajectories(HESSIANS["lowrank"], SIGMA, DELTA0, KEYS, lr, BATCH, opt, max_steps=40, min_steps=40,
+                             trace_steps=41)  # fmt: skip
+    general = run_rule_trajectories(HESSIANS["lowrank"], SIGMA, DELTA0, KEYS, lr, BATCH, opt, max_steps=40,
+                                    min_steps=40, trace_steps=41, path=True)  # fmt: skip
+    np.testing.assert_array_equal(plain.trace, general.trace)
+    np.testing.assert_array_equal(plain.batch_trace[:, :40], np.repeat(BATCH[:, None], 40, axis=1))
+
+
+def test_path_integrals_match_quadrature_of_the_gradient_flow():
+    # SGD with a tiny learning rate and B = 1e12 (noise ~1e-6 of the gradient) follows the gradient
+    # flow delta(tau) = exp(-H tau) delta0, along which dL = |G|^2 dtau, so McCandlish's
+    # ds = dL / dL_max = 2 G'HG / |G|^2 dtau and B_noise ds = 2 tr(H Sigma) / |G|^2 dtau. Their
+    # integrals up to the step time tau = lr * S at which the kernel reached each target, by
+    # adaptive quadrature (scipy.integrate.quad) on H's eigendecomposition, must equal the
+    # kernel's Riemann sums up to the discretisation, O(lr lambda_max) = 2e-3: rtol 1e-2.
+    from scipy import integrate
+
+    H = HESSIANS["dense"]
+    lam, Q = np.linalg.eigh(H.matrix)
+    c0 = Q.T @ DELTA0
+    ths = float(np.diag(H.matrix) @ SIGMA**2)
+    lr = 1e-3
+    L0 = 0.5 * DELTA0 @ H.matvec(DELTA0)
+    targets = np.array([0.5, 0.2, 0.05]) * L0
+    res = run_rule_trajectories(H, SIGMA, DELTA0, KEYS[:1], lr, 1e12, Optimizer("sgd"), targets, max_steps=10**5,
+                           path=True)  # fmt: skip
+
+    def flow(tau):
+        c = c0 * np.exp(-lam * tau)  # delta in the eigenbasis; G = lam c
+        g2 = np.sum((lam * c) ** 2)
+        return np.sum(lam**3 * c**2), g2
+
+    for j in range(3):
+        tau = lr * res.steps[0, j]
+        s_min = integrate.quad(lambda x: 2 * flow(x)[0] / flow(x)[1], 0, tau, epsabs=0, epsrel=1e-10)[0]
+        e_min = integrate.quad(lambda x: 2 * ths / flow(x)[1], 0, tau, epsabs=0, epsrel=1e-10)[0]
+        assert res.path_ds[0, j] == pytest.approx(s_min, rel=1e-2)
+        assert res.path_bds[0, j] == pytest.approx(e_min, rel=1e-2)
+
+
+def test_step_rule_rejects_bad_input_and_the_gpu_loop_refuses_rules():
+    with pytest.raises(ValueError, match="lr rule must be one of"):
+        StepRule("best")
+    with pytest.raises(ValueError, match="interval=0"):
+        StepRule(interval=0)
+    with pytest.raises(ValueError, match="batch_min=1.0 must be >= 2"):
+        StepRule("estimated", "noise_estimated")
+    from surgesim.kernels import dynamics as kd
+
+    def other_backend(*args):
+        raise AssertionError("must not be called")
+
+    with pytest.raises(ValueError, match="CPU backend only"):
+        kd._trajectories(other_backend, HESSIANS["dense"], SIGMA, DELTA0, KEYS, 0.01, 4.0, Optimizer("sign"), (), 0,
+                         10, 0, 0, StepRule("optimal"))  # fmt: skip
+
+
+# --- the closed forms of the protocol against surgesim.theory ------------------------------------
+
+
+def _random_states(H, n=5, seed=0):
+    g = np.random.default_rng(seed)
+    return g.normal(0.0, 0.3, (n, H.dim)) + 0.2
+
+
+@pytest.mark.parametrize("hess", sorted(HESSIANS))
+def test_state_quantities_are_the_theory_at_each_state(hess):
+    # Each row's ingredients must combine into surgesim.theory's closed forms at that state:
+    # off_diagonal is eq 14's sum without the diagonal, eq9_numerator / eq9_denominator is eq 9 at
+    # the run's B (E_i = erf(sqrt(B/2) r_i)), signal is S of eq 13/16/19. rtol 1e-12: the same
+    # sums in another order.
+    H = HESSIANS[hess]
+    deltas = _random_states(H)
+    for B in (1.0, 16.0, 500.0):
+        q = dynamics._state_quantities(H, SIGMA, B, deltas)
+        for k, delta in enumerate(deltas):
+            mu = H.matvec(delta)
+            r = mu / SIGMA
+            assert q["off_diagonal"][k] == pytest.approx(H.quad_off_diagonal(r), rel=1e-12, abs=1e-12)
+            assert q["eq9_numerator"][k] / q["eq9_denominator"][k] == pytest.approx(
+                float(theory.optimal_lr(B, mu, SIGMA, H)), rel=1e-12
+            )
+            assert q["signal"][k] == pytest.approx(np.sum(mu * mu / SIGMA), rel=1e-12)
+            assert q["grad_hgrad"][k] == pytest.approx(float(H.quad_rows(mu)), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["sign", "sgd"])
+def test_predict_at_one_known_state_is_the_theory(name):
+    # An ensemble of rows that all sit at one state: its predictions must be the closed forms at
+    # that state: B_noise (eq 14; tr(H Sigma) / G'HG for SGD), eps_max (eq 16; G'G / G'HG), and
+    # eq 9 (eq 1) per batch size. rtol 1e-12.
+    H = HESSIANS["lowrank"]
+    problem = QuadraticProblem(H.matvec(DELTA0), SIGMA, H)
+    delta = _random_states(H, 1, seed=4)
+    Bs = np.array([1.0, 8.0, 64.0, 512.0])
+    rows = []
+    for B in Bs:
+        q = dynamics._state_quantities(H, SIGMA, B, delta)
+        rows.append({"lr": 0.01, "batch_size": B, "steps": 10.0} | {k: float(v[0]) for k, v in q.items()})
+    opt = dynamics.DEFAULT_OPTIMIZERS[name]
+    bn, peak, pred = dynamics._predict(opt, problem, rows, Bs, np.ones(len(rows), dtype=bool))
+    mu = H.matvec(delta[0])
+    if name == "sign":
+        assert bn == pytest.approx(theory.noise_batch_size(mu, SIGMA, H), rel=1e-12)
+        assert peak == pytest.approx(theory.peak_lr(mu, SIGMA, H), rel=1e-12)
+        np.testing.assert_allclose(pred, theory.optimal_lr(Bs, mu, SIGMA, H), rtol=1e-12)
+    else:
+        ghg = float(H.quad_rows(mu))
+        assert bn == pytest.approx(float(H.diag() @ SIGMA**2) / ghg, rel=1e-12)
+        assert peak == pytest.approx(float(mu @ mu) / ghg, rel=1e-12)
+        np.testing.assert_allclose(pred, theory.sgd_optimal_lr(Bs, mu, SIGMA**2, H), rtol=1e-12)
+
+
+def test_path_average_pools_the_runs_integrals():
+    rows = [{"path_s_min": 2.0, "path_e_min": 100.0}, {"path_s_min": 3.0, "path_e_min": 500.0},
+            {"path_s_min": None, "path_e_min": None}]  # fmt: skip
+    assert dynamics.path_noise_batch_size(rows) == pytest.approx(600.0 / 5.0, rel=1e-15)
+    assert math.isnan(dynamics.path_noise_batch_size(rows[2:]))
 
 
 def test_reference_regenerates_the_kernels_normals():
@@ -263,7 +443,8 @@ def _tiny_experiment(optimizers=("sign", "sgd"), seeds=3):
 def test_run_task_rows_are_deterministic_and_complete():
     exp = _tiny_experiment()
     tasks = exp.tasks()
-    assert len(tasks) == 2 * 4
+    assert len(tasks) == 2 * 4 + 2 * 4  # the grid, then the per-step optimal-lr arm of sign and sgd
+    assert [t["lr_rule"] for t in tasks] == ["constant"] * 8 + ["optimal"] * 8
     assert json.loads(json.dumps(tasks)) == tasks  # JSON parameters, as surgesim.sweep needs
     rows = dynamics.run_task(tasks[1], exp.problem)
     assert rows == dynamics.run_task(json.loads(json.dumps(tasks[1])), exp.problem)
@@ -280,7 +461,7 @@ def test_summary_predictions_and_fits_are_consistent():
     calls = []
     rows = dynamics.run_experiment(exp, progress=lambda done, total: calls.append((done, total)))
     results = dynamics.summarize(exp, rows)
-    assert calls[0] == (0, 8) and calls[-1] == (8, 8)
+    assert calls[0] == (0, 16) and calls[-1] == (16, 16)
     assert [(r.optimizer.name, r.target_fraction) for r in results] == [
         ("sign", 0.5), ("sign", 0.25), ("sgd", 0.5), ("sgd", 0.25),
     ]  # fmt: skip
@@ -294,6 +475,19 @@ def test_summary_predictions_and_fits_are_consistent():
         assert r.decrease.shape == (4, 6) and len(r.seed_peaks) == 3
         S = np.array([s for _, s in d["steps"] if s is not None])
         assert S.size >= 2 and d["fitted_noise_batch_size"] is not None
+        assert d["path_noise_batch_size"] > 0
+        arm = d["optimal_lr_arm"]
+        assert arm["fitted_noise_batch_size"] is not None and arm["path_noise_batch_size"] > 0
+        # the arm's eq 22 by hand from its rows
+        mine = [row for row in rows if row["lr_rule"] == "optimal" and row["optimizer"] == r.optimizer.name
+                and row["target_loss"] == r.target_loss]  # fmt: skip
+        S_arm = np.array([np.mean([np.nan if row["steps"] is None else row["steps"] for row in mine
+                                   if row["batch_size"] == b]) for b in exp.batch_sizes])  # fmt: skip
+        got = np.array([np.nan if x is None else x for _, x in arm["steps"]])
+        np.testing.assert_allclose(got, S_arm, rtol=1e-12)
+        ok = np.isfinite(S_arm)
+        bn = fit_noise_batch_size(S_arm[ok], np.array(exp.batch_sizes)[ok] * S_arm[ok])[0]
+        assert arm["fitted_noise_batch_size"] == pytest.approx(bn, rel=1e-12)
     # eq 14 from the ensemble by hand, for the first result
     r = results[0]
     sel = [row for row in rows if row["optimizer"] == "sign" and row["target_loss"] == r.target_loss]
@@ -377,7 +571,7 @@ def test_sims_dynamics_writes_runs_summary_and_figures(tmp_path, capsys):
         rows = list(csv.DictReader(f))
     required = ["optimizer", "lr", "batch_size", "seed", "target_loss", "steps", "examples", "further_decrease"]
     assert list(rows[0])[: len(required) + 3] == ["optimizer", "beta1", "beta2", "eps", *required[1:]]
-    assert len(rows) == 3 * 3 * 4 * 2 * 2  # optimizers x B x lr x seeds x targets
+    assert len(rows) == 3 * 3 * 4 * 2 * 2 + 3 * 2 * 2  # optimizers x B x lr x seeds x targets, + sign's arm
     assert {r["optimizer"] for r in rows} == {"sign", "adam", "lion"}
     unreached = [r for r in rows if r["steps"] == ""]
     assert all(r["examples"] == "" for r in unreached)

@@ -47,9 +47,10 @@ from . import backend as backends
 from .fit import CurveFit
 from .gridfit import GridFit, fit_grid, optimal_lr_per_batch
 from .hessian import Dense, Diagonal, Hessian
-from .kernels.dynamics import Optimizer, trajectory_key
+from .kernels import dynamics as cpu_kernels
+from .kernels.dynamics import Optimizer, StepRule, trajectory_key
 from .problem import QuadraticProblem, surge_problem
-from .theory import optimal_lr, sgd_optimal_lr
+from .theory import fit_noise_batch_size, optimal_lr, sgd_optimal_lr
 
 __all__ = [
     "Optimizer",
@@ -64,7 +65,10 @@ __all__ = [
     "run_task",
     "run_experiment",
     "summarize",
+    "summarize_arm",
+    "path_noise_batch_size",
     "ROW_COLUMNS",
+    "PATH_NOTE",
 ]
 
 DEFAULT_OPTIMIZERS = {
@@ -78,13 +82,22 @@ DEFAULT_OPTIMIZERS = {
 ROW_COLUMNS = (
     "optimizer", "beta1", "beta2", "eps", "lr", "batch_size", "seed", "target_loss", "steps",
     "examples", "further_decrease", "loss_at", "loss_after", "off_diagonal", "signal",
-    "eq9_numerator", "eq9_denominator", "grad_sq", "grad_hgrad",
+    "eq9_numerator", "eq9_denominator", "grad_sq", "grad_hgrad", "lr_rule", "path_s_min", "path_e_min",
 )  # fmt: skip
 """Columns of a run row (one per run and target). steps, examples and the rest are None when the
 target was not reached within ``max_steps``; further_decrease is also None when the run diverged
 before its further steps. off_diagonal = sum_{i != j} r_i r_j H_ij (eq 14), signal =
 sum_i mu_i^2 / sigma_i, eq9_* = eq 9's numerator sum_i E_i mu_i and denominator at the run's B,
-grad_sq = mu'mu and grad_hgrad = mu'H mu (eq 1), all at the state where the target was reached."""
+grad_sq = mu'mu and grad_hgrad = mu'H mu (eq 1), all at the state where the target was reached.
+lr_rule: "constant" (the grid) or "optimal" (the per-step optimal-lr arm: lr is 1, the multiplier
+of eq 9 at each step's state, eq 1 for SGD). path_s_min, path_e_min: the integrals of ds and of
+B_noise ds along the run's path to the target (eq 44-45, ``PATH_NOTE``)."""
+
+PATH_NOTE = """Eq 44-45 along a recorded path: each step adds ds = dL / dL_max and B_noise ds, with dL the
+step's loss decrease and dL_max (eq 19) and B_noise (eq 14) at the state before it, so that
+ds = 2 off dL / S^2 and B_noise ds = pi tr(H) dL / S^2 (for SGD, McCandlish's dL_max =
+|G|^4 / (2 G'HG) and B_noise = tr(H Sigma) / G'HG). The path average of eq 21 is
+sum B_noise ds / sum ds, over the runs of an ensemble (E_min / S_min of eq 45)."""
 
 
 def initial_delta(problem: QuadraticProblem) -> np.ndarray:
@@ -178,6 +191,8 @@ class Experiment:
         seed: the experiment's seed.
         backend: "cpu", "gpu" or "auto" (``surgesim.backend``): where the kernels run; the same
             random streams on each, so results agree to floating-point rounding.
+        optimal_arm: also run the per-step optimal-lr arm for sign and sgd (each step's lr the
+            exact one-step optimum at its state and B: eq 9, eq 1 for SGD; CPU backend only).
     """
 
     problem: QuadraticProblem
@@ -190,6 +205,7 @@ class Experiment:
     seeds: int = 8
     seed: int = 0
     backend: str = "cpu"
+    optimal_arm: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.problem, QuadraticProblem):
@@ -216,6 +232,9 @@ class Experiment:
                 raise ValueError(f"{name}={v!r} must be an integer >= 0")
         if isinstance(self.seeds, bool) or int(self.seeds) != self.seeds or self.seeds < 1:
             raise ValueError(f"seeds={self.seeds!r} must be an integer >= 1")
+        if self.optimal_arm and self.backend == "gpu" and self.arm_optimizers:
+            raise ValueError("the per-step optimal-lr arm runs on the CPU backend only: use backend 'cpu' "
+                             "or optimal_arm=False")  # fmt: skip
         object.__setattr__(self, "optimizers", opts)
         object.__setattr__(self, "lrs", tuple(lrs))
         object.__setattr__(self, "batch_sizes", _int_tuple("batch_sizes", self.batch_sizes, 1))
@@ -238,18 +257,25 @@ class Experiment:
         """The target losses, largest first."""
         return tuple(f * self._initial_loss for f in self.target_fractions)
 
+    @property
+    def arm_optimizers(self) -> tuple[Optimizer, ...]:
+        """The optimizers of the per-step optimal-lr arm (sign and sgd, if in ``optimizers``)."""
+        return tuple(o for o in self.optimizers if o.name in ("sign", "sgd")) if self.optimal_arm else ()
+
     def tasks(self) -> list[dict]:
-        """One JSON-serialisable parameter dict per (optimizer, batch size), for ``run_task``."""
+        """One JSON-serialisable parameter dict per (optimizer, batch size[, arm]), for ``run_task``."""
         common = {
             "seeds": self.seeds, "seed": self.seed, "targets": list(self.targets),
             "further_steps": self.further_steps, "max_steps": self.max_steps, "backend": self.backend,
         }  # fmt: skip
-        return [
-            {"optimizer": o.name, "beta1": o.beta1, "beta2": o.beta2, "eps": o.eps, "batch_size": b, "lrs": list(grid)}
-            | common
-            for o, grid in zip(self.optimizers, self.lrs, strict=True)
-            for b in self.batch_sizes
-        ]
+
+        def task(o: Optimizer, b: int, lrs, rule: str) -> dict:
+            return {"optimizer": o.name, "beta1": o.beta1, "beta2": o.beta2, "eps": o.eps, "batch_size": b,
+                    "lrs": list(lrs), "lr_rule": rule} | common  # fmt: skip
+
+        grid = [task(o, b, lrs, "constant") for o, lrs in zip(self.optimizers, self.lrs, strict=True)
+                for b in self.batch_sizes]  # fmt: skip
+        return grid + [task(o, b, [1.0], "optimal") for o in self.arm_optimizers for b in self.batch_sizes]
 
 
 def default_problem(dims: int = 256, seed: int = 0) -> QuadraticProblem:
@@ -283,6 +309,7 @@ def default_experiment(
     seeds: int = 16,
     seed: int = 0,
     backend: str = "cpu",
+    optimal_arm: bool = True,
 ) -> Experiment:
     """The experiment of ``python -m sims.dynamics``: about a minute on 2 cores with the defaults.
 
@@ -301,8 +328,9 @@ def default_experiment(
     Bs = _int_tuple("batch_sizes", batch_sizes, 1)
     lrs = tuple(tuple(default_lr_grid(problem, o, Bs, lr_points)) for o in opts)
     return Experiment(
-        problem, tuple(opts), Bs, lrs, tuple(target_fractions), further_steps, max_steps, seeds, seed, backend
-    )
+        problem, tuple(opts), Bs, lrs, tuple(target_fractions), further_steps, max_steps, seeds, seed, backend,
+        optimal_arm,
+    )  # fmt: skip
 
 
 def _none(x: float) -> float | None:
@@ -338,12 +366,20 @@ def run_task(params: Mapping, problem: QuadraticProblem) -> list[dict]:
     n_seeds = int(params["seeds"])
     targets = np.asarray(params["targets"], dtype=np.float64)
     keys = np.array([trajectory_key(int(params["seed"]), B, r) for r in range(n_seeds)], dtype=np.uint64)
+    lr_rule = str(params.get("lr_rule", "constant"))
     # trajectory (i, r) = learning rate i, seed r; runs that differ only in lr share their noise
     kernels = backends.dynamics_kernels(str(params.get("backend", "cpu")))
-    res = kernels.run_trajectories(
+    on_cpu = kernels is cpu_kernels  # the GPU kernels have neither per-step rules nor path integrals
+    if not on_cpu and lr_rule != "constant":
+        raise ValueError("the per-step optimal-lr arm runs on the CPU backend only (use backend 'cpu')")
+    args = (
         problem.hessian, problem.sigma, initial_delta(problem), np.tile(keys, lrs.size), np.repeat(lrs, n_seeds), B,
         opt, targets, int(params["further_steps"]), int(params["max_steps"]),
     )  # fmt: skip
+    if on_cpu:
+        res = kernels.run_rule_trajectories(*args, rule=StepRule(lr_rule), path=True)
+    else:
+        res = kernels.run_trajectories(*args)
     T, m = res.steps.shape
     reached = res.steps >= 0
     theory = _state_quantities(problem.hessian, problem.sigma, float(B), np.nan_to_num(res.delta_at.reshape(T * m, -1)))
@@ -361,6 +397,9 @@ def run_task(params: Mapping, problem: QuadraticProblem) -> list[dict]:
             }  # fmt: skip
             for name, values in theory.items():
                 row[name] = _none(values[t * m + j]) if ok else None
+            row["lr_rule"] = lr_rule
+            row["path_s_min"] = _none(res.path_ds[t, j]) if ok else None
+            row["path_e_min"] = _none(res.path_bds[t, j]) if ok else None
             rows.append(row)
     return rows
 
@@ -388,6 +427,8 @@ class TargetResult:
     seed_peaks: the peak batch size of each seed alone (nan where it has no optimum).
     predicted_*: the theory at the states where the runs at the step-optimal learning rates
     reached the target (module docstring); predicted_lr holds eq 9 (eq 1 for SGD) per batch size.
+    path_noise_batch_size: eq 21's path average along those runs (``PATH_NOTE``).
+    optimal_arm: ``summarize_arm`` of the per-step optimal-lr arm (None without it).
     """
 
     optimizer: Optimizer
@@ -402,6 +443,8 @@ class TargetResult:
     predicted_noise_batch_size: float
     predicted_peak_lr: float
     predicted_lr: np.ndarray
+    path_noise_batch_size: float = math.nan
+    optimal_arm: dict | None = None
 
     @property
     def optimal_lr(self) -> np.ndarray:
@@ -436,6 +479,7 @@ class TargetResult:
             "label": self.optimizer.label, "target_fraction": self.target_fraction, "target_loss": self.target_loss,
             "fitted_noise_batch_size": _none(eq22[0]), "s_min": _none(eq22[1]), "e_min": _none(eq22[2]),
             "predicted_noise_batch_size": _none(self.predicted_noise_batch_size),
+            "path_noise_batch_size": _none(self.path_noise_batch_size),
             "peak_batch_size": _none(self.peak_batch_size),
             "predicted_peak_batch_size": _none(self.predicted_peak_batch_size),
             "seed_peak_batch_sizes": [_none(x) for x in self.seed_peaks],
@@ -451,6 +495,7 @@ class TargetResult:
             "predicted_lr": [[float(b), _none(x)] for b, x in zip(self.batch_sizes, self.predicted_lr, strict=True)],
             "curves": {name: _curve_dict(c) for name, c in fs.curves.items()},
             "best_curve": fs.best_model,
+            "optimal_lr_arm": self.optimal_arm,
         }  # fmt: skip
 
 
@@ -462,10 +507,9 @@ def _column(rows: Sequence[Mapping], name: str) -> np.ndarray:
     return np.array([np.nan if r[name] is None else r[name] for r in rows], dtype=np.float64)
 
 
-def _predict(opt: Optimizer, problem: QuadraticProblem, rows: Sequence[Mapping], Bs: np.ndarray, fit: GridFit):
-    """Theory over the states at the step-optimal learning rates (module docstring)."""
-    H, sigma = problem.hessian, problem.sigma
-    hdiag, trace, _ = _diag_trace_lmax(H)
+def _chosen(rows: Sequence[Mapping], fit: GridFit) -> np.ndarray:
+    """Mask of the rows at each batch size's step-optimal learning rate (the grid point nearest
+    to it in log lr) that reached the target."""
     lr, b = _column(rows, "lr"), _column(rows, "batch_size")
     chosen = np.zeros(len(rows), dtype=bool)
     for o in fit.optima:
@@ -474,7 +518,23 @@ def _predict(opt: Optimizer, problem: QuadraticProblem, rows: Sequence[Mapping],
             grid = np.unique(lr[at_b])
             nearest = grid[np.argmin(np.abs(np.log(grid / o.optimal_lr)))]
             chosen |= at_b & (lr == nearest)
-    chosen &= np.isfinite(_column(rows, "steps"))
+    return chosen & np.isfinite(_column(rows, "steps"))
+
+
+def path_noise_batch_size(rows: Sequence[Mapping]) -> float:
+    """Eq 21's path average over an ensemble of runs: sum of their integrals of B_noise ds over
+    the sum of their integrals of ds (``PATH_NOTE``); nan without path integrals."""
+    e_min, s_min = _column(rows, "path_e_min"), _column(rows, "path_s_min")
+    ok = np.isfinite(e_min) & np.isfinite(s_min)
+    total = float(np.sum(s_min[ok]))
+    return float(np.sum(e_min[ok])) / total if ok.any() and total > 0 else math.nan
+
+
+def _predict(opt: Optimizer, problem: QuadraticProblem, rows: Sequence[Mapping], Bs: np.ndarray, chosen: np.ndarray):
+    """Theory over the states of the ``chosen`` rows (module docstring): (B_noise, eps_max, eps_opt per B)."""
+    H, sigma = problem.hessian, problem.sigma
+    hdiag, trace, _ = _diag_trace_lmax(H)
+    b = _column(rows, "batch_size")
     predicted = np.full(Bs.size, np.nan)
     if not chosen.any():
         return math.nan, math.nan, predicted
@@ -506,11 +566,14 @@ def summarize(experiment: Experiment, rows: Sequence[Mapping]) -> list[TargetRes
     for opt, grid in zip(experiment.optimizers, experiment.lrs, strict=True):
         ident = (opt.name, opt.beta1, opt.beta2, opt.eps)
         mine = [r for r in rows if (r["optimizer"], r["beta1"], r["beta2"], r["eps"]) == ident]
+        arm = [r for r in mine if r.get("lr_rule", "constant") == "optimal"]
+        mine = [r for r in mine if r.get("lr_rule", "constant") == "constant"]
         lrs = np.asarray(grid)
         for frac, target in zip(experiment.target_fractions, experiment.targets, strict=True):
             sel = [r for r in mine if math.isclose(r["target_loss"], target, rel_tol=1e-12)]
             if not sel:
                 raise ValueError(f"no rows for {opt.label} at target {target:.6g}")
+            arm_rows = [r for r in arm if math.isclose(r["target_loss"], target, rel_tol=1e-12)]
             lr, b, seed = _column(sel, "lr"), _column(sel, "batch_size"), _column(sel, "seed")
             steps, dec = _column(sel, "steps"), _column(sel, "further_decrease")
             fs = fit_grid(lr, b, steps, seed=seed, steps=steps, maximize=False)
@@ -527,6 +590,26 @@ def summarize(experiment: Experiment, rows: Sequence[Mapping]) -> list[TargetRes
                     cell = (b == B) & (lr == x)
                     if cell.any():
                         heat[i, k] = dec[cell].mean()  # nan if any seed missed the target
-            bn, peak, pred = _predict(opt, experiment.problem, sel, Bs, fs)
-            out.append(TargetResult(opt, frac, target, Bs, lrs, heat, fs, fd, np.array(peaks), bn, peak, pred))
+            chosen = _chosen(sel, fs)
+            bn, peak, pred = _predict(opt, experiment.problem, sel, Bs, chosen)
+            path = path_noise_batch_size([r for r, c in zip(sel, chosen, strict=True) if c])
+            out.append(
+                TargetResult(opt, frac, target, Bs, lrs, heat, fs, fd, np.array(peaks), bn, peak, pred, path,
+                             summarize_arm(arm_rows, Bs) if arm_rows else None)
+            )  # fmt: skip
     return out
+
+
+def summarize_arm(rows: Sequence[Mapping], Bs: np.ndarray) -> dict:
+    """The per-step optimal-lr arm at one target: seed-mean steps S per batch size (nan where a
+    seed missed the target), E = B S, eq 22 on them, and the path average of its runs (eq 21)."""
+    b, steps = _column(rows, "batch_size"), _column(rows, "steps")
+    S = np.array([steps[b == B].mean() if np.any(b == B) else math.nan for B in Bs])
+    ok = np.isfinite(S) & (S > 0)
+    eq22 = fit_noise_batch_size(S[ok], Bs[ok] * S[ok]) if ok.sum() >= 2 else (math.nan,) * 3
+    return {
+        "fitted_noise_batch_size": _none(eq22[0]), "s_min": _none(eq22[1]), "e_min": _none(eq22[2]),
+        "path_noise_batch_size": _none(path_noise_batch_size(rows)),
+        "steps": [[float(B), _none(x)] for B, x in zip(Bs, S, strict=True)],
+        "examples": [[float(B), _none(B * x)] for B, x in zip(Bs, S, strict=True)],
+    }  # fmt: skip

@@ -15,10 +15,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..hessian import Hessian
-from ..kernels.dynamics import Optimizer
+from ..kernels.dynamics import _PRIOR, _W_TAG, Optimizer, StepRule
+from ..rng import derive_key
 from ..rng import normals as counter_normals
+from ..theory import max_loss_improvement, noise_batch_size, optimal_lr, sgd_optimal_lr
 
-__all__ = ["run_trajectories"]
+__all__ = ["run_trajectories", "run_rule_trajectories"]
 
 
 def _step_normals(keys: np.ndarray, d: int, step: int, normals) -> np.ndarray:
@@ -77,3 +79,138 @@ def run_trajectories(
             G = H.matvec(delta)
             trace[:, t] = 0.5 * np.einsum("ti,ti->t", delta, G)
     return {"delta": delta, "m": m, "v": v, "trace": trace}
+
+
+def run_rule_trajectories(
+    H: Hessian,
+    sigma: np.ndarray,
+    delta0: np.ndarray,
+    keys: np.ndarray,
+    lr,
+    batch_size,
+    optimizer: Optimizer,
+    n_steps: int,
+    rule: StepRule,
+) -> dict[str, np.ndarray]:
+    """``surgesim.kernels.dynamics.run_trajectories`` with a per-step ``rule`` and ``path=True``,
+    one trajectory and one step at a time, from the closed forms of ``surgesim.theory`` (eq 9,
+    eq 1 and eq 14 at each state) and the counter-based streams (``surgesim.rng.normals``).
+
+    Returns ``delta`` (T, d) and, per step, ``trace`` (T, n_steps + 1), ``batch`` and ``lr``
+    (T, n_steps), and the cumulative ``examples``, ``path_ds`` and ``path_bds`` (T, n_steps + 1).
+    """
+    keys = np.asarray(keys, dtype=np.uint64).ravel()
+    T, d = keys.size, np.asarray(delta0).size
+    sigma = np.asarray(sigma, dtype=np.float64)
+    lrs = np.broadcast_to(np.asarray(lr, dtype=np.float64), (T,))
+    bs = np.broadcast_to(np.asarray(batch_size, dtype=np.float64), (T,))
+    hdiag, trace_h = H.diag(), H.trace()
+    ths = float(hdiag @ sigma**2)
+    beta = rule.beta
+    out = {name: np.full((T, n_steps + 1), np.nan) for name in ("trace", "examples", "path_ds", "path_bds")}
+    out |= {"batch": np.full((T, n_steps), np.nan), "lr": np.full((T, n_steps), np.nan), "delta": np.zeros((T, d))}
+    half = (d + 1) // 2
+    for t in range(T):
+        delta = np.array(delta0, dtype=np.float64)
+        m, v = np.zeros(d), np.zeros(d)
+        var_sum = np.zeros(d)
+        avg = {"off": 0.0, "s": 0.0, "gg": 0.0, "ghg": 0.0}
+        weight = 0.0  # 1 - beta^n
+        sig_hat, g_avg, q = np.zeros(d), np.zeros(d), 0.0
+        bt, ex, ds, bds = rule.batch_start, 0.0, 0.0, 0.0
+        mu = H.matvec(delta)
+        loss = 0.5 * delta @ mu
+        out["trace"][t, 0], out["examples"][t, 0], out["path_ds"][t, 0], out["path_bds"][t, 0] = loss, 0, 0, 0
+        for s in range(n_steps):
+            r = mu / sigma
+            off = H.quad_off_diagonal(r)
+            signal = float(np.sum(mu * r))
+            k_geo = s // rule.interval
+            if rule.batch == "constant":
+                bt = bs[t]
+            else:
+                if rule.batch == "noise":
+                    weight = 1 - beta * (1 - weight)
+                    avg["off"] = beta * avg["off"] + (1 - beta) * off
+                    o = avg["off"] / weight
+                    x = bs[t] * np.pi * trace_h / (2 * o) if o > 0 else bt
+                elif rule.batch == "geometric":
+                    x = bs[t] * rule.batch_factor**k_geo
+                elif s < rule.warmup:
+                    x = rule.batch_start
+                elif rule.batch == "noise_estimated":
+                    o = avg["off"] / weight
+                    x = bs[t] * np.pi * trace_h / (2 * o) if o > 0 else bt
+                else:
+                    den = avg["ghg"] / weight
+                    x = bs[t] * float(hdiag @ sig_hat**2) / den if den > 0 else bt
+                bt = float(np.floor(min(max(x, rule.batch_min), rule.batch_max) + 0.5))
+            z = counter_normals(int(keys[t]), 2 * half, s * half)[:d]
+            g = mu + sigma / np.sqrt(bt) * z
+            if rule.estimates:
+                w = counter_normals(int(derive_key(keys[t], np.uint64(_W_TAG))), 2 * half, s * half)[:d]
+                var_sum += (sigma * w) ** 2
+                n = s + 1
+                sig_hat = np.sqrt((var_sum + _PRIOR * var_sum.mean() / n) / (n + _PRIOR))
+                u = g / sig_hat
+                weight = 1 - beta * (1 - weight)
+                q = beta**2 * q + (1 - beta) ** 2 / bt
+                g_avg = beta * g_avg + (1 - beta) * g
+                m_hat = g_avg / weight  # debiased; its noise variance is sig_hat^2 q / weight^2
+                signal_est = float(np.sum((m_hat**2 - sig_hat**2 * q / weight**2) / sig_hat))
+                est = {
+                    "off": H.quad_off_diagonal(u),
+                    "gg": float(g @ g - np.sum(sig_hat**2) / bt),
+                    "ghg": float(H.quad_rows(g) - hdiag @ sig_hat**2 / bt),
+                }
+                for name, value in est.items():
+                    avg[name] = beta * avg[name] + (1 - beta) * value
+                avg["s"] = signal_est * weight  # not a running average of per-step estimates
+            if rule.lr == "constant":
+                step_lr = lrs[t]
+            elif rule.lr == "geometric":
+                step_lr = lrs[t] * rule.lr_factor**k_geo
+            elif rule.lr == "optimal":
+                if optimizer.name == "sgd":
+                    step_lr = lrs[t] * float(sgd_optimal_lr(bt, mu, sigma**2, H))
+                else:
+                    step_lr = lrs[t] * float(optimal_lr(bt, mu, sigma, H))
+            elif optimizer.name == "sgd":
+                a = {k: x / weight for k, x in avg.items()}
+                step_lr = lrs[t] * a["gg"] / (a["ghg"] + float(hdiag @ sig_hat**2) / bt)
+            else:  # eq 13 from the estimates
+                a = {k: x / weight for k, x in avg.items()}
+                step_lr = lrs[t] * np.sqrt(2 * bt / np.pi) * a["s"] / (trace_h + 2 * bt / np.pi * max(a["off"], 0.0))
+            step_lr = step_lr if step_lr > 0 else 0.0
+            out["batch"][t, s], out["lr"][t, s] = bt, step_lr
+            k = s + 1
+            if optimizer.name == "sign":
+                u_step = np.sign(g)
+            elif optimizer.name == "sgd":
+                u_step = g
+            elif optimizer.name == "adam":
+                b1, b2 = optimizer.beta1, optimizer.beta2
+                m = b1 * m + (1 - b1) * g
+                v = b2 * v + (1 - b2) * g * g
+                u_step = (m / (1 - b1**k)) / (np.sqrt(v / (1 - b2**k)) + optimizer.eps)
+            else:
+                u_step = np.sign(optimizer.beta1 * m + (1 - optimizer.beta1) * g)
+                m = optimizer.beta2 * m + (1 - optimizer.beta2) * g
+            delta = delta - step_lr * u_step
+            ex += bt
+            new_mu = H.matvec(delta)
+            new = 0.5 * delta @ new_mu
+            dl = loss - new
+            if optimizer.name == "sgd":  # McCandlish: dL_max = |G|^4 / (2 G'HG), B_noise = tr(H Sigma) / G'HG
+                ghg = float(H.quad_rows(mu))
+                step_ds = dl / (float(mu @ mu) ** 2 / (2 * ghg))
+                ds, bds = ds + step_ds, bds + ths / ghg * step_ds
+            elif off > 0:  # ds = dL / dL_max with eq 19, times eq 14
+                step_ds = dl / max_loss_improvement(mu, sigma, H)
+                ds, bds = ds + step_ds, bds + noise_batch_size(mu, sigma, H) * step_ds
+            else:  # eq 19 is inf: the kernel's continuation, linear in off
+                ds, bds = ds + 2 * off * dl / signal**2, bds + np.pi * trace_h * dl / signal**2
+            mu, loss = new_mu, new
+            out["trace"][t, k], out["examples"][t, k], out["path_ds"][t, k], out["path_bds"][t, k] = loss, ex, ds, bds
+        out["delta"][t] = delta
+    return out

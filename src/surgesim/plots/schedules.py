@@ -1,0 +1,94 @@
+"""Figures of batch-size and learning-rate schedules (``surgesim.schedules``).
+
+Pure builders: data in, a matplotlib ``Figure`` out.
+
+- ``schedules_front_figure``: examples E against steps S to each target (log-log), one panel per
+  (optimizer, target): the constant-batch front and every schedule's median with its standard
+  errors.
+- ``schedule_traces_figure``: B_t and lr_t along each schedule, one column per optimizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = ["SCHEDULE_STYLE", "schedules_front_figure", "schedule_traces_figure"]
+
+SCHEDULE_STYLE = {
+    "constant": dict(color="0.3", marker="o"),
+    "oracle": dict(color="C3", marker="*"),
+    "online": dict(color="C0", marker="s"),
+    "critical": dict(color="C2", marker="^"),
+    "geometric": dict(color="C1", marker="D"),
+}
+
+
+def _val(x) -> float:
+    return np.nan if x is None else float(x)
+
+
+def schedules_front_figure(entries: Sequence[Mapping], title: str = "") -> Figure:
+    """E against S per (optimizer, target) from ``surgesim.schedules.summarize`` entries."""
+    panels = sorted({(e["label"], e["target_fraction"]) for e in entries}, key=lambda k: (k[0], -k[1]))
+    labels = sorted({p[0] for p in panels})
+    fracs = sorted({p[1] for p in panels}, reverse=True)
+    fig = Figure(figsize=(4.2 * len(fracs), 3.6 * len(labels)), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(labels), len(fracs), squeeze=False))
+    for (label, frac), ax in ((p, axes[labels.index(p[0]), fracs.index(p[1])]) for p in panels):
+        mine = [e for e in entries if e["label"] == label and e["target_fraction"] == frac]
+        const = sorted((e for e in mine if e["schedule"] == "constant"), key=lambda e: e["batch"])
+        s = np.array([_val(e["median_steps"]) for e in const])
+        x = np.array([_val(e["median_examples"]) for e in const])
+        ax.plot(s, x, "-", color="0.6", lw=1, zorder=1, label="constant B (front)")
+        for e, a, b in zip(const, s, x, strict=True):
+            if np.isfinite(a):
+                ax.annotate(
+                    f"{e['batch']:g}", (a, b), fontsize=6, color="0.4", xytext=(2, 2), textcoords="offset points"
+                )
+        seen = set()
+        for e in mine:
+            st = SCHEDULE_STYLE[e["schedule"]]
+            a, b = _val(e["median_steps"]), _val(e["median_examples"])
+            if not np.isfinite(a * b):
+                continue
+            lab = e["schedule"] if e["schedule"] not in seen else None
+            seen.add(e["schedule"])
+            ax.errorbar(a, b, xerr=_val(e["median_steps_se"]), yerr=_val(e["median_examples_se"]), fmt=st["marker"],
+                        color=st["color"], ms=6 if e["schedule"] != "constant" else 4, label=lab, zorder=3)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("steps S (median over seeds)")
+        ax.set_ylabel("examples E")
+        ax.set_title(f"{label}, target {frac:g} L0", fontsize=9)
+        ax.grid(True, which="both", alpha=0.2)
+    axes[0, 0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def schedule_traces_figure(traces: Sequence[Mapping], title: str = "") -> Figure:
+    """B_t (top) and lr_t (bottom) along each schedule (``surgesim.schedules.schedule_traces``)."""
+    opts = sorted({t["optimizer"] for t in traces})
+    fig = Figure(figsize=(5.0 * len(opts), 6.4), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(2, len(opts), squeeze=False))
+    for k, name in enumerate(opts):
+        for t in (t for t in traces if t["optimizer"] == name):
+            st = SCHEDULE_STYLE[t["schedule"]]
+            steps = np.arange(len(t["batch"]))
+            lw, alpha = (0.8, 0.35) if t["schedule"] == "constant" else (1.3, 0.9)
+            lab = f"{t['schedule']} {t['variant']}"
+            axes[0, k].plot(steps, t["batch"], color=st["color"], lw=lw, alpha=alpha, label=lab)
+            axes[1, k].plot(steps, t["lr"], color=st["color"], lw=lw, alpha=alpha)
+        axes[0, k].set_yscale("log")
+        axes[1, k].set_yscale("log")
+        axes[0, k].set_title(f"{name}: batch size B_t", fontsize=9)
+        axes[1, k].set_title(f"{name}: learning rate lr_t", fontsize=9)
+        axes[1, k].set_xlabel("step t")
+        axes[0, k].legend(fontsize=5, ncol=2)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
