@@ -21,7 +21,6 @@ same command into the same --out skips finished tasks). A few minutes on 2 cores
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -70,11 +69,12 @@ def build_parser() -> _cli.Parser:
     g.add_argument("--seeds", type=int, default=16, help="evaluation runs per schedule (default 16)")
     g.add_argument("--tune-seeds", type=int, default=8, help="tuning runs per learning rate (default 8)")
     g.add_argument("--max-steps", type=int, default=3000, help="steps allowed to reach a target (default 3000)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the problem and of every random stream (default 0)")
+    g.add_argument("--seed", type=_cli.seed, default=0, help="seed of the problem and every random stream (default 0)")
     g = p.add_argument_group("execution and output")
     g.add_argument("--out", default="runs/schedules", help="output directory (default runs/schedules)")
     g.add_argument("--scheduler", metavar="local:N|tcp://HOST:PORT",
                    help="run the tasks on Dask (also via DASK_SCHEDULER_ADDRESS); default: this process")  # fmt: skip
+    g.add_argument("--connect-timeout", **_cli.CONNECT_TIMEOUT)
     g.add_argument("--no-plot", action="store_true", help="skip the figures")
     g.add_argument("--quiet", action="store_true", help="no tables, no progress bar")
     return p
@@ -93,11 +93,14 @@ def resolve(args) -> Options:
     if args.workload is not None:
         raise _cli.UsageError(f"--workload {args.workload!r}: torch workloads are not available yet; "
                               "use the quadratic (default) or --problem FILE.npz")  # fmt: skip
-    checks = {"--dims": (args.dims, 2), "--seeds": (args.seeds, 2), "--tune-seeds": (args.tune_seeds, 1),
-              "--max-steps": (args.max_steps, 1), "--seed": (args.seed, 0)}  # fmt: skip
-    for flag, (value, lo) in checks.items():
+    checks = {"--dims": (args.dims, 2, 1 << 24), "--seeds": (args.seeds, 2, 100_000),
+              "--tune-seeds": (args.tune_seeds, 1, 100_000),
+              "--max-steps": (args.max_steps, 1, 10_000_000)}  # fmt: skip
+    for flag, (value, lo, hi) in checks.items():
         if value < lo:
             raise _cli.UsageError(f"{flag} must be >= {lo}, got {value}")
+        if value > hi:
+            raise _cli.UsageError(f"{flag} must be <= {hi}, got {value}")
     if any(not 0 < f < 1 for f in args.targets) or len(set(args.targets)) != len(args.targets):
         raise _cli.UsageError(f"--targets must be distinct fractions in (0, 1), got {args.targets}")
     if any(not (np.isfinite(c) and c > 0) for c in args.multipliers):
@@ -143,8 +146,8 @@ def _main(args) -> int:
     def run(tasks, store, desc):
         with progress_bar(quiet=opts.quiet, desc=desc) as bar:
             return run_sweep(schedules.run_task, tasks, params={"problem_sha256": sweep["problem_sha256"]},
-                             store=out / store, scheduler=scheduler, workers=sweep["workers"], shared=problem,
-                             progress=bar)  # fmt: skip
+                             store=out.final(store), scheduler=scheduler, workers=sweep["workers"],
+                             shared=problem, progress=bar, connect_timeout=args.connect_timeout)  # fmt: skip
 
     chosen = schedules.choose(exp, run(exp.tune_tasks(), "tuning.sqlite", "tuning"))
     rows = run(exp.eval_tasks(chosen), "store.sqlite", "evaluation")
@@ -159,7 +162,7 @@ def _main(args) -> int:
         "optimizers": [o.label for o in optimizers], "results": entries,
         "wall_seconds": time.perf_counter() - t_start,
     }  # fmt: skip
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    _cli.write_json(summary, out / "summary.json")
     figures = []
     if opts.plot:
         from surgesim.plots.schedules import schedule_traces_figure, schedules_front_figure
