@@ -112,9 +112,11 @@ class QuadraticProblem:
                 f.seek(0)
                 data = np.load(f, allow_pickle=False)
                 with data:
-                    shapes = _check_sizes(data)
+                    shapes, oversized = _headers(data)
                     if "H.npy" in shapes:  # a dense H too large to build: refuse before reading it
                         check_dense_dim(shapes["H.npy"][0])
+                    if oversized:
+                        raise ValueError(oversized[0])
                     arrays = {k: data[k] for k in data.files}
         except FileNotFoundError:
             raise ValueError(f"problem file {os.fspath(path)!r} does not exist") from None
@@ -141,10 +143,10 @@ class QuadraticProblem:
             raise ValueError(f"problem file {os.fspath(path)!r}: {e}") from None
 
 
-def _check_sizes(data: np.lib.npyio.NpzFile) -> dict[str, tuple[int, ...]]:
-    """The shape of each ``.npy`` member, read from its header without the data; refuses an array
-    whose header declares more values than its member holds."""
-    shapes = {}
+def _headers(data: np.lib.npyio.NpzFile) -> tuple[dict[str, tuple[int, ...]], list[str]]:
+    """The shape of each ``.npy`` member, read from its header without the data, and a message for
+    each array whose header declares more values than its member holds."""
+    shapes, oversized = {}, []
     for info in data.zip.infolist():
         with data.zip.open(info) as member:
             version = np.lib.format.read_magic(member)
@@ -154,10 +156,10 @@ def _check_sizes(data: np.lib.npyio.NpzFile) -> dict[str, tuple[int, ...]]:
             shape, _, dtype = read[version](member)
         declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
         if declared > info.file_size:
-            raise ValueError(f"array {info.filename!r} declares shape {shape} ({declared} bytes) but holds "
+            oversized.append(f"array {info.filename!r} declares shape {shape} ({declared} bytes) but holds "
                              f"{info.file_size} bytes")  # fmt: skip
         shapes[info.filename] = shape if len(shape) else (0,)
-    return shapes
+    return shapes, oversized
 
 
 # --- problem families ----------------------------------------------------------------------------
