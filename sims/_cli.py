@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -38,6 +39,7 @@ def run(main: Callable[[], int | None]) -> int:
     finished tasks stay in the store), and an interrupt into exit status 130."""
     from surgesim.sweep import SweepError
 
+    _show_dashboard_address()
     try:
         return int(main() or 0)
     except SweepError as e:  # tasks failed; the others are in the store and a rerun retries
@@ -51,6 +53,22 @@ def run(main: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished results are kept", file=sys.stderr)
         return 130
+
+
+class _DashboardLine(logging.Handler):
+    """The library's log record of a Dask dashboard address (``--scheduler local:N``) as one line
+    on the current stderr; the library itself never prints."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "dashboard" in record.getMessage():
+            print(record.getMessage(), file=sys.stderr)
+
+
+def _show_dashboard_address() -> None:
+    log = logging.getLogger("surgesim.sweep")
+    if not any(isinstance(h, _DashboardLine) for h in log.handlers):
+        log.addHandler(_DashboardLine(logging.INFO))
+        log.setLevel(logging.INFO)
 
 
 def out_dir(path: str) -> Path:
