@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -79,6 +80,23 @@ def out_dir(path: str) -> Path:
     if not os.access(p, os.W_OK):
         raise UsageError(f"--out {path!r} is not writable")
     return p
+
+
+def write_json(obj, path: Path) -> None:
+    """``obj`` as strict JSON (RFC 8259: no NaN or Infinity tokens): every non-finite float, at any
+    depth, is written as null (docs/outputs.md says what null means for each key, e.g. an infinite
+    B_noise)."""
+
+    def finite(x):
+        if isinstance(x, float):
+            return x if math.isfinite(x) else None
+        if isinstance(x, dict):
+            return {k: finite(v) for k, v in x.items()}
+        if isinstance(x, list | tuple):
+            return [finite(v) for v in x]
+        return x
+
+    path.write_text(json.dumps(finite(obj), indent=2, allow_nan=False) + "\n")
 
 
 def save_options(opts, path: Path) -> None:

@@ -12,6 +12,8 @@
 4. Multi-step dynamics kernel (``sims.bench_dynamics``), and ``--backend gpu`` (``sims.bench_gpu``).
 
 Timings are best of ``--repeat`` after one warm-up call (JIT compiled and cached first).
+
+Every output column and key (meaning, unit, equation): docs/outputs.md.
 """
 
 from __future__ import annotations

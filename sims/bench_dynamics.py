@@ -7,6 +7,8 @@ The NumPy implementation draws its normals from NumPy's own PCG64 generator (its
 baseline; with the kernel's counter-based streams it would be slower still). Beside them: the
 rate of generating the kernel's normals alone (``step_normals``, same threads, same streams: the
 floor the kernel stands on) and of NumPy's normals alone. Best of ``repeat`` after a warm-up call.
+
+Every output column and key (meaning, unit, equation): docs/outputs.md.
 """
 
 from __future__ import annotations

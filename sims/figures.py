@@ -9,6 +9,8 @@
   fig7_limits_*       where the paper's approximations hold (sims.limits)
 
 --quick makes small, fast versions (used by the tests); the committed figures are the full ones.
+
+Every output column and key (meaning, unit, equation): docs/outputs.md.
 """
 
 from __future__ import annotations

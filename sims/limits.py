@@ -13,12 +13,13 @@ Outputs in --out: summary.csv (the table printed), summary.json, maps.csv, famil
 peaks.csv, correlation.csv, nongaussian.csv, adam.csv, options.json and the figures
 limits_maps.png, limits_correlation.png, limits_families.png, limits_peak.png,
 limits_nongaussian.png, limits_adam.png. --quick runs coarse grids and few trials (a minute).
+
+Every output column and key (meaning, unit, equation): docs/outputs.md.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -286,21 +287,18 @@ def _main(args) -> int:
         _write_csv(out / "adam.csv", adam_rows)
     _write_csv(out / "summary.csv", summary)
     wall = time.perf_counter() - t0
-    (out / "summary.json").write_text(
-        json.dumps(
-            {
-                "dims": opts.dims,
-                "seed": opts.seed,
-                "quick": opts.quick,
-                "noise_batch_size": bn0,
-                "validity_bound": vb0,
-                "max_abs_err_erf_in_eq9": max(float(np.max(np.abs(r["err_erf"]))) for r in fam_rows),
-                "rows": len(summary),
-                "wall_seconds": wall,
-            },
-            indent=2,
-        )
-        + "\n"
+    _cli.write_json(
+        {
+            "dims": opts.dims,
+            "seed": opts.seed,
+            "quick": opts.quick,
+            "noise_batch_size": bn0,
+            "validity_bound": vb0,
+            "max_abs_err_erf_in_eq9": max(float(np.max(np.abs(r["err_erf"]))) for r in fam_rows),
+            "rows": len(summary),
+            "wall_seconds": wall,
+        },
+        out / "summary.json",
     )
 
     if opts.plot:

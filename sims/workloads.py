@@ -27,11 +27,12 @@ Outputs in --out: runs.csv (optimizer, lr, batch_size, seed, target_loss, steps,
 further_decrease, beta1, beta2), results.csv (per target loss and batch size: optimal lr and its
 error, S, E), gradient.csv (the reference run's eq 14/16 measurements), summary.json, fit_*.png
 per target, peak.png, options.json, sweep.sqlite (the resumable store).
+
+Every output column and key (meaning, unit, equation): docs/outputs.md.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -303,7 +304,7 @@ def _main(args) -> int:
         "estimated_seconds": est_wall, "wall_seconds": wall, "workers": workers,
         "load_average_at_start": load,
     }  # fmt: skip
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _cli.write_json(summary, out / "summary.json")
 
     if opts.plot:
         from surgesim.plots.grid import peak_vs_target_figure
