@@ -115,8 +115,13 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         w = csv.DictWriter(f, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
         w.writeheader()
         w.writerows(
-            {k: (repr(float(v)) if isinstance(v, float | np.floating) else v) for k, v in r.items()} for r in rows
+            {k: (_cell(v) if isinstance(v, float | np.floating) else v) for k, v in r.items()} for r in rows
         )
+
+
+def _cell(v: float) -> str:
+    """A number as a CSV cell: repr, and empty where it is not finite (docs/outputs.md)."""
+    return repr(float(v)) if math.isfinite(v) else ""
 
 
 def _fmt_b(b: float, bound: float | None = None) -> str:

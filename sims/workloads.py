@@ -290,7 +290,7 @@ def _main(args) -> int:
             "optimal_lr": [[o.batch_size, o.optimal_lr] for o in fit.optima if math.isfinite(o.optimal_lr)],
             "fitted_peak_lr": fit.peak_lr if fit.source == "eq22" else None,
             "predicted_peak_lr": p.get("predicted_peak_lr"),
-            "surge_fit_noise_batch_size": fit.curves["surge"].noise_batch_size if fit.curves else None,
+            "surge_fit_noise_batch_size": fit.curves["surge"].noise_batch_size if fit.surge_peak_in_range else None,
             "best_model": fit.best_model or None,
             "s_min": fit.eq22[1] if fit.eq22 else None,
             "e_min": fit.eq22[2] if fit.eq22 else None,
