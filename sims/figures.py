@@ -227,7 +227,7 @@ def fig6(opts: Options, out: Path) -> list[Path]:
         "--workers",
         "1",
         "--targets",
-        "1.5,1.0",
+        "1.0,0.6,0.4",  # the full run's targets (sims.workloads' cnn default): the same file names
     ]
     return _from_command(workloads.main, ["--workload", "cnn", "--demo"] + (quick if opts.quick else []), out,
                          "fig6_workload")  # fmt: skip

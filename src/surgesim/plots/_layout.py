@@ -15,10 +15,13 @@ def marks(k: int, n: int = 4, every: float = 0.12) -> dict:
     return dict(marker=MARKERS[k % len(MARKERS)], ms=4.5, markevery=(every * (k % n) / n, every), mfc="white")
 
 
-def legend_below(ax: Axes, ncol: int = 2, fontsize: float = 7.5) -> None:
-    """The axes' legend under its x label, outside the data (constrained layout makes room)."""
-    if ax.get_legend_handles_labels()[1]:
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=ncol, fontsize=fontsize, frameon=False)
+def legend_below(ax: Axes, ncol: int = 2, fontsize: float = 7.5, extra: tuple = ()) -> None:
+    """The axes' legend (plus ``extra`` handles) under its x label, outside the data."""
+    handles, labels = ax.get_legend_handles_labels()
+    handles, labels = [*handles, *extra], [*labels, *(h.get_label() for h in extra)]
+    if labels:
+        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=ncol, fontsize=fontsize,
+                  frameon=False)  # fmt: skip
 
 
 def legend_outside(fig: Figure, ax: Axes, where: str = "right", ncol: int = 1, fontsize: float = 8) -> None:

@@ -81,9 +81,7 @@ def regime_maps_figure(maps: Sequence, tols: Sequence[float] = TOLS, floor: floa
         ax.set_xlabel("B / validity bound" if "bound" in m.name else "batch size B (examples)")
         ax.set_ylabel(m.ylabel)
         ax.set_title(m.zlabel, fontsize=10)
-        if undefined.any():
-            ax.legend(handles=[*ax.get_legend_handles_labels()[0], hole])
-        legend_below(ax, ncol=2)
+        legend_below(ax, ncol=2, extra=(hole,) if undefined.any() else ())
     fig.colorbar(mesh, ax=axes[0].tolist(), label="|relative error| (contours: 5% solid, 20% dashed)", shrink=0.9)
     return fig
 
