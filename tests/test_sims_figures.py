@@ -90,6 +90,7 @@ def test_families_panels_plot_their_problems(which):
 def test_quick_mode_writes_the_committed_files(tmp_path):
     # A quick run writes exactly the files of the committed full run (fig6 trains a network).
     pytest.importorskip("torch")
+    pytest.importorskip("PIL")
     assert figures.main(["--quick", "--out", str(tmp_path), "--quiet"]) == 0
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == sorted(p.name for p in (ROOT / "figures").iterdir())
