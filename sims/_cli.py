@@ -84,12 +84,11 @@ def out_dir(path: str) -> Path:
 
 def write_json(obj, path: Path) -> None:
     """``obj`` as strict JSON (RFC 8259: no NaN or Infinity tokens): every non-finite float, at any
-    depth, is written as null (docs/outputs.md says what null means for each key, e.g. an infinite
-    B_noise)."""
+    depth, is written as the string "inf", "-inf" or "nan" (docs/outputs.md, Conventions)."""
 
     def finite(x):
         if isinstance(x, float):
-            return x if math.isfinite(x) else None
+            return x if math.isfinite(x) else ("nan" if math.isnan(x) else "inf" if x > 0 else "-inf")
         if isinstance(x, dict):
             return {k: finite(v) for k, v in x.items()}
         if isinstance(x, list | tuple):

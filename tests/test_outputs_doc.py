@@ -36,7 +36,7 @@ def documented(text: str) -> dict[str, set[str]]:
         if line.startswith("## "):
             current = sections.setdefault(line[3:].strip(), set())
         elif current is not None and line.startswith("|") and not re.match(r"^\|\s*(name\s*\||-)", line):
-            current.add(line.split("|")[1].strip().strip("`"))
+            current.add(line.split("|")[1].strip().strip("`").replace("[]", ""))  # cases[].B = cases.B
     return sections
 
 

@@ -125,10 +125,10 @@ def test_noise_batch_size_beyond_validity_is_said_and_json_is_strict(tmp_path, c
     assert err.startswith("warning: B_noise (eq 14) = 317.3 exceeds the validity bound 6.283") and err.count("\n") == 1
     summary = json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(c))
     assert summary["noise_batch_size_beyond_validity"] is True
-    # diagonal H: B_noise is infinite, written as null (strict JSON), and not "beyond validity"
+    # diagonal H: B_noise is infinite, written as "inf" (strict JSON), and not "beyond validity"
     np.savez(path, mu=np.full(3, 0.5), sigma=np.ones(3), H=np.eye(3))
     assert surge.main(["--problem", str(path), "--batch-sizes", "1,8", "--trials", "100", "--out", str(out / "d"),
                        "--quiet", "--no-plot"]) == 0  # fmt: skip
     summary = json.loads((out / "d" / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(c))
-    assert summary["noise_batch_size"] is None and summary["noise_batch_size_beyond_validity"] is False
+    assert summary["noise_batch_size"] == "inf" and summary["noise_batch_size_beyond_validity"] is False
     assert capsys.readouterr().err == ""
