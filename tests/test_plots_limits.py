@@ -3,11 +3,20 @@ undefined cells are marked (not blank), coinciding curves stay distinguishable."
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
+import pytest
 from matplotlib.collections import QuadMesh
 
 from surgesim.limits import RegimeMap
 from surgesim.plots.limits import adam_figure, regime_maps_figure
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """The builders draw through pyplot, which keeps every figure open: close them after each test."""
+    yield
+    plt.close("all")
 
 
 def test_regime_map_colours_are_the_errors_and_undefined_cells_are_hatched():

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -16,6 +17,13 @@ from surgesim.problem import FAMILIES
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = figures.Options(out="", quick=True, seed=0, only=(), quiet=True)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """The builders draw through pyplot, which keeps every figure open: close them after each test."""
+    yield
+    plt.close("all")
 
 
 def lines(ax) -> dict:
