@@ -34,6 +34,7 @@ import argparse
 import csv
 import dataclasses
 import errno
+import logging
 import math
 import os
 import sqlite3
@@ -121,6 +122,7 @@ def run(main: Callable[[], int | None]) -> int:
     """Run a command's body under the shared handler (see the module docstring)."""
     code = 1
     mine = len(_open_outputs)  # a command may run another (sims.figures): each owns its own outputs
+    _show_dashboard_address()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -147,6 +149,22 @@ def run(main: Callable[[], int | None]) -> int:
     if code == 0:
         _reemit(caught)
     return code
+
+
+class _DashboardLine(logging.Handler):
+    """The library's log record of a Dask dashboard address (``--scheduler local:N``) as one line
+    on the current stderr; the library itself never prints."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "dashboard" in record.getMessage():
+            print(record.getMessage(), file=sys.stderr)
+
+
+def _show_dashboard_address() -> None:
+    log = logging.getLogger("surgesim.sweep")
+    if not any(isinstance(h, _DashboardLine) for h in log.handlers):
+        log.addHandler(_DashboardLine(logging.INFO))
+        log.setLevel(logging.INFO)
 
 
 def _reemit(caught: list[warnings.WarningMessage]) -> None:

@@ -16,6 +16,8 @@
    the trials, beside plain NumPy's rate where it can run (it densifies H: d <= 10^4).
 
 Timings are best of ``--repeat`` after one warm-up call (JIT compiled and cached first).
+
+Every output column and key (meaning, unit, equation): docs/outputs.md.
 """
 
 from __future__ import annotations

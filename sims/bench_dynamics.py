@@ -12,6 +12,8 @@ that doubles every 100 steps (``variable_batch``), the per-step optimal learning
 state, ``optimal_lr``), the oracle schedule (B_t = B_noise at the state and eq 9, ``oracle``) and
 the online one (running estimates, ``online``), each as its time per step relative to the constant
 batch (``*_vs_constant``).
+
+Every output column and key (meaning, unit, equation): docs/outputs.md.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ device-resident rate (``GOAL_RATIO``, ``GOAL_DIMS``) and printed with the table.
 
 ``bench_gpu`` is what ``python -m sims.bench --backend gpu`` calls; ``python -m sims.bench_gpu``
 runs it alone. Both exit with status 2 and one ``error:`` line when CuPy or a GPU is missing.
+
+Every output column and key (meaning, unit, equation): docs/outputs.md.
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ grid_<optimizer>_<k>.png per optimizer and target k (heat map of the further dec
 optimal learning rates and the fitted curves; 1/S against 1/E with eq 22), peak_vs_target.png,
 and store.sqlite, the resumable store of finished tasks (rerunning the same command into the
 same --out skips them).
+
+Every output column and key (meaning, unit, equation): docs/outputs.md.
 """
 
 from __future__ import annotations

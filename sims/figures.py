@@ -10,10 +10,13 @@
   fig8_schedules_*    batch-size and learning-rate schedules against the constant-batch front (sims.schedules)
 
 --quick makes small, fast versions (used by the tests); the committed figures are the full ones.
+
+Every output column and key (meaning, unit, equation): docs/outputs.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Callable
@@ -34,14 +37,37 @@ class Options:
     quiet: bool
 
 
+DPI = 200
+
+
 def _save(fig, out: Path, name: str) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
-    fig.savefig(paths[0], dpi=130)
+    fig.savefig(paths[0], dpi=DPI)
     fig.savefig(paths[1], metadata={"CreationDate": None})  # reproducible PDF bytes
     plt.close(fig)
     return paths
+
+
+@contextlib.contextmanager
+def _png_and_pdf():
+    """While another command runs: each PNG it saves is written at ``DPI``, with a PDF twin (the
+    commands themselves save PNG only, at screen resolution)."""
+    from matplotlib.figure import Figure
+
+    savefig = Figure.savefig
+
+    def paper_savefig(fig, fname, *args, **kwargs):
+        savefig(fig, fname, *args, **{**kwargs, "dpi": DPI})
+        if str(fname).endswith(".png"):
+            savefig(fig, str(fname)[:-4] + ".pdf", metadata={"CreationDate": None})
+
+    Figure.savefig = paper_savefig
+    try:
+        yield
+    finally:
+        Figure.savefig = savefig
 
 
 @functools.cache
@@ -85,19 +111,20 @@ def _grid(quick: bool) -> list[int]:
     return [int(b) for b in np.unique(np.round(np.logspace(0, 20 * np.log10(2), 12 if quick else 25)))]
 
 
-def fig1(opts: Options, out: Path) -> list[Path]:
+def fig1_figure(opts: Options):
+    """Figure 1 (paper's Fig 1): the optimal lr against B, theory and Monte Carlo."""
     from surgesim import surge_problem
     from surgesim.plots import lr_vs_batch_figure
 
     p = surge_problem(300 if opts.quick else 1000, opts.seed)
     d = _panel(p, _grid(opts.quick), opts, "", sgd=True)
-    fig = lr_vs_batch_figure(d["B_line"], d["curves"], d["B_points"], d["points"], d["points_se"],
-                             d["noise_batch_size"], d["plateau"], d["validity_bound"],
-                             title=f"Optimal learning rate vs batch size, sign-SGD and SGD ({p.describe()})")  # fmt: skip
-    return _save(fig, out, "fig1_surge")
+    title = f"Optimal learning rate vs batch size: sign-SGD and SGD ({p.describe()})"
+    return lr_vs_batch_figure(d["B_line"], d["curves"], d["B_points"], d["points"], d["points_se"],
+                              d["noise_batch_size"], d["plateau"], d["validity_bound"], title=title)  # fmt: skip
 
 
-def fig2(opts: Options, out: Path) -> list[Path]:
+def fig2_figure(opts: Options):
+    """Eq 10 against erf, and its learning-rate error within eq 9 per family."""
     from surgesim import optimal_lr
     from surgesim.plots import erf_figure
     from surgesim.problem import FAMILIES
@@ -109,7 +136,7 @@ def fig2(opts: Options, out: Path) -> list[Path]:
         p = FAMILIES[name](300 if opts.quick else 1000, opts.seed)
         exact = optimal_lr(B, p.mu, p.sigma, p.hessian)
         err[name] = optimal_lr(B, p.mu, p.sigma, p.hessian, approx=True) / exact - 1
-    return _save(erf_figure(x, B, err), out, "fig2_erf")
+    return erf_figure(x, B, err)
 
 
 def _families(opts: Options, loss: bool) -> list[dict]:
@@ -119,17 +146,34 @@ def _families(opts: Options, loss: bool) -> list[dict]:
     return [_panel(_problem(k, d, opts.seed), _grid(opts.quick), opts, v, loss=loss) for k, v in names.items()]
 
 
-def fig3(opts: Options, out: Path) -> list[Path]:
+def fig3_figure(opts: Options):
+    """Optimal lr against B for three problem families (one without a surge)."""
     from surgesim.plots import families_figure
 
-    return _save(families_figure(_families(opts, loss=False)), out, "fig3_families")
+    return families_figure(_families(opts, loss=False))
+
+
+def fig4_figure(opts: Options):
+    """Theorem 5: the optimal loss improvement against B for the same families."""
+    from surgesim.plots import families_figure
+
+    return families_figure(_families(opts, loss=True), ylabel="optimal loss improvement per step")
+
+
+def fig1(opts: Options, out: Path) -> list[Path]:
+    return _save(fig1_figure(opts), out, "fig1_surge")
+
+
+def fig2(opts: Options, out: Path) -> list[Path]:
+    return _save(fig2_figure(opts), out, "fig2_erf")
+
+
+def fig3(opts: Options, out: Path) -> list[Path]:
+    return _save(fig3_figure(opts), out, "fig3_families")
 
 
 def fig4(opts: Options, out: Path) -> list[Path]:
-    from surgesim.plots import families_figure
-
-    fig = families_figure(_families(opts, loss=True), ylabel="optimal loss improvement per step")
-    return _save(fig, out, "fig4_loss")
+    return _save(fig4_figure(opts), out, "fig4_loss")
 
 
 def _from_command(main, args: list[str], out: Path, prefix: str) -> list[Path]:
@@ -138,13 +182,13 @@ def _from_command(main, args: list[str], out: Path, prefix: str) -> list[Path]:
     import shutil
     import tempfile
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _png_and_pdf():
         if main(args + ["--out", tmp, "--quiet"]) != 0:
             raise RuntimeError(f"{main.__module__} {' '.join(args)} failed")
         for old in out.path.glob(f"{prefix}_*"):  # removed when this run's figures are written
             out.remove(old.name)
         kept = []
-        for f in sorted(Path(tmp).glob("*.png")) + [Path(tmp) / "summary.json"]:
+        for f in sorted(Path(tmp).glob("*.png")) + sorted(Path(tmp).glob("*.pdf")) + [Path(tmp) / "summary.json"]:
             kept.append(out / f"{prefix}_{f.name}")
             shutil.copyfile(f, kept[-1])
     return kept
@@ -187,7 +231,7 @@ def fig6(opts: Options, out: Path) -> list[Path]:
         "--workers",
         "1",
         "--targets",
-        "1.5,1.0",
+        "1.0,0.6,0.4",  # the full run's targets (sims.workloads' cnn default): the same file names
     ]
     return _from_command(workloads.main, ["--workload", "cnn", "--demo"] + (quick if opts.quick else []), out,
                          "fig6_workload")  # fmt: skip

@@ -5,20 +5,23 @@ size (interpolated in log lr, with its uncertainty), the surge curve (eq 2) agai
 
 GRID.csv has one row per run. The score column (--loss-col) is a loss to minimise, or with
 --maximize a gain such as the further loss decrease after a target (sims.workloads' runs.csv).
-Example on the StepLaw grid (fixed token budget per (N, D) group; final smoothed loss):
+GRID.csv "steplaw" is the StepLaw grid shipped with the package (surgesim/data/steplaw: 1,911
+dense LM runs, Li et al. 2025; fixed token budget per (N, D) group; final smoothed loss):
 
-  python -m sims.fit ../shared/data/steplaw/dense_lr_bs_loss.csv --lr-col lr --batch-col bs \\
-      --loss-col "smooth loss" --group-cols N,D --out runs/steplaw
+  python -m sims.fit steplaw --lr-col lr --batch-col bs --loss-col "smooth loss" --group-cols N,D \\
+      --out runs/steplaw
 
 and on a sims.workloads grid (steps to each target loss give eq 22):
 
   python -m sims.fit runs/cnn/runs.csv --loss-col further_decrease --maximize \\
       --steps-col steps --seed-col seed --group-cols target_loss --out runs/cnn-fit
 
-Outputs in --out: optimal_lr.csv (group columns, batch_size, optimal_lr, log_lr_se,
-log_lr_halfwidth, n_seeds, at_edge, best_score, steps, examples), fits.csv (group columns,
-noise_batch_size, peak_lr, surge_rss, sgd_rss_alpha_0.5, sgd_rss_alpha_1, best_model, ...),
-fit_<group>.png per group, options.json.
+A group whose fitted surge peak lies outside its batch sizes gets no B_noise (empty cells,
+noise_batch_size_source no_peak_in_range) and a group with fewer than 3 usable optima is "not
+fitted"; each prints one warning line. A grid where no group can be fitted is an error.
+
+Outputs in --out: optimal_lr.csv (one row per group and batch size), fits.csv (one row per group),
+fit_<group>.png and .pdf per group, options.json. Every column: docs/outputs.md.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +56,7 @@ class Options:
 
 def build_parser() -> _cli.Parser:
     p = _cli.parser("sims.fit", __doc__)
-    p.add_argument("grid", metavar="GRID.csv", help="the grid: one row per run")
+    p.add_argument("grid", metavar="GRID.csv", help="the grid: one row per run; steplaw: the shipped StepLaw grid")
     p.add_argument("--lr-col", default="lr", help="learning-rate column (default lr)")
     p.add_argument("--batch-col", default="batch_size", help="batch-size column (default batch_size)")
     p.add_argument("--loss-col", default="loss", help="score column: a loss, lower is better (default loss)")
@@ -69,6 +73,10 @@ def build_parser() -> _cli.Parser:
 
 
 def resolve(args) -> Options:
+    if args.grid == "steplaw":
+        from surgesim.data import steplaw_grid
+
+        args.grid = str(steplaw_grid())
     if not Path(args.grid).is_file():
         raise _cli.UsageError(f"{args.grid!r}: no such file")
     groups = tuple(c.strip() for c in args.group_cols.split(",") if c.strip())
@@ -94,6 +102,9 @@ def _main(args) -> int:
         table, opts.lr_col, opts.batch_col, opts.loss_col, opts.group_cols, seed_col=opts.seed_col,
         steps_col=opts.steps_col, maximize=opts.maximize, include_edges=opts.include_edges,
     )  # fmt: skip
+    if all(fit.source == "not_fitted" for _, fit in groups):
+        why = groups[0][1].note if len(groups) == 1 else "no group has 3 usable optima or steps at 2 batch sizes"
+        raise _cli.UsageError(f"{opts.grid}: {why}")
     out = _cli.out_dir(opts.out)
     _cli.save_options(opts, out / "options.json")
     write_csv(_finite(gridfit.optimal_lr_rows(groups)), out / "optimal_lr.csv",
@@ -105,17 +116,22 @@ def _main(args) -> int:
             sel = np.ones(len(table[opts.lr_col]), dtype=bool)
             for c, v in key.items():
                 sel &= table[c] == (v if isinstance(v, str) else float(v))
-            label = ", ".join(f"{c}={v}" for c, v in key.items())
+            label = ", ".join(f"{c} = {_readable(v)}" for c, v in key.items())
             fig = figure(
                 fit, table[opts.lr_col][sel], table[opts.batch_col][sel], table[opts.loss_col][sel],
                 maximize=opts.maximize, score_label=opts.loss_col,
                 title=f"{Path(opts.grid).name}" + (f": {label}" if label else ""),
             )  # fmt: skip
-            name = "fit_" + (_slug(key) if key else "all") + ".png"
+            name = "fit_" + (_slug(key) if key else "all")
             if name in figures:  # groups whose names differ only in characters the slug drops
-                name = name[:-4] + "_" + hashlib.sha256(repr(sorted(key.items())).encode()).hexdigest()[:8] + ".png"
-            fig.savefig(out / name, dpi=110)
+                name += "_" + hashlib.sha256(repr(sorted(key.items())).encode()).hexdigest()[:8]
+            fig.savefig(out / f"{name}.png", dpi=200)
+            fig.savefig(out / f"{name}.pdf", metadata={"CreationDate": None})
             figures.append(name)
+    for key, fit in groups:
+        if fit.note:
+            label = ", ".join(f"{c} = {_readable(v)}" for c, v in key.items()) or "the grid"
+            print(f"warning: {label}: {fit.note}; B_noise and peak lr left empty", file=sys.stderr)
     if not opts.quiet:
         print_fits(groups, opts.group_cols)
         print(f"wrote {out}/optimal_lr.csv, fits.csv" + (f" and {len(figures)} figures" if figures else ""))
@@ -127,20 +143,39 @@ def _finite(rows: list[dict]) -> list[dict]:
     return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in rows]
 
 
+def _readable(v) -> str:
+    """A group value for titles: 429260800 -> 429M, 2.27e10 -> 22.7B; others as they are."""
+    if isinstance(v, (int, float)) and abs(v) >= 1e4:
+        for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+            if abs(v) >= scale:
+                return f"{v / scale:.3g}{suffix}"
+    return str(v)
+
+
 def _slug(key: dict) -> str:
     return re.sub(r"[^A-Za-z0-9.=-]+", "_", "_".join(f"{c}={v}" for c, v in key.items())).strip("_")
 
 
+def _g(x: float, fmt: str, width: int) -> str:
+    return f"{x:>{width}{fmt}}" if math.isfinite(x) else f"{'-':>{width}}"
+
+
 def print_fits(groups, group_cols) -> None:
-    head = " ".join(f"{c:>12}" for c in group_cols)
-    print(f"{head} {'B_noise':>10} {'source':>9} {'peak lr':>10} {'surge rss':>9} {'sgd.5 rss':>9} "
-          f"{'sgd1 rss':>9} {'best (AIC)':>13} {'argmax B':>8}")  # fmt: skip
+    head = " ".join(f"{c:>8}" for c in group_cols)
+    print(f"{head} {'B_noise':>9} {'source':>16} {'peak lr':>9} {'surge rss':>9} {'sgd.5 rss':>9} "
+          f"{'sgd1 rss':>9} {'best (AIC)':>13} {'peak B':>7}")  # fmt: skip
     for key, fit in groups:
         c = fit.curves
         rss = [c[m].rss if m in c else math.nan for m in ("surge", "sgd_alpha_0.5", "sgd_alpha_1")]
-        vals = " ".join(f"{v!s:>12}" for v in key.values())
-        print(f"{vals} {fit.noise_batch_size:>10.4g} {fit.source:>9} {fit.peak_lr:>10.3e} {rss[0]:>9.3f} "
-              f"{rss[1]:>9.3f} {rss[2]:>9.3f} {fit.best_model:>13} {fit.peak_batch_size:>8.0f}")  # fmt: skip
+        vals = " ".join(f"{_readable(v):>8}" for v in key.values())
+        print(f"{vals} {_g(fit.noise_batch_size, '.4g', 9)} {fit.source:>16} {_g(fit.peak_lr, '.3e', 9)} "
+              f"{_g(rss[0], '.3f', 9)} {_g(rss[1], '.3f', 9)} {_g(rss[2], '.3f', 9)} {fit.best_model or '-':>13} "
+              f"{_g(fit.peak_batch_size, '.0f', 7)}")  # fmt: skip
+    print(
+        "(B_noise, peak lr: eq 22/23 (source eq22) or the surge fit eq 2 (surge_fit), '-' when the fitted peak "
+        "lies outside the batch sizes;\n rss: residual sum of squares in log lr of each curve; best: lowest AIC; "
+        "peak B: the batch size with the largest optimal lr on the grid; columns: docs/outputs.md)"
+    )
 
 
 def figure(fit, lr, B, score, *, maximize: bool, score_label: str, title: str = ""):

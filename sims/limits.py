@@ -13,6 +13,8 @@ Outputs in --out: summary.csv (the table printed), summary.json, maps.csv, famil
 peaks.csv, correlation.csv, nongaussian.csv, adam.csv, options.json and the figures
 limits_maps.png, limits_correlation.png, limits_families.png, limits_peak.png,
 limits_nongaussian.png, limits_adam.png. --quick runs coarse grids and few trials (a minute).
+
+Every output column and key (meaning, unit, equation): docs/outputs.md.
 """
 
 from __future__ import annotations
@@ -112,8 +114,13 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         w = csv.DictWriter(f, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
         w.writeheader()
         w.writerows(
-            {k: (repr(float(v)) if isinstance(v, float | np.floating) else v) for k, v in r.items()} for r in rows
+            {k: (_cell(v) if isinstance(v, float | np.floating) else v) for k, v in r.items()} for r in rows
         )
+
+
+def _cell(v: float) -> str:
+    """A number as a CSV cell: repr, and empty where it is not finite (docs/outputs.md)."""
+    return repr(float(v)) if math.isfinite(v) else ""
 
 
 def _fmt_b(b: float, bound: float | None = None) -> str:

@@ -13,12 +13,14 @@ the large-batch plateau of eq 17.
 Outputs in --out: results.csv, summary.json, problem.npz, options.json, surge.png, and
 store.sqlite, the resumable store of finished batch sizes: an interrupted run keeps them, and the
 same command resumes (a different problem or options into the same --out is refused).
+Every column and key, with its unit and equation: docs/outputs.md.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,7 +243,12 @@ def _main(args) -> int:
         "all_converged": bool(all(r["converged"] for r in rows)),
         "wall_seconds": wall,
     }
+    bn, bound = summary["noise_batch_size"], summary["validity_bound"]
+    summary["noise_batch_size_beyond_validity"] = bool(np.isfinite(bn) and bn > bound)
     _cli.write_json(summary, out / "summary.json")
+    if summary["noise_batch_size_beyond_validity"]:
+        print(f"warning: B_noise (eq 14) = {bn:.4g} exceeds the validity bound {bound:.4g}: the peak lies outside "
+              "Theorem 3's regime (B << bound), where eq 2 and eq 14 need not hold", file=sys.stderr)  # fmt: skip
 
     if opts.plot:
         from surgesim.plots import lr_vs_batch_figure

@@ -27,6 +27,8 @@ Outputs in --out: runs.csv (optimizer, lr, batch_size, seed, target_loss, steps,
 further_decrease, beta1, beta2), results.csv (per target loss and batch size: optimal lr and its
 error, S, E), gradient.csv (the reference run's eq 14/16 measurements), summary.json, fit_*.png
 per target, peak.png, options.json, sweep.sqlite (the resumable store).
+
+Every output column and key (meaning, unit, equation): docs/outputs.md.
 """
 
 from __future__ import annotations
@@ -319,7 +321,7 @@ def _main(args) -> int:
             "optimal_lr": [[o.batch_size, o.optimal_lr] for o in fit.optima if math.isfinite(o.optimal_lr)],
             "fitted_peak_lr": fit.peak_lr if fit.source == "eq22" else None,
             "predicted_peak_lr": p.get("predicted_peak_lr"),
-            "surge_fit_noise_batch_size": fit.curves["surge"].noise_batch_size if fit.curves else None,
+            "surge_fit_noise_batch_size": fit.curves["surge"].noise_batch_size if fit.surge_peak_in_range else None,
             "best_model": fit.best_model or None,
             "s_min": fit.eq22[1] if fit.eq22 else None,
             "e_min": fit.eq22[2] if fit.eq22 else None,

@@ -153,3 +153,27 @@ def test_bit_identical_across_thread_counts():
         r = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, check=True)
         digests.add(r.stdout.strip())
     assert len(digests) == 1
+
+
+def test_delta_method_counts_denominator_trials_separately():
+    # Synthetic per-trial moments with N = 4000 numerator and only M = 40 denominator trials (the
+    # first M of the N, as for dense H), the denominator far noisier than the numerator:
+    # var(ln eps) = var(a)/(N a^2) + var(b)/(M b^2) - 2 cov(a,b)/(N a b) = 2.5e-4 + 2.25e-3 - 1.5e-4.
+    # Over 400 replicates the spread of ln(mean a / mean b) must match the delta-method s.e.
+    # (ratio in [0.85, 1.18], 4 s.e. of a standard deviation from 400 samples); dividing
+    # var(b) by N instead of M would shrink the s.e. about 3x.
+    rng = np.random.default_rng(7)
+    n, m = 4000, 40
+    logs, ses = [], []
+    for _ in range(400):
+        z = rng.standard_normal((2, n))
+        a = 1.0 + z[0]
+        b = 10.0 + 3.0 * (0.5 * z[0] + math.sqrt(0.75) * z[1])  # corr(a, b) = 0.5
+        st = {"n": n, "m": m, "ma": a.mean(), "mb": b[:m].mean(), "va": a.var(ddof=1), "vb": b[:m].var(ddof=1),
+              "cab": float(np.cov(a[:m], b[:m])[0, 1])}  # fmt: skip
+        lr, lr_se, _, _ = estimate.delta_method(st)
+        logs.append(math.log(lr))
+        ses.append(lr_se / lr)
+    expected = math.sqrt(1 / n + 9 / (m * 100) - 2 * 1.5 / (n * 10))
+    assert np.mean(ses) == pytest.approx(expected, rel=0.1)
+    assert 0.85 <= np.std(logs, ddof=1) / np.mean(ses) <= 1.18

@@ -96,3 +96,16 @@ def test_peak_vs_target_figure_lines_spread_and_reversed_log_axis():
     assert len([lab for lab in labels if "fitted" in lab]) == 1  # adam had no fitted values
     sign = next(c for c in ax.containers if c.get_label() == "sign: peak batch size")
     assert sign.has_yerr and not next(c for c in ax.containers if c.get_label() == "adam: peak batch size").has_yerr
+
+
+def test_noise_batch_size_outside_the_grid_is_not_drawn_and_legends_are_off_the_data():
+    # A B_noise far beyond the batch sizes (an extrapolated fit) or NaN gets no line and no
+    # legend entry; the legend sits below the heat map, outside its axes.
+    for bn in (2.4e23, float("nan")):
+        fig = grid_figure(B, LR, _score(), optima={"opt": (B, OPT)}, noise_batch_size=bn)
+        ax = fig.axes[0]
+        assert not any("B_{noise}" in lab for lab in ax.get_legend_handles_labels()[1])
+        legend = ax.get_legend()
+        fig.canvas.draw()
+        box, axes_box = legend.get_window_extent(), ax.get_window_extent()
+        assert box.y1 <= axes_box.y0 + 1  # entirely below the axes

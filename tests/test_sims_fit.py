@@ -1,4 +1,5 @@
-"""python -m sims.fit: a synthetic eq 2 grid (known B_noise and eps_max), the StepLaw grid, errors."""
+"""python -m sims.fit: a synthetic eq 2 grid (known B_noise and eps_max), the shipped StepLaw grid,
+groups with no peak or too little data, errors."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 
 from sims import fit as sims_fit
+from surgesim import gridfit
+from surgesim.data import steplaw_grid
 
-STEPLAW = Path(__file__).resolve().parents[2] / "shared" / "data" / "steplaw" / "dense_lr_bs_loss.csv"
 BN, PEAK, S_MIN = 48.0, 2e-3, 200.0
 
 
@@ -67,25 +69,76 @@ def test_synthetic_grid_recovers_noise_batch_size_and_peak(tmp_path, capsys):
     for r in opt:
         assert float(r["optimal_lr"]) == pytest.approx(surge(float(r["batch_size"])), rel=0.01)
     assert sorted(p.name for p in out.glob("*.png")) == ["fit_beta1=0.9.png", "fit_beta1=0.png"]
+    assert sorted(p.name for p in out.glob("*.pdf")) == ["fit_beta1=0.9.pdf", "fit_beta1=0.pdf"]
     assert (out / "options.json").is_file()
     assert "eq22" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(not STEPLAW.is_file(), reason="StepLaw grid not in ../shared/data/steplaw")
-def test_steplaw_grid_runs_per_group(tmp_path):
+def test_steplaw_grid_runs_per_group(tmp_path, capsys):
+    assert steplaw_grid().is_file()  # shipped as package data, so this runs in any clone or install
     out = tmp_path / "steplaw"
-    rc = sims_fit.main([str(STEPLAW), "--lr-col", "lr", "--batch-col", "bs", "--loss-col", "smooth loss",
+    rc = sims_fit.main(["steplaw", "--lr-col", "lr", "--batch-col", "bs", "--loss-col", "smooth loss",
                         "--group-cols", "N,D", "--out", str(out), "--no-plot", "--quiet"])  # fmt: skip
     assert rc == 0
     fits = read(out / "fits.csv")
     assert len(fits) == 17  # the README's 17 (N, D) groups
-    assert all(r["noise_batch_size_source"] == "surge_fit" for r in fits)  # no steps-to-target column
+    # No steps-to-target column: B_noise comes from the surge fit where its peak lies inside the
+    # batch sizes, and is left empty (with a note and a warning line) where it does not.
+    sources = [r["noise_batch_size_source"] for r in fits]
+    assert set(sources) == {"surge_fit", "no_peak_in_range"}
+    for r in fits:
+        fitted = r["noise_batch_size_source"] == "surge_fit"
+        assert (r["noise_batch_size"] != "") == fitted and (r["note"] == "") == fitted
+        if fitted:
+            assert 16 <= float(r["noise_batch_size"]) <= 2048  # inside the batch sizes (16 or 32 .. 1024 or 2048)
+    err = capsys.readouterr().err
+    assert err.count("warning: ") == sources.count("no_peak_in_range") and "N = 215M, D = 100B" in err
     assert all(r["best_model"] in ("surge", "sgd_alpha_0.5", "sgd_alpha_1") for r in fits)
     # Optimal learning rates sit inside the grid's range (2.4e-4 to 2.2e-2) and rise with the
     # batch size at small B, the pattern the README describes.
     opt = read(out / "optimal_lr.csv")
     lrs = np.array([float(r["optimal_lr"]) for r in opt])
     assert lrs.min() >= 2.4e-4 and lrs.max() <= 2.3e-2
+
+
+def test_rising_grid_has_no_absurd_numbers_anywhere(tmp_path, capsys):
+    # Optima that only rise with B: the surge fit's B_noise runs to about 1e23; the table, the CSV
+    # files and the figure's legend must show no such number, and one warning line says why.
+    grid = tmp_path / "rising.csv"
+    with open(grid, "w") as f:
+        f.write("lr,batch_size,loss\n")
+        for B in (4, 8, 16, 32, 64, 128):
+            for lr in map(float, np.geomspace(1e-4, 1e-1, 19)):
+                f.write(f"{lr!r},{B},{1 + 0.5 * (math.log(lr) - math.log(1e-3 * math.sqrt(B))) ** 2!r}\n")
+    out = tmp_path / "o"
+    assert sims_fit.main([str(grid), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and captured.err.startswith("warning: the grid: no surge peak in range")
+    row = read(out / "fits.csv")[0]
+    assert row["noise_batch_size"] == row["peak_lr"] == row["surge_noise_batch_size"] == ""
+    assert row["noise_batch_size_source"] == "no_peak_in_range"
+    numbers = []
+    for v in row.values():
+        try:
+            numbers.append(abs(float(v)))
+        except ValueError:
+            pass
+    assert numbers and max(numbers) < 1e6
+    assert "e+" not in captured.out
+    table = gridfit.read_table(grid)
+    fit = gridfit.fit_grid(table["lr"], table["batch_size"], table["loss"])
+    fig = sims_fit.figure(fit, table["lr"], table["batch_size"], table["loss"], maximize=False, score_label="loss")
+    labels = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    assert labels and not any("B_{noise}" in t for t in labels)
+
+
+def test_grid_too_small_to_fit_is_an_error(tmp_path, capsys):
+    grid = tmp_path / "one.csv"
+    grid.write_text("lr,bs,loss\n0.001,4,1.0\n")
+    assert sims_fit.main([str(grid), "--batch-col", "bs", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "not fitted: 1 usable optima of 1 batch sizes" in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_errors_are_one_line_exit_2(tmp_path, capsys):

@@ -111,3 +111,24 @@ def test_rerun_resumes_and_mismatch_is_refused(tmp_path):
     assert (tmp_path / "results.csv").read_bytes() == first
     r = run_cli(*args, "--seed", "1")
     assert r.returncode == 2 and "different sweep" in r.stderr
+
+
+def test_noise_batch_size_beyond_validity_is_said_and_json_is_strict(tmp_path, capsys):
+    # mu/sigma = 0.5 gives a validity bound pi/(2 * 0.25) = 6.28; weak off-diagonal curvature
+    # (0.01) puts eq 14's B_noise far above it (about 317).
+    path = tmp_path / "p.npz"
+    np.savez(path, mu=np.full(3, 0.5), sigma=np.ones(3), H=np.eye(3) + 0.01 * np.ones((3, 3)))
+    out = tmp_path / "o"
+    assert surge.main(["--problem", str(path), "--batch-sizes", "1,8", "--trials", "100", "--out", str(out),
+                       "--quiet", "--no-plot"]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.startswith("warning: B_noise (eq 14) = 317.3 exceeds the validity bound 6.283") and err.count("\n") == 1
+    summary = json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert summary["noise_batch_size_beyond_validity"] is True
+    # diagonal H: B_noise is infinite, written as "inf" (strict JSON), and not "beyond validity"
+    np.savez(path, mu=np.full(3, 0.5), sigma=np.ones(3), H=np.eye(3))
+    assert surge.main(["--problem", str(path), "--batch-sizes", "1,8", "--trials", "100", "--out", str(out / "d"),
+                       "--quiet", "--no-plot"]) == 0  # fmt: skip
+    summary = json.loads((out / "d" / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert summary["noise_batch_size"] == "inf" and summary["noise_batch_size_beyond_validity"] is False
+    assert capsys.readouterr().err == ""

@@ -21,6 +21,10 @@ Choices, stated once:
   the target (McCandlish et al.'s S at the step-optimal learning rate), E = B S.
 - The curves are compared by least squares in log lr with both parameters free
   (``surgesim.fit.compare_curves``) and Gaussian AIC; ``best_model`` is the lowest AIC.
+- No extrapolated numbers: a surge fit whose peak B_noise lies outside the grid's batch sizes
+  (the optima only rise or only fall) gives no B_noise and no peak lr (NaN, written as an empty
+  cell; ``source == "no_peak_in_range"``), and a grid with too few usable optima gives
+  ``source == "not_fitted"``; ``GridFit.note`` says why in one line.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +59,7 @@ FIT_COLUMNS = (
     "noise_batch_size", "peak_lr", "surge_rss", "sgd_rss_alpha_0.5", "sgd_rss_alpha_1", "best_model",
     "noise_batch_size_source", "surge_noise_batch_size", "surge_peak_lr", "surge_aic",
     "sgd_aic_alpha_0.5", "sgd_aic_alpha_1", "eq22_noise_batch_size", "s_min", "e_min",
-    "surge_peak_in_range", "peak_batch_size", "n_batch_sizes", "n_fitted",
+    "surge_peak_in_range", "peak_batch_size", "n_batch_sizes", "n_fitted", "note",
 )  # fmt: skip
 OPTIMUM_COLUMNS = (
     "batch_size", "optimal_lr", "log_lr_se", "log_lr_halfwidth", "n_seeds", "at_edge", "best_score", "steps",
@@ -204,19 +208,26 @@ class GridFit:
     """Everything Section 3.2 estimates from one grid (one group).
 
     noise_batch_size / peak_lr: eq 22 + eq 23 when steps are known at two or more batch sizes
-    (``source == "eq22"``), else the surge-curve fit's parameters (``source == "surge_fit"``);
-    NaN when neither is possible. ``curves`` holds the three least-squares fits (empty with fewer
-    than three usable optima). ``peak_batch_size`` is the grid batch size with the largest optimum.
+    (``source == "eq22"``), else the surge-curve fit's parameters when its peak lies inside the
+    grid's batch sizes (``source == "surge_fit"``); NaN otherwise (``source`` is
+    ``"no_peak_in_range"`` or ``"not_fitted"``, and ``note`` says why). ``curves`` holds the three
+    least-squares fits (empty with fewer than three usable optima). ``peak_batch_size`` is the grid
+    batch size with the largest optimum.
     """
 
     optima: tuple[BatchOptimum, ...]
     curves: dict[str, CurveFit] = field(default_factory=dict)
     noise_batch_size: float = math.nan
     peak_lr: float = math.nan
-    source: str = "none"
+    source: str = "not_fitted"
     eq22: tuple[float, float, float] | None = None  # (B_noise, S_min, E_min)
     sgd_peak_lr: dict[str, float] = field(default_factory=dict)  # eq 24 with the same B_noise
     n_fitted: int = 0
+    note: str = ""  # why B_noise is missing ("" when fitted)
+
+    @property
+    def fitted(self) -> bool:
+        return self.source in ("eq22", "surge_fit")
 
     @property
     def best_model(self) -> str:
@@ -257,9 +268,30 @@ def fit_grid(
         sgd = {f"sgd_alpha_{a:g}": estimate_peak_lr(B, y, bn, rule="sgd", alpha=a) for a in (0.5, 1.0)}
         return GridFit(optima, curves, bn, peak, "eq22", eq22, sgd, len(use))
     if "surge" in curves:
+        fit = GridFit(optima, curves, eq22=eq22, n_fitted=len(use))
         c = curves["surge"]
-        return GridFit(optima, curves, c.noise_batch_size, c.peak_lr, "surge_fit", eq22, {}, len(use))
-    return GridFit(optima, curves, eq22=eq22, n_fitted=len(use))
+        if fit.surge_peak_in_range:
+            return replace(fit, noise_batch_size=c.noise_batch_size, peak_lr=c.peak_lr, source="surge_fit")
+        b = [o.batch_size for o in optima]
+        side = f"above the largest batch size {max(b):g}" if c.noise_batch_size > max(b) else (
+            f"below the smallest batch size {min(b):g}")  # fmt: skip
+        return replace(fit, source="no_peak_in_range", note=f"no surge peak in range: the fitted B_noise lies {side}")
+    edge = sum(o.at_edge for o in optima if np.isfinite(o.optimal_lr)) if not include_edges else 0
+    why = (f"{len(use)} usable optima of {len(optima)} batch sizes ({edge} at an edge of the lr grid, "
+           f"{sum(not np.isfinite(o.optimal_lr) for o in optima)} without a finite score); the curve fits need 3, "
+           "eq 22 steps at 2 batch sizes")  # fmt: skip
+    return GridFit(optima, curves, eq22=eq22, n_fitted=len(use), source="not_fitted", note=f"not fitted: {why}")
+
+
+def _columns(table) -> dict[str, np.ndarray]:
+    """A table as a dict of 1-d arrays; a pandas DataFrame's text columns become str arrays."""
+    if hasattr(table, "columns") and hasattr(table, "to_numpy"):  # a DataFrame, without importing pandas
+        out = {}
+        for name in table.columns:
+            col = table[name].to_numpy()
+            out[str(name)] = col.astype(str) if col.dtype.kind == "O" else col
+        return out
+    return dict(table)
 
 
 def _group_keys(table: dict[str, np.ndarray], group_cols: Sequence[str]) -> list[tuple]:
@@ -289,7 +321,11 @@ def fit_groups(
     maximize: bool = False,
     include_edges: bool = False,
 ) -> list[tuple[dict, GridFit]]:
-    """``fit_grid`` for every group of rows sharing the values of ``group_cols`` (sorted)."""
+    """``fit_grid`` for every group of rows sharing the values of ``group_cols`` (sorted).
+
+    ``table``: columns by name, as ``read_table`` returns them, or a pandas DataFrame.
+    """
+    table = _columns(table)
     needed = [lr_col, batch_col, score_col, *group_cols, *(c for c in (seed_col, steps_col) if c)]
     missing = [c for c in needed if c not in table]
     if missing:
@@ -333,13 +369,14 @@ def fit_rows(groups: list[tuple[dict, GridFit]]) -> list[dict]:
             "surge_rss": rss["surge"], "sgd_rss_alpha_0.5": rss["sgd_alpha_0.5"],
             "sgd_rss_alpha_1": rss["sgd_alpha_1"], "best_model": fit.best_model,
             "noise_batch_size_source": fit.source,
-            "surge_noise_batch_size": c["surge"].noise_batch_size if c else nan,
-            "surge_peak_lr": c["surge"].peak_lr if c else nan,
+            "surge_noise_batch_size": c["surge"].noise_batch_size if fit.surge_peak_in_range else nan,
+            "surge_peak_lr": c["surge"].peak_lr if fit.surge_peak_in_range else nan,
             "surge_aic": aic["surge"], "sgd_aic_alpha_0.5": aic["sgd_alpha_0.5"], "sgd_aic_alpha_1": aic["sgd_alpha_1"],
             "eq22_noise_batch_size": fit.eq22[0] if fit.eq22 else nan,
             "s_min": fit.eq22[1] if fit.eq22 else nan, "e_min": fit.eq22[2] if fit.eq22 else nan,
             "surge_peak_in_range": fit.surge_peak_in_range,
             "peak_batch_size": fit.peak_batch_size, "n_batch_sizes": len(fit.optima), "n_fitted": fit.n_fitted,
+            "note": fit.note,
         }  # fmt: skip
         rows.append({**key, **values})
     return rows

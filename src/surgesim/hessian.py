@@ -120,6 +120,9 @@ class Dense:
     def dim(self) -> int:
         return self.matrix.shape[0]
 
+    def __repr__(self) -> str:
+        return f"Dense(d={self.dim}, trace={self.trace():.4g})"
+
     def diag(self) -> np.ndarray:
         return np.diagonal(self.matrix).copy()
 
@@ -166,6 +169,9 @@ class Diagonal:
     def dim(self) -> int:
         return self.h.shape[0]
 
+    def __repr__(self) -> str:
+        return f"Diagonal(d={self.dim}, trace={self.trace():.4g})"
+
     def diag(self) -> np.ndarray:
         return self.h.copy()
 
@@ -207,6 +213,9 @@ class DiagonalPlusLowRank:
     @property
     def dim(self) -> int:
         return self.h.shape[0]
+
+    def __repr__(self) -> str:
+        return f"DiagonalPlusLowRank(d={self.dim}, rank={self.factor.shape[1]}, trace={self.trace():.4g})"
 
     @property
     def rank(self) -> int:

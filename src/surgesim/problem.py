@@ -65,6 +65,10 @@ class QuadraticProblem:
     def dim(self) -> int:
         return self.mu.size
 
+    def __repr__(self) -> str:
+        r = np.abs(self.snr)
+        return f"QuadraticProblem(d={self.dim}, |mu/sigma| in [{r.min():.3g}, {r.max():.3g}], hessian={self.hessian!r})"
+
     @property
     def snr(self) -> np.ndarray:
         """r_i = mu_i / sigma_i."""

@@ -20,6 +20,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from ._layout import legend_below, legend_outside
+
 __all__ = ["CURVE_STYLE", "heatmap_panel", "eq22_panel", "grid_figure", "peak_vs_target_figure"]
 
 # One style per fitted curve, shared by every figure (keys as in surgesim.fit.compare_curves).
@@ -59,7 +61,8 @@ def heatmap_panel(
             size, drawn as markers joined by a line, with +-2 s.e. bars (in log lr) when given.
         curves: name -> callable B -> lr (e.g. ``surgesim.fit.CurveFit``), drawn across the grid;
             names of ``CURVE_STYLE`` get its style and label, others their name as label.
-        noise_batch_size: a vertical dashed line (the paper's red dashed line).
+        noise_batch_size: a vertical dashed line (the paper's red dashed line); not drawn (and
+            not in the legend) when it is not finite or lies far outside the batch sizes.
         normalize: colour each batch size's column relative to its best score (1 = best), so the
             optimum is visible at every B whatever the scale; else the raw score.
 
@@ -93,7 +96,8 @@ def heatmap_panel(
             pb, plr, yerr=yerr, fmt=_MARKERS[k % len(_MARKERS)] + "-", ms=5, lw=1, color="w", mec="k",
             ecolor="k", capsize=2, label=label, zorder=5,
         )  # fmt: skip
-    if noise_batch_size is not None and np.isfinite(noise_batch_size) and noise_batch_size > 0:
+    in_range = noise_batch_size is not None and b.min() / 2 <= noise_batch_size <= 2 * b.max()  # False for NaN
+    if in_range:
         ax.axvline(noise_batch_size, color="r", ls="--", lw=1.2, label=f"$B_{{noise}}$ = {noise_batch_size:.3g}")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -139,18 +143,17 @@ def grid_figure(
 ) -> Figure:
     """Left: ``heatmap_panel``; right: ``eq22_panel`` (when steps and examples are given)."""
     with_eq22 = steps is not None and examples is not None
-    fig = Figure(figsize=(12.5, 5.0) if with_eq22 else (7.5, 5.0), layout="constrained")
+    fig = Figure(figsize=(12.5, 6.0) if with_eq22 else (7.5, 6.0), layout="constrained")
     axes = fig.subplots(1, 2 if with_eq22 else 1, squeeze=False)[0]
     mesh = heatmap_panel(
         axes[0], batch_sizes, lrs, score, optima=optima, curves=curves, noise_batch_size=noise_batch_size,
         normalize=normalize,
     )  # fmt: skip
     fig.colorbar(mesh, ax=axes[0], label=f"{score_label} / best at this B" if normalize else score_label)
-    if axes[0].get_legend_handles_labels()[1]:
-        axes[0].legend(fontsize=7, loc="lower left")
+    legend_below(axes[0], ncol=2)
     if with_eq22:
         eq22_panel(axes[1], steps, examples, noise_batch_size, s_min)
-        axes[1].legend(fontsize=8)
+        legend_below(axes[1], ncol=1)
     if title:
         fig.suptitle(title)
     return fig
@@ -174,7 +177,7 @@ def peak_vs_target_figure(
             B_noise per target (dotted).
     """
     x = np.asarray(target_loss, dtype=np.float64)
-    fig = Figure(figsize=(6.5, 4.5), layout="constrained")
+    fig = Figure(figsize=(9.0, 4.5), layout="constrained")
     ax = fig.subplots()
     for k, (label, y) in enumerate(peaks.items()):
         color = f"C{k}"
@@ -186,15 +189,16 @@ def peak_vs_target_figure(
         ax.errorbar(x, y, yerr=yerr, fmt=_MARKERS[k % len(_MARKERS)] + "-", color=color, capsize=3,
                     label=f"{label}: peak batch size")  # fmt: skip
         if fitted and label in fitted:
-            ax.plot(x, fitted[label], ls="--", color=color, label=f"{label}: fitted $B_{{noise}}$ (eq 22)")
+            ax.plot(x, fitted[label], ls="--", marker="x", color=color, label=f"{label}: fitted $B_{{noise}}$ (eq 22)")
         if predicted and label in predicted:
-            ax.plot(x, predicted[label], ls=":", color=color, label=f"{label}: predicted $B_{{noise}}$ (theory)")
+            ax.plot(x, predicted[label], ls=":", marker="+", color=color,
+                    label=f"{label}: predicted $B_{{noise}}$ (theory)")  # fmt: skip
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.invert_xaxis()
     ax.set_xlabel("target loss (training progresses to the right)")
     ax.set_ylabel("batch size")
-    ax.legend(fontsize=7)
+    legend_outside(fig, ax, "right", fontsize=7)
     if title:
         ax.set_title(title)
     return fig

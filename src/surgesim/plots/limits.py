@@ -15,6 +15,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Patch, Rectangle  # noqa: E402
+
+from ._layout import legend_below, legend_outside, marks  # noqa: E402
 
 __all__ = ["regime_maps_figure", "family_errors_figure", "peak_figure", "departure_figure", "adam_figure"]
 
@@ -46,6 +49,13 @@ def regime_maps_figure(maps: Sequence, tols: Sequence[float] = TOLS, floor: floa
     for ax, m in zip(axes[0], maps):
         z = np.clip(np.abs(np.asarray(m.z, dtype=np.float64)), floor, 10.0)
         X, Y = np.meshgrid(m.x, m.y)
+        undefined = ~np.isfinite(z)
+        if undefined.any():  # cells without a value (e.g. B < 1 example) are hatched grey, not blank
+            ax.set_facecolor("0.8")
+            ax.add_patch(Rectangle((0, 0), 1, 1, facecolor="0.8", edgecolor="0.55", hatch="///", lw=0,
+                                   transform=ax.transAxes, zorder=0.5))  # fmt: skip
+            hole = Patch(facecolor="0.8", edgecolor="0.55", hatch="///",
+                         label="undefined (B < 1 example)" if "bound" in m.name else "no value")  # fmt: skip
         mesh = ax.pcolormesh(X, Y, np.ma.masked_invalid(z), norm=norm, cmap="viridis", shading="nearest")
         if z.shape[0] > 1 and z.shape[1] > 1:
             for tol in tols:
@@ -71,8 +81,7 @@ def regime_maps_figure(maps: Sequence, tols: Sequence[float] = TOLS, floor: floa
         ax.set_xlabel("B / validity bound" if "bound" in m.name else "batch size B (examples)")
         ax.set_ylabel(m.ylabel)
         ax.set_title(m.zlabel, fontsize=10)
-        if m.lines:
-            ax.legend(fontsize=7, loc="lower left")
+        legend_below(ax, ncol=2, extra=(hole,) if undefined.any() else ())
     fig.colorbar(mesh, ax=axes[0].tolist(), label="|relative error| (contours: 5% solid, 20% dashed)", shrink=0.9)
     return fig
 
@@ -87,7 +96,8 @@ def family_errors_figure(rows: Sequence[Mapping], tols: Sequence[float] = TOLS) 
         for i, r in enumerate(rows):
             x = np.asarray(r["batch_sizes"]) / r["validity_bound"]
             e = np.abs(np.asarray(r[key]))
-            line = ax.plot(x, np.maximum(e, 1e-8), color=f"C{i}", label=f"{r['problem']} (d = {r['dims']})")[0]
+            line = ax.plot(x, np.maximum(e, 1e-8), color=f"C{i}", label=f"{r['problem']} (d = {r['dims']})",
+                           **marks(i, len(rows)))[0]  # fmt: skip
             bn = r["noise_batch_size"]
             if np.isfinite(bn):
                 k = int(np.argmin(np.abs(np.log(np.asarray(r["batch_sizes"]) / bn))))
@@ -102,7 +112,7 @@ def family_errors_figure(rows: Sequence[Mapping], tols: Sequence[float] = TOLS) 
         ax.set_title(title, fontsize=10)
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("|relative error|")
-    axes[0].legend(fontsize=7, loc="upper left")
+    legend_outside(fig, axes[0], "right", fontsize=7)
     return fig
 
 
@@ -124,7 +134,7 @@ def peak_figure(rows: Sequence[Mapping], tols: Sequence[float] = TOLS) -> Figure
         ax.set_xlabel("B_noise / validity bound")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=8)
+    legend_below(axes[0], ncol=3)
     axes[0].set_title("Where eq 9 peaks (no marker: no peak at B >= 1)", fontsize=10)
     axes[1].set_title("How high it peaks", fontsize=10)
     return fig
@@ -161,7 +171,7 @@ def departure_figure(
     ax.set_ylabel("lr_mc / lr_eq9 - 1 (2 s.e. bars)")
     ax.set_title("Non-Gaussian per-example gradients: departure from Gaussian eq 9", fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    legend_outside(fig, ax, "right", fontsize=7)
     return fig
 
 
@@ -177,9 +187,10 @@ def adam_figure(
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
     ax0.plot(B, sign_lr, color="k", lw=2, label="sign, eq 9")
     for i, (label, (lr, se)) in enumerate(adam.items()):
-        ax0.plot(B, lr, color=f"C{i}", label=label)
+        style = dict(color=f"C{i}", ls=("-", "--", ":", "-.")[i % 4], **marks(i, len(adam)))  # curves may coincide
+        ax0.plot(B, lr, label=label, **style)
         r, rse = lr / sign_lr, se / sign_lr
-        ax1.plot(B, r, color=f"C{i}", label=label)
+        ax1.plot(B, r, label=label, **style)
         ax1.fill_between(B, r - 2 * rse, r + 2 * rse, color=f"C{i}", alpha=0.2, lw=0)
     _tol_bands(ax1, tols, center=1.0, relative=True)
     ax1.axhline(1.0, color="k", lw=0.8)
@@ -190,7 +201,7 @@ def adam_figure(
         ax.set_yscale("log")
         ax.set_xlabel("batch size B (examples)")
         ax.grid(True, alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        legend_below(ax, ncol=3)
     ax0.set_ylabel("one-step optimal learning rate")
     ax0.set_title("Adam (frozen-gradient state) and sign", fontsize=10)
     ax1.set_ylabel("eps_opt(Adam) / eps_opt(sign, eq 9)")

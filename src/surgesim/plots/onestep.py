@@ -14,16 +14,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from ._layout import legend_below, legend_outside, marks  # noqa: E402
+
 __all__ = ["lr_vs_batch_figure", "curves_panel", "erf_figure", "families_figure"]
 
-# One style per curve kind (the keys of ``surgesim.theory.curves``), shared by every figure.
+# One style per curve kind (the keys of ``surgesim.theory.curves``), shared by every figure. The
+# exact curve is wide and pale, drawn first; the approximations, which coincide with it over most
+# of the range, are drawn over it, thinner, each with its own staggered markers.
 STYLE = {
-    "lr_exact": dict(color="C0", lw=2.0, label="exact, eq 9"),
-    "lr_erf_approx": dict(color="C2", lw=1.3, ls="--", label="erf approx., eq 9 + eq 10"),
-    "lr_surge": dict(color="C3", lw=1.5, ls=":", label="closed-form surge, eq 2"),
-    "lr_sgd": dict(color="C7", lw=1.3, ls="-.", label="SGD rule, eq 1"),
-    "dl_exact": dict(color="C0", lw=2.0, label="exact, eq 8"),
-    "dl_surge": dict(color="C3", lw=1.5, ls=":", label="closed form, eq 18"),
+    "lr_exact": dict(color="C0", lw=4.0, alpha=0.45, zorder=2, label="exact, eq 9"),
+    "lr_erf_approx": dict(color="C2", lw=1.4, ls="--", zorder=3, label="erf approx., eq 9 + eq 10", **marks(4, 3)),
+    "lr_surge": dict(color="C3", lw=1.6, ls=":", zorder=4, label="closed-form surge, eq 2", **marks(2, 3)),
+    "lr_sgd": dict(color="C7", lw=1.3, ls="-.", zorder=3, label="SGD rule, eq 1"),
+    "dl_exact": dict(color="C0", lw=4.0, alpha=0.45, zorder=2, label="exact, eq 8"),
+    "dl_surge": dict(color="C3", lw=1.6, ls=":", zorder=4, label="closed form, eq 18", **marks(2, 3)),
 }
 
 
@@ -75,10 +79,10 @@ def lr_vs_batch_figure(
     title: str = "",
 ) -> Figure:
     """The paper's Figure 1: optimal learning rate vs batch size, theory and Monte Carlo."""
-    fig, ax = plt.subplots(figsize=(7.5, 5.0), layout="constrained")
+    fig, ax = plt.subplots(figsize=(9.5, 5.0), layout="constrained")
     curves_panel(ax, B_line, curves, B_points, lr_mc, lr_mc_se, noise_batch_size, plateau, validity_bound)
     ax.set_title(title or "Optimal learning rate of sign-SGD vs batch size", fontsize=10)
-    ax.legend(fontsize=8, loc="best")
+    legend_outside(fig, ax, "right")
     return fig
 
 
@@ -101,17 +105,18 @@ def erf_figure(x: np.ndarray, B: np.ndarray, lr_rel_error: Mapping[str, np.ndarr
                   textcoords="offset points", xytext=(12, 8), fontsize=8, color="C3")  # fmt: skip
     h0, l0 = ax0.get_legend_handles_labels()
     h1, l1 = twin.get_legend_handles_labels()
-    ax0.legend(h0 + h1, l0 + l1, fontsize=8, loc="center right")
+    ax0.legend(h0 + h1, l0 + l1, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=7.5,
+               frameon=False)  # fmt: skip
     ax0.set_title("Eq 10 against erf")
-    for name, err in lr_rel_error.items():
-        ax1.plot(B, np.abs(err), label=name)
+    for k, (name, err) in enumerate(lr_rel_error.items()):
+        ax1.plot(B, np.abs(err), label=name, **marks(k, len(lr_rel_error)))
     ax1.set_xscale("log")
     ax1.set_yscale("log")
     ax1.set_xlabel("batch size B (examples)")
     ax1.set_ylabel("|eq 9 with eq 10 / eq 9 exact - 1|")
     ax1.set_title("Learning-rate error of the erf approximation")
     ax1.grid(True, alpha=0.3)
-    ax1.legend(fontsize=8)
+    legend_below(ax1, ncol=3)
     return fig
 
 
@@ -119,11 +124,20 @@ def families_figure(panels: Sequence[Mapping], ylabel: str = "optimal learning r
     """One ``curves_panel`` per problem family; each mapping holds curves_panel's arguments
     plus a ``title``."""
     n = len(panels)
-    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4.2), layout="constrained", squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4.8), layout="constrained", squeeze=False)
     for ax, panel in zip(axes[0], panels):
         kw = dict(panel)
         title = kw.pop("title", "")
         curves_panel(ax, ylabel=ylabel, **kw)
-        ax.set_title(title, fontsize=10)
-    axes[0][0].legend(fontsize=7, loc="best")
+        bn = kw.get("noise_batch_size")
+        ax.set_title(title + (f", $B_{{noise}}$ = {bn:.3g}" if bn is not None and np.isfinite(bn) else ""), fontsize=10)
+    # One legend for all panels: the lines' kinds, without the first panel's values.
+    handles, labels = [], []
+    for ax in axes[0]:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            label = "$B_{noise}$, eq 14" if label.startswith("$B_{noise}$") else label.split(" = ")[0]
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8, frameon=False)
     return fig

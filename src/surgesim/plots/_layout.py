@@ -1,0 +1,32 @@
+"""Shared layout rules of the figure builders: legends off the data, and what marks a line."""
+
+from __future__ import annotations
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+# Lines that can coincide (e.g. eq 9, eq 10 and eq 2 below B_noise) stay distinguishable: each
+# carries its own marker, placed at staggered fractions of the axes so markers do not overlap.
+MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def marks(k: int, n: int = 4, every: float = 0.12) -> dict:
+    """Line keywords: marker k, at every ``every`` of the axes diagonal, offset by k / n of that."""
+    return dict(marker=MARKERS[k % len(MARKERS)], ms=4.5, markevery=(every * (k % n) / n, every), mfc="white")
+
+
+def legend_below(ax: Axes, ncol: int = 2, fontsize: float = 7.5, extra: tuple = ()) -> None:
+    """The axes' legend (plus ``extra`` handles) under its x label, outside the data."""
+    handles, labels = ax.get_legend_handles_labels()
+    handles, labels = [*handles, *extra], [*labels, *(h.get_label() for h in extra)]
+    if labels:
+        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=ncol, fontsize=fontsize,
+                  frameon=False)  # fmt: skip
+
+
+def legend_outside(fig: Figure, ax: Axes, where: str = "right", ncol: int = 1, fontsize: float = 8) -> None:
+    """One figure-level legend of ``ax``'s lines, outside every axes ("right" or "lower")."""
+    handles, labels = ax.get_legend_handles_labels()
+    if labels:
+        loc = "outside right upper" if where == "right" else "outside lower center"
+        fig.legend(handles, labels, loc=loc, ncol=ncol, fontsize=fontsize, frameon=False)
