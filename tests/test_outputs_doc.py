@@ -153,6 +153,32 @@ def run_bench_gpu(out: Path, mp) -> None:
     _ok(bench_gpu.main(["--dims", "8", "--trials", "64", "--repeat", "1", "--out", str(out / "bench_gpu.json")]))
 
 
+def run_probe(out: Path, mp) -> None:
+    import torch
+
+    from sims import probe
+    from surgesim.problem import surge_problem
+    from surgesim.workloads import protocol
+
+    problem = out.parent / f"{out.name}-problem.npz"
+    surge_problem(12, 0).save(problem)
+    tiny = ["--batch-sizes", "1,4", "--draws", "16", "--hessian-examples", "2", "--stats-examples", "8", "--probes",
+            "2", "--crit-examples", "2", "--quiet", "--no-plot"]  # fmt: skip
+    _ok(probe.main(["--problem", str(problem), "--out", str(out / "problem"), *tiny]))
+    ckpt = out.parent / f"{out.name}-cnn.pt"  # a workload state: adds target_loss and results.*
+    spec = protocol.RunSpec(workload="cnn", lr=1e-3, batch_size=8, seed=0, targets=(1.0,))
+    torch.save({"model": protocol.build_model(spec).state_dict()}, ckpt)
+    _ok(probe.main(["--workload", "cnn", "--demo", "--checkpoint", str(ckpt), "--full-gradient-examples", "32",
+                    "--threads", "1", "--out", str(out / "cnn"), *tiny]))  # fmt: skip
+
+
+def run_schedules(out: Path, mp) -> None:
+    from sims import schedules
+
+    _ok(schedules.main(["--dims", "16", "--optimizers", "sign", "--seeds", "2", "--tune-seeds", "1",
+                        "--max-steps", "300", "--multipliers", "1", "--out", str(out), "--quiet", "--no-plot"]))  # fmt: skip
+
+
 CASES = [
     Case("surge", run_surge),
     Case("dynamics", run_dynamics),
@@ -161,6 +187,8 @@ CASES = [
     Case("workloads", run_workloads, needs="torch"),
     Case("bench", run_bench),
     Case("bench_gpu", run_bench_gpu, needs="cupy"),
+    Case("probe", run_probe, needs="torch"),
+    Case("schedules", run_schedules),
 ]
 
 
@@ -178,7 +206,7 @@ def test_every_output_is_documented(case: Case, tmp_path, monkeypatch):
     sections = documented(DOC.read_text())
     out = tmp_path / case.command
     case.run(out, monkeypatch)
-    files = sorted(p for p in out.iterdir() if p.suffix in (".csv", ".json", ".npz"))
+    files = sorted(p for p in out.rglob("*") if p.suffix in (".csv", ".json", ".npz"))
     assert files, f"{case.command} wrote no data files"
     missing = []
     for path in files:
