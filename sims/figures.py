@@ -8,6 +8,8 @@
   fig6_workload_*     a real-workload demo grid (CNN on shipped MNIST digits), needs torch
   fig7_limits_*       where the paper's approximations hold (sims.limits)
   fig8_schedules_*    batch-size and learning-rate schedules against the constant-batch front (sims.schedules)
+  fig9_*              Lemma 1 measured on the CNN demo: lr*(B) from real minibatches, the Gaussian model and
+                      eq 9 from gradient statistics (sims.probe), needs torch
 
 --quick makes small, fast versions (used by the tests); the committed figures are the full ones.
 
@@ -206,8 +208,8 @@ def _check_torch() -> None:
     import importlib.util
 
     if importlib.util.find_spec("torch") is None:
-        raise _cli.UsageError("fig6 trains a network and needs torch: pip install torch==2.13.0 -e '.[train]' "
-                              "(or --only fig1,fig2,fig3,fig4,fig5,fig7)")  # fmt: skip
+        raise _cli.UsageError("fig6 and fig9 train a network and need torch: pip install torch==2.13.0 -e "
+                              "'.[train]' (or --only fig1,fig2,fig3,fig4,fig5,fig7,fig8)")  # fmt: skip
 
 
 def fig6(opts: Options, out: Path) -> list[Path]:
@@ -251,8 +253,18 @@ def fig8(opts: Options, out: Path) -> list[Path]:
                          "fig8")  # fmt: skip
 
 
+def fig9(opts: Options, out: Path) -> list[Path]:
+    from sims import probe
+
+    quick = ["--batch-sizes", "1,16,256", "--draws", "32", "--stats-examples", "32", "--hessian-examples", "8",
+             "--probes", "2", "--crit-examples", "4"]  # fmt: skip
+    return _from_command(probe.main, ["--workload", "cnn", "--demo", "--seed", str(opts.seed)]
+                         + (quick if opts.quick else []), out, "fig9")  # fmt: skip
+
+
 FIGURES: dict[str, Callable[[Options, Path], list[Path]]] = {
     "fig1": fig1, "fig2": fig2, "fig3": fig3, "fig4": fig4, "fig5": fig5, "fig6": fig6, "fig7": fig7, "fig8": fig8,
+    "fig9": fig9,
 }  # fmt: skip
 
 
@@ -283,7 +295,7 @@ def _main(args) -> int:
         raise _cli.UsageError(
             f"--only: unknown figure(s) {', '.join(sorted(unknown))}; choose from {', '.join(FIGURES)}"
         )
-    if not opts.only or "fig6" in opts.only:
+    if not opts.only or {"fig6", "fig9"} & set(opts.only):
         _check_torch()  # before any figure's work
     out = _cli.out_dir(opts.out)
     for name, make in FIGURES.items():

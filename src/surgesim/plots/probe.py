@@ -51,16 +51,19 @@ def probe_figure(curves: Sequence[dict], summaries: Sequence[dict], title: str =
             else:
                 ax.plot(B, y, **{k: v for k, v in style.items() if k != "capsize"})
         lo, hi = np.nanmin(B), np.nanmax(B)
-        for key, ls, label in (("b_simple", ":", r"$B_{simple}$"), ("b_crit", "-.", r"$B_{crit}$"),
-                               ("noise_batch_size_eq14", (0, (1, 3)), r"$B_{noise}$ eq 14")):  # fmt: skip
+        scales = []
+        for key, ls, color, label in (("b_simple", ":", "0.4", r"$B_{simple}$"), ("b_crit", "-.", "0.4", r"$B_{crit}$"),
+                                      ("noise_batch_size_eq14", "--", "C2", r"$B_{noise}$ eq 14")):  # fmt: skip
             v = s.get(key)
-            if v is not None and np.isfinite(v) and lo <= v <= hi:
-                ax.axvline(v, color="0.5", ls=ls, lw=1.0, label=f"{label} = {v:.3g}")
+            if isinstance(v, (int, float)) and np.isfinite(v):
+                scales.append(f"{label} {v:.3g}")
+                if lo <= v <= hi:  # drawn where it falls inside the grid; its value is in the title
+                    ax.axvline(v, color=color, ls=ls, lw=1.0, label=label)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("batch size B")
         ax.set_ylabel("one-step optimal learning rate")
-        ax.set_title("state" if t is None else f"target loss {t:g}")
+        ax.set_title(("state" if t is None else f"target loss {t:g}") + "\n" + ", ".join(scales), fontsize=9)
         ax.grid(True, which="major", alpha=0.3)
     seen: dict = {}  # one legend for all panels, off the data
     for ax in axes:
