@@ -182,3 +182,19 @@ def test_bad_options(problem):
         probe.probe_batch_size(state, 4, draws=10, update="lion")
     with pytest.raises(ValueError, match="batch sizes"):
         probe.probe_batch_size(state, 0, draws=10)
+
+
+def test_sweep_tasks_build_each_state_once(monkeypatch):
+    """A state (G over the data, per-example statistics) is built once per process, not per task."""
+    from surgesim.problem import surge_problem
+    from surgesim.workloads import probing
+
+    builds = []
+    real = probing.quadratic_state
+    monkeypatch.setattr(probing, "quadratic_state", lambda *a, **k: builds.append(1) or real(*a, **k))
+    options = {"update": "sign", "rel_se": None, "draws": 16, "max_draws": 1 << 18, "seed": 0, "hessian_examples": 2,
+               "stats_examples": 8, "probes": 2, "crit_examples": 2,
+               "adam": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}}  # fmt: skip
+    problem = surge_problem(12, 0)
+    rows = [probing.problem_task(t, problem) for t in probing.task_list([{}], [1, 4, 16], options)]
+    assert len(builds) == 1 and [r["batch_size"] for r in rows] == [None, 1, 4, 16]

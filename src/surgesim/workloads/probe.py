@@ -51,7 +51,7 @@ from torch.func import functional_call, grad, vjp, vmap
 
 from .. import rng
 from ..estimate import delta_method, plan_trials
-from .gradstats import GradientMoments, _EvalMode, noise_scale
+from .gradstats import GradientMoments, _EvalMode, gradient_moments, noise_scale
 
 __all__ = [
     "UPDATES",
@@ -248,8 +248,6 @@ def full_gradient(model: nn.Module, loss_fn: _LossFn, data, examples: int = 0, c
             total += torch.cat([t.reshape(-1) for t in g]).to(torch.float64)
     if not sample:
         return total, None
-    from .gradstats import gradient_moments
-
     x, y = data.take(idx)
     std = gradient_moments(model, loss_fn, x, y, chunk_size=64).std
     return total, std * std / m * (1 - m / n)

@@ -9,7 +9,6 @@ state_dict or a dict with ``model`` (and optionally Adam's ``optimizer``) saved 
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
@@ -129,10 +128,17 @@ def workload_state(
     return ProbeState(model, data.loss, data, G, gradient_var=var, adam=adam_state)
 
 
-@functools.lru_cache(maxsize=1)
+_STATE: dict = {}  # the last state built in this process: a sweep's tasks come state by state
+
+
 def _cached(key: str, build: Callable[[], ProbeState], stats_options: str):
-    state = build()
-    return state, state_statistics(state, **json.loads(stats_options))
+    """(state, statistics) for ``key``, built once per process while tasks share it."""
+    full = (key, stats_options)
+    if _STATE.get("key") != full:
+        _STATE.clear()
+        state = build()
+        _STATE.update(key=full, value=(state, state_statistics(state, **json.loads(stats_options))))
+    return _STATE["value"]
 
 
 def _curve_row(state: ProbeState, stats, params: dict) -> dict:
