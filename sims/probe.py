@@ -157,7 +157,7 @@ def resolve(args) -> Options:
         hessian_examples=args.hessian_examples, stats_examples=args.stats_examples, probes=args.probes,
         crit_examples=args.crit_examples, full_gradient_examples=args.full_gradient_examples,
         threads=args.threads, workers=args.workers, scheduler=args.scheduler,
-        out=args.out or "runs/probe", plot=not args.no_plot, quiet=args.quiet,
+        out="runs/probe" if args.out is None else args.out, plot=not args.no_plot, quiet=args.quiet,
     )  # fmt: skip
 
 
