@@ -187,8 +187,8 @@ def resolve(args) -> Options:
         probe_rel_se=args.probe_rel_se,
         per_class=args.per_class, max_records=args.max_records, context=args.context, n_layer=args.n_layer,
         d_model=args.d_model, n_head=args.n_head, device=args.device, threads=args.threads, workers=workers,
-        scheduler=args.scheduler, out=f"runs/workload-{args.workload}" if args.out is None else args.out, plot=not args.no_plot,
-        quiet=args.quiet, estimate_only=args.estimate_only,
+        scheduler=args.scheduler, out=f"runs/workload-{args.workload}" if args.out is None else args.out,
+        plot=not args.no_plot, quiet=args.quiet, estimate_only=args.estimate_only,
     )  # fmt: skip
 
 
