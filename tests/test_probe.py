@@ -198,3 +198,29 @@ def test_sweep_tasks_build_each_state_once(monkeypatch):
     problem = surge_problem(12, 0)
     rows = [probing.problem_task(t, problem) for t in probing.task_list([{}], [1, 4, 16], options)]
     assert len(builds) == 1 and [r["batch_size"] for r in rows] == [None, 1, 4, 16]
+
+
+def test_sampled_full_gradient_error_is_the_directional_variance():
+    """With G from a sample of m of n examples, error(v) = var_j(g_j'v) / m (1 - m/n), checked
+    against per-example gradients computed one example at a time."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))
+    X, Y = torch.randn(40, 5), torch.randint(0, 3, (40,))
+
+    class Data:
+        n = 40
+
+        def take(self, idx):
+            return X[idx], Y[idx]
+
+    G, error = probe.full_gradient(model, F.cross_entropy, Data(), examples=25, chunk=7)
+    idx = torch.randperm(40, generator=torch.Generator().manual_seed(1))[:25]
+    params = list(model.parameters())
+    per = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(
+        F.cross_entropy(model(X[j : j + 1]), Y[j : j + 1]), params)]) for j in idx]).double()  # fmt: skip
+    torch.testing.assert_close(G, per.mean(0), rtol=1e-5, atol=1e-7)
+    v = torch.randn(G.numel(), dtype=torch.float64)
+    assert error(v) == pytest.approx(float((per @ v).var()) / 25 * (1 - 25 / 40), rel=1e-5)
+    assert probe.full_gradient(model, F.cross_entropy, Data())[1] is None  # the whole data set: exact

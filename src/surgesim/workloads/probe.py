@@ -51,7 +51,7 @@ from torch.func import functional_call, grad, vjp, vmap
 
 from .. import rng
 from ..estimate import delta_method, plan_trials
-from .gradstats import GradientMoments, _EvalMode, gradient_moments, noise_scale
+from .gradstats import GradientMoments, _EvalMode, noise_scale
 
 __all__ = [
     "UPDATES",
@@ -107,14 +107,14 @@ class ProbeState:
 
     ``data`` has ``take(indices) -> (inputs, targets)`` and ``n`` (its size), or ``n = None`` and
     ``draw(generator, count) -> (inputs, targets)`` for an endless stream of i.i.d. examples.
-    ``gradient_var`` (d,) is the variance of G's entries when G is a sample estimate (None: exact).
+    ``gradient_error(v)``: var(e'v) for the error e of G when G is a sample estimate (None: exact).
     """
 
     model: nn.Module
     loss_fn: _LossFn
     data: object
     gradient: torch.Tensor
-    gradient_var: torch.Tensor | None = None
+    gradient_error: Callable[[torch.Tensor], float] | None = None
     adam: AdamState | None = None
     chunk: int = 128  # examples per vectorised gradient call (memory: chunk x parameters)
 
@@ -233,8 +233,9 @@ def _generator(seed: int, batch_size: int, block: int) -> torch.Generator:
 
 def full_gradient(model: nn.Module, loss_fn: _LossFn, data, examples: int = 0, chunk: int = 512, seed: int = 1):
     """G, the gradient of the mean loss over the whole data set (``examples = 0``), or over a
-    uniform sample of ``examples`` distinct examples with the variance of each entry (finite
-    population correction included) as the second value (None when exact)."""
+    uniform sample of ``examples`` distinct examples; second value None when G is exact, else
+    ``error(v)`` = var(e'v) for G's sampling error e, var_j(g_j'v) / m (1 - m/n) over the sample's
+    per-example gradients g_j (finite population correction included)."""
     params = [p for p in model.parameters() if p.requires_grad]
     n = data.n
     sample = examples and examples < n
@@ -248,9 +249,26 @@ def full_gradient(model: nn.Module, loss_fn: _LossFn, data, examples: int = 0, c
             total += torch.cat([t.reshape(-1) for t in g]).to(torch.float64)
     if not sample:
         return total, None
-    x, y = data.take(idx)
-    std = gradient_moments(model, loss_fn, x, y, chunk_size=64).std
-    return total, std * std / m * (1 - m / n)
+
+    def error(v: torch.Tensor) -> float:
+        proj = torch.cat([_directional(model, loss_fn, *data.take(idx[s : s + chunk]), params, v)
+                          for s in range(0, m, chunk)])  # fmt: skip
+        return float(proj.var()) / m * (1 - m / n)
+
+    return total, error
+
+
+def _directional(model: nn.Module, loss_fn: _LossFn, x, y, params: list, v: torch.Tensor) -> torch.Tensor:
+    """g_j'v for each example j of the batch: J v by the double-backward trick, J v = d/du (J'u)'v
+    (two backward passes, no per-example gradients stored)."""
+    with _EvalMode(model):
+        out = model(x)
+        per = torch.stack([loss_fn(out[j : j + 1], y[j : j + 1]) for j in range(x.shape[0])])
+        u = torch.zeros_like(per, requires_grad=True)
+        g = torch.autograd.grad(per, params, grad_outputs=u, create_graph=True)
+        vs = v.split([p.numel() for p in params])
+        dot = sum((gi.reshape(-1).to(torch.float64) * vi).sum() for gi, vi in zip(g, vs, strict=True))
+        return torch.autograd.grad(dot, u)[0].detach().to(torch.float64)
 
 
 @dataclass
@@ -492,12 +510,10 @@ def probe_batch_size(
     a = _Stream(a_values, seed, B, 0, _round(_BLOCK_EXAMPLES / B, _BLOCK))  # a function of B alone
     b = _Stream(b_values, seed, B, 1 << 32, _BLOCK)
     extra = None
-    if state.gradient_var is not None:
-        var = state.gradient_var
+    if state.gradient_error is not None:
 
         def extra(n: int) -> float:  # var(e'v) at v = the mean update, e the error of G
-            v = update_sum / a.values.size
-            return float((var * v * v).sum())
+            return state.gradient_error(update_sum / a.values.size)
 
     with _EvalMode(state.model):
         return _estimate(a, b, rel_se, draws, max_draws, (B + 3.0 * hessian_examples) / B, extra)

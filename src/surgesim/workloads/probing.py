@@ -122,10 +122,10 @@ def workload_state(
     hyper-parameters ``adam``)."""
     model, adam_state, _ = load_checkpoint(checkpoint, spec)
     data = protocol.load_data(spec)
-    G, var = full_gradient(model, data.loss, data, min(full_gradient_examples or data.n, data.n))
+    G, error = full_gradient(model, data.loss, data, min(full_gradient_examples or data.n, data.n))
     if adam_state is None:
         adam_state = AdamState.zeros(G.numel(), **(adam or {}))
-    return ProbeState(model, data.loss, data, G, gradient_var=var, adam=adam_state)
+    return ProbeState(model, data.loss, data, G, gradient_error=error, adam=adam_state)
 
 
 _STATE: dict = {}  # the last state built in this process: a sweep's tasks come state by state
