@@ -403,7 +403,7 @@ def test_figures_checks_torch_before_any_work(capsys, tmp_path, monkeypatch):
     find = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else find(name, *a))
     line = refused(capsys, figures.main, ["--out", tmp_path / "f", "--quiet"])
-    assert "needs torch" in line and not (tmp_path / "f").exists()
+    assert "need torch" in line and not (tmp_path / "f").exists()
 
 
 def test_bench_checks_out_before_benchmarking(capsys, tmp_path):
