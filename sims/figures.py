@@ -224,10 +224,7 @@ def fig6(opts: Options, out: Path) -> list[Path]:
         "1",
         "--max-steps",
         "150",
-        "--grad-examples",
-        "64",
-        "--probes",
-        "2",
+        "--no-gradstats",  # the gradient statistics and B_simple, B_crit cost most of a quick run
         "--eval-examples",
         "256",
         "--workers",
@@ -256,8 +253,9 @@ def fig8(opts: Options, out: Path) -> list[Path]:
 def fig9(opts: Options, out: Path) -> list[Path]:
     from sims import probe
 
-    quick = ["--batch-sizes", "1,16,256", "--draws", "32", "--stats-examples", "32", "--hessian-examples", "8",
-             "--probes", "2", "--crit-examples", "4"]  # fmt: skip
+    quick = ["--targets", "1.0", "--batch-sizes", "1,16", "--draws", "16", "--stats-examples", "16",
+             "--hessian-examples", "4", "--probes", "2", "--crit-examples", "2",
+             "--full-gradient-examples", "256"]  # fmt: skip
     return _from_command(probe.main, ["--workload", "cnn", "--demo", "--seed", str(opts.seed)]
                          + (quick if opts.quick else []), out, "fig9")  # fmt: skip
 
