@@ -296,7 +296,7 @@ def collect(tasks: list[dict], rows: list[dict], problem, peaks: bool = True) ->
             s[f"peak_batch_size_{name}_low"] = low
             s[f"peak_batch_size_{name}_high"] = high
             s[f"peak_interior_{name}"] = interior
-        s["max_rel_se_probe"] = max(r["lr_probe_se"] / abs(r["lr_probe"]) for r in pts)
+        s["max_rel_se_probe"] = max(r["lr_probe_se"] / abs(r["lr_probe"]) if r["lr_probe"] else math.inf for r in pts)
         s["seconds"] = sum(r["seconds_probe"] + r["seconds_gaussian"] for r in pts)
         if problem is not None:
             s["noise_batch_size_exact"] = float(theory.noise_batch_size(problem.mu, problem.sigma, problem.hessian))
