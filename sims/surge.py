@@ -164,7 +164,9 @@ def result_row(e, theory: dict[str, float]) -> dict:
         "batch_size": e.batch_size, "trials": e.trials, "denominator_trials": e.denominator_trials,
         "lr_mc": e.lr, "lr_mc_se": e.lr_se, "lr_mc_search": e.lr_search,
         **{k: v for k, v in theory.items() if k.startswith("lr_")},
-        "z": (e.lr - theory["lr_exact"]) / e.lr_se if e.lr_se > 0 else float("nan"),
+        # z is undefined where the s.e. is below the estimator's rounding (every trial drew the
+        # same update, as at very large B): a 1e-16 difference over a 0 s.e. is no test.
+        "z": (e.lr - theory["lr_exact"]) / e.lr_se if e.lr_se > 1e-9 * abs(e.lr) else float("nan"),
         "dl_mc": e.loss_improvement, "dl_mc_se": e.loss_improvement_se,
         "dl_exact": theory["dl_exact"], "dl_surge": theory["dl_surge"], "converged": e.converged,
     }  # fmt: skip
