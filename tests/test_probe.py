@@ -169,7 +169,8 @@ def test_peak_batch_size():
     assert interior and peak == pytest.approx(11.0, rel=1e-6) and low < 11 < high
     peak, low, high, interior = probe.peak_batch_size(B, B, 0.01 * B)  # rising: the right edge
     assert not interior and peak == 128 and math.isnan(high) and low < 128
-    assert probe.peak_batch_size(B, np.full(8, np.nan))[0] != probe.peak_batch_size(B, np.full(8, np.nan))[0]
+    peak, low, high, interior = probe.peak_batch_size(B, np.full(8, np.nan))  # nothing to locate
+    assert math.isnan(peak) and math.isnan(low) and math.isnan(high) and not interior
 
 
 def test_bad_options(problem):
