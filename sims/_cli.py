@@ -31,6 +31,7 @@ and, inside ``_main``:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import errno
@@ -57,6 +58,29 @@ _open_outputs: list[OutputDir] = []
 
 class UsageError(Exception):
     """Bad input found after parsing: printed as one ``error:`` line, exit status 2."""
+
+
+class Reported(Exception):
+    """A failure that a sub-command (``sims.figures`` running another command) has already
+    reported on stderr: ends the command with its exit status and no second line."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"exit status {code}")
+        self.code = code
+
+
+# What a command running another is doing (``sub_command``): the sub-command's error line names it.
+_context: list[str] = []
+
+
+@contextlib.contextmanager
+def sub_command(what: str):
+    """Run another command inside this one: its ``error:`` line starts with ``what``."""
+    _context.append(what)
+    try:
+        yield
+    finally:
+        _context.pop()
 
 
 def version() -> str:
@@ -131,11 +155,13 @@ def run(main: Callable[[], int | None]) -> int:
             except KeyboardInterrupt:
                 print("interrupted: finished results are kept", file=sys.stderr)
                 code = 130
+            except Reported as exc:
+                code = exc.code
             except Exception as exc:  # the one place where failures become an exit status
                 if os.environ.get("SURGESIM_TRACEBACK"):
                     traceback.print_exc()
                 code, message = _classify(exc)
-                print(f"error: {_one_line(message)}", file=sys.stderr)
+                print(f"error: {''.join(c + ': ' for c in _context)}{_one_line(message)}", file=sys.stderr)
             if code == 0:
                 try:
                     for out in _open_outputs[mine:]:

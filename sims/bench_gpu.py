@@ -20,9 +20,7 @@ Every output column and key (meaning, unit, equation): docs/outputs.md.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -187,11 +185,13 @@ def _main(args) -> int:
                               f"{args.dims}, {args.trials}, {args.repeat}")  # fmt: skip
     if args.cpu_threads < 0:
         raise _cli.UsageError(f"--cpu-threads must be >= 0, got {args.cpu_threads}")
+    if args.out:
+        _cli.out_file(args.out)  # before minutes of benchmarking
     opts = Options(args.dims, args.trials, args.repeat, args.cpu_threads or None, args.out)
     report = bench_gpu(opts.dims, opts.trials, opts.repeat, opts.cpu_threads)
     print_report(report)
     if opts.out:
-        Path(opts.out).write_text(json.dumps({"options": asdict(opts), **report}, indent=2) + "\n")
+        _cli.write_json({"options": asdict(opts), **report}, opts.out)
     return 0
 
 

@@ -185,8 +185,10 @@ def _from_command(main, args: list[str], out: Path, prefix: str) -> list[Path]:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp, _png_and_pdf():
-        if main(args + ["--out", tmp, "--quiet"]) != 0:
-            raise RuntimeError(f"{main.__module__} {' '.join(args)} failed")
+        with _cli.sub_command(f"{prefix} (python -m {main.__module__} {' '.join(args)})"):
+            code = main(args + ["--out", tmp, "--quiet"])
+        if code != 0:  # its error line is on stderr already
+            raise _cli.Reported(code)
         for old in out.path.glob(f"{prefix}_*"):  # removed when this run's figures are written
             out.remove(old.name)
         kept = []

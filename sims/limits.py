@@ -113,9 +113,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
         w.writeheader()
-        w.writerows(
-            {k: (_cell(v) if isinstance(v, float | np.floating) else v) for k, v in r.items()} for r in rows
-        )
+        w.writerows({k: (_cell(v) if isinstance(v, float | np.floating) else v) for k, v in r.items()} for r in rows)
 
 
 def _cell(v: float) -> str:

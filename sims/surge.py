@@ -68,7 +68,8 @@ def build_parser() -> _cli.Parser:
     )
     g.add_argument("--hessian", choices=sorted(FAMILIES), default="lowrank",
                    help="family of a generated problem: lowrank (surges, default), dense (the same H as a "
-                        "dense matrix), diagonal (no surge: B_noise = inf), powerlaw (dense, power-law spectrum)")  # fmt: skip
+                        "dense matrix), diagonal (no surge: B_noise = inf), "
+                        "powerlaw (dense, power-law spectrum)")  # fmt: skip
     g.add_argument("--noise-batch-size", type=float, metavar="B",
                    help="B_noise (eq 14) of a generated lowrank or dense problem: its low-rank coupling is "
                         "scaled to give it (default: 86 for d > 1000; below, the d = 1000 coupling)")  # fmt: skip
@@ -200,9 +201,12 @@ def _main(args) -> int:
     B = np.asarray(opts.batch_sizes, dtype=np.float64)
     theory = th.curves(B, problem.mu, problem.sigma, problem.hessian)
     if not opts.quiet:
-        print(f"problem: {problem.describe()}; B_noise = {th.noise_batch_size(problem.mu, problem.sigma, problem.hessian):.4g}, "
-              f"validity bound = {th.validity_bound(problem.mu, problem.sigma):.4g}; "
-              f"{len(B)} batch sizes, " + (f"{opts.trials} trials each" if opts.trials else f"target rel. s.e. {opts.rel_se:g}"))  # fmt: skip
+        b_noise = th.noise_batch_size(problem.mu, problem.sigma, problem.hessian)
+        each = f"{opts.trials} trials each" if opts.trials else f"target rel. s.e. {opts.rel_se:g}"
+        print(
+            f"problem: {problem.describe()}; B_noise = {b_noise:.4g}, "
+            f"validity bound = {th.validity_bound(problem.mu, problem.sigma):.4g}; {len(B)} batch sizes, {each}"
+        )
 
     # One sweep task per batch size, stored as it finishes: an interrupted run keeps its results
     # and a rerun into the same --out resumes. Default: this process (its kernels use every core).

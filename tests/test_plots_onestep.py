@@ -10,7 +10,8 @@ import numpy as np  # noqa: E402
 from surgesim.plots import erf_figure, families_figure, lr_vs_batch_figure  # noqa: E402
 
 B = np.logspace(0, 4, 50)
-CURVES = {"lr_exact": 1 / (np.sqrt(10 / B) + np.sqrt(B / 10)), "lr_surge": 1 / (np.sqrt(10 / B) + np.sqrt(B / 10)) * 1.01}
+SURGE = 1 / (np.sqrt(10 / B) + np.sqrt(B / 10))
+CURVES = {"lr_exact": SURGE, "lr_surge": SURGE * 1.01}
 
 
 def labels(ax) -> list[str]:

@@ -120,3 +120,17 @@ def test_unknown_figure_is_an_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "sims.figures", "--only", "fig99", "--out", str(tmp_path)],
                        capture_output=True, text=True, cwd=ROOT)  # fmt: skip
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "fig99" in r.stderr
+
+
+def test_a_failing_sub_command_is_one_error_line_naming_the_figure(tmp_path, monkeypatch, capsys):
+    from sims import limits
+
+    def broken(args):
+        raise ValueError("a planted failure")
+
+    monkeypatch.setattr(limits, "_main", broken)
+    (tmp_path / "fig7_old.png").write_text("kept")
+    assert figures.main(["--quick", "--only", "fig7", "--out", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: fig7 (python -m sims.limits") and "a planted failure" in err[0]
+    assert (tmp_path / "fig7_old.png").read_text() == "kept"  # nothing committed by a failed run

@@ -96,8 +96,9 @@ def test_results_bit_identical_across_thread_counts(tmp_path):
     outputs = []
     for n in ("1", "2"):
         out = tmp_path / f"t{n}"
+        env = {"NUMBA_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n}
         r = run_cli("--dims", "300", "--hessian", "dense", "--b-num", "6", "--b-max", "50000", "--rel-se", "0.05",
-                    "--out", str(out), "--quiet", "--no-plot", env={"NUMBA_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n})  # fmt: skip
+                    "--out", str(out), "--quiet", "--no-plot", env=env)  # fmt: skip
         assert r.returncode == 0, r.stderr
         outputs.append((out / "results.csv").read_bytes())
     assert outputs[0] == outputs[1]

@@ -276,6 +276,7 @@ def test_bad_return_value_is_a_task_failure():
     [
         ("local:0", "N >= 1"),
         ("local:x", "N >= 1"),
+        ("local:100000000", "per CPU"),
         ("foo", "got 'foo'"),
         ("tcp://127.0.0.1", "tcp://HOST:PORT"),
         ("tcp://127.0.0.1:99999", "tcp://HOST:PORT"),

@@ -41,7 +41,7 @@ Executors (``scheduler``):
   ``workers`` processes (default ``os.cpu_count()``). ``workers=1`` runs every task in this process,
   one after the other, for debugging. A ``fn`` that is itself multithreaded (Numba parallel, BLAS)
   should get fewer workers, or fewer threads each, to avoid oversubscribing the cores.
-- ``"local:N"``: starts a ``dask.distributed.LocalCluster`` of N single-threaded worker processes
+- ``"local:N"``: starts a ``dask.distributed.LocalCluster`` of N (1 .. 8 per CPU) single-threaded worker processes
   on 127.0.0.1, for users who want Dask's dashboard (its address is logged at INFO level by the
   ``surgesim.sweep`` logger; the dashboard needs ``bokeh``).
 - ``"tcp://HOST:PORT"`` (or ``tls://``): connects a ``dask.distributed.Client`` to a running
@@ -110,6 +110,7 @@ _DASK_URL = re.compile(r"^(tcp|tls)://(\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+):(\d{1,5}
 _DIST_HINT = "pip install 'surgesim[dist]'"
 _FAILURES_SHOWN = 10
 CONNECT_TIMEOUT = 10.0  # seconds to reach a Dask scheduler and complete its handshake
+MAX_LOCAL_WORKERS_PER_CPU = 8  # "local:N" beyond this would start more processes than help
 
 # An outcome travels from a worker back to the caller: ("ok", rows_json, seconds) or
 # ("error", "Type: message", traceback_text).
@@ -383,10 +384,11 @@ def _check_scheduler(scheduler: str, source: str) -> str:
     if not isinstance(scheduler, str):
         raise TypeError(f"{source} must be a string or None, got {type(scheduler).__name__}: {scheduler!r}")
     if scheduler.startswith("local:"):
-        n = scheduler[6:]
-        if n.isdigit() and int(n) >= 1:
+        n, most = scheduler[6:], MAX_LOCAL_WORKERS_PER_CPU * (os.cpu_count() or 1)
+        if n.isdigit() and 1 <= int(n) <= most:
             return scheduler
-        raise ValueError(f"{source} {scheduler!r}: 'local:N' needs a worker count N >= 1")
+        raise ValueError(f"{source} {scheduler!r}: 'local:N' needs a worker count N >= 1 and <= {most} "
+                         f"({MAX_LOCAL_WORKERS_PER_CPU} per CPU of this machine)")  # fmt: skip
     m = _DASK_URL.match(scheduler)
     if m and 1 <= int(m.group(3)) <= 65535:
         return scheduler
