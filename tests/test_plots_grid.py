@@ -109,3 +109,19 @@ def test_noise_batch_size_outside_the_grid_is_not_drawn_and_legends_are_off_the_
         fig.canvas.draw()
         box, axes_box = legend.get_window_extent(), ax.get_window_extent()
         assert box.y1 <= axes_box.y0 + 1  # entirely below the axes
+
+
+def test_heatmap_cells_without_a_value_are_hatched_and_in_the_legend():
+    fig = Figure()
+    ax, bx = fig.subplots(1, 2)
+    score = _score()
+    score[1, 2] = np.nan  # a run that did not reach the target
+    heatmap_panel(ax, B, LR, score)
+    hatched = [p for p in ax.patches if p.get_hatch()]
+    assert len(hatched) == 1 and hatched[0].get_label() == "no value (target not reached)"
+    assert hatched[0] in ax.get_legend_handles_labels()[0]
+    assert np.ma.is_masked(ax.collections[0].get_array()[2, 1]) or np.isnan(ax.collections[0].get_array()[2, 1])
+    full = _score()
+    full[0, 0] = 1.0
+    heatmap_panel(bx, B, LR, full)  # every cell has a value: nothing hatched
+    assert not [p for p in bx.patches if p.get_hatch()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 # Lines that can coincide (e.g. eq 9, eq 10 and eq 2 below B_noise) stay distinguishable: each
 # carries its own marker, placed at staggered fractions of the axes so markers do not overlap.
@@ -13,6 +14,14 @@ MARKERS = ("o", "s", "^", "D", "v", "P")
 def marks(k: int, n: int = 4, every: float = 0.12) -> dict:
     """Line keywords: marker k, at every ``every`` of the axes diagonal, offset by k / n of that."""
     return dict(marker=MARKERS[k % len(MARKERS)], ms=4.5, markevery=(every * (k % n) / n, every), mfc="white")
+
+
+def hatch_holes(ax: Axes, label: str) -> Rectangle:
+    """Hatch the axes' background grey, so cells without a value (NaN or masked in a colour mesh
+    drawn over it) are marked rather than blank; returns the hatched patch, labelled, for a legend."""
+    ax.set_facecolor("0.8")
+    return ax.add_patch(Rectangle((0, 0), 1, 1, facecolor="0.8", edgecolor="0.55", hatch="///", lw=0,
+                                  transform=ax.transAxes, zorder=0.5, label=label))  # fmt: skip
 
 
 def legend_below(ax: Axes, ncol: int = 2, fontsize: float = 7.5, extra: tuple = ()) -> None:

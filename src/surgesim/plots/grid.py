@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ._layout import legend_below, legend_outside
+from ._layout import hatch_holes, legend_below, legend_outside
 
 __all__ = ["CURVE_STYLE", "heatmap_panel", "eq22_panel", "grid_figure", "peak_vs_target_figure"]
 
@@ -53,6 +53,7 @@ def heatmap_panel(
     curves: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
     noise_batch_size: float | None = None,
     normalize: bool = True,
+    missing: str = "no value (target not reached)",
 ):
     """Draw ``score`` (n_B, n_lr) as a colour map over (B, lr), both axes log.
 
@@ -64,11 +65,13 @@ def heatmap_panel(
         noise_batch_size: a vertical dashed line (the paper's red dashed line); not drawn (and
             not in the legend) when it is not finite or lies far outside the batch sizes.
         normalize: colour each batch size's column relative to its best score (1 = best), so the
-            optimum is visible at every B whatever the scale; else the raw score.
+            optimum is visible at every B whatever the scale (a column without a positive score
+            has no value); else the raw score.
+        missing: the legend label of the cells without a value.
 
     Returns:
-        The colour mesh (for a colour bar, see ``grid_figure``). NaN cells (e.g. target not
-        reached) stay blank.
+        The colour mesh (for a colour bar, see ``grid_figure``). Cells without a score (NaN: the
+        target was not reached) are hatched grey, labelled ``missing``.
     """
     b = np.asarray(batch_sizes, dtype=np.float64)
     lr = np.asarray(lrs, dtype=np.float64)
@@ -79,6 +82,7 @@ def heatmap_panel(
         with np.errstate(invalid="ignore", divide="ignore"):
             best = np.nanmax(np.where(np.isfinite(z), z, -np.inf), axis=1, keepdims=True)
             z = np.where(best > 0, z / best, np.nan)
+    if normalize:
         mesh = ax.pcolormesh(_log_edges(b), _log_edges(lr), z.T, cmap="viridis", vmin=0.0, vmax=1.0)
     else:
         mesh = ax.pcolormesh(_log_edges(b), _log_edges(lr), z.T, cmap="viridis")
@@ -99,6 +103,8 @@ def heatmap_panel(
     in_range = noise_batch_size is not None and b.min() / 2 <= noise_batch_size <= 2 * b.max()  # False for NaN
     if in_range:
         ax.axvline(noise_batch_size, color="r", ls="--", lw=1.2, label=f"$B_{{noise}}$ = {noise_batch_size:.3g}")
+    if not np.isfinite(z).all():  # last in the legend, beneath the mesh
+        hatch_holes(ax, missing)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(_log_edges(b)[[0, -1]])

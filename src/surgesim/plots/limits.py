@@ -15,9 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
-from ._layout import legend_below, legend_outside, marks  # noqa: E402
+from ._layout import hatch_holes, legend_below, legend_outside, marks  # noqa: E402
 
 __all__ = ["regime_maps_figure", "family_errors_figure", "peak_figure", "departure_figure", "adam_figure"]
 
@@ -50,12 +49,6 @@ def regime_maps_figure(maps: Sequence, tols: Sequence[float] = TOLS, floor: floa
         z = np.clip(np.abs(np.asarray(m.z, dtype=np.float64)), floor, 10.0)
         X, Y = np.meshgrid(m.x, m.y)
         undefined = ~np.isfinite(z)
-        if undefined.any():  # cells without a value (e.g. B < 1 example) are hatched grey, not blank
-            ax.set_facecolor("0.8")
-            ax.add_patch(Rectangle((0, 0), 1, 1, facecolor="0.8", edgecolor="0.55", hatch="///", lw=0,
-                                   transform=ax.transAxes, zorder=0.5))  # fmt: skip
-            hole = Patch(facecolor="0.8", edgecolor="0.55", hatch="///",
-                         label="undefined (B < 1 example)" if "bound" in m.name else "no value")  # fmt: skip
         mesh = ax.pcolormesh(X, Y, np.ma.masked_invalid(z), norm=norm, cmap="viridis", shading="nearest")
         if z.shape[0] > 1 and z.shape[1] > 1:
             for tol in tols:
@@ -81,7 +74,9 @@ def regime_maps_figure(maps: Sequence, tols: Sequence[float] = TOLS, floor: floa
         ax.set_xlabel("B / validity bound" if "bound" in m.name else "batch size B (examples)")
         ax.set_ylabel(m.ylabel)
         ax.set_title(m.zlabel, fontsize=10)
-        legend_below(ax, ncol=2, extra=(hole,) if undefined.any() else ())
+        if undefined.any():  # cells without a value (e.g. B < 1 example) are hatched grey, not blank
+            hatch_holes(ax, "undefined (B < 1 example)" if "bound" in m.name else "no value")
+        legend_below(ax, ncol=2)
     fig.colorbar(mesh, ax=axes[0].tolist(), label="|relative error| (contours: 5% solid, 20% dashed)", shrink=0.9)
     return fig
 
