@@ -65,3 +65,22 @@ def test_commands_print_the_dashboard_address(capsys):
 
     assert _cli.run(main) == 0
     assert capsys.readouterr().err == "Dask LocalCluster at tcp://127.0.0.1:1, dashboard http://127.0.0.1:2/status\n"
+
+
+def test_oracle_variants(monkeypatch, tmp_path, capsys):
+    argv = ["--optimizer", "sign", "--dims", "16", "--betas", "0.9,0.98", "--multipliers", "1",
+            "--seeds", "3", "--tune-seeds", "2", "--max-steps", "400"]  # fmt: skip
+    run_example("oracle_variants.py", argv, monkeypatch, tmp_path)
+    lines = [ln.split() for ln in capsys.readouterr().out.splitlines()]
+    fields = [{k: v for k, _, v in (w.partition("=") for w in ln if "=" in w)} for ln in lines]
+    targets = sorted({f["target"] for f in fields})
+    oracles = [f for f in fields if "dominated>5%" in f]
+    assert len(targets) == 3 and len(oracles) == 3 * 2 * 2  # (optimal, constant lr) x 2 betas per target
+    for target in targets:
+        front = [(float(f["S"]), float(f["E"])) for f in fields
+                 if f["target"] == target and "dominated>5%" not in f and f["S"] != "-"]  # fmt: skip
+        assert front
+        for f in (f for f in oracles if f["target"] == target and f["S"] != "-"):
+            s, e = float(f["S"]), float(f["E"])
+            beaten = any(fs <= 0.95 * s and fe <= 0.95 * e for fs, fe in front)  # independent of the library
+            assert f["dominated>5%"] == str(beaten)
