@@ -40,12 +40,16 @@ def variants(problem, optimizer, betas, multipliers, batch_max):
     return tuple(out)
 
 
+def floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",")]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--optimizer", default="adam", choices=("sign", "adam"))
     p.add_argument("--dims", type=int, default=256)
-    p.add_argument("--betas", type=lambda s: [float(x) for x in s.split(",")], default=[0.9, 0.98, 0.995])
-    p.add_argument("--multipliers", type=lambda s: [float(x) for x in s.split(",")], default=[0.125, 0.25, 0.5, 1.0, 2.0])
+    p.add_argument("--betas", type=floats, default=[0.9, 0.98, 0.995])
+    p.add_argument("--multipliers", type=floats, default=[0.125, 0.25, 0.5, 1.0, 2.0])
     p.add_argument("--seeds", type=int, default=16)
     p.add_argument("--tune-seeds", type=int, default=8)
     p.add_argument("--max-steps", type=int, default=3000)
