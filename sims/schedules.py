@@ -59,7 +59,7 @@ WORKLOADS = ("cnn",)
 # sims.workloads' grid, where the grid's optimal lrs lie at every B and target; B_start 8 and
 # B_0 = 8 doubled every 20 steps span the front's 4 .. 128 within the runs' 15-150 steps.
 QUADRATIC = dict(optimizers="sign,adam", multipliers=(0.5, 1.0, 2.0), targets=(0.5, 0.25, 0.125), seeds=16,
-                 tune_seeds=8, max_steps=3000, dims=256)  # fmt: skip
+                 tune_seeds=8, max_steps=3000, dims=256, seed=0)  # fmt: skip
 NETWORK = {
     "cnn": dict(optimizers="adam", multipliers=(1.0, 2.0), targets=(1.0, 0.6, 0.4), seeds=3, max_steps=800,
                 lrs=(4e-4, 8e-4, 1.6e-3, 3.2e-3), batch_sizes=(4, 8, 16, 32, 64, 128), eval_examples=128,
@@ -82,7 +82,7 @@ class Options:
     seeds: int
     tune_seeds: int | None
     max_steps: int
-    seed: int
+    seed: int | None
     workers: int | None
     out: str
     scheduler: str | None
@@ -131,7 +131,7 @@ def build_parser() -> _cli.Parser:
                    "default 3)")  # fmt: skip
     g.add_argument("--tune-seeds", type=int, help="quadratic: tuning runs per learning rate (default 8)")
     g.add_argument("--max-steps", type=int, help="steps allowed to reach a target (default 3000; network 800)")
-    g.add_argument("--seed", type=_cli.seed, default=0,
+    g.add_argument("--seed", type=_cli.seed,
                    help="quadratic: seed of the problem and every random stream (default 0)")  # fmt: skip
     g = p.add_argument_group("execution and output")
     g.add_argument("--out", default="runs/schedules", help="output directory (default runs/schedules)")
@@ -167,7 +167,8 @@ def _check_range(flag: str, value: int, lo: int, hi: int) -> None:
 
 def resolve(args) -> Options:
     network = args.workload is not None
-    wrong = ([("--dims", args.dims), ("--problem", args.problem), ("--tune-seeds", args.tune_seeds)] if network else
+    wrong = ([("--dims", args.dims), ("--problem", args.problem), ("--tune-seeds", args.tune_seeds),
+              ("--seed", args.seed)] if network else
              [("--demo", args.demo or None), ("--data-dir", args.data_dir), ("--lrs", args.lrs),
               ("--batch-sizes", args.batch_sizes), ("--workers", args.workers)])  # fmt: skip
     for flag, value in wrong:
@@ -202,7 +203,7 @@ def resolve(args) -> Options:
     schedules = _names(args.schedules or ",".join(allowed), allowed, "--schedules")
     if "constant" not in schedules:
         raise _cli.UsageError("--schedules must include constant: the front every schedule is measured against")
-    lrs = batch_sizes = tune_seeds = dims = None
+    lrs = batch_sizes = tune_seeds = dims = seed = None
     if network:
         lrs, batch_sizes = tuple(pick(args.lrs, "lrs")), tuple(pick(args.batch_sizes, "batch_sizes"))
         if any(not (math.isfinite(x) and x > 0) for x in lrs) or len(set(lrs)) != len(lrs):
@@ -212,7 +213,7 @@ def resolve(args) -> Options:
         if max(batch_sizes) < 2:
             raise _cli.UsageError("--batch-sizes: the largest caps B_t and must be >= 2 (two half batches)")
     else:
-        tune_seeds, dims = pick(args.tune_seeds, "tune_seeds"), pick(args.dims, "dims")
+        tune_seeds, dims, seed = pick(args.tune_seeds, "tune_seeds"), pick(args.dims, "dims"), pick(args.seed, "seed")
         _check_range("--dims", dims, 2, 1 << 24)
         _check_range("--tune-seeds", tune_seeds, 1, 100_000)
         if args.problem is not None and not Path(args.problem).is_file():
@@ -222,7 +223,7 @@ def resolve(args) -> Options:
         data_dir=("" if args.demo else args.data_dir) if network else None,
         optimizers=_names(pick(args.optimizers, "optimizers"), ("sign", "adam"), "--optimizers"),
         schedules=schedules, multipliers=multipliers, targets=tuple(sorted(targets, reverse=True)), lrs=lrs,
-        batch_sizes=batch_sizes, seeds=seeds, tune_seeds=tune_seeds, max_steps=max_steps, seed=args.seed,
+        batch_sizes=batch_sizes, seeds=seeds, tune_seeds=tune_seeds, max_steps=max_steps, seed=seed,
         workers=(args.workers or os.cpu_count() or 1) if network else None, out=args.out,
         scheduler=args.scheduler, plot=not args.no_plot, quiet=args.quiet,
     )  # fmt: skip
@@ -335,10 +336,11 @@ def _network(opts: Options, args) -> int:
         print(f"{opts.workload} on {opts.data_dir or 'demo data'}: {len(tasks)} runs ({', '.join(opts.optimizers)}; "
               f"{sum(len(v.lrs) for v in variants) * opts.seeds} per optimizer), load average {load:.1f}",
               flush=True)  # fmt: skip
+    scheduler = opts.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
     with progress_bar(quiet=opts.quiet, desc="runs") as bar:
         rows = run_sweep(ws.run_task, tasks, params={"fn": "surgesim.workloads.schedules.run_task"},
-                         store=out.final("store.sqlite"), scheduler=opts.scheduler,
-                         workers=None if opts.scheduler else opts.workers, progress=bar,
+                         store=out.final("store.sqlite"), scheduler=scheduler,
+                         workers=None if scheduler else opts.workers, progress=bar,
                          connect_timeout=args.connect_timeout)  # fmt: skip
     _write_rows(ws.csv_rows(rows), out)
     chosen = schedules.choose(exp, rows)

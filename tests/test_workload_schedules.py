@@ -206,6 +206,7 @@ def test_cli_end_to_end_and_resume(tmp_path, capsys, monkeypatch):
         ([*TINY_CLI, "--multipliers", "0"], "--multipliers must be finite and > 0"),
         ([*TINY_CLI, "--dims", "16"], "--dims is for the quadratic, not --workload"),
         ([*TINY_CLI, "--tune-seeds", "2"], "--tune-seeds is for the quadratic"),
+        ([*TINY_CLI, "--seed", "3"], "--seed is for the quadratic"),
         ([*TINY_CLI, "--targets", "0"], "--targets must be training losses > 0"),
         (["--demo"], "--demo needs --workload"),
         (["--lrs", "1e-3"], "--lrs needs --workload"),
