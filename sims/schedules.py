@@ -20,7 +20,8 @@ network"), critical
 doubled every 20 steps); each over the lrs 4e-4 .. 3.2e-3 on seeds 0 .. --seeds - 1, the lr chosen
 per target by fewest seed-mean steps; targets are training losses (default 1.0, 0.6, 0.4, as
 sims.workloads). There is no oracle: the state's B_noise is not known. Demo defaults (adam only,
-3 seeds, c = 1, 2; 132 runs): 9 min 21 s measured on 2 cores (load 1.5 before it started);
+3 seeds, c = 1, 2; 132 runs): 6 min 40 s measured on 2 otherwise idle cores (9 min 21 s beside
+other work);
 --optimizers sign,adam doubles it. lr 6.4e-3 is left out: Adam diverges or stalls there on some
 seeds (B = 4 and B = 128 did not reach loss 1.0).
 

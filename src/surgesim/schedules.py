@@ -28,7 +28,9 @@ equal S, 1 - E / E_front(S), and in S at equal E, with bootstrap standard errors
 (resampled jointly, 200 times), and whether a constant batch size beats it in both S and E.
 
 The work is two lists of independent deterministic tasks (``ScheduleExperiment.tune_tasks`` and
-``eval_tasks``) for ``surgesim.sweep.run_sweep(run_task, tasks, shared=problem)``.
+``eval_tasks``) for ``surgesim.sweep.run_sweep(run_task, tasks, shared=problem)``. ``choose``,
+``summarize`` and ``front_savings`` also serve the schedules on a network
+(``surgesim.workloads.schedules``), whose targets are training losses.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ class Variant:
 
     schedule: str
     label: str
-    rule: StepRule | Any
+    rule: Any  # StepRule or ScheduleRule
     batch: float
     lrs: tuple[float, ...]
 
