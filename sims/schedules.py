@@ -20,10 +20,9 @@ network"), critical
 doubled every 20 steps); each over the lrs 4e-4 .. 3.2e-3 on seeds 0 .. --seeds - 1, the lr chosen
 per target by fewest seed-mean steps; targets are training losses (default 1.0, 0.6, 0.4, as
 sims.workloads). There is no oracle: the state's B_noise is not known. Demo defaults (adam only,
-3 seeds, c = 1, 2; 132 runs): 6 min 40 s measured on 2 otherwise idle cores (9 min 21 s beside
-other work);
---optimizers sign,adam doubles it. lr 6.4e-3 is left out: Adam diverges or stalls there on some
-seeds (B = 4 and B = 128 did not reach loss 1.0).
+4 seeds, c = 1, 2; 176 runs): 8 min 33 s measured on 2 otherwise idle cores; --optimizers
+sign,adam doubles it. lr 6.4e-3 is left out: Adam diverges or stalls there on some seeds (B = 4 and B = 128
+did not reach loss 1.0).
 
 Outputs in --out: schedules.csv (one row per schedule variant, optimizer, target and seed:
 schedule, variant, optimizer, target_loss, seed, steps, examples, batch_size, lr; steps empty
@@ -55,14 +54,14 @@ NETWORK_SCHEDULES = ("constant", "online", "critical", "geometric")
 WORKLOADS = ("cnn",)
 
 # Defaults of the quadratic (fractions of the initial loss) and of the CNN, sized for 2 idle cores
-# (measured: about 5 s per run at 1 thread; 6 B x 4 lrs x 3 seeds for the front, 4 x 3 runs per
-# schedule variant, 132 runs on 2 workers in about 8 min). The lrs are the middle four of
+# (measured: 6.1 s of a worker per run on 2 workers; 6 B x 4 lrs x 3 seeds for the front and 4 x 3
+# runs per schedule variant took 6 min 40 s; with 4 seeds, 176 runs, 8 min 33 s). The lrs are the middle four of
 # sims.workloads' grid, where the grid's optimal lrs lie at every B and target; B_start 8 and
 # B_0 = 8 doubled every 20 steps span the front's 4 .. 128 within the runs' 15-150 steps.
 QUADRATIC = dict(optimizers="sign,adam", multipliers=(0.5, 1.0, 2.0), targets=(0.5, 0.25, 0.125), seeds=16,
                  tune_seeds=8, max_steps=3000, dims=256, seed=0)  # fmt: skip
 NETWORK = {
-    "cnn": dict(optimizers="adam", multipliers=(1.0, 2.0), targets=(1.0, 0.6, 0.4), seeds=3, max_steps=800,
+    "cnn": dict(optimizers="adam", multipliers=(1.0, 2.0), targets=(1.0, 0.6, 0.4), seeds=4, max_steps=800,
                 lrs=(4e-4, 8e-4, 1.6e-3, 3.2e-3), batch_sizes=(4, 8, 16, 32, 64, 128), eval_examples=128,
                 geometric=((8, 20, 1.0),), batch_start=8),
 }  # fmt: skip
@@ -129,7 +128,7 @@ def build_parser() -> _cli.Parser:
         help="network: the constant batch sizes, whose largest caps B_t (default 4,8,16,32,64,128)",
     )
     g.add_argument("--seeds", type=int, help="evaluation runs per schedule (default 16; network: seeds 0..N-1 per lr, "
-                   "default 3)")  # fmt: skip
+                   "default 4)")  # fmt: skip
     g.add_argument("--tune-seeds", type=int, help="quadratic: tuning runs per learning rate (default 8)")
     g.add_argument("--max-steps", type=int, help="steps allowed to reach a target (default 3000; network 800)")
     g.add_argument("--seed", type=_cli.seed,
