@@ -70,6 +70,7 @@ class Case:
     run: Callable[[Path, pytest.MonkeyPatch], None]  # writes the command's outputs into the folder
     needs: str | None = None  # a module without which the command cannot run (skipped then)
     group_columns: tuple[str, ...] = ()  # columns the user names (--group-cols): the "(group columns)" row
+    variant: str = ""  # tells apart two cases of one command in the test ids
 
 
 def _ok(status: int) -> None:
@@ -179,6 +180,14 @@ def run_schedules(out: Path, mp) -> None:
                         "--max-steps", "300", "--multipliers", "1", "--out", str(out), "--quiet", "--no-plot"]))  # fmt: skip
 
 
+def run_schedules_cnn(out: Path, mp) -> None:
+    from sims import schedules
+
+    _ok(schedules.main(["--workload", "cnn", "--demo", "--lrs", "1e-3", "--batch-sizes", "4,8", "--multipliers", "1",
+                        "--seeds", "1", "--targets", "2.2", "--max-steps", "20", "--workers", "1", "--out", str(out),
+                        "--quiet", "--no-plot"]))  # fmt: skip
+
+
 CASES = [
     Case("surge", run_surge),
     Case("dynamics", run_dynamics),
@@ -189,10 +198,11 @@ CASES = [
     Case("bench_gpu", run_bench_gpu, needs="cupy"),
     Case("probe", run_probe, needs="torch"),
     Case("schedules", run_schedules),
+    Case("schedules", run_schedules_cnn, needs="torch", variant="cnn"),
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.command for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.command}-{c.variant}" if c.variant else c.command for c in CASES])
 def test_every_output_is_documented(case: Case, tmp_path, monkeypatch):
     if case.needs and importlib.util.find_spec(case.needs) is None:
         pytest.skip(f"{case.command} needs {case.needs}")

@@ -174,7 +174,8 @@ def test_sims_schedules_writes_outputs_and_resumes(tmp_path, capsys):
         (["--multipliers", "0,1"], "--multipliers must be finite and > 0"),
         (["--targets", "0.5,1.5"], "--targets must be distinct fractions"),
         (["--optimizers", "lion"], "unknown 'lion'"),
-        (["--workload", "cnn"], "not available yet"),
+        (["--workload", "cnn"], "pass --data-dir DIR (the real cnn data) or --demo"),
+        (["--workload", "gpt", "--demo"], "sized for cnn only"),
         (["--seeds", "1"], "--seeds must be >= 2"),
     ],
 )

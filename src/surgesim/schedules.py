@@ -28,7 +28,9 @@ equal S, 1 - E / E_front(S), and in S at equal E, with bootstrap standard errors
 (resampled jointly, 200 times), and whether a constant batch size beats it in both S and E.
 
 The work is two lists of independent deterministic tasks (``ScheduleExperiment.tune_tasks`` and
-``eval_tasks``) for ``surgesim.sweep.run_sweep(run_task, tasks, shared=problem)``.
+``eval_tasks``) for ``surgesim.sweep.run_sweep(run_task, tasks, shared=problem)``. ``choose``,
+``summarize`` and ``front_savings`` also serve the schedules on a network
+(``surgesim.workloads.schedules``), whose targets are training losses.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -69,12 +72,13 @@ BOOTSTRAP = 200
 
 @dataclass(frozen=True)
 class Variant:
-    """One schedule with its parameters: ``rule``, the batch value (B, c or B_0) and the grid of
-    learning rates (or multipliers) it is tuned over."""
+    """One schedule with its parameters: ``rule`` (a ``StepRule`` on the quadratic, a
+    ``surgesim.workloads.schedules.ScheduleRule`` on a network), the batch value (B, c or B_0)
+    and the grid of learning rates (or multipliers) it is tuned over."""
 
     schedule: str
     label: str
-    rule: StepRule
+    rule: Any  # StepRule or ScheduleRule
     batch: float
     lrs: tuple[float, ...]
 
@@ -229,16 +233,29 @@ def _steps(rows: Sequence[Mapping]) -> np.ndarray:
     return np.array([math.inf if r["steps"] is None else r["steps"] for r in rows], dtype=np.float64)
 
 
-def choose(experiment: ScheduleExperiment, tune_rows: Sequence[Mapping]) -> dict[tuple, float | None]:
-    """The tuned lr per (optimizer, schedule, variant label, target fraction): fewest seed-mean steps over
-    the tuning runs (a missed target counts as never; None where every lr missed it)."""
+def _targets(experiment) -> list[tuple[float, float, dict]]:
+    """(key, target loss, summary keys) per target: a quadratic experiment's targets are keyed by
+    their fraction of the initial loss, a network's (no ``target_fractions``) by the loss itself."""
+    fractions = getattr(experiment, "target_fractions", None)
+    if fractions is None:
+        return [(t, t, {}) for t in experiment.targets]
+    return [(f, t, {"target_fraction": f}) for f, t in zip(fractions, experiment.targets, strict=True)]
+
+
+def choose(experiment, tune_rows: Sequence[Mapping]) -> dict[tuple, float | None]:
+    """The tuned lr per (optimizer, schedule, variant label, target key): fewest seed-mean steps over
+    the tuning runs (a missed target counts as never; None where every lr missed it).
+
+    ``experiment``: a ``ScheduleExperiment`` or any object with ``optimizers``, ``variants``,
+    ``targets`` and ``seeds`` (``surgesim.workloads.schedules.ScheduleExperiment``); the target
+    key is the target fraction where it has ``target_fractions``, else the target loss."""
     groups: dict[tuple, list] = {}
     for r in tune_rows:
         groups.setdefault((r["optimizer"], r["schedule"], r["variant"], r["target_loss"]), []).append(r)
     out = {}
     for o, vs in zip(experiment.optimizers, experiment.variants, strict=True):
         for v in vs:
-            for f, target in zip(experiment.target_fractions, experiment.targets, strict=True):
+            for f, target, _ in _targets(experiment):
                 rows = [r for key, g in groups.items() if key[:3] == (o.name, v.schedule, v.label)
                         and math.isclose(key[3], target, rel_tol=1e-12) for r in g]  # fmt: skip
                 lr, steps = np.array([r["lr"] for r in rows]), _steps(rows)
@@ -289,16 +306,17 @@ def _none(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
-def summarize(experiment: ScheduleExperiment, rows: Sequence[Mapping], chosen: Mapping[tuple, float | None]) -> list:
+def summarize(experiment, rows: Sequence[Mapping], chosen: Mapping[tuple, float | None]) -> list:
     """One entry per (optimizer, target, variant): median S and E over seeds with bootstrap
     standard errors, the tuned lr, and ``front_savings`` against the constant variants' front
-    with bootstrap standard errors (module docstring). JSON-ready (non-finite numbers as None)."""
+    with bootstrap standard errors (module docstring). JSON-ready (non-finite numbers as None).
+    ``experiment`` as in ``choose`` (entries have ``target_fraction`` only where it has fractions)."""
     out = []
     gen = np.random.default_rng(0)
     n = experiment.seeds
     boot = gen.integers(0, n, (BOOTSTRAP, n))
     for o, vs in zip(experiment.optimizers, experiment.variants, strict=True):
-        for f, target in zip(experiment.target_fractions, experiment.targets, strict=True):
+        for f, target, extra in _targets(experiment):
             table = {}  # (schedule, label) -> (S, E) per seed, inf where not reached
             for v in vs:
                 lr = chosen[(o.name, v.schedule, v.label, f)]
@@ -335,7 +353,7 @@ def summarize(experiment: ScheduleExperiment, rows: Sequence[Mapping], chosen: M
 
                 S, E = table[(v.schedule, v.label)]
                 out.append({
-                    "optimizer": o.name, "label": o.label, "target_fraction": f, "target_loss": target,
+                    "optimizer": o.name, "label": o.label, **extra, "target_loss": target,
                     "schedule": v.schedule, "variant": v.label, "batch": v.batch,
                     "lr": chosen[(o.name, v.schedule, v.label, f)],
                     "reached": int(np.sum(np.isfinite(S))), "seeds": n,

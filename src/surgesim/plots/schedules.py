@@ -31,14 +31,16 @@ def _val(x) -> float:
 
 
 def schedules_front_figure(entries: Sequence[Mapping], title: str = "") -> Figure:
-    """E against S per (optimizer, target) from ``surgesim.schedules.summarize`` entries."""
-    panels = sorted({(e["label"], e["target_fraction"]) for e in entries}, key=lambda k: (k[0], -k[1]))
+    """E against S per (optimizer, target) from ``surgesim.schedules.summarize`` entries (targets
+    by their ``target_fraction`` of the initial loss where the entries have one, else by loss)."""
+    key = "target_fraction" if all("target_fraction" in e for e in entries) else "target_loss"
+    panels = sorted({(e["label"], e[key]) for e in entries}, key=lambda k: (k[0], -k[1]))
     labels = sorted({p[0] for p in panels})
     fracs = sorted({p[1] for p in panels}, reverse=True)
     fig = Figure(figsize=(4.2 * len(fracs), 3.6 * len(labels)), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(labels), len(fracs), squeeze=False))
     for (label, frac), ax in ((p, axes[labels.index(p[0]), fracs.index(p[1])]) for p in panels):
-        mine = [e for e in entries if e["label"] == label and e["target_fraction"] == frac]
+        mine = [e for e in entries if e["label"] == label and e[key] == frac]
         const = sorted((e for e in mine if e["schedule"] == "constant"), key=lambda e: e["batch"])
         s = np.array([_val(e["median_steps"]) for e in const])
         x = np.array([_val(e["median_examples"]) for e in const])
@@ -62,7 +64,8 @@ def schedules_front_figure(entries: Sequence[Mapping], title: str = "") -> Figur
         ax.set_yscale("log")
         ax.set_xlabel("steps S (median over seeds)")
         ax.set_ylabel("examples E")
-        ax.set_title(f"{label}, target {frac:g} L0", fontsize=9)
+        ax.set_title(f"{label}, target {frac:g} L0" if key == "target_fraction" else f"{label}, target loss {frac:g}",
+                     fontsize=9)  # fmt: skip
         ax.grid(True, which="both", alpha=0.2)
     axes[0, 0].legend(fontsize=7)
     if title:

@@ -8,6 +8,8 @@ Section 3.2-3.3, and per-example gradient statistics that predict B_noise (eq 14
 - ``data``: loaders for the real file formats (nothing is downloaded) and offline demo data.
 - ``protocol``: ``run_task(params) -> rows``, one (lr, B, seed) run of the grid, for
   ``surgesim.sweep.run_sweep``; ``gradient_task`` measures eq 14/16 along a reference run.
+- ``schedules``: batch-size and learning-rate schedules (constant, B_simple, B_crit, geometric) run
+  with the grid's protocol, for ``python -m sims.schedules --workload`` (issue 15).
 - ``gradstats``: per-example gradient moments (``torch.func``), Hessian-vector products and
   Hutchinson's diag(H), giving ``noise_scale``.
 
