@@ -177,7 +177,8 @@ def run_schedules(out: Path, mp) -> None:
     from sims import schedules
 
     _ok(schedules.main(["--dims", "16", "--optimizers", "sign", "--seeds", "2", "--tune-seeds", "1",
-                        "--max-steps", "300", "--multipliers", "1", "--out", str(out), "--quiet", "--no-plot"]))  # fmt: skip
+                        "--max-steps", "300", "--multipliers", "1", "--out", str(out), "--quiet",
+                        "--no-plot"]))  # fmt: skip
 
 
 def run_schedules_cnn(out: Path, mp) -> None:
