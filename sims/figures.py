@@ -10,6 +10,8 @@
   fig8_schedules_*    batch-size and learning-rate schedules against the constant-batch front (sims.schedules)
   fig9_*              Lemma 1 measured on the CNN demo: lr*(B) from real minibatches, the Gaussian model and
                       eq 9 from gradient statistics (sims.probe), needs torch
+  fig10_cnn_*         schedules against the constant-batch front on the CNN demo (sims.schedules
+                      --workload cnn --demo), needs torch
 
 --quick makes small, fast versions (used by the tests); the committed figures are the full ones.
 
@@ -210,7 +212,7 @@ def _check_torch() -> None:
     import importlib.util
 
     if importlib.util.find_spec("torch") is None:
-        raise _cli.UsageError("fig6 and fig9 train a network and need torch: pip install torch==2.13.0 -e "
+        raise _cli.UsageError("fig6, fig9 and fig10 train a network and need torch: pip install torch==2.13.0 -e "
                               "'.[train]' (or --only fig1,fig2,fig3,fig4,fig5,fig7,fig8)")  # fmt: skip
 
 
@@ -262,9 +264,18 @@ def fig9(opts: Options, out: Path) -> list[Path]:
                          + (quick if opts.quick else []), out, "fig9")  # fmt: skip
 
 
+def fig10(opts: Options, out: Path) -> list[Path]:
+    from sims import schedules
+
+    quick = ["--seeds", "1", "--lrs", "1.6e-3", "--batch-sizes", "8,16", "--multipliers", "1",
+             "--max-steps", "60", "--workers", "1"]  # fmt: skip
+    return _from_command(schedules.main, ["--workload", "cnn", "--demo"] + (quick if opts.quick else []), out,
+                         "fig10_cnn")  # fmt: skip
+
+
 FIGURES: dict[str, Callable[[Options, Path], list[Path]]] = {
     "fig1": fig1, "fig2": fig2, "fig3": fig3, "fig4": fig4, "fig5": fig5, "fig6": fig6, "fig7": fig7, "fig8": fig8,
-    "fig9": fig9,
+    "fig9": fig9, "fig10": fig10,
 }  # fmt: skip
 
 
@@ -295,7 +306,7 @@ def _main(args) -> int:
         raise _cli.UsageError(
             f"--only: unknown figure(s) {', '.join(sorted(unknown))}; choose from {', '.join(FIGURES)}"
         )
-    if not opts.only or {"fig6", "fig9"} & set(opts.only):
+    if not opts.only or {"fig6", "fig9", "fig10"} & set(opts.only):
         _check_torch()  # before any figure's work
     out = _cli.out_dir(opts.out)
     for name, make in FIGURES.items():

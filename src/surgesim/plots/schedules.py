@@ -14,6 +14,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator
+
+from ._layout import legend_outside
 
 __all__ = ["SCHEDULE_STYLE", "schedules_front_figure", "schedule_traces_figure"]
 
@@ -26,8 +29,15 @@ SCHEDULE_STYLE = {
 }
 
 
+_DASHES = ("-", "--", ":", "-.")  # the variants of one schedule, in order
+
+
 def _val(x) -> float:
     return np.nan if x is None else float(x)
+
+
+def _tick(v: float, _pos=None) -> str:
+    return f"{v:g}" if 1e-3 <= v < 1e5 else f"{v:.0e}".replace("e+0", "e").replace("e-0", "e-")
 
 
 def schedules_front_figure(entries: Sequence[Mapping], title: str = "") -> Figure:
@@ -62,12 +72,16 @@ def schedules_front_figure(entries: Sequence[Mapping], title: str = "") -> Figur
                         color=st["color"], ms=6 if e["schedule"] != "constant" else 4, label=lab, zorder=3)  # fmt: skip
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # 20, 50, 100, 200: no crowded minor labels on short ranges
+            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(FuncFormatter(_tick))
+            axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
         ax.set_xlabel("steps S (median over seeds)")
         ax.set_ylabel("examples E")
         ax.set_title(f"{label}, target {frac:g} L0" if key == "target_fraction" else f"{label}, target loss {frac:g}",
                      fontsize=9)  # fmt: skip
         ax.grid(True, which="both", alpha=0.2)
-    axes[0, 0].legend(fontsize=7)
+    legend_outside(fig, axes[0, 0], "right", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
@@ -79,19 +93,22 @@ def schedule_traces_figure(traces: Sequence[Mapping], title: str = "") -> Figure
     fig = Figure(figsize=(5.0 * len(opts), 6.4), layout="constrained")
     axes = np.atleast_2d(fig.subplots(2, len(opts), squeeze=False))
     for k, name in enumerate(opts):
+        count: dict[str, int] = {}
         for t in (t for t in traces if t["optimizer"] == name):
             st = SCHEDULE_STYLE[t["schedule"]]
             steps = np.arange(len(t["batch"]))
+            n = count[t["schedule"]] = count.get(t["schedule"], -1) + 1
+            ls = "-" if t["schedule"] == "constant" else _DASHES[n % len(_DASHES)]
             lw, alpha = (0.8, 0.35) if t["schedule"] == "constant" else (1.3, 0.9)
-            lab = f"{t['schedule']} {t['variant']}"
-            axes[0, k].plot(steps, t["batch"], color=st["color"], lw=lw, alpha=alpha, label=lab)
-            axes[1, k].plot(steps, t["lr"], color=st["color"], lw=lw, alpha=alpha)
+            lab = f"{t['schedule']} {t['variant']}" if k == 0 else None
+            axes[0, k].plot(steps, t["batch"], color=st["color"], ls=ls, lw=lw, alpha=alpha, label=lab)
+            axes[1, k].plot(steps, t["lr"], color=st["color"], ls=ls, lw=lw, alpha=alpha)
         axes[0, k].set_yscale("log")
         axes[1, k].set_yscale("log")
         axes[0, k].set_title(f"{name}: batch size B_t", fontsize=9)
         axes[1, k].set_title(f"{name}: learning rate lr_t", fontsize=9)
         axes[1, k].set_xlabel("step t")
-        axes[0, k].legend(fontsize=5, ncol=2)
+    legend_outside(fig, axes[0, 0], "right", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
