@@ -227,10 +227,10 @@ def fig6(opts: Options, out: Path) -> list[Path]:
         "--seeds",
         "1",
         "--max-steps",
-        "150",
+        "80",
         "--no-gradstats",  # the gradient statistics and B_simple, B_crit cost most of a quick run
         "--eval-examples",
-        "256",
+        "128",
         "--workers",
         "1",
         "--targets",
@@ -268,7 +268,7 @@ def fig10(opts: Options, out: Path) -> list[Path]:
     from sims import schedules
 
     quick = ["--seeds", "1", "--lrs", "1.6e-3", "--batch-sizes", "8,16", "--multipliers", "1",
-             "--max-steps", "60", "--workers", "1"]  # fmt: skip
+             "--targets", "1.8", "--max-steps", "30", "--workers", "1"]  # fmt: skip
     return _from_command(schedules.main, ["--workload", "cnn", "--demo"] + (quick if opts.quick else []), out,
                          "fig10_cnn")  # fmt: skip
 
