@@ -24,10 +24,9 @@ def hatch_holes(ax: Axes, label: str) -> Rectangle:
                                   transform=ax.transAxes, zorder=0.5, label=label))  # fmt: skip
 
 
-def legend_below(ax: Axes, ncol: int = 2, fontsize: float = 7.5, extra: tuple = ()) -> None:
-    """The axes' legend (plus ``extra`` handles) under its x label, outside the data."""
+def legend_below(ax: Axes, ncol: int = 2, fontsize: float = 7.5) -> None:
+    """The axes' legend under its x label, outside the data."""
     handles, labels = ax.get_legend_handles_labels()
-    handles, labels = [*handles, *extra], [*labels, *(h.get_label() for h in extra)]
     if labels:
         ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=ncol, fontsize=fontsize,
                   frameon=False)  # fmt: skip

@@ -82,7 +82,6 @@ def heatmap_panel(
         with np.errstate(invalid="ignore", divide="ignore"):
             best = np.nanmax(np.where(np.isfinite(z), z, -np.inf), axis=1, keepdims=True)
             z = np.where(best > 0, z / best, np.nan)
-    if normalize:
         mesh = ax.pcolormesh(_log_edges(b), _log_edges(lr), z.T, cmap="viridis", vmin=0.0, vmax=1.0)
     else:
         mesh = ax.pcolormesh(_log_edges(b), _log_edges(lr), z.T, cmap="viridis")
