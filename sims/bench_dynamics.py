@@ -55,7 +55,6 @@ def bench_dynamics(
     from surgesim.dynamics import DEFAULT_OPTIMIZERS, initial_delta
     from surgesim.kernels.dynamics import (
         StepRule,
-        run_rule_trajectories,
         run_trajectories,
         step_normals,
         trajectory_key,
@@ -94,7 +93,7 @@ def bench_dynamics(
         }  # fmt: skip
         for label, (rule, x, b) in rules.items():
             kw = {"max_steps": steps, "min_steps": steps, "rule": rule}
-            t = best_time(lambda o=opt, x=x, b=b, kw=kw: run_rule_trajectories(
+            t = best_time(lambda o=opt, x=x, b=b, kw=kw: run_trajectories(
                 p.hessian, p.sigma, delta0, keys, x, b, o, **kw), repeat)  # fmt: skip
             out[name][f"{label}_s"] = t
             out[name][f"{label}_vs_constant"] = t / tk

@@ -19,7 +19,6 @@ from surgesim.hessian import Dense, Diagonal, DiagonalPlusLowRank
 from surgesim.kernels.dynamics import (
     Optimizer,
     StepRule,
-    run_rule_trajectories,
     run_trajectories,
     step_normals,
     trajectory_key,
@@ -106,7 +105,7 @@ def test_step_rules_match_numpy_reference_step_by_step(name, hess):
     ref = reference_rule_trajectories(H, SIGMA, DELTA0, KEYS, lr, B, opt, n, rule)
     for t in range(3):
         targets = [np.min(ref["trace"][t, : k + 1]) * (1 + 1e-9) for k in (10, 20, 30)]  # above rounding
-        got = run_rule_trajectories(H, SIGMA, DELTA0, KEYS[t : t + 1], lr, B[t], opt, targets, max_steps=n, min_steps=n,
+        got = run_trajectories(H, SIGMA, DELTA0, KEYS[t : t + 1], lr, B[t], opt, targets, max_steps=n, min_steps=n,
                                trace_steps=n + 1, rule=rule, path=True)  # fmt: skip
         np.testing.assert_allclose(got.trace[0], ref["trace"][t], rtol=1e-9)
         np.testing.assert_array_equal(got.batch_trace[0, :n], ref["batch"][t])
@@ -126,7 +125,7 @@ def test_constant_rule_through_the_general_loop_is_the_plain_run():
     opt, lr = OPTIMIZERS["adam"]
     plain = run_trajectories(HESSIANS["lowrank"], SIGMA, DELTA0, KEYS, lr, BATCH, opt, max_steps=40, min_steps=40,
                              trace_steps=41)  # fmt: skip
-    general = run_rule_trajectories(HESSIANS["lowrank"], SIGMA, DELTA0, KEYS, lr, BATCH, opt, max_steps=40,
+    general = run_trajectories(HESSIANS["lowrank"], SIGMA, DELTA0, KEYS, lr, BATCH, opt, max_steps=40,
                                     min_steps=40, trace_steps=41, path=True)  # fmt: skip
     np.testing.assert_array_equal(plain.trace, general.trace)
     np.testing.assert_array_equal(plain.batch_trace[:, :40], np.repeat(BATCH[:, None], 40, axis=1))
@@ -148,7 +147,7 @@ def test_path_integrals_match_quadrature_of_the_gradient_flow():
     lr = 1e-3
     L0 = 0.5 * DELTA0 @ H.matvec(DELTA0)
     targets = np.array([0.5, 0.2, 0.05]) * L0
-    res = run_rule_trajectories(H, SIGMA, DELTA0, KEYS[:1], lr, 1e12, Optimizer("sgd"), targets, max_steps=10**5,
+    res = run_trajectories(H, SIGMA, DELTA0, KEYS[:1], lr, 1e12, Optimizer("sgd"), targets, max_steps=10**5,
                            path=True)  # fmt: skip
 
     def flow(tau):

@@ -13,7 +13,7 @@ import pytest
 
 from surgesim import dynamics, schedules, theory
 from surgesim.hessian import DiagonalPlusLowRank
-from surgesim.kernels.dynamics import Optimizer, StepRule, run_rule_trajectories, trajectory_key
+from surgesim.kernels.dynamics import Optimizer, StepRule, run_trajectories, trajectory_key
 from surgesim.problem import QuadraticProblem
 
 
@@ -36,9 +36,9 @@ def test_oracle_reduces_to_the_constant_batch_it_is_clipped_to(opt):
     keys = np.array([trajectory_key(3, 0, r) for r in range(4)], dtype=np.uint64)
     o = dynamics.DEFAULT_OPTIMIZERS[opt]
     kw = dict(max_steps=200, min_steps=200, trace_steps=201)
-    oracle = run_rule_trajectories(p.hessian, p.sigma, delta0, keys, 0.7, 1.0, o, rule=StepRule("optimal", "noise",
+    oracle = run_trajectories(p.hessian, p.sigma, delta0, keys, 0.7, 1.0, o, rule=StepRule("optimal", "noise",
                               batch_max=64.0), **kw)  # fmt: skip
-    const = run_rule_trajectories(p.hessian, p.sigma, delta0, keys, 0.7, 64.0, o, rule=StepRule("optimal"), **kw)
+    const = run_trajectories(p.hessian, p.sigma, delta0, keys, 0.7, 64.0, o, rule=StepRule("optimal"), **kw)
     assert np.all(oracle.batch_trace[:, :200] == 64.0)
     np.testing.assert_array_equal(oracle.trace, const.trace)
     np.testing.assert_array_equal(oracle.lr_trace, const.lr_trace)
@@ -53,7 +53,7 @@ def test_oracle_first_batch_is_c_times_eq14_at_the_start():
     delta0 = dynamics.initial_delta(p)
     bn = theory.noise_batch_size(p.mu, p.sigma, p.hessian)
     for c in (0.5, 1.0, 3.0):
-        res = run_rule_trajectories(p.hessian, p.sigma, delta0, [trajectory_key(0, 0, 0)], 1.0, c, Optimizer("sign"),
+        res = run_trajectories(p.hessian, p.sigma, delta0, [trajectory_key(0, 0, 0)], 1.0, c, Optimizer("sign"),
                                max_steps=1, min_steps=1, trace_steps=2, rule=StepRule("optimal", "noise"))  # fmt: skip
         assert res.batch_trace[0, 0] == np.floor(c * bn + 0.5)
 

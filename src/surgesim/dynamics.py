@@ -377,7 +377,7 @@ def run_task(params: Mapping, problem: QuadraticProblem) -> list[dict]:
         opt, targets, int(params["further_steps"]), int(params["max_steps"]),
     )  # fmt: skip
     if on_cpu:
-        res = kernels.run_rule_trajectories(*args, rule=StepRule(lr_rule), path=True)
+        res = kernels.run_trajectories(*args, rule=StepRule(lr_rule), path=True)
     else:
         res = kernels.run_trajectories(*args)
     T, m = res.steps.shape

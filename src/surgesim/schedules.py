@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from .dynamics import DEFAULT_OPTIMIZERS, default_lr_grid, initial_delta
-from .kernels.dynamics import Optimizer, StepRule, run_rule_trajectories, trajectory_key
+from .kernels.dynamics import Optimizer, StepRule, run_trajectories, trajectory_key
 from .problem import QuadraticProblem
 
 __all__ = [
@@ -212,7 +212,7 @@ def run_task(params: Mapping, problem: QuadraticProblem) -> list[dict]:
     offset = _TUNE_OFFSET if params["phase"] == "tune" else 0
     keys = np.array([trajectory_key(int(params["seed"]), 0, offset + r) for r in range(n)], dtype=np.uint64)
     targets = np.asarray(params["targets"], dtype=np.float64)
-    res = run_rule_trajectories(
+    res = run_trajectories(
         problem.hessian, problem.sigma, initial_delta(problem), np.tile(keys, lrs.size), np.repeat(lrs, n),
         float(params["batch"]), opt, targets, 0, int(params["max_steps"]), rule=rule,
     )  # fmt: skip
@@ -384,7 +384,7 @@ def schedule_traces(
             lr = chosen[(o.name, v.schedule, v.label, f)]
             if lr is None:
                 continue
-            res = run_rule_trajectories(
+            res = run_trajectories(
                 experiment.problem.hessian, experiment.problem.sigma, delta0, key, lr, v.batch, o, [target], 0,
                 experiment.max_steps, trace_steps=n, rule=v.rule,
             )  # fmt: skip

@@ -31,6 +31,7 @@ from ..kernels.dynamics import (
     SGD,
     SIGN,
     Optimizer,
+    StepRule,
     TrajectoryResult,
     hessian_arrays,
     trajectory_key,
@@ -112,6 +113,9 @@ def _run(
         _runtime.store(x, dev[name])
 
 
+_CONSTANT = StepRule()  # the default rule: what the GPU kernels run
+
+
 def run_trajectories(
     H,
     sigma: np.ndarray,
@@ -125,9 +129,12 @@ def run_trajectories(
     max_steps: int = 1000,
     min_steps: int = 0,
     trace_steps: int = 0,
+    rule: StepRule = _CONSTANT,
+    path: bool = False,
 ) -> TrajectoryResult:
-    """``surgesim.kernels.dynamics.run_trajectories`` (same arguments, checks and results) on the GPU."""
+    """``surgesim.kernels.dynamics.run_trajectories`` (same arguments, checks and results) on the GPU;
+    a per-step ``rule`` other than constant, or ``path``, is a ValueError (CPU only)."""
     return _cpu._trajectories(
         _run, H, sigma, delta0, keys, lr, batch_size, optimizer, targets, further_steps, max_steps,
-        min_steps, trace_steps,
+        min_steps, trace_steps, rule, path,
     )  # fmt: skip

@@ -28,7 +28,7 @@ is a pure function of its parameters: bit-identical whatever the thread count or
 trajectories into calls. The key does not depend on the learning rate or the optimizer, so runs
 that differ only in those share their noise (common random numbers).
 
-Per-step rules (``run_rule_trajectories`` with a ``StepRule``): each step may set its own batch
+Per-step rules (``run_trajectories`` with a ``StepRule``): each step may set its own batch
 size B_s (the noise scale becomes sigma / sqrt(B_s), and examples count sum_s B_s) and learning
 rate: the exact one-step optimum at the state (eq 9; eq 1 for SGD), B_s = c B_noise (eq 14) at the
 state, the same from running estimates made from the minibatch gradients, or geometric steps.
@@ -71,7 +71,6 @@ __all__ = [
     "trajectory_key",
     "hessian_arrays",
     "run_trajectories",
-    "run_rule_trajectories",
     "step_normals",
     "normal_pair",
 ]
@@ -648,6 +647,8 @@ def run_trajectories(
     max_steps: int = 1000,
     min_steps: int = 0,
     trace_steps: int = 0,
+    rule: StepRule = StepRule(),
+    path: bool = False,
 ) -> TrajectoryResult:
     """Run T trajectories from theta - theta* = delta0 on the noisy quadratic (module docstring).
 
@@ -660,37 +661,15 @@ def run_trajectories(
             (step counts up to ``max_steps``) and the loss ``further_steps`` steps later.
         max_steps: give up on unreached targets after this many steps.
         min_steps: run at least this many steps (e.g. to compare whole trajectories).
-        trace_steps: record the loss after 0 .. trace_steps - 1 steps.
+        trace_steps: record the loss after 0 .. trace_steps - 1 steps (with a per-step rule also
+            B_s and lr_s: ``TrajectoryResult.batch_trace``, ``lr_trace``).
+        rule: how each step sets its batch size and learning rate (``StepRule``; with a rule
+            other than constant, lr and batch_size are its values or multipliers).
+        path: also integrate ds and B_noise ds to each target (eq 44-45).
 
     Returns:
         A ``TrajectoryResult``; targets are reported in the order given.
     """
-    return _trajectories(
-        _run_numba, H, sigma, delta0, keys, lr, batch_size, optimizer, targets, further_steps, max_steps,
-        min_steps, trace_steps,
-    )  # fmt: skip
-
-
-def run_rule_trajectories(
-    H: Hessian,
-    sigma: np.ndarray,
-    delta0: np.ndarray,
-    keys: np.ndarray,
-    lr: np.ndarray,
-    batch_size: np.ndarray,
-    optimizer: Optimizer,
-    targets: np.ndarray = (),
-    further_steps: int = 0,
-    max_steps: int = 1000,
-    min_steps: int = 0,
-    trace_steps: int = 0,
-    rule: StepRule = StepRule(),
-    path: bool = False,
-) -> TrajectoryResult:
-    """``run_trajectories`` with a per-step ``rule`` for the batch size and learning rate
-    (``StepRule``: lr and batch_size are then its values or multipliers) and, with ``path``, the
-    integrals of ds and B_noise ds to each target (eq 44-45). CPU only; trace_steps also records
-    B_s and lr_s (``TrajectoryResult.batch_trace``, ``lr_trace``)."""
     return _trajectories(
         _run_numba, H, sigma, delta0, keys, lr, batch_size, optimizer, targets, further_steps, max_steps,
         min_steps, trace_steps, rule, path,
