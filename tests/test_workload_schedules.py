@@ -94,6 +94,7 @@ def test_run_task_is_a_pure_function_of_its_params():
     assert first[0]["seed"] == 1 and "batch_trace" not in first[0]  # traces only for seed 0
     zero = ws.run_task(_task(rule, 1.0, spec=dataclasses.replace(TINY, seed=0)))
     assert len(zero[0]["batch_trace"]) == len(zero[0]["lr_trace"]) >= math.ceil(zero[-1]["steps"])
+    assert not any("batch_trace" in r for r in zero[1:])  # once per run, not per target
 
 
 def _problem():

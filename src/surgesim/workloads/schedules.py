@@ -72,7 +72,7 @@ __all__ = [
 BATCH_RULES = ("constant", "simple", "critical", "geometric")
 SCHEDULE_OF_RULE = {"constant": "constant", "simple": "online", "critical": "critical", "geometric": "geometric"}
 TRACE_COLUMNS = ("batch_trace", "lr_trace")
-"""Extra keys of ``run_task``'s rows for seed 0: B_t and lr_t along the run (not in schedules.csv)."""
+"""Extra keys of the first row of a seed-0 run: B_t and lr_t along the run (not in schedules.csv)."""
 
 
 @dataclass(frozen=True)
@@ -258,7 +258,8 @@ class ScheduleTrainer(Trainer):
 
 def run_task(params: dict) -> list[dict]:
     """One (optimizer, variant, lr, seed) run: one row per target (``surgesim.schedules.ROW_COLUMNS``,
-    plus ``TRACE_COLUMNS`` for seed 0); a pure function of ``params`` (``ScheduleExperiment.tasks``)."""
+    plus ``TRACE_COLUMNS`` in the first row for seed 0); a pure function of ``params``
+    (``ScheduleExperiment.tasks``)."""
     spec = RunSpec.from_params(params["spec"])
     rule = ScheduleRule(**params["rule"])
     trainer = ScheduleTrainer(spec, rule, float(params["batch"]))
@@ -276,7 +277,7 @@ def run_task(params: dict) -> list[dict]:
             "examples": trainer.examples_at(r.steps) if ok else None, "batch_size": float(params["batch"]),
             "lr": spec.lr,
         }  # fmt: skip
-        if spec.seed == 0:
+        if spec.seed == 0 and not rows:  # once per run: every target's row would repeat it
             row.update(batch_trace=list(trainer.batch_trace), lr_trace=list(trainer.lr_trace))
         rows.append(row)
     return rows
