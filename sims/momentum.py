@@ -5,16 +5,17 @@ Section 3.2-3.3, as ``sims.dynamics``) for Adam with beta1 in {0, 0.5, 0.8, 0.9,
 eigenvalues k^-1, d = 64). Per (family, optimizer, target): the fitted eq-22 B_noise and the grid's
 peak batch size, each with a bootstrap standard error over seeds, and the predictors of the
 balance point scored against the fit (``surgesim.momentum``): eq 14 at the target states and its
-eq-21 path average, the stationary-buffer one-step model, and the multi-step probe (T real
-optimizer steps from the run's states, fresh minibatches) for each T of --probe-steps.
+eq-21 path average, the stationary-buffer one-step model, the multi-step probe (T real optimizer
+steps from the run's states, fresh minibatches) for each T of --probe-steps, and the large-batch
+argument (momentum leaves E_min and shortens S_min to the noise-free steps S_inf; Zhang et al. 2019).
 
 Outputs in --out: momentum.csv (one row per family, optimizer and target), predictors.csv (one
 row per predictor, with its ratio to the fit), summary.json, momentum.png (fitted B_noise against
 beta1), options.json, store_<family>.sqlite (resumable: rerunning the same command into the same
 --out skips the finished grid tasks). Every column and key: docs/outputs.md.
 
-Default: 8 seeds, 12 learning rates, batch sizes 8 .. 8192 in octaves, 3 targets, probe T = 1, 4,
-8, 16 from 6 states per result: about 15 minutes on 2 loaded cores. --quick: a few seconds' smoke run.
+Default: 8 seeds, 12 learning rates, batch sizes 8 .. 8192 in octaves, 3 targets, probe T = 1, 4, 8
+from 4 states per result: 15-30 minutes on 2 loaded cores. --quick: a smoke run of a few seconds.
 """
 
 from __future__ import annotations
@@ -70,9 +71,9 @@ def build_parser() -> _cli.Parser:
     g.add_argument("--seeds", type=int, default=8, help="runs per grid point (default 8)")
     g.add_argument("--seed", type=int, default=0, help="seed of the problems and of every stream (default 0)")
     g.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples over seeds (default 200)")
-    g.add_argument("--probe-steps", type=_cli.int_list, default=[1, 4, 8, 16], metavar="T1,T2,...",
-                   help="T of the multi-step probe (default 1,4,8,16)")  # fmt: skip
-    g.add_argument("--probe-states", type=int, default=6, help="run states probed per result (default 6)")
+    g.add_argument("--probe-steps", type=_cli.int_list, default=[1, 4, 8], metavar="T1,T2,...",
+                   help="T of the multi-step probe (default 1,4,8)")  # fmt: skip
+    g.add_argument("--probe-states", type=int, default=4, help="run states probed per result (default 4)")
     g.add_argument("--probe-trials", type=int, default=8, help="probe trials per state (default 8)")
     g.add_argument("--quick", action="store_true", help="a smoke run of a few seconds (tests)")
     g = p.add_argument_group("execution and output")
@@ -217,12 +218,13 @@ def print_table(table, predictors) -> None:
               f"{_g(r['peak_batch_size']):>6} +- {_g(r['peak_batch_size_se']):<5}"
               f"{_g(r['eq14_noise_batch_size']):>7} {_g(r['path_noise_batch_size']):>7} "
               f"{_g(r['stationary_noise_batch_size']):>10}")  # fmt: skip
-    probes = [p for p in predictors if p["predictor"].startswith("probe")]
-    if probes:
-        print("\nmulti-step probe (fresh buffers, T steps): ratio to the fitted B_noise")
-        for p in probes:
-            print(f"  {p['family']:<9} {p['label']:<18} {p['target_fraction']:>6g} {p['predictor']:<14} "
-                  f"T={p['steps']:<3} {_g(p['value']):>8}  ratio {_g(p['ratio_to_fit'])} +- {_g(p['ratio_to_fit_se'])}")
+    from surgesim.momentum import ratio_summary
+
+    print("\npredicted / fitted B_noise, geometric mean over families, beta2 and targets (x/: s.e. factor)")
+    for g in ratio_summary(predictors):
+        t = f"T={g['steps']}" if g["steps"] is not None else ""
+        print(f"  {g['predictor']:<15} {t:<5} {g['optimizer']:<5} beta1 {g['beta1']:<5g} {_g(g['ratio']):>7} "
+              f"x/ {_g(g['ratio_se_factor'])}  (n {g['n']}, missing {g['missing']})")
     print("\n(B_noise fit: eq 22 at the step-optimal learning rates; +-: bootstrap s.e. over seeds; eq14: eq 14 "
           "at the target states (ensemble);\n path: eq 21's path average; stationary: the one-step model with "
           "stationary buffers, (2/pi) k eq14)")  # fmt: skip

@@ -101,7 +101,8 @@ def test_stationary_model_peak_is_its_exact_one_step_optimum():
         def lr(B, k=k):
             s = np.sqrt(mu**2 + sig**2 / B)
             e = mu / s
-            return float(mu @ e / (hd @ (k * sig**2 / (B * s**2)) + e @ H @ e - (hd * e * e).sum() + (hd * e * e).sum()))
+            # E[u'Hu] = sum_i H_ii Var u_i + (E u)'H (E u)
+            return float(mu @ e / (hd @ (k * sig**2 / (B * s**2)) + e @ H @ e))
 
         grid = np.geomspace(0.01, 1e5, 3000)
         best = grid[np.argmax([lr(B) for B in grid])]
@@ -167,7 +168,8 @@ def test_sims_momentum_quick_writes_every_output(tmp_path, capsys):
 
     out = tmp_path / "m"
     assert cli.main(["--quick", "--families", "lowrank", "--batch-sizes", "16,64,256", "--seeds", "2",
-                     "--probe-trials", "2", "--probe-states", "1", "--bootstrap", "4", "--out", str(out)]) == 0  # fmt: skip
+                     "--probe-trials", "2", "--probe-states", "1", "--bootstrap", "4",
+                     "--out", str(out)]) == 0  # fmt: skip
     for f in ("momentum.csv", "predictors.csv", "summary.json", "options.json", "momentum.png"):
         assert (out / f).is_file(), f
     summary = json.loads((out / "summary.json").read_text())
@@ -175,6 +177,9 @@ def test_sims_momentum_quick_writes_every_output(tmp_path, capsys):
     assert labels == {"sign", "sgd(0.9)", "adam(0, 0.999)", "adam(0.9, 0.999)"}
     assert all(r["fitted_noise_batch_size_se"] is not None for r in summary["results"] if r["fitted_noise_batch_size"])
     assert "fitted" in capsys.readouterr().out.lower()
+    rows = (out / "predictors.csv").read_text()
+    for name in ("eq14", "path_eq21", "stationary", "probe", "large_batch", "sign_emin"):
+        assert f",{name}," in rows, name
 
 
 @pytest.mark.parametrize(

@@ -499,11 +499,26 @@ def study_table(
     ``results``); for Adam the stationary-buffer model (``stationary_noise_batch_size``'s formula
     on eq 14's ensemble value); for sign and Adam the multi-step probe at each T of ``probe_steps``
     from ``probe_states_of``'s states (fresh buffers): its eq-2 B_noise (``probe``), its peak
-    batch size (``probe_peak``) and its decrease-based B_noise (``probe_decrease``).
+    batch size (``probe_peak``) and its decrease-based B_noise (``probe_decrease``); for SGD and
+    Adam with momentum the large-batch argument (``large_batch``: the fit without momentum times
+    S_inf(without) / S_inf(with), ``large_batch_steps``), and for Adam (2 / pi) sign-SGD's fitted
+    E_min / S_inf (``sign_emin``).
     """
     Bs = np.asarray(experiment.batch_sizes, dtype=np.float64)
     table, preds = [], []
     todo = [r for r in results]
+    cache: dict = {}
+
+    def sinf(o: Optimizer) -> np.ndarray:
+        if o not in cache:
+            grid = large_batch_lr_grid(experiment.problem, o)
+            cache[o] = large_batch_steps(experiment.problem, o, experiment.targets, grid,
+                                         max_steps=experiment.max_steps)
+        return cache[o]
+
+    def tj(r) -> int:
+        return experiment.target_fractions.index(r.target_fraction)
+
     if progress is not None:
         progress(0, len(todo))
     for i, r in enumerate(todo):
@@ -537,6 +552,21 @@ def study_table(
         add("path_eq21", None, r.path_noise_batch_size)
         if o.name == "adam":
             add("stationary", 1, stat)
+        # (d) E_min is not changed by momentum, S_min falls to the large-batch steps S_inf:
+        # B(o) = B(anchor) S_inf(anchor) / S_inf(o), anchor = the same optimizer without momentum
+        # (the NQM argument); for Adam also (2 / pi) E_min(sign) / S_inf(o), with sign's fitted E_min
+        # (RMS-normalised steps at small B: E_min is 2 / pi of sign's, see README)
+        if o.name in ("adam", "sgd"):
+            s_inf = sinf(o)[tj(r)]
+            anchor = next((x for x in results if x.optimizer.name == o.name and x.optimizer.beta1 == 0
+                           and x.optimizer.beta2 == o.beta2 and x.target_fraction == r.target_fraction),
+                          None)  # fmt: skip
+            if anchor is not None and o.beta1 > 0:
+                add("large_batch", None, anchor.fitted_noise_batch_size * sinf(anchor.optimizer)[tj(r)] / s_inf)
+            sign = next((x for x in results if x.optimizer.name == "sign" and x.target_fraction == r.target_fraction),
+                        None)  # fmt: skip
+            if o.name == "adam" and sign is not None and sign.steps_fit.eq22:
+                add("sign_emin", None, 2.0 / math.pi * sign.steps_fit.eq22[2] / s_inf)
         for T in probe_steps if states else ():
             res = multistep_probe(experiment.problem, o, states, Bs, int(T), None, probe_trials, experiment.seed,
                                   bootstrap=2)  # fmt: skip
@@ -578,3 +608,39 @@ def ratio_summary(preds: Sequence[dict]) -> list[dict]:
             "ratio_se_factor": _finite(np.exp(logs.std(ddof=1) / math.sqrt(v.size))) if v.size >= 2 else None,
         })  # fmt: skip
     return out
+
+
+def large_batch_lr_grid(problem: QuadraticProblem, optimizer: Optimizer, n: int = 60) -> np.ndarray:
+    """Learning rates for ``large_batch_steps``: for SGD a log grid of 4 decades up to its stability
+    limit 2 (1 + b1) / ((1 - b1) lambda_max); otherwise 4 decades around eq 9 at B = 10^6."""
+    from .dynamics import _diag_trace_lmax
+
+    if optimizer.name == "sgd":
+        hi = 2.0 * (1.0 + optimizer.beta1) / ((1.0 - optimizer.beta1) * _diag_trace_lmax(problem.hessian)[2])
+        return np.geomspace(hi / 1e4, hi, int(n))
+    e9 = float(optimal_lr(1e6, problem.mu, problem.sigma, problem.hessian))
+    return np.geomspace(e9 / 100.0, e9 * 100.0, int(n))
+
+
+def large_batch_steps(
+    problem: QuadraticProblem, optimizer: Optimizer, target_losses: Sequence[float], lrs: Sequence[float],
+    batch_size: float = 1e14, max_steps: int = 20_000,
+) -> np.ndarray:  # fmt: skip
+    """S_inf: the fewest steps to each target loss at batch size ``batch_size`` (default 1e14: the
+    gradient noise is sigma * 1e-7, negligible) over the learning rates ``lrs``, from the problem's
+    start (theta0 - theta* = H^-1 mu, fresh buffers); nan where no lr reaches a target.
+
+    The large-batch side of eq 20: S(B) -> S_min as B -> inf, so with E_min unchanged the ratio
+    S_inf(a) / S_inf(b) of two optimizers is the ratio of their critical batch sizes E_min / S_min
+    (the NQM argument of Zhang et al. 2019, https://arxiv.org/abs/1907.04164, for momentum).
+    """
+    from .dynamics import initial_delta
+
+    lrs = np.asarray(lrs, dtype=np.float64)
+    keys = np.zeros(lrs.size, dtype=np.uint64)
+    tg = np.asarray(target_losses, dtype=np.float64)
+    res = run_trajectories(problem.hessian, problem.sigma, initial_delta(problem), keys, lrs, float(batch_size),
+                           optimizer, targets=tg, max_steps=max_steps)  # fmt: skip
+    steps = np.where(res.steps >= 0, res.steps, np.iinfo(np.int64).max).min(axis=0).astype(np.float64)
+    steps[steps == np.iinfo(np.int64).max] = np.nan
+    return steps
