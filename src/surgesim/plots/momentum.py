@@ -52,7 +52,7 @@ def momentum_figure(rows: Sequence[Mapping], value: str = "fitted_noise_batch_si
                                 ls="none", color=colors[fam], capsize=2,
                                 label=f"{fam}: {lab}" if k == 0 else None)  # fmt: skip
         ax.set_yscale("log")
-        ax.set_xlabel("Adam's beta1 (sign-SGD at left, SGD at right: momentum 0, 0.5, 0.9)")
+        ax.set_xlabel("Adam's beta1 (left: sign-SGD; right: SGD, momentum 0 / 0.5 / 0.9)", fontsize=8)
         ax.set_title(f"target {frac:g} of the initial loss", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel(value.replace("_", " ") + " (examples)")
