@@ -70,8 +70,9 @@ def build_parser() -> _cli.Parser:
                    help="load a problem (mu, sigma, H or h_diag[, h_factor]) instead; mu is the mean "
                         "gradient at the start, theta0 - theta* = H^-1 mu")  # fmt: skip
     g = p.add_argument_group("grid")
-    g.add_argument("--optimizers", default="sign,adam,sgd", metavar="NAME[:B1:B2],...",
-                   help="comma-separated, from sign, adam, sgd, lion (default sign,adam,sgd)")  # fmt: skip
+    g.add_argument("--optimizers", default="sign,adam,sgd", metavar="NAME[:B1[:B2]],...",
+                   help="comma-separated, from sign, adam, sgd, lion; adam:B1:B2, lion:B1:B2, sgd:B1 (momentum) "
+                        "(default sign,adam,sgd)")  # fmt: skip
     g.add_argument("--batch-sizes", type=_cli.int_list, metavar="B1,B2,...", help="default 8,11,16,23,...,8192")
     g.add_argument("--lr-points", type=int, default=16, help="learning rates per optimizer (default 16)")
     g.add_argument("--targets", type=_cli.float_list, default=[0.5, 0.25, 0.125], metavar="F1,F2,...",

@@ -2,18 +2,22 @@
 
 Li et al. 2024's theory is sign-SGD (Adam with beta1 = beta2 = 0): the one-step optimal learning
 rate (Lemma 1, eq 9) peaks at B_noise of eq 14, and the grid's fitted B_noise (eq 22) is eq 14's
-path average (eq 21). With momentum the balance point moves; this module holds the predictors that
-were tried against the grid (``sims.momentum``):
+path average (eq 21). With momentum the balance point moves; this module holds what was tried
+against the grid (``sims.momentum``; the scores are in the README, "Which batch size and learning
+rate for Adam on my network"):
 
 - ``stationary_noise_batch_size``: the one-step optimum of an Adam step whose buffers are
-  stationary at one state (derived in its docstring): (2 / pi) k B_noise(eq 14) with
-  k = (1 - beta1) / (1 + beta1). It is wrong with momentum (see the docstring).
-- ``multistep_probe``: the optimal learning rate of T real optimizer steps from a state with given
-  buffers, per batch size, on fresh minibatches (T = 1 is Lemma 1's one step), and
-  ``probe_noise_batch_size``: its B_noise (eq 2 fitted to lr*(B)).
-- ``run_states``: the states (theta - theta*, m, v, step) where runs cross given losses, to probe.
-- ``adam_noise_batch_size``: the package's predictor of Adam's balance point along a run (the
-  multi-step probe at the states a run passes, ``AdamPrediction``).
+  stationary at one state, (2 / pi) k B_noise(eq 14) with k = (1 - beta1) / (1 + beta1); wrong with
+  momentum (30-100x low at beta1 = 0.9-0.95; its docstring says why).
+- ``multistep_probe``: the optimal learning rate of T real optimizer steps from states of a run,
+  per batch size, on fresh minibatches with the buffers evolving (T = 1 from fresh buffers is
+  Lemma 1); ``probe_noise_batch_size``: eq 2 fitted to it. ``adam_noise_batch_size`` (T = 4) is
+  the package's Adam predictor, ``sims.dynamics``' ``path_noise_batch_size_adam`` (1.1-1.6x the fit).
+- ``large_batch_steps``: S_inf, the noise-free steps to a target. Momentum leaves E_min (the
+  noise-dominated examples) unchanged and moves S_min to S_inf, so B_noise(beta1) =
+  B_noise(0) S_inf(0) / S_inf(beta1) (the NQM argument, Zhang et al. 2019): 0.9-1.06x the fit.
+- ``run_states``, ``probe_states_of``: the states (theta - theta*, m, v, step) where runs cross a loss.
+- ``study_table``, ``bootstrap_grid_fit``: the study's rows, with bootstrap s.e. over seeds.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ __all__ = [
     "probe_states_of",
     "study_table",
     "ratio_summary",
+    "large_batch_steps",
+    "large_batch_lr_grid",
     "STUDY_COLUMNS",
     "PREDICTOR_COLUMNS",
 ]
