@@ -121,8 +121,6 @@ def parse_optimizer(spec: str):
         b1, b2 = float(betas[0]), float(betas[1])
     except ValueError:
         raise _cli.UsageError(f"--optimizers: {spec!r}: betas must be numbers") from None
-    if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
-        raise _cli.UsageError(f"--optimizers: {spec!r}: betas must be in [0, 1)")
     return Optimizer(name, b1, b2, base.eps)
 
 

@@ -186,7 +186,7 @@ def test_sims_momentum_quick_writes_every_output(tmp_path, capsys):
     ("argv", "message"),
     [
         (["--families", "cube"], "--families"),
-        (["--optimizers", "sgd:1.5"], "betas must be in [0, 1)"),
+        (["--optimizers", "sgd:1.5"], "beta1=1.5"),
         (["--optimizers", "adam:0.9"], "only adam and lion take betas"),
         (["--probe-steps", "0"], "--probe-steps"),
         (["--seeds", "1"], "--seeds"),
