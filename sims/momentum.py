@@ -59,7 +59,8 @@ class Options:
 def build_parser() -> _cli.Parser:
     p = _cli.parser("sims.momentum", __doc__)
     g = p.add_argument_group("study")
-    g.add_argument("--families", default="lowrank,powerlaw", help="problem families (default lowrank,powerlaw)")
+    g.add_argument("--families", default="lowrank,powerlaw",
+                   help="problem families, from lowrank, powerlaw, diagonal (default lowrank,powerlaw)")
     g.add_argument("--optimizers", metavar="NAME[:B1[:B2]],...",
                    help="default: sign, sgd, sgd:0.5, sgd:0.9, adam:B1:B2 for B1 in 0,0.5,0.8,0.9,0.95 and "
                         "B2 in 0.9,0.999 (sgd:B1 is SGD with momentum B1)")  # fmt: skip
