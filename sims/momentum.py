@@ -1,13 +1,14 @@
 """Momentum and Adam's balance point on noisy quadratics: the paper's grid search (Li et al. 2024,
 Section 3.2-3.3, as ``sims.dynamics``) for Adam with beta1 in {0, 0.5, 0.8, 0.9, 0.95} x beta2 in
 {0.9, 0.999}, beside sign-SGD and SGD with momentum 0, 0.5, 0.9, on two problem families
-(``lowrank``: the default problem of sims.dynamics, d = 256; ``powerlaw``: dense H with
-eigenvalues k^-1, d = 64). Per (family, optimizer, target): the fitted eq-22 B_noise and the grid's
-peak batch size, each with a bootstrap standard error over seeds, and the predictors of the
-balance point scored against the fit (``surgesim.momentum``): eq 14 at the target states and its
-eq-21 path average, the stationary-buffer one-step model, the multi-step probe (T real optimizer
-steps from the run's states, fresh minibatches) for each T of --probe-steps, and the large-batch
-argument (momentum leaves E_min and shortens S_min to the noise-free steps S_inf; Zhang et al. 2019).
+(``lowrank``: the default problem of sims.dynamics, d = 256; ``powerlaw``: dense H with eigenvalues
+k^-1, d = 64; ``--families diagonal``: lowrank's diag(h) alone, the NQM). Per (family, optimizer,
+target): the fitted eq-22 B_noise and the grid's peak batch size, each with a bootstrap standard
+error over seeds, and the predictors of the balance point scored against the fit
+(``surgesim.momentum``): eq 14 at the target states and its eq-21 path average, the
+stationary-buffer one-step model, the multi-step probe (T real optimizer steps from the run's
+states, fresh minibatches) for each T of --probe-steps, and the large-batch argument (momentum
+leaves E_min and shortens S_min to the noise-free steps S_inf; Zhang et al. 2019).
 
 Outputs in --out: momentum.csv (one row per family, optimizer and target), predictors.csv (one
 row per predictor, with its ratio to the fit), summary.json, momentum.png (fitted B_noise against
