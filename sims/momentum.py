@@ -29,7 +29,7 @@ import numpy as np
 
 from sims import _cli
 
-QUICK = {
+QUICK = {  # --quick: a smoke run of a few seconds; options given explicitly win
     "optimizers": "sign,sgd:0.9,adam:0:0.999,adam:0.9:0.999", "batch_sizes": [16, 64, 256, 1024],
     "lr_points": 6, "seeds": 3, "targets": [0.5], "max_steps": 1500, "bootstrap": 20, "probe_steps": [1, 4],
     "probe_states": 2, "probe_trials": 4,
@@ -98,11 +98,11 @@ def parse_optimizer(spec: str):
 def resolve(args) -> Options:
     from surgesim.momentum import FAMILIES, STUDY_OPTIMIZERS
 
-    if args.quick:
+    if args.quick:  # the quick values, where the option was left at its default
+        defaults = build_parser()
         for k, v in QUICK.items():
-            if k == "optimizers" and args.optimizers is None or k != "optimizers":
-                setattr(args, k, v if getattr(args, k) is None or k not in ("optimizers", "batch_sizes") else
-                        getattr(args, k))  # fmt: skip
+            if getattr(args, k) == defaults.get_default(k):
+                setattr(args, k, v)
     checks = {
         "--lr-points": (args.lr_points, 3, 10**4), "--max-steps": (args.max_steps, 1, 10**9),
         "--seeds": (args.seeds, 2, 2**31), "--seed": (args.seed, 0, _cli.SEED_LIMIT - 1),
