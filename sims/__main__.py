@@ -15,6 +15,7 @@ from sims import _cli
 COMMANDS = {
     "surge": "optimal learning rate vs batch size on a quadratic: Monte Carlo and closed forms",
     "dynamics": "multi-step training of sign-SGD / Adam / SGD on a quadratic over lr x batch size",
+    "momentum": "Adam's balance point against beta1 and SGD momentum on quadratics, and its predictors",
     "fit": "optimal learning rate and surge / SGD curves fitted to any CSV grid",
     "figures": "regenerate every figure in figures/",
     "limits": "where the paper's approximations hold and where they fail",

@@ -12,6 +12,12 @@ target; at most 3000 steps to reach one. About a minute on 2 cores.
 Optimizers: sign, adam (0.9, 0.999), sgd, lion (0.9, 0.99); NAME:BETA1:BETA2 sets the betas of
 adam or lion (adam:0:0 is sign-SGD up to eps, Appendix A).
 
+Every Adam result also reports path_noise_batch_size_adam, the package's predictor of Adam's balance
+point (``surgesim.momentum.adam_noise_batch_size``: the optimal learning rate of 4 real Adam steps
+from the runs' states, per batch size, with eq 2 fitted to it).
+
+Optimizers also take sgd:BETA1 (SGD with momentum BETA1).
+
 Outputs in --out: runs.csv (one row per run and target: optimizer, lr, batch_size, seed,
 target_loss, steps, examples, further_decrease, ...; steps empty when the target was not reached),
 summary.json (under "results", one entry per optimizer and target), problem.npz, options.json,
@@ -64,8 +70,9 @@ def build_parser() -> _cli.Parser:
                    help="load a problem (mu, sigma, H or h_diag[, h_factor]) instead; mu is the mean "
                         "gradient at the start, theta0 - theta* = H^-1 mu")  # fmt: skip
     g = p.add_argument_group("grid")
-    g.add_argument("--optimizers", default="sign,adam,sgd", metavar="NAME[:B1:B2],...",
-                   help="comma-separated, from sign, adam, sgd, lion (default sign,adam,sgd)")  # fmt: skip
+    g.add_argument("--optimizers", default="sign,adam,sgd", metavar="NAME[:B1[:B2]],...",
+                   help="comma-separated, from sign, adam, sgd, lion; adam:B1:B2, lion:B1:B2, sgd:B1 (momentum) "
+                        "(default sign,adam,sgd)")  # fmt: skip
     g.add_argument("--batch-sizes", type=_cli.int_list, metavar="B1,B2,...", help="default 8,11,16,23,...,8192")
     g.add_argument("--lr-points", type=int, default=16, help="learning rates per optimizer (default 16)")
     g.add_argument("--targets", type=_cli.float_list, default=[0.5, 0.25, 0.125], metavar="F1,F2,...",
@@ -95,7 +102,8 @@ def build_parser() -> _cli.Parser:
 
 
 def parse_optimizer(spec: str):
-    """NAME or NAME:BETA1:BETA2 -> an Optimizer (the defaults of ``DEFAULT_OPTIMIZERS`` otherwise)."""
+    """NAME, NAME:BETA1:BETA2 (adam, lion) or sgd:BETA1 -> an Optimizer (``DEFAULT_OPTIMIZERS``'s
+    defaults otherwise)."""
     from surgesim.dynamics import DEFAULT_OPTIMIZERS, Optimizer
 
     name, *betas = spec.strip().split(":")
@@ -104,8 +112,11 @@ def parse_optimizer(spec: str):
     base = DEFAULT_OPTIMIZERS[name]
     if not betas:
         return base
-    if len(betas) != 2 or name not in ("adam", "lion"):
-        raise _cli.UsageError(f"--optimizers: {spec!r}: only adam and lion take betas, as NAME:BETA1:BETA2")
+    if name == "sgd" and len(betas) == 1:  # SGD with momentum BETA1
+        betas = [betas[0], "0"]
+    elif len(betas) != 2 or name not in ("adam", "lion"):
+        raise _cli.UsageError(f"--optimizers: {spec!r}: only adam and lion take betas, as NAME:BETA1:BETA2, "
+                              "and sgd a momentum, as sgd:BETA1")  # fmt: skip
     try:
         b1, b2 = float(betas[0]), float(betas[1])
     except ValueError:
@@ -265,6 +276,8 @@ def print_tables(results, exp) -> None:
             span = f"{seeds.min():g}-{seeds.max():g}" if seeds.size else "-"
             print(f"  {r.optimizer.label}: fitted B_noise (eq 22) {_g(r.fitted_noise_batch_size, width=0)}, "
                   f"path average (eq 21) {_g(r.path_noise_batch_size, width=0)}, "
+                  + (f"Adam predictor (T-step probe) {_g(r.path_noise_batch_size_adam, width=0)}, "
+                     if r.optimizer.name == "adam" else "") +
                   f"predicted B_noise {_g(r.predicted_noise_batch_size, width=0)}, peak batch size "
                   f"{_g(r.peak_batch_size, 'g', 0)} (seeds {span}; theory {_g(r.predicted_peak_batch_size, 'g', 0)}), "
                   f"best curve {r.steps_fit.best_model or '-'}")  # fmt: skip

@@ -12,6 +12,8 @@
                       eq 9 from gradient statistics (sims.probe), needs torch
   fig10_cnn_*         schedules against the constant-batch front on the CNN demo (sims.schedules
                       --workload cnn --demo), needs torch
+  fig12_*             Adam's balance point against beta1 beside sign-SGD and SGD with momentum, on two
+                      quadratic families (sims.momentum; the full run takes 15-30 min)
 
 --quick makes small, fast versions (used by the tests); the committed figures are the full ones.
 
@@ -273,9 +275,16 @@ def fig10(opts: Options, out: Path) -> list[Path]:
                          "fig10_cnn")  # fmt: skip
 
 
+def fig12(opts: Options, out: Path) -> list[Path]:
+    from sims import momentum
+
+    return _from_command(momentum.main, ["--seed", str(opts.seed)] + (["--quick"] if opts.quick else []), out,
+                         "fig12")  # fmt: skip
+
+
 FIGURES: dict[str, Callable[[Options, Path], list[Path]]] = {
     "fig1": fig1, "fig2": fig2, "fig3": fig3, "fig4": fig4, "fig5": fig5, "fig6": fig6, "fig7": fig7, "fig8": fig8,
-    "fig9": fig9, "fig10": fig10,
+    "fig9": fig9, "fig10": fig10, "fig12": fig12,
 }  # fmt: skip
 
 

@@ -48,6 +48,7 @@ OPTIMIZERS = {
     "adam": (Optimizer("adam", 0.9, 0.999, 1e-8), np.array([0.01, 0.02, 0.005])),
     "adam00": (Optimizer("adam", 0.0, 0.0, 1e-8), np.array([0.01, 0.02, 0.005])),
     "sgd": (Optimizer("sgd"), np.array([0.05, 0.1, 0.2])),
+    "sgd-momentum": (Optimizer("sgd", 0.9), np.array([0.05, 0.1, 0.2])),
     "lion": (Optimizer("lion", 0.9, 0.99), np.array([0.01, 0.02, 0.005])),
 }
 

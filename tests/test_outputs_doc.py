@@ -92,6 +92,15 @@ def run_dynamics(out: Path, mp) -> None:
                        "--out", str(out), "--quiet", "--no-plot"]))  # fmt: skip
 
 
+def run_momentum(out: Path, mp) -> None:
+    from sims import momentum
+
+    _ok(momentum.main(["--quick", "--families", "lowrank,powerlaw", "--optimizers", "sign,sgd:0.5,adam:0.9:0.999",
+                       "--batch-sizes", "16,64,256", "--lr-points", "4", "--seeds", "2", "--probe-steps", "2",
+                       "--probe-states", "1", "--probe-trials", "2", "--max-steps", "300", "--bootstrap", "4",
+                       "--out", str(out), "--quiet", "--no-plot"]))  # fmt: skip
+
+
 def run_fit(out: Path, mp) -> None:
     from sims import fit
 
@@ -192,6 +201,7 @@ def run_schedules_cnn(out: Path, mp) -> None:
 CASES = [
     Case("surge", run_surge),
     Case("dynamics", run_dynamics),
+    Case("momentum", run_momentum),
     Case("fit", run_fit, group_columns=("group",)),
     Case("limits", run_limits),
     Case("workloads", run_workloads, needs="torch"),

@@ -5,6 +5,7 @@ Closed forms (``surgesim.theory``), problems (``surgesim.problem``), Hessian ope
 (``surgesim.kernels``), the Monte Carlo estimator (``surgesim.estimate``), curve fits
 (``surgesim.fit``), resumable sweeps (``surgesim.sweep``) and the backend choice
 (``surgesim.backend``). Imported on demand: ``surgesim.dynamics`` (multi-step protocol),
+``surgesim.momentum`` (Adam's balance point with momentum: the multi-step probe, the predictors),
 ``surgesim.correlated`` and ``surgesim.limits`` (beyond the paper), ``surgesim.gridfit`` (any
 grid), ``surgesim.plots`` (matplotlib), ``surgesim.workloads`` (torch), ``surgesim.gpu`` (CuPy).
 See README.md.

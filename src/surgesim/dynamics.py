@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import special
@@ -67,6 +67,7 @@ __all__ = [
     "summarize",
     "summarize_arm",
     "path_noise_batch_size",
+    "adam_prediction",
     "ROW_COLUMNS",
     "PATH_NOTE",
 ]
@@ -157,7 +158,8 @@ def default_lr_grid(
     b = np.asarray(batch_sizes, dtype=np.float64)
     if optimizer.name == "sgd":
         lo = float(np.min(sgd_optimal_lr(b, problem.mu, problem.sigma**2, problem.hessian))) / 8.0
-        hi = 2.0 / _diag_trace_lmax(problem.hessian)[2]
+        # SGD's stability limit on a quadratic; with momentum b1 (EMA form) 2 (1 + b1) / ((1 - b1) lambda_max)
+        hi = 2.0 * (1.0 + optimizer.beta1) / ((1.0 - optimizer.beta1) * _diag_trace_lmax(problem.hessian)[2])
     else:
         eq9 = optimal_lr(b, problem.mu, problem.sigma, problem.hessian)
         lo = float(np.min(eq9)) / 8.0
@@ -259,8 +261,9 @@ class Experiment:
 
     @property
     def arm_optimizers(self) -> tuple[Optimizer, ...]:
-        """The optimizers of the per-step optimal-lr arm (sign and sgd, if in ``optimizers``)."""
-        return tuple(o for o in self.optimizers if o.name in ("sign", "sgd")) if self.optimal_arm else ()
+        """The optimizers of the per-step optimal-lr arm (sign and sgd without momentum, if in ``optimizers``)."""
+        arm = tuple(o for o in self.optimizers if o.name == "sign" or (o.name == "sgd" and o.beta1 == 0))
+        return arm if self.optimal_arm else ()
 
     def tasks(self) -> list[dict]:
         """One JSON-serialisable parameter dict per (optimizer, batch size[, arm]), for ``run_task``."""
@@ -428,6 +431,11 @@ class TargetResult:
     predicted_*: the theory at the states where the runs at the step-optimal learning rates
     reached the target (module docstring); predicted_lr holds eq 9 (eq 1 for SGD) per batch size.
     path_noise_batch_size: eq 21's path average along those runs (``PATH_NOTE``).
+    path_noise_batch_size_adam: for Adam, the package's predictor of its balance point along the
+    run (``surgesim.momentum.adam_noise_batch_size``: the multi-step probe at the states where runs
+    at the grid's peak batch size are halfway, in log loss, to the target; at the start state if no
+    run has an optimum); nan for the other optimizers. path_noise_batch_size_adam_source: its
+    ``AdamPrediction.source`` ("eq2_fit" or "probe_peak", prefixed "start:" for the fallback).
     optimal_arm: ``summarize_arm`` of the per-step optimal-lr arm (None without it).
     """
 
@@ -445,6 +453,8 @@ class TargetResult:
     predicted_lr: np.ndarray
     path_noise_batch_size: float = math.nan
     optimal_arm: dict | None = None
+    path_noise_batch_size_adam: float = math.nan
+    path_noise_batch_size_adam_source: str = ""
 
     @property
     def optimal_lr(self) -> np.ndarray:
@@ -480,6 +490,8 @@ class TargetResult:
             "fitted_noise_batch_size": _none(eq22[0]), "s_min": _none(eq22[1]), "e_min": _none(eq22[2]),
             "predicted_noise_batch_size": _none(self.predicted_noise_batch_size),
             "path_noise_batch_size": _none(self.path_noise_batch_size),
+            "path_noise_batch_size_adam": _none(self.path_noise_batch_size_adam),
+            "path_noise_batch_size_adam_source": self.path_noise_batch_size_adam_source or None,
             "peak_batch_size": _none(self.peak_batch_size),
             "predicted_peak_batch_size": _none(self.predicted_peak_batch_size),
             "seed_peak_batch_sizes": [_none(x) for x in self.seed_peaks],
@@ -559,8 +571,9 @@ def _predict(opt: Optimizer, problem: QuadraticProblem, rows: Sequence[Mapping],
     return bn, peak, predicted
 
 
-def summarize(experiment: Experiment, rows: Sequence[Mapping]) -> list[TargetResult]:
-    """One ``TargetResult`` per (optimizer, target), in the experiment's order."""
+def summarize(experiment: Experiment, rows: Sequence[Mapping], adam_predictor: bool = True) -> list[TargetResult]:
+    """One ``TargetResult`` per (optimizer, target), in the experiment's order; with
+    ``adam_predictor``, each Adam result's ``path_noise_batch_size_adam`` (``adam_prediction``)."""
     out = []
     Bs = np.asarray(experiment.batch_sizes, dtype=np.float64)
     for opt, grid in zip(experiment.optimizers, experiment.lrs, strict=True):
@@ -593,11 +606,35 @@ def summarize(experiment: Experiment, rows: Sequence[Mapping]) -> list[TargetRes
             chosen = _chosen(sel, fs)
             bn, peak, pred = _predict(opt, experiment.problem, sel, Bs, chosen)
             path = path_noise_batch_size([r for r, c in zip(sel, chosen, strict=True) if c])
-            out.append(
-                TargetResult(opt, frac, target, Bs, lrs, heat, fs, fd, np.array(peaks), bn, peak, pred, path,
-                             summarize_arm(arm_rows, Bs) if arm_rows else None)
-            )  # fmt: skip
+            res = TargetResult(opt, frac, target, Bs, lrs, heat, fs, fd, np.array(peaks), bn, peak, pred, path,
+                               summarize_arm(arm_rows, Bs) if arm_rows else None)  # fmt: skip
+            if adam_predictor and opt.name == "adam":
+                value, source = adam_prediction(experiment, res)
+                res = replace(res, path_noise_batch_size_adam=value, path_noise_batch_size_adam_source=source)
+            out.append(res)
     return out
+
+
+ADAM_PROBE_STATES = 4
+"""Runs whose halfway states ``adam_prediction`` probes (8 minibatch sequences each)."""
+
+
+def adam_prediction(experiment: Experiment, result: TargetResult) -> tuple[float, str]:
+    """(path_noise_batch_size_adam, source) of one Adam result: ``surgesim.momentum.adam_noise_batch_size``
+    at the states of ``ADAM_PROBE_STATES`` runs at the grid's peak batch size, halfway in log loss
+    to the target (``surgesim.momentum.probe_states_of``), over the experiment's batch sizes; at the
+    start state (fresh buffers) when the grid has no optimum (source prefixed "start:")."""
+    from . import momentum  # the predictor is built on this module's runs: imported here, not at the top
+
+    states, _, _ = momentum.probe_states_of(experiment, result, (), ADAM_PROBE_STATES, experiment.seed)
+    prefix = ""
+    if not states:
+        d0 = experiment.delta0
+        zero = np.zeros_like(d0)
+        states, prefix = [momentum.RunState(d0, zero, zero, 0, experiment.initial_loss)], "start:"
+    pred = momentum.adam_noise_batch_size(experiment.problem, result.optimizer, states, experiment.batch_sizes,
+                                          seed=experiment.seed)  # fmt: skip
+    return pred.noise_batch_size, prefix + pred.source
 
 
 def summarize_arm(rows: Sequence[Mapping], Bs: np.ndarray) -> dict:

@@ -131,10 +131,14 @@ def run_trajectories(
     trace_steps: int = 0,
     rule: StepRule = _CONSTANT,
     path: bool = False,
+    m0: np.ndarray | None = None,
+    v0: np.ndarray | None = None,
+    start_step: int = 0,
 ) -> TrajectoryResult:
     """``surgesim.kernels.dynamics.run_trajectories`` (same arguments, checks and results) on the GPU;
-    a per-step ``rule`` other than constant, or ``path``, is a ValueError (CPU only)."""
+    a per-step ``rule`` other than constant, ``path``, given buffers (m0, v0, start_step) or SGD
+    with momentum is a ValueError (CPU only)."""
     return _cpu._trajectories(
         _run, H, sigma, delta0, keys, lr, batch_size, optimizer, targets, further_steps, max_steps,
-        min_steps, trace_steps, rule, path,
+        min_steps, trace_steps, rule, path, m0, v0, start_step,
     )  # fmt: skip

@@ -15,7 +15,10 @@ Optimizers (update delta <- delta - lr * u):
   the bias corrections m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t) (Kingma & Ba 2015,
   https://arxiv.org/abs/1412.6980; eq 25-27, with eps outside the square root as in PyTorch).
   b1 = b2 = 0 gives u = g / (|g| + eps), sign-SGD up to eps (eq 29).
-- ``sgd``: u = g.
+- ``sgd``: u = g; with momentum b1 > 0, m = b1 m + (1 - b1) g and u = m / (1 - b1^t) (Adam's
+  bias-corrected first moment without the denominator: heavy-ball SGD of learning rate
+  lr (1 - b1) and momentum b1, as in Zhang et al. 2019, https://arxiv.org/abs/1907.04164, after the
+  first few steps; b1 = 0 is plain SGD).
 - ``lion``: u = sign(b1 m + (1 - b1) g), then m = b2 m + (1 - b2) g (Chen et al. 2023,
   "Symbolic Discovery of Optimization Algorithms", https://arxiv.org/abs/2302.06675, no weight decay).
 
@@ -94,7 +97,7 @@ class Optimizer:
     """An optimizer and its hyperparameters (see the module docstring for the update rules).
 
     ``beta1``, ``beta2`` and ``eps`` are used by ``adam`` (all three) and ``lion`` (the betas);
-    the constructor checks them eagerly.
+    ``sgd`` uses ``beta1`` as its momentum (``beta2`` must be 0); the constructor checks them eagerly.
 
     >>> Optimizer("adam", 0.9, 0.999).label
     'adam(0.9, 0.999)'
@@ -114,6 +117,8 @@ class Optimizer:
                 raise ValueError(f"{field}={value!r} must be in [0, 1)")
         if not (self.eps >= 0.0 and np.isfinite(self.eps)):
             raise ValueError(f"eps={self.eps!r} must be finite and >= 0")
+        if self.name == "sgd" and self.beta2 != 0.0:
+            raise ValueError(f"sgd takes one beta (its momentum beta1), got beta2={self.beta2!r}")
 
     @property
     def code(self) -> int:
@@ -123,6 +128,8 @@ class Optimizer:
     def label(self) -> str:
         if self.name in ("adam", "lion"):
             return f"{self.name}({self.beta1:g}, {self.beta2:g})"
+        if self.name == "sgd" and self.beta1 > 0:
+            return f"sgd({self.beta1:g})"
         return self.name
 
 
@@ -236,8 +243,15 @@ def _update(opt, lr, c, b1, b2, eps, bc1, bc2, sigma, gm, z, delta, m, v):
             g = gm[i] + c * sigma[i] * z[i]
             delta[i] -= lr * np.sign(g)
     elif opt == SGD:
-        for i in range(d):
-            delta[i] -= lr * (gm[i] + c * sigma[i] * z[i])
+        if b1 == 0.0:
+            for i in range(d):
+                delta[i] -= lr * (gm[i] + c * sigma[i] * z[i])
+        else:  # momentum: Adam's bias-corrected first moment, no denominator
+            a1 = 1.0 / bc1
+            for i in range(d):
+                mi = b1 * m[i] + (1.0 - b1) * (gm[i] + c * sigma[i] * z[i])
+                m[i] = mi
+                delta[i] -= lr * mi * a1
     elif opt == ADAM:
         a1 = 1.0 / bc1
         a2 = 1.0 / bc2
@@ -341,7 +355,7 @@ def _run(
     delta, m, v, gm, z, p,
     steps, loss_at, loss_after, delta_at, n_steps, trace,
     lr_rule, batch_rule, batch_size, interval, batch_factor, lr_factor, b_min, b_max, b_start, warmup,
-    beta, keys_w, hdiag, path,
+    beta, keys_w, hdiag, path, step0,
     w, e, sgh, es, em,
     examples_at, path_ds, path_bds, batch_trace, lr_trace,
 ):  # fmt: skip
@@ -379,8 +393,8 @@ def _run(
         j = 0  # next target to reach
         jf = 0  # next reached target waiting for its further-steps loss
         s = 0
-        pw1 = 1.0
-        pw2 = 1.0
+        pw1 = b1**step0  # b^t of the bias corrections: the buffers m, v already hold step0 steps
+        pw2 = b2**step0
         pwa = 1.0  # beta^n: bias correction of the running averages
         a_off = 0.0  # running averages: off (oracle: exact; estimated: per-step unbiased estimates),
         a_s = 0.0  # S = sum mu^2 / sigma (from the averaged gradient em), G'G and G'HG (estimated)
@@ -649,6 +663,9 @@ def run_trajectories(
     trace_steps: int = 0,
     rule: StepRule = StepRule(),
     path: bool = False,
+    m0: np.ndarray | None = None,
+    v0: np.ndarray | None = None,
+    start_step: int = 0,
 ) -> TrajectoryResult:
     """Run T trajectories from theta - theta* = delta0 on the noisy quadratic (module docstring).
 
@@ -666,13 +683,16 @@ def run_trajectories(
         rule: how each step sets its batch size and learning rate (``StepRule``; with a rule
             other than constant, lr and batch_size are its values or multipliers).
         path: also integrate ds and B_noise ds to each target (eq 44-45).
+        m0, v0: (d,) or (T, d) optimizer buffers to start from (default zeros: a fresh optimizer);
+            start_step: the steps they already hold (Adam's bias corrections 1 - b^t continue from
+            t = start_step). The noise of step s is still the stream's step s.
 
     Returns:
         A ``TrajectoryResult``; targets are reported in the order given.
     """
     return _trajectories(
         _run_numba, H, sigma, delta0, keys, lr, batch_size, optimizer, targets, further_steps, max_steps,
-        min_steps, trace_steps, rule, path,
+        min_steps, trace_steps, rule, path, m0, v0, start_step,
     )  # fmt: skip
 
 
@@ -691,7 +711,7 @@ _W_TAG = 0x57  # the sub-stream of the half-batch difference normals of estimate
 
 def _trajectories(
     run, H, sigma, delta0, keys, lr, batch_size, optimizer, targets, further_steps, max_steps, min_steps, trace_steps,
-    rule: StepRule = StepRule(), path: bool = False,
+    rule: StepRule = StepRule(), path: bool = False, m0=None, v0=None, start_step: int = 0,
 ) -> TrajectoryResult:  # fmt: skip
     """``run_trajectories``'s checks, set-up and results around ``run``, a function with ``_run``'s
     arguments and in-place outputs (the Numba loop here; ``surgesim.gpu.dynamics`` passes its own,
@@ -699,6 +719,8 @@ def _trajectories(
     if not isinstance(rule, StepRule):
         raise TypeError(f"rule must be a StepRule, got {type(rule).__name__}")
     general = not rule.is_constant or bool(path)
+    if run is not _run_numba and optimizer.name == "sgd" and optimizer.beta1 > 0:
+        raise ValueError("SGD with momentum runs on the CPU backend only")
     if general and run is not _run_numba:
         raise ValueError("per-step rules (optimal lr, batch-size schedules) and path integrals run on the CPU "
                          "backend only")  # fmt: skip
@@ -735,6 +757,17 @@ def _trajectories(
     delta = np.repeat(delta0[None, :], T, axis=0)
     mom = np.zeros((T, d))
     vel = np.zeros((T, d))
+    start_step = _check_int("start_step", start_step, 0)
+    for name, given, buf in (("m0", m0, mom), ("v0", v0, vel)):
+        if given is not None:
+            arr = np.asarray(given, dtype=np.float64)
+            if arr.shape not in ((d,), (T, d)) or not np.all(np.isfinite(arr)):
+                raise ValueError(f"{name} must be finite with shape ({d},) or ({T}, {d}), got {arr.shape}")
+            if name == "v0" and np.any(arr < 0):
+                raise ValueError("v0 must be >= 0 (a second moment)")
+            buf[:] = arr
+    if run is not _run_numba and (m0 is not None or v0 is not None or start_step):
+        raise ValueError("starting from given optimizer buffers runs on the CPU backend only")
     gm = np.empty((T, d))
     z = np.empty((T, d + (d & 1)))
     p = np.empty((T, max(k, 1)))
@@ -772,7 +805,7 @@ def _trajectories(
             *common, LR_RULES[rule.lr], BATCH_RULES[rule.batch], bs, int(rule.interval), float(rule.batch_factor),
             float(rule.lr_factor), float(rule.batch_min), float(rule.batch_max), float(rule.batch_start),
             int(rule.warmup), float(rule.beta), keys_w, np.ascontiguousarray(H.diag(), dtype=np.float64),
-            bool(path), scratch(z.shape[1]), np.zeros((T, d)), scratch(d), scratch(d), scratch(d),
+            bool(path), start_step, scratch(z.shape[1]), np.zeros((T, d)), scratch(d), scratch(d), scratch(d),
             examples_at, path_ds, path_bds, batch_trace, lr_trace,
         )  # fmt: skip
     inv = np.argsort(order)

@@ -66,8 +66,11 @@ def run_trajectories(
             t = s + 1
             if optimizer.name == "sign":
                 u = np.sign(g)
-            elif optimizer.name == "sgd":
+            elif optimizer.name == "sgd" and b1 == 0:
                 u = g
+            elif optimizer.name == "sgd":  # momentum: Adam's bias-corrected first moment
+                m = b1 * m + (1.0 - b1) * g
+                u = m / (1.0 - b1**t)
             elif optimizer.name == "adam":
                 m = b1 * m + (1.0 - b1) * g
                 v = b2 * v + (1.0 - b2) * g * g
@@ -186,8 +189,11 @@ def run_rule_trajectories(
             k = s + 1
             if optimizer.name == "sign":
                 u_step = np.sign(g)
-            elif optimizer.name == "sgd":
+            elif optimizer.name == "sgd" and optimizer.beta1 == 0:
                 u_step = g
+            elif optimizer.name == "sgd":  # momentum: Adam's bias-corrected first moment
+                m = optimizer.beta1 * m + (1 - optimizer.beta1) * g
+                u_step = m / (1 - optimizer.beta1**k)
             elif optimizer.name == "adam":
                 b1, b2 = optimizer.beta1, optimizer.beta2
                 m = b1 * m + (1 - b1) * g
