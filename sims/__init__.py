@@ -1,0 +1,28 @@
+"""The ``sims`` command-line entry points (``python -m sims.COMMAND``, ``surgesim COMMAND``)."""
+
+import os as _os
+import signal as _signal
+import sys as _sys
+
+
+def _interrupted_early(signum, frame) -> None:  # pragma: no cover - exercised in a subprocess
+    """Ctrl-C, SIGTERM or SIGHUP while the command is still importing: one line, no traceback,
+    exit status 128 + the signal's number (nothing has been written yet)."""
+    _os.write(2, b"interrupted: nothing was written\n")
+    _os._exit(128 + signum)
+
+
+def _guard_startup() -> None:
+    """Started as a command (``python -m sims.X`` sets argv[0] to "-m" while it imports this
+    package; the console script is named surgesim), the signals that end a command do so cleanly
+    from the first import on; ``sims._cli.run`` takes over once the command runs."""
+    argv0 = _sys.argv[0] if _sys.argv else ""
+    if argv0 != "-m" and _os.path.basename(argv0) not in ("surgesim", "surgesim.exe"):
+        return
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        sig = getattr(_signal, name, None)
+        if sig is not None and _signal.getsignal(sig) is not _signal.SIG_IGN:
+            _signal.signal(sig, _interrupted_early)
+
+
+_guard_startup()

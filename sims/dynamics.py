@@ -163,7 +163,7 @@ def _main(args) -> int:
 
     opts = resolve(args)
     backend = backends.resolve(opts.backend)  # clear error before any work when the GPU is unusable
-    out = _cli.out_dir(opts.out)
+    out = _cli.out_dir(opts.out, command="sims.dynamics")
     t_start = time.perf_counter()
     problem = QuadraticProblem.load(opts.problem) if opts.problem else dynamics.default_problem(opts.dims, opts.seed)
     exp = dynamics.default_experiment(

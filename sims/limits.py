@@ -155,7 +155,7 @@ def _main(args) -> int:
 
     opts = resolve(args)
     _cli.need_memory(8 * opts.dims * opts.dims * 4, f"--dims {opts.dims} (dense and power-law families)")
-    out = _cli.out_dir(opts.out)
+    out = _cli.out_dir(opts.out, command="sims.limits")
     _cli.save_options(opts, out / "options.json")
     t0 = time.perf_counter()
     n_ng = len(opts.laws) * len(opts.ng_batch_sizes)

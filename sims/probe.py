@@ -200,7 +200,7 @@ def _main(args) -> int:
         from surgesim.problem import QuadraticProblem
 
         problem = QuadraticProblem.load(opts.problem)
-        out = _cli.out_dir(opts.out)
+        out = _cli.out_dir(opts.out, command="sims.probe")
         states = [{}]
         fn, shared, identity = probing.problem_task, problem, {"problem_sha256": problem.digest()}
     else:
@@ -209,7 +209,7 @@ def _main(args) -> int:
         too_big = [x for x in (*opts.batch_sizes, opts.hessian_examples, opts.stats_examples) if x > data.n]
         if too_big:
             raise _cli.UsageError(f"{max(too_big)} is larger than the data set ({data.n} examples)")
-        out = _cli.out_dir(opts.out)
+        out = _cli.out_dir(opts.out, command="sims.probe")
         if opts.checkpoint:
             probing.load_checkpoint(opts.checkpoint, spec)  # a mismatch fails before any work
             states = [{"checkpoint": str(Path(opts.checkpoint).resolve()), "target_loss": None}]

@@ -244,7 +244,7 @@ def _quadratic(opts: Options, args) -> int:
     from surgesim.progress import progress_bar
     from surgesim.sweep import run_sweep
 
-    out = _cli.out_dir(opts.out)
+    out = _cli.out_dir(opts.out, command="sims.schedules")
     t_start = time.perf_counter()
     problem = QuadraticProblem.load(opts.problem) if opts.problem else dynamics.default_problem(opts.dims, opts.seed)
     optimizers = schedules.optimizers_by_name(opts.optimizers)
@@ -326,7 +326,7 @@ def _network(opts: Options, args) -> int:
                                    dflt["geometric"], batch_start=dflt["batch_start"])  # fmt: skip
     optimizers = schedules.optimizers_by_name(opts.optimizers)
     exp = ws.ScheduleExperiment(base, optimizers, tuple(variants for _ in optimizers), opts.seeds)
-    out = _cli.out_dir(opts.out)
+    out = _cli.out_dir(opts.out, command="sims.schedules")
     t_start = time.perf_counter()
     _cli.save_options(opts, out / "options.json")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan

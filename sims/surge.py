@@ -188,7 +188,7 @@ def _main(args) -> int:
 
     opts = resolve(args)
     backends.resolve(opts.backend)  # clear error before any work when the GPU is unusable
-    out = _cli.out_dir(opts.out)
+    out = _cli.out_dir(opts.out, command="sims.surge")
     t_start = time.perf_counter()
     family = {} if opts.noise_batch_size is None else {"noise_batch_size": opts.noise_batch_size}
     if opts.problem:

@@ -100,7 +100,10 @@ import numpy as np
 
 from .outputs import atomic_path
 
-__all__ = ["run_sweep", "task_id", "load_rows", "write_csv", "SweepError", "StoreError", "TaskFailure"]
+__all__ = [
+    "run_sweep", "check_store", "task_id", "load_rows", "write_csv", "SweepError", "StoreError", "StoreMismatch",
+    "TaskFailure",
+]  # fmt: skip
 
 _log = logging.getLogger(__name__)
 
@@ -141,6 +144,17 @@ class SweepError(RuntimeError):
         if store is not None:
             lines.append(f"The other tasks' results are kept in {store}; a rerun retries only the failed tasks.")
         super().__init__("\n".join(lines))
+
+
+class StoreMismatch(ValueError):
+    """The store holds a different sweep (``path``, ``difference``: what differs, briefly)."""
+
+    def __init__(self, path: Path, difference: str) -> None:
+        super().__init__(
+            f"store {path} holds a different sweep; use another store path, or delete this one to start over "
+            f"({difference})"
+        )
+        self.path, self.difference = path, difference
 
 
 class StoreError(ValueError):
@@ -458,6 +472,30 @@ def _read_store_header(conn: sqlite3.Connection, path: Path) -> tuple[str, list[
     return meta["params"], tasks
 
 
+def _brief(value: Any, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_store(store: str | os.PathLike, tasks: Iterable[Mapping[str, Any]], params: Mapping | None = None) -> None:
+    """Refuse, before any work, a store that holds a different sweep than ``run_sweep(fn, tasks,
+    params=params, store=store)`` would run (``StoreMismatch``); a missing store passes."""
+    path = Path(store)
+    if not path.is_file():
+        return
+    task_list = _prepare_tasks(tasks)
+    params_json = _encode_params({} if params is None else params, "params")
+    conn = _connect(path)
+    try:
+        header = _read_store_header(conn, path)
+    finally:
+        conn.close()
+    if header is not None:
+        stored_params, stored_tasks = header
+        if stored_params != params_json or [tid for tid, _ in stored_tasks] != [t.task_id for t in task_list]:
+            raise StoreMismatch(path, _describe_difference(stored_params, params_json, stored_tasks, task_list))
+
+
 def _describe_difference(
     stored_params: str, params: str, stored_tasks: list[tuple[str, str]], tasks: list[_Task]
 ) -> str:
@@ -465,19 +503,19 @@ def _describe_difference(
     old, new = json.loads(stored_params), json.loads(params)
     for key in sorted(old.keys() | new.keys()):
         if key not in new:
-            parts.append(f"parameter {key!r} was {json.dumps(old[key])}, now absent")
+            parts.append(f"parameter {key!r} was {_brief(old[key])}, now absent")
         elif key not in old:
-            parts.append(f"parameter {key!r} is new ({json.dumps(new[key])})")
+            parts.append(f"parameter {key!r} is new ({_brief(new[key])})")
         elif old[key] != new[key]:
-            parts.append(f"parameter {key!r} was {json.dumps(old[key])}, now {json.dumps(new[key])}")
+            parts.append(f"parameter {key!r} was {_brief(old[key])}, now {_brief(new[key])}")
     old_ids = {tid: p for tid, p in stored_tasks}
     new_ids = {t.task_id: t.params_json for t in tasks}
     gone = [p for tid, p in stored_tasks if tid not in new_ids]
     added = [t.params_json for t in tasks if t.task_id not in old_ids]
     if gone:
-        parts.append(f"{len(gone)} stored task(s) are not in this sweep, e.g. {gone[0]}")
+        parts.append(f"{len(gone)} stored task(s) are not in this sweep, e.g. {_brief(gone[0])}")
     if added:
-        parts.append(f"{len(added)} task(s) are new, e.g. {added[0]}")
+        parts.append(f"{len(added)} task(s) are new, e.g. {_brief(added[0])}")
     if not gone and not added and [tid for tid, _ in stored_tasks] != [t.task_id for t in tasks]:
         parts.append("the same tasks are in a different order")
     return "; ".join(parts)
@@ -507,11 +545,7 @@ def _open_store(path: Path, params_json: str, tasks: list[_Task]) -> sqlite3.Con
         else:
             stored_params, stored_tasks = header
             if stored_params != params_json or [tid for tid, _ in stored_tasks] != [t.task_id for t in tasks]:
-                diff = _describe_difference(stored_params, params_json, stored_tasks, tasks)
-                raise ValueError(
-                    f"store {path} holds a different sweep ({diff}); "
-                    "use another store path, or delete this one to start over"
-                )
+                raise StoreMismatch(path, _describe_difference(stored_params, params_json, stored_tasks, tasks))
     except BaseException:
         conn.close()
         raise
