@@ -201,9 +201,19 @@ def _interrupted(exc: KeyboardInterrupt) -> int:
     return 128 + (exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
 
 
+_held: list[str] = []  # warning lines of the running command, printed only if it succeeds
+
+
+def warn(message: str) -> None:
+    """A ``warning: ...`` line for the user, printed when the command has succeeded (never before
+    an error line)."""
+    _held.append(_one_line(message))
+
+
 def run(main: Callable[[], int | None]) -> int:
     """Run a command's body under the shared handler (see the module docstring)."""
     code = 1
+    held = len(_held)
     caught: list[warnings.WarningMessage] = []
     mine = len(_open_outputs)  # a command may run another (sims.figures): each owns its own outputs
     _show_dashboard_address()
@@ -231,7 +241,10 @@ def run(main: Callable[[], int | None]) -> int:
                     _open_outputs.pop().close()
     except KeyboardInterrupt as exc:  # during the commit or the clean-up: the commit is atomic
         code = _interrupted(exc)
+    lines, _held[held:] = _held[held:], []
     if code == 0:
+        for line in dict.fromkeys(lines):
+            print(f"warning: {line}", file=sys.stderr)
         _reemit(caught)
     return code
 

@@ -30,7 +30,6 @@ import dataclasses
 import hashlib
 import math
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,7 +140,7 @@ def _main(args) -> int:
     for key, fit in groups:
         if fit.note:
             label = ", ".join(f"{c} = {_readable(v)}" for c, v in key.items()) or "the grid"
-            print(f"warning: {label}: {fit.note}; B_noise and peak lr left empty", file=sys.stderr)
+            _cli.warn(f"{label}: {fit.note}; B_noise and peak lr left empty")
     if not opts.quiet:
         print_fits(groups, opts.group_cols)
         print(f"wrote {out}/optimal_lr.csv, fits.csv" + (f" and {len(figures)} figures" if figures else ""))
@@ -149,8 +148,17 @@ def _main(args) -> int:
 
 
 def _finite(rows: list[dict]) -> list[dict]:
-    """NaN and inf cells as empty (None) in the CSV files."""
-    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in rows]
+    """NaN and inf cells as empty (None) in the CSV files; batch sizes that are whole numbers
+    (as in the grid) as integers, 4 not 4.0."""
+
+    def cell(k, v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if k in ("batch_size", "peak_batch_size") and isinstance(v, float) and v.is_integer():
+            return int(v)
+        return v
+
+    return [{k: cell(k, v) for k, v in r.items()} for r in rows]
 
 
 def _readable(v) -> str:

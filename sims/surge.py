@@ -18,9 +18,7 @@ Every column and key, with its unit and equation: docs/outputs.md.
 
 from __future__ import annotations
 
-import csv
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,7 +182,7 @@ def _main(args) -> int:
     from surgesim.estimate import Estimate, estimate_task
     from surgesim.problem import FAMILIES, QuadraticProblem
     from surgesim.progress import progress_bar
-    from surgesim.sweep import run_sweep
+    from surgesim.sweep import run_sweep, write_csv
 
     opts = resolve(args)
     backends.resolve(opts.backend)  # clear error before any work when the GPU is unusable
@@ -223,10 +221,7 @@ def _main(args) -> int:
     rows = [result_row(Estimate(**_cli.task_row(r, f"batch size {b}", batch_size=b)),
                        {k: float(v[i]) for k, v in theory.items()})
             for i, (b, r) in enumerate(zip(opts.batch_sizes, stored, strict=True))]  # fmt: skip
-    with open(out / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
-        w.writeheader()
-        w.writerows({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
+    write_csv(rows, out / "results.csv", COLUMNS)
     wall = time.perf_counter() - t_start
 
     mu, sigma, H = problem.mu, problem.sigma, problem.hessian
@@ -253,8 +248,8 @@ def _main(args) -> int:
     summary["noise_batch_size_beyond_validity"] = bool(np.isfinite(bn) and bn > bound)
     _cli.write_json(summary, out / "summary.json")
     if summary["noise_batch_size_beyond_validity"]:
-        print(f"warning: B_noise (eq 14) = {bn:.4g} exceeds the validity bound {bound:.4g}: the peak lies outside "
-              "Theorem 3's regime (B << bound), where eq 2 and eq 14 need not hold", file=sys.stderr)  # fmt: skip
+        _cli.warn(f"B_noise (eq 14) = {bn:.4g} exceeds the validity bound {bound:.4g}: the peak lies outside "
+              "Theorem 3's regime (B << bound), where eq 2 and eq 14 need not hold")  # fmt: skip
 
     if opts.plot:
         from surgesim.plots import lr_vs_batch_figure

@@ -464,3 +464,256 @@ def test_output_dir_discards_and_cleans_stale_staging(tmp_path):
         (d / "a.txt").write_text("kept")
         d.commit()
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+# --- the commit of a run's outputs is atomic as a whole (issue 24) ---------------------------------
+
+OUTPUTS_PY = ROOT / "src" / "surgesim" / "outputs.py"
+OLD = {"a.txt": "old a", "b.txt": "old b", "c.txt": "old c"}
+NEW = {"a.txt": "new a", "b.txt": "new b", "d.txt": "new d"}  # and c.txt removed
+
+
+def _results(d: Path) -> dict[str, str]:
+    """The directory as a reader sees it after the next run's recovery: its non-hidden files."""
+    with OutputDir(d, command="test"):  # open() finishes or deletes what a killed run left
+        pass
+    leftovers = [p.name for p in d.iterdir() if p.name.startswith((".surgesim-staging-", ".surgesim-commit-"))]
+    assert not leftovers
+    return {p.name: p.read_text() for p in d.iterdir() if not p.name.startswith(".")}
+
+
+def _commit_run(outputs, d: Path, files: dict[str, str], removed=()) -> None:
+    with outputs.OutputDir(d, command="test") as out:
+        for name, text in files.items():
+            (out / name).write_text(text)
+        for name in removed:
+            out.remove(name)
+        out.commit()
+
+
+_KILLER = """
+import importlib.util, os, sys
+spec = importlib.util.spec_from_file_location("outputs_under_test", sys.argv[1])
+outputs = importlib.util.module_from_spec(spec); spec.loader.exec_module(outputs)
+steps = []
+def step(what):
+    steps.append(what)
+    if len(steps) == int(sys.argv[3]):
+        print(what, flush=True)
+        os._exit(9)  # killed: no clean-up, no finally
+outputs._step = step
+from pathlib import Path
+with outputs.OutputDir(Path(sys.argv[2]), command="test") as out:
+    for name, text in {new!r}.items():
+        (out / name).write_text(text)
+    out.remove("c.txt")
+    out.commit()
+print("finished", flush=True)
+"""
+
+
+def test_commit_killed_at_every_step_leaves_old_or_new_results(tmp_path):
+    """Killed (os._exit, in a subprocess) at each step of the commit, the output directory holds
+    the old complete results or the new complete results once the next run opens it; the old
+    ones before the commit point, the new ones after."""
+    import surgesim.outputs as outputs
+
+    script = _KILLER.format(new=NEW)
+    seen = []
+    for k in range(1, 30):
+        d = tmp_path / f"run{k}"
+        _commit_run(outputs, d, OLD)
+        r = subprocess.run([sys.executable, "-c", script, str(OUTPUTS_PY), str(d), str(k)], capture_output=True,
+                           text=True, timeout=60)  # fmt: skip
+        step = r.stdout.strip()
+        after = _results(d)
+        if step == "finished":
+            assert r.returncode == 0 and after == NEW, r.stderr
+            break
+        assert r.returncode == 9, r.stderr
+        seen.append(step)
+        committed = "committed" in seen
+        assert after == (NEW if committed else OLD), (step, after)
+    else:
+        pytest.fail("the commit never finished")
+    assert seen[:3] == ["staged", "journal written", "committed"] and "journal deleted" in seen
+    assert {"removed c.txt", "moved a.txt", "moved d.txt"} <= set(seen)
+
+
+@pytest.mark.parametrize("at", ["staged", "journal written", "committed", "moved b.txt", "journal deleted"])
+def test_commit_failing_at_a_step_leaves_old_or_new_results(tmp_path, monkeypatch, at):
+    """An exception at a step: before the commit point the directory keeps its old files and the
+    error is raised; after it, the next run finishes moving the new ones in."""
+    import surgesim.outputs as outputs
+
+    d = tmp_path / "o"
+    _commit_run(outputs, d, OLD)
+
+    def step(what):
+        if what == at:
+            raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(outputs, "_step", step)
+    with pytest.raises(OSError):
+        _commit_run(outputs, d, NEW, removed=["c.txt"])
+    monkeypatch.undo()
+    assert _results(d) == (OLD if at in ("staged", "journal written") else NEW)
+
+
+def test_a_directory_in_the_way_fails_the_commit_before_anything_is_replaced(capsys, tmp_path):
+    """A commit that cannot finish is found before its commit point: exit 2, every file unchanged."""
+    grid = write_grid(tmp_path / "g.csv")
+    out = tmp_path / "o"
+    assert fit.main([str(grid), "--out", str(out), "--quiet"]) == 0
+    (out / "fit_all.png").unlink()
+    (out / "fit_all.png").mkdir()  # a directory where the figure goes
+    line = refused(capsys, fit.main, [grid, "--out", out, "--quiet"], out)
+    assert "a directory is in the way" in line and "fit_all.png" in line
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".surgesim-")) == [".surgesim-run.json"]
+
+
+def test_figures_replaces_old_files_in_the_same_atomic_step(tmp_path, monkeypatch):
+    """sims.figures' removal of a figure's old files is part of the commit: killed before the
+    commit point, the old files are all there."""
+    import surgesim.outputs as outputs
+
+    d = tmp_path / "f"
+    _commit_run(outputs, d, {f"fig5_dynamics_{i}.png": "old" for i in range(21)})
+    monkeypatch.setattr(outputs, "_step", lambda what: (_ for _ in ()).throw(KeyboardInterrupt) if what ==
+                        "journal written" else None)  # fmt: skip
+    with pytest.raises(KeyboardInterrupt), outputs.OutputDir(d, command="test") as out:
+        for old in d.glob("fig5_*"):
+            out.remove(old.name)
+        (out / "fig5_dynamics_new.png").write_text("new")
+        out.commit()
+    monkeypatch.undo()
+    assert len(_results(d)) == 21
+
+
+# --- a rerun is checked before anything is done --------------------------------------------------
+
+
+def test_out_of_another_command_is_refused(capsys, out, tmp_path):
+    grid = write_grid(tmp_path / "g.csv")
+    line = refused(capsys, fit.main, [grid, "--out", out, "--quiet"], out)
+    assert "holds the outputs of sims.surge, not sims.fit" in line
+
+
+def test_fit_rerun_with_other_inputs_is_refused(capsys, tmp_path):
+    out = tmp_path / "o"
+    assert fit.main([str(write_grid(tmp_path / "g.csv")), "--out", str(out), "--quiet", "--no-plot"]) == 0
+    other = write_grid(tmp_path / "h.csv", groups=("y",))
+    line = refused(capsys, fit.main, [other, "--out", out, "--quiet", "--no-plot"], out)
+    assert "other inputs" in line and "grid_sha256" in line
+    assert fit.main([str(write_grid(tmp_path / "g.csv")), "--out", str(out), "--quiet", "--no-plot"]) == 0
+
+
+def test_refused_rerun_names_out_and_keeps_its_fix(capsys, out):
+    line = refused(capsys, surge.main, [*SMALL, "--seed", "1", "--out", out], out)
+    assert f"--out {out} holds the results of a different sweep: choose another --out" in line
+    assert "store path" not in line
+
+
+def test_long_messages_keep_their_end():
+    text = "x" * 1000 + " the fix"
+    assert _cli._one_line(text).endswith(" the fix") and len(_cli._one_line(text)) < 420
+
+
+def test_refused_run_leaves_no_empty_out(capsys, tmp_path):
+    bad = tmp_path / "p.npz"
+    bad.write_text("not a problem")
+    refused(capsys, surge.main, [*SMALL, "--problem", bad, "--out", tmp_path / "new" / "o"])
+    assert not (tmp_path / "new").exists()
+
+
+def test_workloads_checks_its_store_before_the_reference_run(capsys, tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from sims import workloads
+    from surgesim.workloads import protocol
+
+    out = tmp_path / "w"
+    args = ["--demo", "--quiet", "--no-plot", "--out", out]
+    with OutputDir(out, command="sims.workloads"):  # a store of another grid
+        sqlite3.connect(out / "sweep.sqlite").close()
+    from surgesim import sweep
+
+    sweep.run_sweep(lambda p: {"x": 1}, [{"other": 1}], params={"fn": "other"}, store=out / "sweep.sqlite", workers=1)
+
+    def no_training(*a, **k):
+        raise AssertionError("trained before refusing")
+
+    monkeypatch.setattr(protocol, "gradient_task", no_training)
+    monkeypatch.setattr(protocol, "measure_step_seconds", no_training)
+    line = refused(capsys, workloads.main, args, out)
+    assert "different sweep" in line
+
+
+def test_result_files_follow_the_umask(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        target = tmp_path / "r.csv"
+        with atomic_path(target) as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o644
+
+
+# --- signals: SIGTERM and SIGHUP as Ctrl-C, also during imports and the commit ----------------------
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_a_signal_during_a_run_is_one_line_and_cleans_staging(capsys, tmp_path, name):
+    import os
+    import signal
+
+    sig = getattr(signal, name)
+    out = tmp_path / "o"
+
+    def body():
+        o = _cli.out_dir(str(out), command="test")
+        (o / "partial.csv").write_text("x")
+        o.final("store.sqlite").write_text("finished results")
+        os.kill(os.getpid(), sig)
+        time.sleep(5)
+        return 0
+
+    assert _cli.run(body) == 128 + sig
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("interrupted") and "finished results are kept" in err[0]
+    assert sorted(p.name for p in out.iterdir()) == ["store.sqlite"]
+
+
+@pytest.mark.parametrize("at", ["journal written", "committed"])
+def test_ctrl_c_during_the_commit(capsys, tmp_path, monkeypatch, at):
+    """Ctrl-C before the commit point: old files, exit 130; after it: the commit finishes first."""
+    import os
+    import signal
+
+    import surgesim.outputs as outputs
+
+    d = tmp_path / "o"
+    _commit_run(outputs, d, OLD)
+    monkeypatch.setattr(outputs, "_step", lambda what: os.kill(os.getpid(), signal.SIGINT) if what == at else None)
+
+    def body():
+        o = _cli.out_dir(str(d), command="test")
+        for name, text in NEW.items():
+            (o / name).write_text(text)
+        o.remove("c.txt")
+        return 0
+
+    assert _cli.run(body) == 130
+    assert capsys.readouterr().err.startswith("interrupted")
+    monkeypatch.undo()
+    assert _results(d) == (OLD if at == "journal written" else NEW)
+
+
+def test_ctrl_c_during_imports_is_one_line():
+    code = ("import sys; sys.argv[0] = '-m'; import sims, os, signal, time; os.kill(os.getpid(), signal.SIGTERM); "
+            "time.sleep(10)")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                       env={"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "PATH": ""})  # fmt: skip
+    assert r.returncode == 143 and r.stderr == "interrupted: nothing was written\n"

@@ -80,6 +80,7 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import multiprocessing
 import os
 import pickle
@@ -751,7 +752,8 @@ def run_sweep(
 
 
 def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, columns: Sequence[str] | None = None) -> None:
-    """Write rows to a CSV file: floats in their exact shortest form (repr), None as empty.
+    """Write rows to a CSV file: floats in their exact shortest form (repr), None and NaN as empty.
+    The one CSV writer of every command (docs/outputs.md's conventions).
 
     Columns are ``columns`` if given (a row with another key is an error), else every key in
     order of first appearance. Lists and dicts are written as JSON.
@@ -769,8 +771,8 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, column
                 raise ValueError(f"row {i} has keys {extra} not in columns {columns}")
 
     def cell(value: Any) -> Any:
-        if value is None:
-            return ""
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return ""  # not defined (docs/outputs.md: an empty cell)
         if isinstance(value, (list, dict)):
             return json.dumps(value, separators=(",", ":"))
         return value
