@@ -15,10 +15,16 @@ def _interrupted_early(signum, frame) -> None:  # pragma: no cover - exercised i
 def _guard_startup() -> None:
     """Started as a command (``python -m sims.X`` sets argv[0] to "-m" while it imports this
     package; the console script is named surgesim), the signals that end a command do so cleanly
-    from the first import on; ``sims._cli.run`` takes over once the command runs."""
+    from the first import on; ``sims._cli.run`` takes over once the command runs. A malformed
+    NUMBA_NUM_THREADS is refused before numba reads it."""
     argv0 = _sys.argv[0] if _sys.argv else ""
     if argv0 != "-m" and _os.path.basename(argv0) not in ("surgesim", "surgesim.exe"):
         return
+    threads = _os.environ.get("NUMBA_NUM_THREADS")
+    if threads is not None and not (threads.strip().isdigit() and int(threads) > 0):
+        _os.write(2, f"error: the environment variable NUMBA_NUM_THREADS={threads!r} must be a positive integer "
+                     "(or unset: every core)\n".encode())  # fmt: skip
+        _os._exit(2)  # before numba is imported: it would print a traceback (0) or ignore the value (abc)
     for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         sig = getattr(_signal, name, None)
         if sig is not None and _signal.getsignal(sig) is not _signal.SIG_IGN:

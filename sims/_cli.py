@@ -380,6 +380,9 @@ def check_problem(problem, batch_sizes=(1,)) -> None:
 
     from surgesim import theory
 
+    if not np.any(problem.mu):
+        raise UsageError("mu is zero in every coordinate: the expected gradient vanishes, so no learning rate "
+                         "improves the loss and there is nothing to optimise; give a problem with mu != 0")  # fmt: skip
     try:
         with np.errstate(all="raise"):
             values = theory.curves(

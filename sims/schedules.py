@@ -199,6 +199,9 @@ def resolve(args) -> Options:
     allowed = NETWORK_SCHEDULES if network else SCHEDULE_NAMES
     if network and args.schedules is not None and "oracle" in args.schedules.split(","):
         raise _cli.UsageError("--schedules oracle needs the exact state: quadratic only (drop it or --workload)")
+    if args.schedules is not None and not args.schedules.strip(" ,"):
+        raise _cli.UsageError(f"--schedules is empty: name one or more of {', '.join(allowed)}, or leave it out "
+                              "for all")  # fmt: skip
     schedules = _names(args.schedules or ",".join(allowed), allowed, "--schedules")
     if "constant" not in schedules:
         raise _cli.UsageError("--schedules must include constant: the front every schedule is measured against")

@@ -306,6 +306,8 @@ PROBLEMS = {
     "complex mu": (lambda p: _npz(p, mu=np.ones(4) * (1 + 1j), sigma=np.ones(4), h_diag=np.ones(4)), "must be real"),
     "H = 0": (lambda p: _npz(p, mu=np.ones(4), sigma=np.ones(4), h_diag=np.zeros(4)), "H must not vanish"),
     "text file": (lambda p: (p.write_text("mu,sigma\n1,2\n"), p)[1], "not an .npz archive"),
+    "2-byte PK": (lambda p: (p.write_bytes(b"PK"), p)[1], "not an .npz archive"),
+    "mu = 0": (lambda p: _npz(p, mu=np.zeros(4), sigma=np.ones(4), h_diag=np.ones(4)), "mu is zero in every"),
 }
 
 
@@ -717,3 +719,105 @@ def test_ctrl_c_during_imports_is_one_line():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT,
                        env={"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "PATH": ""})  # fmt: skip
     assert r.returncode == 143 and r.stderr == "interrupted: nothing was written\n"
+
+
+# --- exit codes and messages (issue 24) ------------------------------------------------------------
+
+
+def test_no_command_is_a_usage_error(capsys):
+    assert dispatcher.main([]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "usage: surgesim" in captured.err
+    assert captured.err.strip().splitlines()[-1].startswith("error: no command given")
+
+
+def test_empty_lists_do_not_mean_everything(capsys, tmp_path):
+    from sims import schedules
+
+    assert "--only" in refused(capsys, figures.main, ["--only", "", "--out", tmp_path / "f"])
+    assert "--schedules is empty" in refused(capsys, schedules.main, ["--schedules", " ,", "--out", tmp_path / "s"])
+    assert not (tmp_path / "f").exists() and not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "abc"])
+def test_bad_numba_num_threads(value):
+    r = subprocess.run([sys.executable, "-m", "sims.fit", "grid.csv"], capture_output=True, text=True, timeout=60,
+                       cwd=ROOT, env={"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "PATH": "", "NUMBA_NUM_THREADS": value})
+    assert r.returncode == 2 and r.stderr == (f"error: the environment variable NUMBA_NUM_THREADS={value!r} must be a "
+                                              "positive integer (or unset: every core)\n")  # fmt: skip
+
+
+def test_symlink_loop_as_out(capsys, tmp_path):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    line = refused(capsys, fit.main, [write_grid(tmp_path / "g.csv"), "--out", tmp_path / "loop", "--quiet"])
+    assert "symbolic link loop" in line
+
+
+def test_bad_dask_scheduler_address_is_named_before_the_problem_is_built(capsys, tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    from surgesim import problem
+
+    server, port = _peer(None)  # accepts and stays silent
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", f"tcp://127.0.0.1:{port}")
+    for kind in list(problem.FAMILIES):
+        monkeypatch.setitem(problem.FAMILIES, kind, lambda *a, **k: pytest.fail("problem built before the check"))
+    try:
+        line = refused(capsys, surge.main, [*SMALL, "--out", tmp_path / "o", "--connect-timeout", "0.5"])
+    finally:
+        server.close()
+    assert f"DASK_SCHEDULER_ADDRESS='tcp://127.0.0.1:{port}'" in line and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("content", "message"), [(b"", "an empty file"), (b"hello\n", "starts with b'hell'"),
+                                                  (b"PK", "starts with b'PK'")])  # fmt: skip
+def test_bad_checkpoint_files(tmp_path, content, message):
+    pytest.importorskip("torch")
+    from surgesim.workloads import probing
+
+    path = tmp_path / "c.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        probing.load_checkpoint(path, None)
+
+
+def test_unreached_rel_se_is_a_warning(capsys, tmp_path):
+    args = ["--dims", "40", "--batch-sizes", "1,64", "--rel-se", "1e-6", "--max-trials", "4096", "--quiet",
+            "--no-plot", "--out", str(tmp_path / "o")]  # fmt: skip
+    assert surge.main(args) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: --rel-se 1e-06 was not reached at 2 of 2 batch sizes (B = 1, 64)")
+    assert "--max-trials 4096" in err and err.count("\n") == 1
+
+
+def test_an_undefined_z_is_an_empty_cell(tmp_path):
+    """Every trial draws the same update (mu = 5 sigma at B = 64): z is undefined, and results.csv
+    has an empty cell, as docs/outputs.md says, not "nan"."""
+    import csv
+
+    path = _npz(tmp_path / "p.npz", mu=np.full(4, 5.0), sigma=np.ones(4), h_diag=np.ones(4))
+    out = tmp_path / "o"
+    assert surge.main(["--problem", str(path), "--batch-sizes", "64", "--trials", "4096", "--quiet", "--no-plot",
+                       "--out", str(out)]) == 0  # fmt: skip
+    with open(out / "results.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    assert row["z"] == "" and "nan" not in (out / "results.csv").read_text()
+
+
+def test_fit_long_group_value_and_integer_batch_sizes(tmp_path):
+    grid = write_grid(tmp_path / "g.csv", groups=("v" * 300,))
+    out = tmp_path / "o"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert fit.main([str(grid), "--group-cols", "group", "--out", str(out), "--quiet"]) == 0
+    assert all(len(p.name) < 120 for p in out.iterdir()) and len(list(out.glob("fit_*.png"))) == 1
+    lines = (out / "optimal_lr.csv").read_text().splitlines()
+    assert [line.split(",")[1] for line in lines[1:]] == ["8", "32", "128", "512"]
+
+
+def test_probe_validity_bounds_that_disagree_are_flagged():
+    from sims import probe
+
+    assert probe.validity_disagreement({"validity_bound": 25.0, "validity_bound_exact": 10122.0}) is not None
+    assert probe.validity_disagreement({"validity_bound": 9000.0, "validity_bound_exact": 10122.0}) is None
+    assert probe.validity_disagreement({"validity_bound": 25.0}) is None  # a network: no exact bound
+    assert probe._fmt(1024.0) == "1024" and probe._fmt(0.0123456) == "0.0123"

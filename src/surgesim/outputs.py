@@ -169,6 +169,8 @@ class OutputDir:
         command's outputs, and start a fresh staging folder."""
         p = self.path
         try:
+            if p.is_symlink() and not p.exists():
+                os.stat(p)  # a dangling link or a loop: the OSError below says which
             if p.exists() and not p.is_dir():
                 raise ValueError(f"output directory {str(p)!r} exists and is not a directory")
             created = [a for a in (p, *p.parents) if not a.exists() and not a.is_symlink()]
@@ -177,6 +179,9 @@ class OutputDir:
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise ValueError(f"output directory {str(p)!r} is a symbolic link loop") from None
+            if exc.errno == errno.ENOENT and p.is_symlink():
+                target = os.readlink(p)
+                raise ValueError(f"output directory {str(p)!r} is a symbolic link to a missing {target!r}") from None
             raise
         if not os.access(p, os.W_OK | os.X_OK):
             raise ValueError(f"output directory {str(p)!r} is not writable")

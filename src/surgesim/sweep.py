@@ -102,8 +102,8 @@ import numpy as np
 from .outputs import atomic_path
 
 __all__ = [
-    "run_sweep", "check_store", "task_id", "load_rows", "write_csv", "SweepError", "StoreError", "StoreMismatch",
-    "TaskFailure",
+    "run_sweep", "check_scheduler", "check_store", "task_id", "load_rows", "write_csv", "SweepError", "StoreError",
+    "StoreMismatch", "TaskFailure",
 ]  # fmt: skip
 
 _log = logging.getLogger(__name__)
@@ -408,6 +408,22 @@ def _check_scheduler(scheduler: str, source: str) -> str:
     if m and 1 <= int(m.group(3)) <= 65535:
         return scheduler
     raise ValueError(f"{source} must be 'local:N' (N >= 1) or 'tcp://HOST:PORT', got {scheduler!r}")
+
+
+def check_scheduler(scheduler: str | None, connect_timeout: float = 10.0) -> str | None:
+    """Check, before any work, the scheduler that ``run_sweep(scheduler=scheduler)`` would use
+    (None: ``DASK_SCHEDULER_ADDRESS`` if set): its form, and for ``tcp://`` / ``tls://`` that a Dask
+    scheduler answers within ``connect_timeout`` seconds. Returns the resolved address (None:
+    local processes); an error names the environment variable when the address came from it."""
+    resolved = _resolve_scheduler(scheduler)
+    if resolved is not None and not resolved.startswith("local:"):
+        try:
+            _probe_scheduler(_import_distributed(resolved), resolved, connect_timeout)
+        except (ConnectionError, ValueError) as exc:
+            if scheduler is None:
+                raise type(exc)(f"environment variable {_ENV_SCHEDULER}={resolved!r}: {exc}") from None
+            raise
+    return resolved
 
 
 def _resolve_scheduler(scheduler: str | None) -> str | None:

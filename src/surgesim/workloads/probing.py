@@ -45,12 +45,18 @@ def load_checkpoint(path: str | os.PathLike, spec: protocol.RunSpec) -> tuple[to
 
     Raises ValueError naming the file when it is unreadable or does not match the model.
     """
+    with open(path, "rb") as f:  # FileNotFoundError as it is
+        head = f.read(4)
+    if not head:
+        raise ValueError(f"checkpoint {path} is an empty file, not a PyTorch checkpoint (torch.save)")
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save's zip format, or the legacy pickle
+        raise ValueError(f"checkpoint {path} is not a PyTorch checkpoint (torch.save): it starts with {head!r}")
     try:
         ckpt = torch.load(path, map_location=spec.device, weights_only=True)
-    except FileNotFoundError:
-        raise
     except Exception as exc:
-        raise ValueError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+        lines = str(exc).strip().splitlines()
+        detail = lines[0] if lines else type(exc).__name__
+        raise ValueError(f"cannot read checkpoint {path} (a damaged or truncated file?): {detail}") from None
     if not isinstance(ckpt, dict):
         raise ValueError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a state_dict")
     state_dict = ckpt.get("model", ckpt)
