@@ -329,6 +329,25 @@ def write_json(obj, path) -> None:
         tmp.write_text(dumps_json(obj))
 
 
+def say_if_compiling(*modules, quiet: bool = False) -> None:
+    """Say, before a first run compiles them, that the modules' Numba kernels are not in the
+    on-disk cache yet (a first run after install spends most of its time compiling)."""
+    if quiet:
+        return
+    missing = 0
+    for module in modules:
+        for fn in vars(module).values():
+            try:
+                index = fn._cache._cache_file._index_path  # numba's cache index of a cache=True kernel
+            except AttributeError:
+                continue
+            if not fn.signatures and not os.path.exists(index):
+                missing += 1
+    if missing:
+        print(f"compiling {missing} kernels for this machine (first run only: later runs load them from the "
+              "cache)...", file=sys.stderr, flush=True)  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------
 # Up-front checks
 

@@ -186,6 +186,11 @@ def _main(args) -> int:
               f"{len(exp.tasks())} tasks of {opts.lr_points} lr x {opts.seeds} seeds")  # fmt: skip
 
     scheduler = opts.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+    if not scheduler:
+        from surgesim import rng
+        from surgesim.kernels import dynamics as kernels
+
+        _cli.say_if_compiling(rng, kernels, quiet=opts.quiet)
     with progress_bar(quiet=opts.quiet, desc="tasks") as bar:
         rows = run_sweep(
             dynamics.run_task, exp.tasks(), params={"problem_sha256": problem.digest()},

@@ -201,6 +201,9 @@ def _main(args) -> int:
 
         problem = QuadraticProblem.load(opts.problem)
         _cli.check_problem(problem, opts.batch_sizes)
+        # a block of 16 minibatches of B examples of d float64 values: a lower bound of the need
+        _cli.need_memory(16 * max(opts.batch_sizes) * problem.dim * 8,
+                         f"--batch-sizes {max(opts.batch_sizes)} at d = {problem.dim}")  # fmt: skip
         out = _cli.out_dir(opts.out, command="sims.probe")
         states = [{}]
         fn, shared, identity = probing.problem_task, problem, {"problem_sha256": problem.digest()}

@@ -213,6 +213,11 @@ def _main(args) -> int:
     options = {"seed": opts.seed, "trials": opts.trials, "rel_se": opts.rel_se, "max_trials": opts.max_trials,
                "sampler": opts.sampler, "backend": opts.backend}  # fmt: skip
     scheduler = opts.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+    if not scheduler:
+        from surgesim import rng
+        from surgesim.kernels import onestep
+
+        _cli.say_if_compiling(rng, onestep, quiet=opts.quiet)
     with progress_bar(quiet=opts.quiet, desc="batch sizes") as bar:
         stored = run_sweep(
             estimate_task, [{"batch_size": b, **options} for b in opts.batch_sizes],

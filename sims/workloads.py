@@ -287,13 +287,12 @@ def _main(args) -> int:
     cores = os.cpu_count() or 1
     slowdown = 1.0 if opts.scheduler else max(1.0, (max(load - 1.0, 0.0) + workers) / cores)
     est_wall, upper_wall = est / workers * slowdown, upper / workers * slowdown
-    _say(
-        opts,
-        f"estimated time for {n_tasks} runs: {est_wall / 60:.1f} min on {workers} worker(s) at the "
-        f"current load (upper bound, all runs to {opts.max_steps} steps: {upper_wall / 60:.1f} min)",
-    )
-    if opts.estimate_only:
+    estimate = (f"estimated time for {n_tasks} runs: {est_wall / 60:.1f} min on {workers} worker(s) at the current "
+                f"load (upper bound, all runs to {opts.max_steps} steps: {upper_wall / 60:.1f} min)")  # fmt: skip
+    if opts.estimate_only:  # the answer asked for: printed even with --quiet
+        print(estimate)
         return 0
+    _say(opts, estimate)
 
     with progress_bar(quiet=opts.quiet, desc="runs") as progress:
         rows = run_sweep(

@@ -821,3 +821,71 @@ def test_probe_validity_bounds_that_disagree_are_flagged():
     assert probe.validity_disagreement({"validity_bound": 9000.0, "validity_bound_exact": 10122.0}) is None
     assert probe.validity_disagreement({"validity_bound": 25.0}) is None  # a network: no exact bound
     assert probe._fmt(1024.0) == "1024" and probe._fmt(0.0123456) == "0.0123"
+
+
+# --- progress inside a task (issue 24) ---------------------------------------------------------------
+
+
+def test_progress_inside_a_long_task():
+    """One adaptive batch size reports fractions of its task, rising, before the task's 1/1."""
+    from surgesim import sweep
+    from surgesim.estimate import estimate_task
+    from surgesim.problem import FAMILIES
+
+    calls = []
+    task = {"batch_size": 16, "seed": 0, "trials": None, "rel_se": 0.004, "max_trials": 1 << 20, "sampler": "sign",
+            "backend": "cpu"}  # fmt: skip
+    sweep.run_sweep(estimate_task, [task], shared=FAMILIES["lowrank"](40, 0), workers=1,
+                    progress=lambda done, total: calls.append(done))  # fmt: skip
+    inside = calls[1:-1]
+    assert calls[0] == 0 and calls[-1] == 1 and inside and all(0 < f < 1 for f in inside)
+    assert inside == sorted(inside)
+
+
+def test_progress_off_a_terminal_is_a_line_now_and_then(monkeypatch):
+    from surgesim import progress
+
+    monkeypatch.setattr(progress, "LINE_SECONDS", 0.0)
+    text = io.StringIO()
+    with progress.progress_bar(desc="batch sizes", file=text) as bar:
+        bar(0, 4)
+        bar(2.5, 4)
+    assert "batch sizes: 2.5 of 4 done (62%)" in text.getvalue()
+    quiet = io.StringIO()
+    with progress.progress_bar(quiet=True, file=quiet) as bar:
+        bar(2, 4)
+    assert quiet.getvalue() == ""
+
+
+def test_compiling_is_said(capsys, tmp_path):
+    import types
+
+    kernel = types.SimpleNamespace(signatures=[], _cache=types.SimpleNamespace(
+        _cache_file=types.SimpleNamespace(_index_path=str(tmp_path / "missing.nbi"))))  # fmt: skip
+    module = types.SimpleNamespace(kernel=kernel, other=1)
+    _cli.say_if_compiling(module)
+    assert capsys.readouterr().err.startswith("compiling 1 kernels")
+    _cli.say_if_compiling(module, quiet=True)
+    (tmp_path / "missing.nbi").write_bytes(b"")
+    _cli.say_if_compiling(module)
+    assert capsys.readouterr().err == ""
+
+
+def test_absurd_sizes_are_memory_errors_up_front(capsys, tmp_path, monkeypatch):
+    assert "memory" in refused(capsys, bench.main, ["--scaling", "--scaling-dims", "1000000000000"])
+    pytest.importorskip("torch")
+    from sims import probe
+
+    path = _npz(tmp_path / "p.npz", mu=np.full(4, 0.1), sigma=np.ones(4), h_diag=np.ones(4))
+    monkeypatch.setattr(_cli, "available_memory", lambda: 10**9)
+    line = refused(capsys, probe.main, ["--problem", path, "--batch-sizes", "100000000", "--out", tmp_path / "o"])
+    assert "--batch-sizes 100000000 at d = 4 needs about" in line and not (tmp_path / "o").exists()
+
+
+def test_a_scaling_child_out_of_memory_is_exit_2(capsys, monkeypatch):
+    def child(cmd, **kwargs):
+        return subprocess.CompletedProcess(cmd, 1, "", "Traceback (most recent call last):\nMemoryError\n")
+
+    monkeypatch.setattr(bench.subprocess, "run", child)
+    line = refused(capsys, bench.main, ["--scaling", "--scaling-dims", "1000"])
+    assert line.startswith("error: not enough memory: --scaling at d = 1000: MemoryError")

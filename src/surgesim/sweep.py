@@ -288,9 +288,15 @@ def _run_pooled_task(fn: Callable, params_json: str) -> _Outcome:
 # Executors: each yields (position, outcome) as tasks complete
 
 
-def _run_serial(fn: Callable, pending: list[_Task], shared: tuple) -> Iterator[tuple[int, _Outcome]]:
+def _run_serial(
+    fn: Callable, pending: list[_Task], shared: tuple, within: Callable[[float], None] | None = None
+) -> Iterator[tuple[int, _Outcome]]:
+    from .progress import within_task
+
     for t in pending:
-        yield t.position, _run_task(fn, t.params_json, *shared)
+        with within_task(within):  # progress.report inside the task reaches the caller's progress
+            outcome = _run_task(fn, t.params_json, *shared)
+        yield t.position, outcome
 
 
 def _run_processes(fn: Callable, pending: list[_Task], shared: tuple, workers: int) -> Iterator[tuple[int, _Outcome]]:
@@ -668,7 +674,8 @@ def run_sweep(
         shared: an optional picklable object (e.g. a QuadraticProblem) sent once to each
             worker and passed as fn's second argument.
         progress: called as ``progress(done, total)`` at the start (done = tasks already in the
-            store) and after each task finishes or fails.
+            store) and after each task finishes or fails; for tasks run in this process
+            (workers=1) also with a fractional done as the task calls ``surgesim.progress.report``.
         connect_timeout: seconds to reach a ``tcp://`` / ``tls://`` scheduler and complete Dask's
             handshake; a peer that stays silent or answers in another protocol is a
             ``ConnectionError`` saying so.
@@ -732,7 +739,8 @@ def run_sweep(
         if resolved is not None and pending:
             outcomes = _run_dask(fn, pending, shared_args, resolved, connect_timeout)
         elif n_workers == 1 or not pending:
-            outcomes = _run_serial(fn, pending, shared_args)
+            within = None if progress is None else (lambda f: progress(min(done + f, total), total))
+            outcomes = _run_serial(fn, pending, shared_args, within)
         else:
             outcomes = _run_processes(fn, pending, shared_args, min(n_workers, len(pending)))
 
