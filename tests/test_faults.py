@@ -889,3 +889,13 @@ def test_a_scaling_child_out_of_memory_is_exit_2(capsys, monkeypatch):
     monkeypatch.setattr(bench.subprocess, "run", child)
     line = refused(capsys, bench.main, ["--scaling", "--scaling-dims", "1000"])
     assert line.startswith("error: not enough memory: --scaling at d = 1000: MemoryError")
+
+
+def test_disk_full_names_the_file(capsys, tmp_path, monkeypatch):
+    def no_space(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", no_space)
+    assert _cli.run(lambda: _cli.write_json({"a": 1}, tmp_path / "summary.json")) == 2
+    line = capsys.readouterr().err
+    assert line.startswith(f"error: disk full writing {tmp_path / 'summary.json'} (No space left on device)")
