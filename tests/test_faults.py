@@ -566,11 +566,11 @@ def test_a_directory_in_the_way_fails_the_commit_before_anything_is_replaced(cap
     """A commit that cannot finish is found before its commit point: exit 2, every file unchanged."""
     grid = write_grid(tmp_path / "g.csv")
     out = tmp_path / "o"
-    assert fit.main([str(grid), "--out", str(out), "--quiet"]) == 0
-    (out / "fit_all.png").unlink()
-    (out / "fit_all.png").mkdir()  # a directory where the figure goes
-    line = refused(capsys, fit.main, [grid, "--out", out, "--quiet"], out)
-    assert "a directory is in the way" in line and "fit_all.png" in line
+    assert fit.main([str(grid), "--out", str(out), "--quiet", "--no-plot"]) == 0
+    (out / "optimal_lr.csv").unlink()
+    (out / "optimal_lr.csv").mkdir()  # a directory where a result goes (fits.csv, sorted first, would pass)
+    line = refused(capsys, fit.main, [grid, "--out", out, "--quiet", "--no-plot"], out)
+    assert "a directory is in the way" in line and "optimal_lr.csv" in line
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".surgesim-")) == [".surgesim-run.json"]
 
 

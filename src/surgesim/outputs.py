@@ -263,6 +263,9 @@ class OutputDir:
             if target.is_dir() and not target.is_symlink() and not (staging / name).is_dir():
                 raise IsADirectoryError(errno.EISDIR, "a directory is in the way of an output file; nothing in the "
                                         "output directory was replaced", str(target))  # fmt: skip
+            if (staging / name).is_dir() and (target.is_file() or target.is_symlink()):
+                raise NotADirectoryError(errno.ENOTDIR, "a file is in the way of an output folder; nothing in the "
+                                         "output directory was replaced", str(target))  # fmt: skip
         if self.command is not None:
             manifest = {"command": self.command, "files": names}
             if self.inputs is not None:
