@@ -7,8 +7,8 @@ import sys as _sys
 
 def _interrupted_early(signum, frame) -> None:  # pragma: no cover - exercised in a subprocess
     """Ctrl-C, SIGTERM or SIGHUP while the command is still importing: one line, no traceback,
-    exit status 128 + the signal's number (nothing has been written yet)."""
-    _os.write(2, b"interrupted: nothing was written\n")
+    exit status 128 + the signal's number (also after the command, while Python shuts down)."""
+    _os.write(2, b"interrupted: finished results are kept\n")
     _os._exit(128 + signum)
 
 

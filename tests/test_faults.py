@@ -718,7 +718,7 @@ def test_ctrl_c_during_imports_is_one_line():
             "time.sleep(10)")  # fmt: skip
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT,
                        env={"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "PATH": ""})  # fmt: skip
-    assert r.returncode == 143 and r.stderr == "interrupted: nothing was written\n"
+    assert r.returncode == 143 and r.stderr == "interrupted: finished results are kept\n"
 
 
 # --- exit codes and messages (issue 24) ------------------------------------------------------------
