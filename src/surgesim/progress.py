@@ -28,7 +28,7 @@ from typing import IO
 
 from tqdm import tqdm
 
-__all__ = ["ProgressBar", "progress_bar", "report", "within_task"]
+__all__ = ["ProgressBar", "part", "progress_bar", "report", "within_task"]
 
 _within: Callable[[float], None] | None = None
 LINE_SECONDS = 30.0  # off a terminal: one plain progress line at most this often
@@ -49,6 +49,15 @@ def within_task(callback: Callable[[float], None] | None) -> Iterator[None]:
         yield
     finally:
         _within = before
+
+
+@contextmanager
+def part(lo: float, hi: float) -> Iterator[None]:
+    """Inside the block, ``report(f)`` reports ``lo + f (hi - lo)`` of the enclosing task (a task
+    made of steps of known shares)."""
+    outer = _within
+    with within_task(None if outer is None else (lambda f: outer(lo + (hi - lo) * f))):
+        yield
 
 
 class ProgressBar:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..problem import QuadraticProblem
+from ..progress import part
 from . import protocol
 from .probe import (
     AdamState,
@@ -152,10 +153,12 @@ def _curve_row(state: ProbeState, stats, params: dict) -> dict:
     B, seed = int(params["batch_size"]), int(params["seed"])
     plan = {k: params[k] for k in ("rel_se", "draws")}
     t0 = time.perf_counter()
-    p = probe_batch_size(state, B, update=params["update"], hessian_examples=params["hessian_examples"],
-                         seed=seed, max_draws=params["max_draws"], **plan)  # fmt: skip
+    with part(0.0, 0.8):  # the probe's real minibatches: most of the task's time
+        p = probe_batch_size(state, B, update=params["update"], hessian_examples=params["hessian_examples"],
+                             seed=seed, max_draws=params["max_draws"], **plan)  # fmt: skip
     t1 = time.perf_counter()
-    g = gaussian_batch_size(state, stats, B, seed=seed, max_draws=params["max_draws"], **plan)
+    with part(0.8, 1.0):
+        g = gaussian_batch_size(state, stats, B, seed=seed, max_draws=params["max_draws"], **plan)
     t2 = time.perf_counter()
     ind = independent_curve(state, stats, [B])[0]
     return {
