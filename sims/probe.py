@@ -188,9 +188,11 @@ def _main(args) -> int:
     except ImportError as exc:
         raise _cli.UsageError(f"{exc} (sims.probe needs PyTorch: pip install 'surgesim[train]')") from None
     from surgesim.progress import progress_bar
-    from surgesim.sweep import run_sweep, write_csv
+    from surgesim.sweep import check_scheduler, run_sweep, write_csv
 
     opts = resolve(args)
+    if opts.scheduler:  # (--workers runs local processes, whatever DASK_SCHEDULER_ADDRESS says)
+        check_scheduler(opts.scheduler, args.connect_timeout)  # a bad one before any work
     if opts.threads:
         torch.set_num_threads(opts.threads)
     t_start = time.perf_counter()

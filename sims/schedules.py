@@ -237,7 +237,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args) -> int:
+    from surgesim.sweep import check_scheduler
+
     opts = resolve(args)
+    check_scheduler(opts.scheduler, args.connect_timeout)  # a bad one (or DASK_SCHEDULER_ADDRESS) before any work
     return _network(opts, args) if opts.workload else _quadratic(opts, args)
 
 
