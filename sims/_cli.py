@@ -47,7 +47,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from surgesim.outputs import OutputDir, atomic_path, dumps_json
+from surgesim.outputs import CommitIncomplete, OutputDir, atomic_path, dumps_json
 
 ISSUES = "https://github.com/surgesim/surgesim/issues"
 SEED_LIMIT = 2**63
@@ -234,8 +234,9 @@ def run(main: Callable[[], int | None]) -> int:
                         try:  # every check of the commit comes before its one commit point
                             for out in _open_outputs[mine:]:
                                 out.commit()
-                        except Exception as exc:  # noqa: BLE001 - before the commit point: nothing replaced
-                            code = _report(exc, "cannot write the outputs: ")
+                        except Exception as exc:  # noqa: BLE001 - an error line, whatever failed
+                            done = isinstance(exc, CommitIncomplete)  # after the commit point
+                            code = _report(exc, "" if done else "cannot write the outputs: ")
             finally:
                 while len(_open_outputs) > mine:
                     _open_outputs.pop().close()

@@ -899,3 +899,28 @@ def test_disk_full_names_the_file(capsys, tmp_path, monkeypatch):
     assert _cli.run(lambda: _cli.write_json({"a": 1}, tmp_path / "summary.json")) == 2
     line = capsys.readouterr().err
     assert line.startswith(f"error: disk full writing {tmp_path / 'summary.json'} (No space left on device)")
+
+
+def test_a_commit_failing_after_its_commit_point_says_so(capsys, tmp_path, monkeypatch):
+    import surgesim.outputs as outputs
+
+    d = tmp_path / "o"
+    _commit_run(outputs, d, OLD)
+
+    def step(what):
+        if what == "moved a.txt":
+            raise OSError(errno.EIO, "Input/output error", str(d / "a.txt"))
+
+    monkeypatch.setattr(outputs, "_step", step)
+
+    def body():
+        o = _cli.out_dir(str(d), command="test")
+        for name, text in NEW.items():
+            (o / name).write_text(text)
+        o.remove("c.txt")
+        return 0
+
+    assert _cli.run(body) == 2
+    assert "committed but not all moved into place" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert _results(d) == NEW

@@ -39,7 +39,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MANIFEST", "OutputDir", "OutputDirBusy", "atomic_path", "dumps_json", "loads_json", "recover"]
+__all__ = [
+    "MANIFEST", "CommitIncomplete", "OutputDir", "OutputDirBusy", "atomic_path", "dumps_json", "loads_json", "recover",
+]  # fmt: skip
 
 _STAGING = ".surgesim-staging-"
 _JOURNAL = ".surgesim-commit-"
@@ -55,6 +57,11 @@ except ImportError:  # pragma: no cover
 
 class OutputDirBusy(ValueError):
     """Another run holds the output directory's lock."""
+
+
+class CommitIncomplete(OSError):
+    """A commit failed after its commit point: the new outputs are committed and the next
+    ``OutputDir.open`` of the directory moves the rest into place."""
 
 
 @contextmanager
@@ -287,9 +294,14 @@ class OutputDir:
             self._staging = None
             self._created = []
             self._removed.clear()
-            _fsync_dir(p)
-            _step("committed")
-            _roll_forward(p, journal)
+            try:
+                _fsync_dir(p)
+                _step("committed")
+                _roll_forward(p, journal)
+            except OSError as exc:  # after the commit point: the journal stays, the next open() finishes
+                raise CommitIncomplete(exc.errno, f"the outputs are committed but not all moved into place "
+                                       f"({exc.strerror}); the next run into this directory finishes the move",
+                                       exc.filename) from exc  # fmt: skip
         return [n for n in names if n != MANIFEST]
 
     def discard(self) -> None:
