@@ -35,6 +35,7 @@ import contextlib
 import csv
 import dataclasses
 import errno
+import io
 import json
 import logging
 import math
@@ -210,8 +211,63 @@ def warn(message: str) -> None:
     _held.append(_one_line(message))
 
 
+class _Console:
+    """stdout or stderr for the length of a command: a write to a console that has gone (a closed
+    pipe, a hung-up terminal) is dropped instead of failing a run that may have finished."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.lost = False
+
+    def write(self, text: str) -> int:
+        if not self.lost:
+            try:
+                return self._stream.write(text)
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                self._lose(exc)
+            except OSError as exc:
+                if exc.errno not in (errno.EPIPE, errno.EIO, errno.EBADF):
+                    raise
+                self._lose(exc)
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.lost:
+            try:
+                self._stream.flush()
+            except OSError as exc:
+                if exc.errno not in (errno.EPIPE, errno.EIO, errno.EBADF):
+                    raise
+                self._lose(exc)
+
+    def _lose(self, exc: OSError) -> None:
+        self.lost = True
+        try:  # later writes by Python itself (at exit) go nowhere instead of failing
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            pass
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _tolerant_console():
+    before = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Console(sys.stdout), _Console(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = before
+
+
 def run(main: Callable[[], int | None]) -> int:
     """Run a command's body under the shared handler (see the module docstring)."""
+    if not isinstance(sys.stdout, _Console):  # the outermost command: a lost console fails nothing
+        with _tolerant_console():
+            return run(main)
     code = 1
     held = len(_held)
     caught: list[warnings.WarningMessage] = []

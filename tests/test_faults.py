@@ -924,3 +924,21 @@ def test_a_commit_failing_after_its_commit_point_says_so(capsys, tmp_path, monke
     assert "committed but not all moved into place" in capsys.readouterr().err
     monkeypatch.undo()
     assert _results(d) == NEW
+
+
+def test_a_finished_run_is_a_success_whatever_happens_to_its_console(capsys, tmp_path, monkeypatch):
+    class Gone(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", Gone())
+    out = tmp_path / "o"
+
+    def body():
+        o = _cli.out_dir(str(out), command="test")
+        (o / "results.csv").write_text("x\n")
+        print("the table of a finished run")  # the reader of stdout has gone
+        return 0
+
+    assert _cli.run(body) == 0
+    assert (out / "results.csv").read_text() == "x\n"
