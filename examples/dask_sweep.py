@@ -1,7 +1,7 @@
 """A sweep on a local Dask cluster: one Monte Carlo task per batch size, stored as each finishes
 in a resumable SQLite store; interrupt it and run it again to resume. Needs the `dist` extra.
 
-    python examples/dask_sweep.py --workers 2 --out runs/dask-sweep
+    python examples/dask_sweep.py --workers 2 --out runs/dask-sweep    # default --out: a new temp folder
     python -m sims.surge --scheduler local:2        # the same through the command (prints the dashboard)
 
 For a running cluster pass --scheduler tcp://HOST:PORT instead of --workers.
@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import tempfile
 from pathlib import Path
+
+# Dask's own INFO logging (~65 lines per run: cluster start-up, workers, shutdown) is not this
+# example's output; read by Dask when distributed is first imported.
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
 
 import surgesim as ss
 from surgesim.estimate import estimate_task
@@ -25,22 +31,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scheduler", help="tcp://HOST:PORT of a running cluster (instead of a local one)")
     p.add_argument("--batch-sizes", default="1,16,256,4096")
     p.add_argument("--trials", type=int, default=20000)
-    p.add_argument("--out", default="runs/dask-sweep")
+    p.add_argument("--out", help="folder of the resumable store (default: a new temporary folder)")
     args = p.parse_args(argv)
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="surgesim-dask-sweep-"))
     logging.basicConfig(format="%(message)s")
     logging.getLogger("surgesim").setLevel(logging.INFO)  # the sweep's progress and the dashboard address
-    logging.getLogger("distributed").setLevel(logging.WARNING)
 
     problem = ss.surge_problem(args.dims, seed=0)
     options = {"seed": 0, "trials": args.trials}
     tasks = [{"batch_size": int(b), **options} for b in args.batch_sizes.split(",")]
     rows = run_sweep(
         estimate_task, tasks, params={"problem_sha256": problem.digest(), **options},
-        store=Path(args.out) / "store.sqlite", scheduler=args.scheduler or f"local:{args.workers}", shared=problem,
+        store=out / "store.sqlite", scheduler=args.scheduler or f"local:{args.workers}", shared=problem,
     )  # fmt: skip
     exact = ss.optimal_lr([r["batch_size"] for r in rows], problem.mu, problem.sigma, problem.hessian)
     for r, x in zip(rows, exact):
         print(f"B = {r['batch_size']:>6}: lr {r['lr']:.4e} +- {r['lr_se']:.1e} (eq 9: {x:.4e})")
+    print(f"store: {out / 'store.sqlite'} (run again with --out {out} to resume)")
 
 
 if __name__ == "__main__":

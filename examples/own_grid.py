@@ -2,7 +2,7 @@
 rate per batch size, the surge curve (eq 2) against the SGD curves (eq 24 form), and B_noise.
 
     python examples/own_grid.py my_grid.csv --lr-col lr --batch-col bs --loss-col loss
-    python examples/own_grid.py                 # writes and fits a small synthetic grid
+    python examples/own_grid.py                 # writes (to a temp folder, or --out) and fits a small grid
 
 The same analysis with tables and figures: python -m sims.fit my_grid.csv ... (docs/outputs.md).
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import tempfile
 from pathlib import Path
 
 from surgesim import gridfit
@@ -37,10 +38,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-col", default="bs")
     p.add_argument("--loss-col", default="loss")
     p.add_argument("--group-cols", default="model", help="comma-separated; empty for one group")
+    p.add_argument("--out", help="folder for the synthetic grid (default: a new temporary folder)")
     args = p.parse_args(argv)
-    path = Path(args.grid) if args.grid else Path("synthetic_grid.csv")
-    if not args.grid:
+    if args.grid:
+        path = Path(args.grid)
+    else:  # written into --out, by default a new temporary folder (never the current directory)
+        out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="surgesim-own-grid-"))
+        path = out / "synthetic_grid.csv"
         synthetic_grid(path)
+        print(f"synthetic grid: {path}")
 
     table = gridfit.read_table(path)  # or a pandas DataFrame
     groups = [c for c in args.group_cols.split(",") if c]

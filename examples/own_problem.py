@@ -1,13 +1,14 @@
 """Your own quadratic problem: build it from arrays, save it as a problem file, and compare the
 Monte Carlo optimal learning rate of sign-SGD with the theory (eq 9, eq 2, eq 14).
 
-    python examples/own_problem.py --dims 1000 --out runs/own-problem
+    python examples/own_problem.py --dims 1000 --out runs/own-problem    # default --out: a temp folder
     python -m sims.surge --problem runs/own-problem/problem.npz      # the full command on it
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from surgesim.estimate import estimate_curve
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.partition("\n\n")[0])
     p.add_argument("--dims", type=int, default=1000)
-    p.add_argument("--out", default="runs/own-problem")
+    p.add_argument("--out", help="folder for problem.npz (default: a new temporary folder)")
     p.add_argument("--rel-se", type=float, default=0.02, help="target relative s.e. of each Monte Carlo optimum")
     args = p.parse_args(argv)
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     h = rng.uniform(0.5, 1.5, d)
     u = np.sign(mu) * 0.3 * np.sqrt(rng.uniform(0.0, 2.0, d))
     problem = ss.QuadraticProblem(mu, sigma, ss.DiagonalPlusLowRank(h, u[:, None]))
-    out = Path(args.out)
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="surgesim-own-problem-"))
     out.mkdir(parents=True, exist_ok=True)
     problem.save(out / "problem.npz")  # arrays mu, sigma, h_diag, h_factor: sims.surge --problem reads it
     print(problem)
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'B':>6} {'Monte Carlo':>12} {'s.e.':>9} {'eq 9':>10} {'eq 2':>10}")
     for e, x, s in zip(estimate_curve(problem, B, seed=0, rel_se=args.rel_se), exact, surge):
         print(f"{e.batch_size:>6} {e.lr:>12.4e} {e.lr_se:>9.2e} {x:>10.4e} {s:>10.4e}")
+    print(f"problem file: {out / 'problem.npz'} (python -m sims.surge --problem {out / 'problem.npz'})")
 
 
 if __name__ == "__main__":

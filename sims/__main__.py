@@ -37,9 +37,13 @@ def usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
-    if not args or args[0] in ("-h", "--help"):
+    if not args:  # a usage error: usage and one error line on stderr, exit status 2
+        print(usage(), file=sys.stderr)
+        print("error: no command given; choose one of the commands above", file=sys.stderr)
+        return 2
+    if args[0] in ("-h", "--help"):
         print(usage())
-        return 0 if args else 2
+        return 0
     if args[0] == "--version":
         print(f"surgesim {_cli.version()}")
         return 0

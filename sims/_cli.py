@@ -35,9 +35,12 @@ import contextlib
 import csv
 import dataclasses
 import errno
+import io
+import json
 import logging
 import math
 import os
+import signal
 import sqlite3
 import sys
 import traceback
@@ -45,7 +48,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from surgesim.outputs import OutputDir, atomic_path, dumps_json
+from surgesim.outputs import CommitIncomplete, OutputDir, atomic_path, dumps_json
 
 ISSUES = "https://github.com/surgesim/surgesim/issues"
 SEED_LIMIT = 2**63
@@ -116,19 +119,31 @@ def parser(module: str, doc: str) -> Parser:
 
 
 def _one_line(message: str) -> str:
+    """The message on one line; a long one is cut in its middle, so that its end (the exception
+    of a failed task, the fix) is kept."""
     text = " ".join(str(message).split())
-    return text if len(text) <= _MESSAGE_LIMIT else text[:_MESSAGE_LIMIT] + " ..."
+    if len(text) <= _MESSAGE_LIMIT:
+        return text
+    tail = _MESSAGE_LIMIT // 3
+    return text[: _MESSAGE_LIMIT - tail] + " ... " + text[-tail:]
 
 
 def _classify(exc: BaseException) -> tuple[int, str]:
     """(exit status, message) of a failure that ends a command."""
-    from surgesim.sweep import StoreError, SweepError
+    from surgesim.sweep import StoreError, StoreMismatch, SweepError
 
+    if isinstance(exc, StoreMismatch):  # a rerun into the --out of another run
+        return 2, (f"--out {exc.path.parent} holds the results of a different sweep: choose another --out, or delete "
+                   f"{exc.path} to start over ({exc.difference})")  # fmt: skip
     if isinstance(exc, SweepError):  # tasks failed; the others are in the store and a rerun retries
-        lines = str(exc).splitlines()
-        head = f"{lines[0]} {lines[1].strip() if len(lines) > 1 else ''}"
-        return 1, (f"{head} (finished tasks are kept in the store; rerun to retry; if the input is valid, please "
-                   f"report it at {ISSUES})")  # fmt: skip
+        first = exc.failures[0]
+        params = json.dumps(first.params)
+        params = params if len(params) <= 80 else params[:77] + "..."
+        error = " ".join(first.error.split())
+        error = error if len(error) <= 160 else error[:157] + "..."
+        head = f"{len(exc.failures)} task(s) failed, e.g. task {first.position} {params}: {error}"
+        return 1, (f"{head} (finished tasks are kept; rerun to retry; if the input is valid, please report it at "
+                   f"{ISSUES})")  # fmt: skip
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         where = f" writing {exc.filename}" if exc.filename else ""
         return 2, f"disk full{where} ({exc.strerror}): files already in the output directory are unchanged"
@@ -142,38 +157,161 @@ def _classify(exc: BaseException) -> tuple[int, str]:
                f"it with the command line at {ISSUES} (SURGESIM_TRACEBACK=1 shows the traceback)")  # fmt: skip
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled as Ctrl-C is: one line, exit status 128 + the signal's number,
+    staged outputs deleted, finished results kept."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted(signum)
+
+
+_TERMINATING = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+@contextlib.contextmanager
+def _signals_as_interrupt():
+    """SIGTERM and SIGHUP raise ``Interrupted`` (as SIGINT raises KeyboardInterrupt) while a
+    command runs; the handlers before are restored after. Only in the main thread."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {s: signal.getsignal(s) for s in _TERMINATING}
+    for s in _TERMINATING:
+        if before[s] is not signal.SIG_IGN:  # nohup: an ignored SIGHUP stays ignored
+            signal.signal(s, _raise_interrupted)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        before[signal.SIGINT] = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    what = f"interrupted ({exc.args[0]})" if isinstance(exc, Interrupted) else "interrupted"
+    print(f"{what}: finished results are kept", file=sys.stderr)
+    return 128 + (exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
+
+
+_held: list[str] = []  # warning lines of the running command, printed only if it succeeds
+
+
+def warn(message: str) -> None:
+    """A ``warning: ...`` line for the user, printed when the command has succeeded (never before
+    an error line)."""
+    _held.append(_one_line(message))
+
+
+class _Console:
+    """stdout or stderr for the length of a command: a write to a console that has gone (a closed
+    pipe, a hung-up terminal) is dropped instead of failing a run that may have finished."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.lost = False
+
+    def write(self, text: str) -> int:
+        if not self.lost:
+            try:
+                return self._stream.write(text)
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                self._lose(exc)
+            except OSError as exc:
+                if exc.errno not in (errno.EPIPE, errno.EIO, errno.EBADF):
+                    raise
+                self._lose(exc)
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.lost:
+            try:
+                self._stream.flush()
+            except OSError as exc:
+                if exc.errno not in (errno.EPIPE, errno.EIO, errno.EBADF):
+                    raise
+                self._lose(exc)
+
+    def _lose(self, exc: OSError) -> None:
+        self.lost = True
+        try:  # later writes by Python itself (at exit) go nowhere instead of failing
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            pass
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _tolerant_console():
+    before = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Console(sys.stdout), _Console(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = before
+
+
 def run(main: Callable[[], int | None]) -> int:
     """Run a command's body under the shared handler (see the module docstring)."""
+    if not isinstance(sys.stdout, _Console):  # the outermost command: a lost console fails nothing
+        with _tolerant_console():
+            return run(main)
     code = 1
+    held = len(_held)
+    caught: list[warnings.WarningMessage] = []
     mine = len(_open_outputs)  # a command may run another (sims.figures): each owns its own outputs
     _show_dashboard_address()
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with _signals_as_interrupt() if mine == 0 and not _context else contextlib.nullcontext():
             try:
-                code = int(main() or 0)
-            except KeyboardInterrupt:
-                print("interrupted: finished results are kept", file=sys.stderr)
-                code = 130
-            except Reported as exc:
-                code = exc.code
-            except Exception as exc:  # the one place where failures become an exit status
-                if os.environ.get("SURGESIM_TRACEBACK"):
-                    traceback.print_exc()
-                code, message = _classify(exc)
-                print(f"error: {''.join(c + ': ' for c in _context)}{_one_line(message)}", file=sys.stderr)
-            if code == 0:
-                try:
-                    for out in _open_outputs[mine:]:
-                        out.commit()
-                except OSError as exc:
-                    code = 2
-                    print(f"error: cannot write the outputs: {_one_line(str(exc))}", file=sys.stderr)
-    finally:
-        while len(_open_outputs) > mine:
-            _open_outputs.pop().close()
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    try:
+                        code = int(main() or 0)
+                    except KeyboardInterrupt as exc:
+                        code = _interrupted(exc)
+                    except Reported as exc:
+                        code = exc.code
+                    except Exception as exc:  # the one place where failures become an exit status
+                        code = _report(exc)
+                    if code == 0:
+                        try:  # every check of the commit comes before its one commit point
+                            for out in _open_outputs[mine:]:
+                                out.commit()
+                        except Exception as exc:  # noqa: BLE001 - an error line, whatever failed
+                            done = isinstance(exc, CommitIncomplete)  # after the commit point
+                            code = _report(exc, "" if done else "cannot write the outputs: ")
+            finally:
+                while len(_open_outputs) > mine:
+                    _open_outputs.pop().close()
+    except KeyboardInterrupt as exc:  # during the commit or the clean-up: the commit is atomic
+        code = _interrupted(exc)
+    lines, _held[held:] = _held[held:], []
     if code == 0:
+        for line in dict.fromkeys(lines):
+            print(f"warning: {line}", file=sys.stderr)
         _reemit(caught)
+    return code
+
+
+def _report(exc: BaseException, prefix: str = "") -> int:
+    """Print a failure's one ``error:`` line; returns its exit status."""
+    if os.environ.get("SURGESIM_TRACEBACK"):
+        traceback.print_exception(exc)
+    code, message = _classify(exc)
+    print(f"error: {''.join(c + ': ' for c in _context)}{prefix}{_one_line(message)}", file=sys.stderr)
     return code
 
 
@@ -209,13 +347,17 @@ def _reemit(caught: list[warnings.WarningMessage]) -> None:
         warnings.formatwarning = original
 
 
-def out_dir(path: str) -> OutputDir:
+def out_dir(path: str, command: str | None = None, inputs: dict | None = None) -> OutputDir:
     """The command's output directory, created and locked; write outputs to ``out / NAME``
-    (they reach ``path`` only when the command succeeds) and a resumable store to
-    ``out.final(NAME)``. Call it after every check, inside ``run``."""
+    (they reach ``path`` only when the command succeeds, all at once) and a resumable store to
+    ``out.final(NAME)``. Call it after every check, inside ``run``.
+
+    ``command`` (e.g. "sims.fit") is recorded in the directory's manifest: a directory holding
+    another command's outputs is refused. ``inputs`` (a JSON-serialisable dict) too, for a
+    command without a store to check a rerun against: a rerun with other inputs is refused."""
     if path is None or str(path).strip() == "":
         raise UsageError("--out must be a non-empty path")
-    out = OutputDir(path)
+    out = OutputDir(path, command=command, inputs=inputs)
     out.open()
     _open_outputs.append(out)
     return out
@@ -242,6 +384,25 @@ def write_json(obj, path) -> None:
     """Strict JSON written atomically (non-finite floats as "inf", "-inf", "nan": docs/outputs.md)."""
     with atomic_path(path) as tmp:
         tmp.write_text(dumps_json(obj))
+
+
+def say_if_compiling(*modules, quiet: bool = False) -> None:
+    """Say, before a first run compiles them, that the modules' Numba kernels are not in the
+    on-disk cache yet (a first run after install spends most of its time compiling)."""
+    if quiet:
+        return
+    missing = 0
+    for module in modules:
+        for fn in vars(module).values():
+            try:
+                index = fn._cache._cache_file._index_path  # numba's cache index of a cache=True kernel
+            except AttributeError:
+                continue
+            if not fn.signatures and not os.path.exists(index):
+                missing += 1
+    if missing:
+        print(f"compiling {missing} kernels for this machine (first run only: later runs load them from the "
+              "cache)...", file=sys.stderr, flush=True)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,6 +456,9 @@ def check_problem(problem, batch_sizes=(1,)) -> None:
 
     from surgesim import theory
 
+    if not np.any(problem.mu):
+        raise UsageError("mu is zero in every coordinate: the expected gradient vanishes, so no learning rate "
+                         "improves the loss and there is nothing to optimise; give a problem with mu != 0")  # fmt: skip
     try:
         with np.errstate(all="raise"):
             values = theory.curves(

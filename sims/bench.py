@@ -214,7 +214,13 @@ def bench_scaling(dims: tuple[int, ...]) -> list[dict]:
     rows = []
     for d in dims:
         cmd = [sys.executable, "-m", "sims.bench", "--scaling-point", f"{d},{scaling_trials(d)}"]
-        r = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:  # the child's own error line (memory above all), not a traceback here
+            lines = r.stderr.strip().splitlines()
+            last = lines[-1].removeprefix("error: ") if lines else f"exit status {r.returncode}"
+            if r.returncode in (-9, 137) or "MemoryError" in r.stderr or "memory" in last:
+                raise MemoryError(f"--scaling at d = {d}: {last}")
+            raise _cli.UsageError(f"--scaling at d = {d} failed: {last}")
         rows.append(json.loads(r.stdout.splitlines()[-1]))
     return rows
 
@@ -273,6 +279,8 @@ def _main(args) -> int:
     if args.out is not None:
         _cli.out_file(args.out)  # before minutes of benchmarking
     scaling = tuple(args.scaling_dims or default_scaling_dims()) if args.scaling else None
+    if scaling:  # the 10^8 point peaks near 10 GB: about 100 bytes per dimension
+        _cli.need_memory(100 * max(scaling), f"--scaling at d = {max(scaling)}")
     opts = Options(args.dims, args.trials, args.repeat, args.backend, args.skip_end_to_end, args.numpy_full, args.out,
                    scaling)  # fmt: skip
     if opts.scaling:

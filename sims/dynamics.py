@@ -170,18 +170,19 @@ def _main(args) -> int:
     from surgesim import dynamics, theory
     from surgesim.problem import QuadraticProblem
     from surgesim.progress import progress_bar
-    from surgesim.sweep import run_sweep, write_csv
+    from surgesim.sweep import check_scheduler, run_sweep, write_csv
 
     opts = resolve(args)
     backend = backends.resolve(opts.backend)  # clear error before any work when the GPU is unusable
-    out = _cli.out_dir(opts.out)
+    check_scheduler(opts.scheduler, args.connect_timeout)  # a bad one (or DASK_SCHEDULER_ADDRESS) before any work
     t_start = time.perf_counter()
     problem = QuadraticProblem.load(opts.problem) if opts.problem else dynamics.default_problem(opts.dims, opts.seed)
+    _cli.check_problem(problem, opts.batch_sizes)  # before the experiment's lr grids, built from its theory
     exp = dynamics.default_experiment(
         problem, [parse_optimizer(s) for s in opts.optimizers], opts.batch_sizes, opts.lr_points, opts.targets,
         opts.further_steps, opts.max_steps, opts.seeds, opts.seed, backend, opts.optimal_arm,
     )  # fmt: skip
-    _cli.check_problem(problem, opts.batch_sizes)
+    out = _cli.out_dir(opts.out, command="sims.dynamics")  # after every check
     problem.save(out / "problem.npz")
     _cli.save_options(opts, out / "options.json")
     mu, sigma, H = problem.mu, problem.sigma, problem.hessian
@@ -196,6 +197,11 @@ def _main(args) -> int:
               f"{len(exp.tasks())} tasks of {opts.lr_points} lr x {opts.seeds} seeds")  # fmt: skip
 
     scheduler = opts.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+    if not scheduler:
+        from surgesim import rng
+        from surgesim.kernels import dynamics as kernels
+
+        _cli.say_if_compiling(rng, kernels, quiet=opts.quiet)
     with progress_bar(quiet=opts.quiet, desc="tasks") as bar:
         rows = run_sweep(
             dynamics.run_task, exp.tasks(), params={"problem_sha256": problem.digest()},

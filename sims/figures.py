@@ -22,6 +22,7 @@ Every output column and key (meaning, unit, equation): docs/outputs.md.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
 import time
@@ -295,12 +296,21 @@ def build_parser() -> _cli.Parser:
     p.add_argument("--seed", type=_cli.seed, default=0, help="seed of every problem and random stream (default 0)")
     p.add_argument(
         "--only",
-        type=lambda s: tuple(x for x in s.split(",") if x),
+        type=_only,
         default=(),
         help=f"comma-separated subset of {','.join(FIGURES)}",
     )
     p.add_argument("--quiet", action="store_true", help="print nothing")
     return p
+
+
+def _only(text: str) -> tuple[str, ...]:
+    """argparse type of --only: a non-empty comma-separated list (an empty one is an error, not
+    every figure)."""
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected one or more of {', '.join(FIGURES)}, got {text!r}")
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:

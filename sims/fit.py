@@ -26,10 +26,10 @@ fit_<group>.png and .pdf per group, options.json. Every column: docs/outputs.md.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +87,15 @@ def resolve(args) -> Options:
     )  # fmt: skip
 
 
+def _inputs(opts: Options) -> dict:
+    """What a rerun into the same --out must share with the run there (else it is refused, so that
+    no figure of one grid stays beside the CSVs of another): the grid's content and the options
+    that change the results."""
+    digest = hashlib.sha256(Path(opts.grid).read_bytes()).hexdigest()
+    keep = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("grid", "out", "plot", "quiet")}
+    return {"grid_sha256": digest, **keep}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return _cli.run(lambda: _main(args))
@@ -105,7 +114,7 @@ def _main(args) -> int:
     if all(fit.source == "not_fitted" for _, fit in groups):
         why = groups[0][1].note if len(groups) == 1 else "no group has 3 usable optima or steps at 2 batch sizes"
         raise _cli.UsageError(f"{opts.grid}: {why}")
-    out = _cli.out_dir(opts.out)
+    out = _cli.out_dir(opts.out, command="sims.fit", inputs=_inputs(opts))
     _cli.save_options(opts, out / "options.json")
     write_csv(_finite(gridfit.optimal_lr_rows(groups)), out / "optimal_lr.csv",
               [*opts.group_cols, *gridfit.OPTIMUM_COLUMNS])  # fmt: skip
@@ -131,7 +140,7 @@ def _main(args) -> int:
     for key, fit in groups:
         if fit.note:
             label = ", ".join(f"{c} = {_readable(v)}" for c, v in key.items()) or "the grid"
-            print(f"warning: {label}: {fit.note}; B_noise and peak lr left empty", file=sys.stderr)
+            _cli.warn(f"{label}: {fit.note}; B_noise and peak lr left empty")
     if not opts.quiet:
         print_fits(groups, opts.group_cols)
         print(f"wrote {out}/optimal_lr.csv, fits.csv" + (f" and {len(figures)} figures" if figures else ""))
@@ -139,8 +148,17 @@ def _main(args) -> int:
 
 
 def _finite(rows: list[dict]) -> list[dict]:
-    """NaN and inf cells as empty (None) in the CSV files."""
-    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in rows]
+    """NaN and inf cells as empty (None) in the CSV files; batch sizes that are whole numbers
+    (as in the grid) as integers, 4 not 4.0."""
+
+    def cell(k, v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if k in ("batch_size", "peak_batch_size") and isinstance(v, float) and v.is_integer():
+            return int(v)
+        return v
+
+    return [{k: cell(k, v) for k, v in r.items()} for r in rows]
 
 
 def _readable(v) -> str:
@@ -153,7 +171,12 @@ def _readable(v) -> str:
 
 
 def _slug(key: dict) -> str:
-    return re.sub(r"[^A-Za-z0-9.=-]+", "_", "_".join(f"{c}={v}" for c, v in key.items())).strip("_")
+    """A file-name part for a group: at most 100 characters (a long value is cut and a hash of the
+    whole key added, so that file names stay under every file system's 255-byte limit)."""
+    slug = re.sub(r"[^A-Za-z0-9.=-]+", "_", "_".join(f"{c}={v}" for c, v in key.items())).strip("_")
+    if len(slug) > 100:
+        slug = slug[:91] + "_" + hashlib.sha256(repr(sorted(key.items())).encode()).hexdigest()[:8]
+    return slug
 
 
 def _g(x: float, fmt: str, width: int) -> str:

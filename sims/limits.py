@@ -19,7 +19,6 @@ Every output column and key (meaning, unit, equation): docs/outputs.md.
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from dataclasses import dataclass
@@ -109,16 +108,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
+    """The rows' scalar cells through the one CSV writer (``surgesim.sweep.write_csv``); a number
+    that is not finite as an empty cell (docs/outputs.md)."""
+    from surgesim.sweep import write_csv
+
     cols = list(dict.fromkeys(k for r in rows for k in r if not isinstance(r[k], np.ndarray)))
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
-        w.writeheader()
-        w.writerows({k: (_cell(v) if isinstance(v, float | np.floating) else v) for k, v in r.items()} for r in rows)
+    write_csv([{k: _cell(v) for k, v in r.items() if k in cols} for r in rows], path, cols)
 
 
-def _cell(v: float) -> str:
-    """A number as a CSV cell: repr, and empty where it is not finite (docs/outputs.md)."""
-    return repr(float(v)) if math.isfinite(v) else ""
+def _cell(v):
+    if isinstance(v, float | np.floating):
+        return float(v) if math.isfinite(v) else None
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def _fmt_b(b: float, bound: float | None = None) -> str:
@@ -155,7 +156,7 @@ def _main(args) -> int:
 
     opts = resolve(args)
     _cli.need_memory(8 * opts.dims * opts.dims * 4, f"--dims {opts.dims} (dense and power-law families)")
-    out = _cli.out_dir(opts.out)
+    out = _cli.out_dir(opts.out, command="sims.limits")
     _cli.save_options(opts, out / "options.json")
     t0 = time.perf_counter()
     n_ng = len(opts.laws) * len(opts.ng_batch_sizes)

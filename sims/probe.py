@@ -188,9 +188,11 @@ def _main(args) -> int:
     except ImportError as exc:
         raise _cli.UsageError(f"{exc} (sims.probe needs PyTorch: pip install 'surgesim[train]')") from None
     from surgesim.progress import progress_bar
-    from surgesim.sweep import run_sweep, write_csv
+    from surgesim.sweep import check_scheduler, run_sweep, write_csv
 
     opts = resolve(args)
+    if opts.scheduler:  # (--workers runs local processes, whatever DASK_SCHEDULER_ADDRESS says)
+        check_scheduler(opts.scheduler, args.connect_timeout)  # a bad one before any work
     if opts.threads:
         torch.set_num_threads(opts.threads)
     t_start = time.perf_counter()
@@ -200,7 +202,11 @@ def _main(args) -> int:
         from surgesim.problem import QuadraticProblem
 
         problem = QuadraticProblem.load(opts.problem)
-        out = _cli.out_dir(opts.out)
+        _cli.check_problem(problem, opts.batch_sizes)
+        # a block of 16 minibatches of B examples of d float64 values: a lower bound of the need
+        _cli.need_memory(16 * max(opts.batch_sizes) * problem.dim * 8,
+                         f"--batch-sizes {max(opts.batch_sizes)} at d = {problem.dim}")  # fmt: skip
+        out = _cli.out_dir(opts.out, command="sims.probe")
         states = [{}]
         fn, shared, identity = probing.problem_task, problem, {"problem_sha256": problem.digest()}
     else:
@@ -209,7 +215,7 @@ def _main(args) -> int:
         too_big = [x for x in (*opts.batch_sizes, opts.hessian_examples, opts.stats_examples) if x > data.n]
         if too_big:
             raise _cli.UsageError(f"{max(too_big)} is larger than the data set ({data.n} examples)")
-        out = _cli.out_dir(opts.out)
+        out = _cli.out_dir(opts.out, command="sims.probe")
         if opts.checkpoint:
             probing.load_checkpoint(opts.checkpoint, spec)  # a mismatch fails before any work
             states = [{"checkpoint": str(Path(opts.checkpoint).resolve()), "target_loss": None}]
@@ -239,6 +245,9 @@ def _main(args) -> int:
     summary = {"state": opts.problem or opts.workload, "update": opts.update, "wall_seconds": wall}
     if problem is not None:
         summary.update(summaries[0])
+        disagreement = validity_disagreement(summary)
+        if disagreement:
+            _cli.warn(disagreement)
     else:
         summary.update(data=opts.data_dir or "demo", results=summaries)
     _cli.write_json(summary, out / "summary.json")
@@ -249,7 +258,7 @@ def _main(args) -> int:
         fig.savefig(out / "probe.png", dpi=200)
         fig.savefig(out / "probe.pdf")
     if not opts.quiet:
-        print_table(curves, summaries)
+        print_table(curves, summaries, label=opts.problem)
         print(f"{wall:.0f} s; wrote {out}/probe.csv, summary.json" + (", probe.png" if opts.plot else ""))
     return 0
 
@@ -299,6 +308,7 @@ def collect(tasks: list[dict], rows: list[dict], problem, peaks: bool = True) ->
         s["max_rel_se_probe"] = max(r["lr_probe_se"] / abs(r["lr_probe"]) if r["lr_probe"] else math.inf for r in pts)
         s["seconds"] = sum(r["seconds_probe"] + r["seconds_gaussian"] for r in pts)
         if problem is not None:
+            s["validity_bound_exact"] = float(theory.validity_bound(problem.mu, problem.sigma))
             s["noise_batch_size_exact"] = float(theory.noise_batch_size(problem.mu, problem.sigma, problem.hessian))
             fine = np.geomspace(min(B), max(B), 400)
             s["peak_batch_size_exact"] = float(fine[np.argmax(theory.optimal_lr(fine, problem.mu, problem.sigma,
@@ -308,14 +318,33 @@ def collect(tasks: list[dict], rows: list[dict], problem, peaks: bool = True) ->
 
 
 def _fmt(x) -> str:
-    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.3g}"
+    """A number for the table: 3 significant digits, batch-size-like values 1000 .. 1e7 in full."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return f"{x:.0f}" if 1000 <= abs(x) < 1e7 else f"{x:.3g}"
 
 
-def print_table(curves: list[dict], summaries: list[dict]) -> None:
+def validity_disagreement(summary: dict) -> str | None:
+    """A warning when the sample's validity bound (pi / (2 max_i r_i^2) from estimated r_i =
+    mu_i / sigma_i) is off the problem's own (``theory.validity_bound``) by more than 2x: the
+    sample maximum over many coordinates with mu_i near 0 is dominated by estimation noise
+    (biased low), so the sample bound is no statement about the problem."""
+    sample, exact = summary.get("validity_bound"), summary.get("validity_bound_exact")
+    if sample is None or exact is None or not (math.isfinite(sample) and math.isfinite(exact)) or exact <= 0:
+        return None
+    if 0.5 <= sample / exact <= 2:
+        return None
+    return (f"validity_bound {sample:.4g} (pi / (2 max r_i^2) from the sampled gradients) differs from the "
+            f"problem's own validity bound {exact:.4g} (validity_bound_exact, theory.validity_bound) by "
+            f"{max(sample / exact, exact / sample):.3g}x: the sample maximum is dominated by estimation noise "
+            "in coordinates with small mu_i; trust validity_bound_exact")
+
+
+def print_table(curves: list[dict], summaries: list[dict], label: str | None = None) -> None:
     for s in summaries:
         t = s.get("target_loss")
         rows = [r for r in curves if r.get("target_loss") == t]
-        print(f"\n{'state' if t is None else f'target loss {t:g}'}:")
+        print(f"\n{label or 'the checkpoint' if t is None else f'target loss {t:g}'}:")
         exact = "lr_exact" in rows[0]
         print(f"{'B':>7} {'lr probe':>11} {'+- s.e.':>9} {'gaussian':>11} {'+- s.e.':>9} {'independent':>11}"
               + (f" {'eq 9':>11} {'z':>6}" if exact else "") + f" {'draws':>8} {'seconds':>8}")  # fmt: skip

@@ -199,6 +199,9 @@ def resolve(args) -> Options:
     allowed = NETWORK_SCHEDULES if network else SCHEDULE_NAMES
     if network and args.schedules is not None and "oracle" in args.schedules.split(","):
         raise _cli.UsageError("--schedules oracle needs the exact state: quadratic only (drop it or --workload)")
+    if args.schedules is not None and not args.schedules.strip(" ,"):
+        raise _cli.UsageError(f"--schedules is empty: name one or more of {', '.join(allowed)}, or leave it out "
+                              "for all")  # fmt: skip
     schedules = _names(args.schedules or ",".join(allowed), allowed, "--schedules")
     if "constant" not in schedules:
         raise _cli.UsageError("--schedules must include constant: the front every schedule is measured against")
@@ -234,7 +237,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args) -> int:
+    from surgesim.sweep import check_scheduler
+
     opts = resolve(args)
+    check_scheduler(opts.scheduler, args.connect_timeout)  # a bad one (or DASK_SCHEDULER_ADDRESS) before any work
     return _network(opts, args) if opts.workload else _quadratic(opts, args)
 
 
@@ -244,7 +250,7 @@ def _quadratic(opts: Options, args) -> int:
     from surgesim.progress import progress_bar
     from surgesim.sweep import run_sweep
 
-    out = _cli.out_dir(opts.out)
+    out = _cli.out_dir(opts.out, command="sims.schedules")
     t_start = time.perf_counter()
     problem = QuadraticProblem.load(opts.problem) if opts.problem else dynamics.default_problem(opts.dims, opts.seed)
     optimizers = schedules.optimizers_by_name(opts.optimizers)
@@ -326,7 +332,7 @@ def _network(opts: Options, args) -> int:
                                    dflt["geometric"], batch_start=dflt["batch_start"])  # fmt: skip
     optimizers = schedules.optimizers_by_name(opts.optimizers)
     exp = ws.ScheduleExperiment(base, optimizers, tuple(variants for _ in optimizers), opts.seeds)
-    out = _cli.out_dir(opts.out)
+    out = _cli.out_dir(opts.out, command="sims.schedules")
     t_start = time.perf_counter()
     _cli.save_options(opts, out / "options.json")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan

@@ -18,9 +18,8 @@ Every column and key, with its unit and equation: docs/outputs.md.
 
 from __future__ import annotations
 
-import csv
+import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,11 +183,11 @@ def _main(args) -> int:
     from surgesim.estimate import Estimate, estimate_task
     from surgesim.problem import FAMILIES, QuadraticProblem
     from surgesim.progress import progress_bar
-    from surgesim.sweep import run_sweep
+    from surgesim.sweep import check_scheduler, run_sweep, write_csv
 
     opts = resolve(args)
     backends.resolve(opts.backend)  # clear error before any work when the GPU is unusable
-    out = _cli.out_dir(opts.out)
+    check_scheduler(opts.scheduler, args.connect_timeout)  # a bad one (or DASK_SCHEDULER_ADDRESS) before any work
     t_start = time.perf_counter()
     family = {} if opts.noise_batch_size is None else {"noise_batch_size": opts.noise_batch_size}
     if opts.problem:
@@ -196,6 +195,7 @@ def _main(args) -> int:
     else:
         problem = FAMILIES[opts.hessian](opts.dims, opts.seed, **family)
     _cli.check_problem(problem, opts.batch_sizes)
+    out = _cli.out_dir(opts.out, command="sims.surge")  # after every check
     problem.save(out / "problem.npz")
     _cli.save_options(opts, out / "options.json")
     B = np.asarray(opts.batch_sizes, dtype=np.float64)
@@ -213,6 +213,11 @@ def _main(args) -> int:
     options = {"seed": opts.seed, "trials": opts.trials, "rel_se": opts.rel_se, "max_trials": opts.max_trials,
                "sampler": opts.sampler, "backend": opts.backend}  # fmt: skip
     scheduler = opts.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+    if not scheduler:
+        from surgesim import rng
+        from surgesim.kernels import onestep
+
+        _cli.say_if_compiling(rng, onestep, quiet=opts.quiet)
     with progress_bar(quiet=opts.quiet, desc="batch sizes") as bar:
         stored = run_sweep(
             estimate_task, [{"batch_size": b, **options} for b in opts.batch_sizes],
@@ -223,10 +228,7 @@ def _main(args) -> int:
     rows = [result_row(Estimate(**_cli.task_row(r, f"batch size {b}", batch_size=b)),
                        {k: float(v[i]) for k, v in theory.items()})
             for i, (b, r) in enumerate(zip(opts.batch_sizes, stored, strict=True))]  # fmt: skip
-    with open(out / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
-        w.writeheader()
-        w.writerows({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
+    write_csv(rows, out / "results.csv", COLUMNS)
     wall = time.perf_counter() - t_start
 
     mu, sigma, H = problem.mu, problem.sigma, problem.hessian
@@ -244,17 +246,23 @@ def _main(args) -> int:
         "max_loss_improvement": th.max_loss_improvement(mu, sigma, H),
         "exact_peak_batch_size": int(B[int(np.argmax(theory["lr_exact"]))]),
         "mc_peak_batch_size": int(B[int(np.argmax(lr_mc))]),
-        "max_abs_z": float(np.nanmax(np.abs(z))),
+        "max_abs_z": float(np.abs(z[np.isfinite(z)]).max()) if np.isfinite(z).any() else math.nan,
         "max_rel_se": float(max(r["lr_mc_se"] / abs(r["lr_mc"]) for r in rows)),
         "all_converged": bool(all(r["converged"] for r in rows)),
         "wall_seconds": wall,
     }
+    short = [r for r in rows if not r["converged"]]
+    if opts.rel_se is not None and short:
+        _cli.warn(f"--rel-se {opts.rel_se:g} was not reached at {len(short)} of {len(rows)} batch sizes (B = "
+                  f"{', '.join(str(r['batch_size']) for r in short[:6])}{', ...' if len(short) > 6 else ''}): they "
+                  f"stopped at --max-trials {opts.max_trials} with rel. s.e. up to "
+                  f"{max(r['lr_mc_se'] / abs(r['lr_mc']) for r in short):.2g} (converged = False in results.csv)")
     bn, bound = summary["noise_batch_size"], summary["validity_bound"]
     summary["noise_batch_size_beyond_validity"] = bool(np.isfinite(bn) and bn > bound)
     _cli.write_json(summary, out / "summary.json")
     if summary["noise_batch_size_beyond_validity"]:
-        print(f"warning: B_noise (eq 14) = {bn:.4g} exceeds the validity bound {bound:.4g}: the peak lies outside "
-              "Theorem 3's regime (B << bound), where eq 2 and eq 14 need not hold", file=sys.stderr)  # fmt: skip
+        _cli.warn(f"B_noise (eq 14) = {bn:.4g} exceeds the validity bound {bound:.4g}: the peak lies outside "
+              "Theorem 3's regime (B << bound), where eq 2 and eq 14 need not hold")  # fmt: skip
 
     if opts.plot:
         from surgesim.plots import lr_vs_batch_figure

@@ -234,14 +234,19 @@ def _main(args) -> int:
         raise _cli.UsageError(str(exc)) from None
     from surgesim import gridfit
     from surgesim.progress import progress_bar
-    from surgesim.sweep import run_sweep, write_csv
+    from surgesim.sweep import check_store, run_sweep, write_csv
 
     opts = resolve(args)
     _check_device(opts.device)
     t_start = time.perf_counter()
     base = reference_spec(opts)
     protocol.load_data(base)  # a missing or malformed dataset fails here, before any training
-    out = _cli.out_dir(opts.out)
+    out = _cli.out_dir(opts.out, command="sims.workloads")
+    tasks = protocol.grid_tasks(base, opts.lrs, opts.batch_sizes, range(opts.seeds))
+    sweep_params = {"fn": "surgesim.workloads.protocol.run_task"}
+    # A rerun into the --out of a different grid is refused here, before the reference run
+    # would retrain and overwrite its checkpoints.
+    check_store(out.final("sweep.sqlite"), tasks, sweep_params)
     _cli.save_options(opts, out / "options.json")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     _say(opts, f"{opts.workload} on {'demo data' if not opts.data_dir else opts.data_dir}: "
@@ -282,18 +287,16 @@ def _main(args) -> int:
     cores = os.cpu_count() or 1
     slowdown = 1.0 if opts.scheduler else max(1.0, (max(load - 1.0, 0.0) + workers) / cores)
     est_wall, upper_wall = est / workers * slowdown, upper / workers * slowdown
-    _say(
-        opts,
-        f"estimated time for {n_tasks} runs: {est_wall / 60:.1f} min on {workers} worker(s) at the "
-        f"current load (upper bound, all runs to {opts.max_steps} steps: {upper_wall / 60:.1f} min)",
-    )
-    if opts.estimate_only:
+    estimate = (f"estimated time for {n_tasks} runs: {est_wall / 60:.1f} min on {workers} worker(s) at the current "
+                f"load (upper bound, all runs to {opts.max_steps} steps: {upper_wall / 60:.1f} min)")  # fmt: skip
+    if opts.estimate_only:  # the answer asked for: printed even with --quiet
+        print(estimate)
         return 0
+    _say(opts, estimate)
 
-    tasks = protocol.grid_tasks(base, opts.lrs, opts.batch_sizes, range(opts.seeds))
     with progress_bar(quiet=opts.quiet, desc="runs") as progress:
         rows = run_sweep(
-            protocol.run_task, tasks, params={"fn": "surgesim.workloads.protocol.run_task"},
+            protocol.run_task, tasks, params=sweep_params,
             store=out.final("sweep.sqlite"), scheduler=opts.scheduler,
             workers=None if opts.scheduler else opts.workers, progress=progress, connect_timeout=args.connect_timeout,
         )  # fmt: skip

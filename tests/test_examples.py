@@ -34,7 +34,7 @@ def test_own_problem(monkeypatch, tmp_path, capsys):
 
 
 def test_own_grid(monkeypatch, tmp_path, capsys):
-    run_example("own_grid.py", [], monkeypatch, tmp_path)
+    run_example("own_grid.py", ["--out", "."], monkeypatch, tmp_path)
     out = capsys.readouterr().out
     # the synthetic grid's optima follow eq 2 with B_noise 64 (small) and 256 (large)
     assert "B_noise = 256 (surge_fit)" in out and "B_noise = 64 (surge_fit)" in out

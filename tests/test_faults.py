@@ -306,6 +306,8 @@ PROBLEMS = {
     "complex mu": (lambda p: _npz(p, mu=np.ones(4) * (1 + 1j), sigma=np.ones(4), h_diag=np.ones(4)), "must be real"),
     "H = 0": (lambda p: _npz(p, mu=np.ones(4), sigma=np.ones(4), h_diag=np.zeros(4)), "H must not vanish"),
     "text file": (lambda p: (p.write_text("mu,sigma\n1,2\n"), p)[1], "not an .npz archive"),
+    "2-byte PK": (lambda p: (p.write_bytes(b"PK"), p)[1], "not an .npz archive"),
+    "mu = 0": (lambda p: _npz(p, mu=np.zeros(4), sigma=np.ones(4), h_diag=np.ones(4)), "mu is zero in every"),
 }
 
 
@@ -464,3 +466,479 @@ def test_output_dir_discards_and_cleans_stale_staging(tmp_path):
         (d / "a.txt").write_text("kept")
         d.commit()
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+# --- the commit of a run's outputs is atomic as a whole (issue 24) ---------------------------------
+
+OUTPUTS_PY = ROOT / "src" / "surgesim" / "outputs.py"
+OLD = {"a.txt": "old a", "b.txt": "old b", "c.txt": "old c"}
+NEW = {"a.txt": "new a", "b.txt": "new b", "d.txt": "new d"}  # and c.txt removed
+
+
+def _results(d: Path) -> dict[str, str]:
+    """The directory as a reader sees it after the next run's recovery: its non-hidden files."""
+    with OutputDir(d, command="test"):  # open() finishes or deletes what a killed run left
+        pass
+    leftovers = [p.name for p in d.iterdir() if p.name.startswith((".surgesim-staging-", ".surgesim-commit-"))]
+    assert not leftovers
+    return {p.name: p.read_text() for p in d.iterdir() if not p.name.startswith(".")}
+
+
+def _commit_run(outputs, d: Path, files: dict[str, str], removed=()) -> None:
+    with outputs.OutputDir(d, command="test") as out:
+        for name, text in files.items():
+            (out / name).write_text(text)
+        for name in removed:
+            out.remove(name)
+        out.commit()
+
+
+_KILLER = """
+import importlib.util, os, sys
+spec = importlib.util.spec_from_file_location("outputs_under_test", sys.argv[1])
+outputs = importlib.util.module_from_spec(spec); spec.loader.exec_module(outputs)
+steps = []
+def step(what):
+    steps.append(what)
+    if len(steps) == int(sys.argv[3]):
+        print(what, flush=True)
+        os._exit(9)  # killed: no clean-up, no finally
+outputs._step = step
+from pathlib import Path
+with outputs.OutputDir(Path(sys.argv[2]), command="test") as out:
+    for name, text in {new!r}.items():
+        (out / name).write_text(text)
+    out.remove("c.txt")
+    out.commit()
+print("finished", flush=True)
+"""
+
+
+def test_commit_killed_at_every_step_leaves_old_or_new_results(tmp_path):
+    """Killed (os._exit, in a subprocess) at each step of the commit, the output directory holds
+    the old complete results or the new complete results once the next run opens it; the old
+    ones before the commit point, the new ones after."""
+    import surgesim.outputs as outputs
+
+    script = _KILLER.format(new=NEW)
+    seen = []
+    for k in range(1, 30):
+        d = tmp_path / f"run{k}"
+        _commit_run(outputs, d, OLD)
+        r = subprocess.run([sys.executable, "-c", script, str(OUTPUTS_PY), str(d), str(k)], capture_output=True,
+                           text=True, timeout=60)  # fmt: skip
+        step = r.stdout.strip()
+        after = _results(d)
+        if step == "finished":
+            assert r.returncode == 0 and after == NEW, r.stderr
+            break
+        assert r.returncode == 9, r.stderr
+        seen.append(step)
+        committed = "committed" in seen
+        assert after == (NEW if committed else OLD), (step, after)
+    else:
+        pytest.fail("the commit never finished")
+    assert seen[:3] == ["staged", "journal written", "committed"] and "journal deleted" in seen
+    assert {"removed c.txt", "moved a.txt", "moved d.txt"} <= set(seen)
+
+
+@pytest.mark.parametrize("at", ["staged", "journal written", "committed", "moved b.txt", "journal deleted"])
+def test_commit_failing_at_a_step_leaves_old_or_new_results(tmp_path, monkeypatch, at):
+    """An exception at a step: before the commit point the directory keeps its old files and the
+    error is raised; after it, the next run finishes moving the new ones in."""
+    import surgesim.outputs as outputs
+
+    d = tmp_path / "o"
+    _commit_run(outputs, d, OLD)
+
+    def step(what):
+        if what == at:
+            raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(outputs, "_step", step)
+    with pytest.raises(OSError):
+        _commit_run(outputs, d, NEW, removed=["c.txt"])
+    monkeypatch.undo()
+    assert _results(d) == (OLD if at in ("staged", "journal written") else NEW)
+
+
+def test_a_directory_in_the_way_fails_the_commit_before_anything_is_replaced(capsys, tmp_path):
+    """A commit that cannot finish is found before its commit point: exit 2, every file unchanged."""
+    grid = write_grid(tmp_path / "g.csv")
+    out = tmp_path / "o"
+    assert fit.main([str(grid), "--out", str(out), "--quiet", "--no-plot"]) == 0
+    (out / "optimal_lr.csv").unlink()
+    (out / "optimal_lr.csv").mkdir()  # a directory where a result goes (fits.csv, sorted first, would pass)
+    line = refused(capsys, fit.main, [grid, "--out", out, "--quiet", "--no-plot"], out)
+    assert "a directory is in the way" in line and "optimal_lr.csv" in line
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".surgesim-")) == [".surgesim-run.json"]
+
+
+def test_figures_replaces_old_files_in_the_same_atomic_step(tmp_path, monkeypatch):
+    """sims.figures' removal of a figure's old files is part of the commit: killed before the
+    commit point, the old files are all there."""
+    import surgesim.outputs as outputs
+
+    d = tmp_path / "f"
+    _commit_run(outputs, d, {f"fig5_dynamics_{i}.png": "old" for i in range(21)})
+    monkeypatch.setattr(outputs, "_step", lambda what: (_ for _ in ()).throw(KeyboardInterrupt) if what ==
+                        "journal written" else None)  # fmt: skip
+    with pytest.raises(KeyboardInterrupt), outputs.OutputDir(d, command="test") as out:
+        for old in d.glob("fig5_*"):
+            out.remove(old.name)
+        (out / "fig5_dynamics_new.png").write_text("new")
+        out.commit()
+    monkeypatch.undo()
+    assert len(_results(d)) == 21
+
+
+# --- a rerun is checked before anything is done --------------------------------------------------
+
+
+def test_out_of_another_command_is_refused(capsys, out, tmp_path):
+    grid = write_grid(tmp_path / "g.csv")
+    line = refused(capsys, fit.main, [grid, "--out", out, "--quiet"], out)
+    assert "holds the outputs of sims.surge, not sims.fit" in line
+
+
+def test_fit_rerun_with_other_inputs_is_refused(capsys, tmp_path):
+    out = tmp_path / "o"
+    assert fit.main([str(write_grid(tmp_path / "g.csv")), "--out", str(out), "--quiet", "--no-plot"]) == 0
+    other = write_grid(tmp_path / "h.csv", groups=("y",))
+    line = refused(capsys, fit.main, [other, "--out", out, "--quiet", "--no-plot"], out)
+    assert "other inputs" in line and "grid_sha256" in line
+    assert fit.main([str(write_grid(tmp_path / "g.csv")), "--out", str(out), "--quiet", "--no-plot"]) == 0
+
+
+def test_refused_rerun_names_out_and_keeps_its_fix(capsys, out):
+    line = refused(capsys, surge.main, [*SMALL, "--seed", "1", "--out", out], out)
+    assert f"--out {out} holds the results of a different sweep: choose another --out" in line
+    assert "store path" not in line
+
+
+def test_long_messages_keep_their_end():
+    text = "x" * 1000 + " the fix"
+    assert _cli._one_line(text).endswith(" the fix") and len(_cli._one_line(text)) < 420
+
+
+def test_refused_run_leaves_no_empty_out(capsys, tmp_path):
+    bad = tmp_path / "p.npz"
+    bad.write_text("not a problem")
+    refused(capsys, surge.main, [*SMALL, "--problem", bad, "--out", tmp_path / "new" / "o"])
+    assert not (tmp_path / "new").exists()
+
+
+def test_workloads_checks_its_store_before_the_reference_run(capsys, tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from sims import workloads
+    from surgesim.workloads import protocol
+
+    out = tmp_path / "w"
+    args = ["--demo", "--quiet", "--no-plot", "--out", out]
+    with OutputDir(out, command="sims.workloads"):  # a store of another grid
+        sqlite3.connect(out / "sweep.sqlite").close()
+    from surgesim import sweep
+
+    sweep.run_sweep(lambda p: {"x": 1}, [{"other": 1}], params={"fn": "other"}, store=out / "sweep.sqlite", workers=1)
+
+    def no_training(*a, **k):
+        raise AssertionError("trained before refusing")
+
+    monkeypatch.setattr(protocol, "gradient_task", no_training)
+    monkeypatch.setattr(protocol, "measure_step_seconds", no_training)
+    line = refused(capsys, workloads.main, args, out)
+    assert "different sweep" in line
+
+
+def test_result_files_follow_the_umask(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        target = tmp_path / "r.csv"
+        with atomic_path(target) as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o644
+
+
+# --- signals: SIGTERM and SIGHUP as Ctrl-C, also during imports and the commit ----------------------
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_a_signal_during_a_run_is_one_line_and_cleans_staging(capsys, tmp_path, name):
+    import os
+    import signal
+
+    sig = getattr(signal, name)
+    out = tmp_path / "o"
+
+    def body():
+        o = _cli.out_dir(str(out), command="test")
+        (o / "partial.csv").write_text("x")
+        o.final("store.sqlite").write_text("finished results")
+        os.kill(os.getpid(), sig)
+        time.sleep(5)
+        return 0
+
+    assert _cli.run(body) == 128 + sig
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("interrupted") and "finished results are kept" in err[0]
+    assert sorted(p.name for p in out.iterdir()) == ["store.sqlite"]
+
+
+@pytest.mark.parametrize("at", ["journal written", "committed"])
+def test_ctrl_c_during_the_commit(capsys, tmp_path, monkeypatch, at):
+    """Ctrl-C before the commit point: old files, exit 130; after it: the commit finishes first."""
+    import os
+    import signal
+
+    import surgesim.outputs as outputs
+
+    d = tmp_path / "o"
+    _commit_run(outputs, d, OLD)
+    monkeypatch.setattr(outputs, "_step", lambda what: os.kill(os.getpid(), signal.SIGINT) if what == at else None)
+
+    def body():
+        o = _cli.out_dir(str(d), command="test")
+        for name, text in NEW.items():
+            (o / name).write_text(text)
+        o.remove("c.txt")
+        return 0
+
+    assert _cli.run(body) == 130
+    assert capsys.readouterr().err.startswith("interrupted")
+    monkeypatch.undo()
+    assert _results(d) == (OLD if at == "journal written" else NEW)
+
+
+def test_ctrl_c_during_imports_is_one_line():
+    code = ("import sys; sys.argv[0] = '-m'; import sims, os, signal, time; os.kill(os.getpid(), signal.SIGTERM); "
+            "time.sleep(10)")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                       env={"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "PATH": ""})  # fmt: skip
+    assert r.returncode == 143 and r.stderr == "interrupted: finished results are kept\n"
+
+
+# --- exit codes and messages (issue 24) ------------------------------------------------------------
+
+
+def test_no_command_is_a_usage_error(capsys):
+    assert dispatcher.main([]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "usage: surgesim" in captured.err
+    assert captured.err.strip().splitlines()[-1].startswith("error: no command given")
+
+
+def test_empty_lists_do_not_mean_everything(capsys, tmp_path):
+    from sims import schedules
+
+    assert "--only" in refused(capsys, figures.main, ["--only", "", "--out", tmp_path / "f"])
+    assert "--schedules is empty" in refused(capsys, schedules.main, ["--schedules", " ,", "--out", tmp_path / "s"])
+    assert not (tmp_path / "f").exists() and not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "abc"])
+def test_bad_numba_num_threads(value):
+    r = subprocess.run([sys.executable, "-m", "sims.fit", "grid.csv"], capture_output=True, text=True, timeout=60,
+                       cwd=ROOT, env={"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "PATH": "", "NUMBA_NUM_THREADS": value})
+    assert r.returncode == 2 and r.stderr == (f"error: the environment variable NUMBA_NUM_THREADS={value!r} must be a "
+                                              "positive integer (or unset: every core)\n")  # fmt: skip
+
+
+def test_symlink_loop_as_out(capsys, tmp_path):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    line = refused(capsys, fit.main, [write_grid(tmp_path / "g.csv"), "--out", tmp_path / "loop", "--quiet"])
+    assert "symbolic link loop" in line
+
+
+def test_bad_dask_scheduler_address_is_named_before_the_problem_is_built(capsys, tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    from surgesim import problem
+
+    server, port = _peer(None)  # accepts and stays silent
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", f"tcp://127.0.0.1:{port}")
+    for kind in list(problem.FAMILIES):
+        monkeypatch.setitem(problem.FAMILIES, kind, lambda *a, **k: pytest.fail("problem built before the check"))
+    try:
+        line = refused(capsys, surge.main, [*SMALL, "--out", tmp_path / "o", "--connect-timeout", "0.5"])
+    finally:
+        server.close()
+    assert f"DASK_SCHEDULER_ADDRESS='tcp://127.0.0.1:{port}'" in line and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("content", "message"), [(b"", "an empty file"), (b"hello\n", "starts with b'hell'"),
+                                                  (b"PK", "starts with b'PK'")])  # fmt: skip
+def test_bad_checkpoint_files(tmp_path, content, message):
+    pytest.importorskip("torch")
+    from surgesim.workloads import probing
+
+    path = tmp_path / "c.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        probing.load_checkpoint(path, None)
+
+
+def test_unreached_rel_se_is_a_warning(capsys, tmp_path):
+    args = ["--dims", "40", "--batch-sizes", "1,64", "--rel-se", "1e-6", "--max-trials", "4096", "--quiet",
+            "--no-plot", "--out", str(tmp_path / "o")]  # fmt: skip
+    assert surge.main(args) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: --rel-se 1e-06 was not reached at 2 of 2 batch sizes (B = 1, 64)")
+    assert "--max-trials 4096" in err and err.count("\n") == 1
+
+
+def test_an_undefined_z_is_an_empty_cell(tmp_path):
+    """Every trial draws the same update (mu = 5 sigma at B = 64): z is undefined, and results.csv
+    has an empty cell, as docs/outputs.md says, not "nan"."""
+    import csv
+
+    path = _npz(tmp_path / "p.npz", mu=np.full(4, 5.0), sigma=np.ones(4), h_diag=np.ones(4))
+    out = tmp_path / "o"
+    assert surge.main(["--problem", str(path), "--batch-sizes", "64", "--trials", "4096", "--quiet", "--no-plot",
+                       "--out", str(out)]) == 0  # fmt: skip
+    with open(out / "results.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    assert row["z"] == "" and "nan" not in (out / "results.csv").read_text()
+
+
+def test_fit_long_group_value_and_integer_batch_sizes(tmp_path):
+    grid = write_grid(tmp_path / "g.csv", groups=("v" * 300,))
+    out = tmp_path / "o"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert fit.main([str(grid), "--group-cols", "group", "--out", str(out), "--quiet"]) == 0
+    assert all(len(p.name) < 120 for p in out.iterdir()) and len(list(out.glob("fit_*.png"))) == 1
+    lines = (out / "optimal_lr.csv").read_text().splitlines()
+    assert [line.split(",")[1] for line in lines[1:]] == ["8", "32", "128", "512"]
+
+
+def test_probe_validity_bounds_that_disagree_are_flagged():
+    from sims import probe
+
+    assert probe.validity_disagreement({"validity_bound": 25.0, "validity_bound_exact": 10122.0}) is not None
+    assert probe.validity_disagreement({"validity_bound": 9000.0, "validity_bound_exact": 10122.0}) is None
+    assert probe.validity_disagreement({"validity_bound": 25.0}) is None  # a network: no exact bound
+    assert probe._fmt(1024.0) == "1024" and probe._fmt(0.0123456) == "0.0123"
+
+
+# --- progress inside a task (issue 24) ---------------------------------------------------------------
+
+
+def test_progress_inside_a_long_task():
+    """One adaptive batch size reports fractions of its task, rising, before the task's 1/1."""
+    from surgesim import sweep
+    from surgesim.estimate import estimate_task
+    from surgesim.problem import FAMILIES
+
+    calls = []
+    task = {"batch_size": 16, "seed": 0, "trials": None, "rel_se": 0.004, "max_trials": 1 << 20, "sampler": "sign",
+            "backend": "cpu"}  # fmt: skip
+    sweep.run_sweep(estimate_task, [task], shared=FAMILIES["lowrank"](40, 0), workers=1,
+                    progress=lambda done, total: calls.append(done))  # fmt: skip
+    inside = calls[1:-1]
+    assert calls[0] == 0 and calls[-1] == 1 and inside and all(0 < f < 1 for f in inside)
+    assert inside == sorted(inside)
+
+
+def test_progress_off_a_terminal_is_a_line_now_and_then(monkeypatch):
+    from surgesim import progress
+
+    monkeypatch.setattr(progress, "LINE_SECONDS", 0.0)
+    text = io.StringIO()
+    with progress.progress_bar(desc="batch sizes", file=text) as bar:
+        bar(0, 4)
+        bar(2.5, 4)
+    assert "batch sizes: 2.5 of 4 done (62%)" in text.getvalue()
+    quiet = io.StringIO()
+    with progress.progress_bar(quiet=True, file=quiet) as bar:
+        bar(2, 4)
+    assert quiet.getvalue() == ""
+
+
+def test_compiling_is_said(capsys, tmp_path):
+    import types
+
+    kernel = types.SimpleNamespace(signatures=[], _cache=types.SimpleNamespace(
+        _cache_file=types.SimpleNamespace(_index_path=str(tmp_path / "missing.nbi"))))  # fmt: skip
+    module = types.SimpleNamespace(kernel=kernel, other=1)
+    _cli.say_if_compiling(module)
+    assert capsys.readouterr().err.startswith("compiling 1 kernels")
+    _cli.say_if_compiling(module, quiet=True)
+    (tmp_path / "missing.nbi").write_bytes(b"")
+    _cli.say_if_compiling(module)
+    assert capsys.readouterr().err == ""
+
+
+def test_absurd_sizes_are_memory_errors_up_front(capsys, tmp_path, monkeypatch):
+    assert "memory" in refused(capsys, bench.main, ["--scaling", "--scaling-dims", "1000000000000"])
+    pytest.importorskip("torch")
+    from sims import probe
+
+    path = _npz(tmp_path / "p.npz", mu=np.full(4, 0.1), sigma=np.ones(4), h_diag=np.ones(4))
+    monkeypatch.setattr(_cli, "available_memory", lambda: 10**9)
+    line = refused(capsys, probe.main, ["--problem", path, "--batch-sizes", "100000000", "--out", tmp_path / "o"])
+    assert "--batch-sizes 100000000 at d = 4 needs about" in line and not (tmp_path / "o").exists()
+
+
+def test_a_scaling_child_out_of_memory_is_exit_2(capsys, monkeypatch):
+    def child(cmd, **kwargs):
+        return subprocess.CompletedProcess(cmd, 1, "", "Traceback (most recent call last):\nMemoryError\n")
+
+    monkeypatch.setattr(bench.subprocess, "run", child)
+    line = refused(capsys, bench.main, ["--scaling", "--scaling-dims", "1000"])
+    assert line.startswith("error: not enough memory: --scaling at d = 1000: MemoryError")
+
+
+def test_disk_full_names_the_file(capsys, tmp_path, monkeypatch):
+    def no_space(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", no_space)
+    assert _cli.run(lambda: _cli.write_json({"a": 1}, tmp_path / "summary.json")) == 2
+    line = capsys.readouterr().err
+    assert line.startswith(f"error: disk full writing {tmp_path / 'summary.json'} (No space left on device)")
+
+
+def test_a_commit_failing_after_its_commit_point_says_so(capsys, tmp_path, monkeypatch):
+    import surgesim.outputs as outputs
+
+    d = tmp_path / "o"
+    _commit_run(outputs, d, OLD)
+
+    def step(what):
+        if what == "moved a.txt":
+            raise OSError(errno.EIO, "Input/output error", str(d / "a.txt"))
+
+    monkeypatch.setattr(outputs, "_step", step)
+
+    def body():
+        o = _cli.out_dir(str(d), command="test")
+        for name, text in NEW.items():
+            (o / name).write_text(text)
+        o.remove("c.txt")
+        return 0
+
+    assert _cli.run(body) == 2
+    assert "committed but not all moved into place" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert _results(d) == NEW
+
+
+def test_a_finished_run_is_a_success_whatever_happens_to_its_console(capsys, tmp_path, monkeypatch):
+    class Gone(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", Gone())
+    out = tmp_path / "o"
+
+    def body():
+        o = _cli.out_dir(str(out), command="test")
+        (o / "results.csv").write_text("x\n")
+        print("the table of a finished run")  # the reader of stdout has gone
+        return 0
+
+    assert _cli.run(body) == 0
+    assert (out / "results.csv").read_text() == "x\n"

@@ -32,6 +32,7 @@ from scipy import optimize
 from . import backend as backends
 from .hessian import Dense, Diagonal
 from .problem import QuadraticProblem
+from .progress import report
 
 __all__ = [
     "Estimate",
@@ -247,6 +248,9 @@ def estimate_batch_size(
             if converged or n >= max_trials:
                 break
             want_n, want_m = plan_trials(st, rel_se, dense_cost)
+            # progress within the task: trials so far against the plan, on a log scale
+            goal = max(min(float(max_trials), 1.15 * want_n), 2.0 * n)
+            report(math.log(n / _MIN_TRIALS + 1) / math.log(goal / _MIN_TRIALS + 1))
             n_new = min(max_trials, _round_up(min(max(1.15 * want_n, n), 8 * n)))
             m_new = min(n_new, _round_up(min(max(1.15 * want_m, m), 8 * m)))
             if not s.dense:

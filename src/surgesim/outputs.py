@@ -24,11 +24,14 @@ directory owned by one run at a time.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,9 +39,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["OutputDir", "OutputDirBusy", "atomic_path", "dumps_json", "loads_json"]
+__all__ = [
+    "MANIFEST", "CommitIncomplete", "OutputDir", "OutputDirBusy", "atomic_path", "dumps_json", "loads_json", "recover",
+]  # fmt: skip
 
 _STAGING = ".surgesim-staging-"
+_JOURNAL = ".surgesim-commit-"
+_LIST = ".surgesim-commit.json"  # a journal's list of files, written last before the commit point
+MANIFEST = ".surgesim-run.json"  # which command's outputs the directory holds, and their names
 _NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
 try:  # POSIX; elsewhere the directory is not locked
@@ -51,22 +59,46 @@ class OutputDirBusy(ValueError):
     """Another run holds the output directory's lock."""
 
 
+class CommitIncomplete(OSError):
+    """A commit failed after its commit point: the new outputs are committed and the next
+    ``OutputDir.open`` of the directory moves the rest into place."""
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; renamed over ``path`` on success, deleted on
     any error (``path`` itself is then untouched)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 -> what open() would give
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a full disk's error names the file it was writing
         raise
+
+
+def _umask() -> int:
+    """The process's umask (read from /proc where possible, so that it is never changed)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _strict(obj: Any) -> Any:
@@ -104,6 +136,15 @@ def loads_json(text: str) -> Any:
 class OutputDir:
     """The output directory of one run: locked while the run lasts, written all at once at the end.
 
+    ``commit()`` is atomic for the run as a whole, not just per file: every output is staged in
+    a folder inside the directory, checked (a directory in a file's way, a full disk: found
+    before anything is replaced) and synced; then one rename turns the staging folder into a
+    commit journal (``.surgesim-commit-*``, with its list of files), and only then are the files
+    moved into place and the journal deleted. Killed before that rename, the directory keeps
+    its old files and the next run deletes the staging folder; killed after it, the next run
+    into the directory (``open()``, or ``recover(path)``) finishes moving the files in. Either
+    way the directory ends with the old complete results or the new complete results.
+
     >>> import tempfile
     >>> with OutputDir(tempfile.mkdtemp()) as out:
     ...     _ = (out / "a.txt").write_text("hello")
@@ -113,13 +154,16 @@ class OutputDir:
     'hello'
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, command: str | None = None, inputs: dict | None = None) -> None:
         if str(path).strip() == "":
             raise ValueError("the output directory must be a non-empty path")
         self.path = Path(path)
+        self.command = command
+        self.inputs = None if inputs is None else loads_json(dumps_json(inputs))
         self._fd: int | None = None
         self._staging: Path | None = None
         self._removed: set[str] = set()
+        self._created: list[Path] = []
 
     def __enter__(self) -> OutputDir:
         self.open()
@@ -129,12 +173,25 @@ class OutputDir:
         self.close()
 
     def open(self) -> None:
-        """Create the directory, lock it (``OutputDirBusy`` if another run holds it) and start a
-        fresh staging folder (removing any left by a killed run)."""
+        """Create the directory, lock it (``OutputDirBusy`` if another run holds it), finish or
+        delete what a killed run left (``recover``), refuse a directory that holds another
+        command's outputs, and start a fresh staging folder."""
         p = self.path
-        if p.exists() and not p.is_dir():
-            raise ValueError(f"output directory {str(p)!r} exists and is not a directory")
-        p.mkdir(parents=True, exist_ok=True)
+        try:
+            if p.is_symlink() and not p.exists():
+                os.stat(p)  # a dangling link or a loop: the OSError below says which
+            if p.exists() and not p.is_dir():
+                raise ValueError(f"output directory {str(p)!r} exists and is not a directory")
+            created = [a for a in (p, *p.parents) if not a.exists() and not a.is_symlink()]
+            p.mkdir(parents=True, exist_ok=True)
+            self._created = created  # deleted again by a run that commits nothing, if still empty
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ValueError(f"output directory {str(p)!r} is a symbolic link loop") from None
+            if exc.errno == errno.ENOENT and p.is_symlink():
+                target = os.readlink(p)
+                raise ValueError(f"output directory {str(p)!r} is a symbolic link to a missing {target!r}") from None
+            raise
         if not os.access(p, os.W_OK | os.X_OK):
             raise ValueError(f"output directory {str(p)!r} is not writable")
         fd = os.open(p, os.O_RDONLY)
@@ -148,15 +205,41 @@ class OutputDir:
                     "another output directory"
                 ) from None
         self._fd = fd
-        for stale in p.glob(_STAGING + "*"):  # left by a killed run: we hold the lock, so nobody uses it
-            shutil.rmtree(stale, ignore_errors=True)
-        self._staging = Path(tempfile.mkdtemp(prefix=_STAGING, dir=p))
+        try:
+            _recover(p)
+            manifest = self.manifest()
+            owner = manifest.get("command")
+            if self.command is not None and owner is not None and owner != self.command:
+                raise ValueError(
+                    f"output directory {str(p)!r} holds the outputs of {owner}, not {self.command}: choose "
+                    "another output directory"
+                )
+            old = manifest.get("inputs")
+            if self.inputs is not None and old is not None and old != self.inputs:
+                keys = sorted(k for k in {*old, *self.inputs} if old.get(k) != self.inputs.get(k))
+                raise ValueError(
+                    f"output directory {str(p)!r} holds a {owner} run of other inputs (differing in "
+                    f"{', '.join(keys)}): choose another output directory, or delete it to start over"
+                )
+            self._staging = Path(tempfile.mkdtemp(prefix=_STAGING, dir=p))
+        except BaseException:
+            self.close()
+            raise
+
+    def manifest(self) -> dict:
+        """The directory's manifest (``.surgesim-run.json``: the command whose outputs it holds,
+        its inputs and its files), or {} when there is none or it is unreadable."""
+        try:
+            found = loads_json((self.path / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return found if isinstance(found, dict) else {}
 
     def __truediv__(self, name: str) -> Path:
         """Where to write the output ``name``: a staging path, moved into place by ``commit()``."""
         if self._staging is None:
             raise RuntimeError("OutputDir is not open")
-        if Path(name).name != name or name.startswith(_STAGING):
+        if Path(name).name != name or name.startswith((_STAGING, _JOURNAL)) or name in (MANIFEST, _LIST):
             raise ValueError(f"output file names must be plain names, got {name!r}")
         return self._staging / name
 
@@ -168,27 +251,58 @@ class OutputDir:
         return str(self.path)
 
     def remove(self, name: str) -> None:
-        """Delete the directory's file ``name`` at ``commit()`` (before the staged files move in)."""
+        """Delete the directory's file ``name`` at ``commit()`` (in the same atomic step as the
+        staged files move in)."""
         self / name  # the same name check
         self._removed.add(name)
 
     def commit(self) -> list[str]:
-        """Move every staged file into the directory (each rename atomic); returns their names."""
+        """Move every staged file into the directory, atomically as a whole (see the class
+        docstring); returns their names. Everything that can fail is checked before the commit
+        point: an ``OSError`` raised then leaves the directory's files as they were."""
         if self._staging is None:
             return []
-        for name in sorted(self._removed):
-            (self.path / name).unlink(missing_ok=True)
-        self._removed.clear()
-        names = sorted(f.name for f in self._staging.iterdir())
+        staging, p = self._staging, self.path
+        names = sorted(f.name for f in staging.iterdir())
+        removed = sorted(self._removed - set(names))
+        for name in names:  # what would make a rename fail, found before anything is replaced
+            target = p / name
+            if target.is_dir() and not target.is_symlink() and not (staging / name).is_dir():
+                raise IsADirectoryError(errno.EISDIR, "a directory is in the way of an output file; nothing in the "
+                                        "output directory was replaced", str(target))  # fmt: skip
+            if (staging / name).is_dir() and (target.is_file() or target.is_symlink()):
+                raise NotADirectoryError(errno.ENOTDIR, "a file is in the way of an output folder; nothing in the "
+                                         "output directory was replaced", str(target))  # fmt: skip
+        if self.command is not None:
+            manifest = {"command": self.command, "files": names}
+            if self.inputs is not None:
+                manifest["inputs"] = self.inputs
+            (staging / MANIFEST).write_text(dumps_json(manifest), encoding="utf-8")
+            names.append(MANIFEST)
         for name in names:
-            staged = self._staging / name
-            if staged.is_file():
-                with open(staged, "rb") as f:
-                    os.fsync(f.fileno())
-            os.replace(staged, self.path / name)
-        shutil.rmtree(self._staging, ignore_errors=True)
-        self._staging = None
-        return names
+            _fsync_tree(staging / name)
+        _step("staged")
+        with open(staging / _LIST, "w", encoding="utf-8") as f:
+            f.write(dumps_json({"files": names, "removed": removed}))
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(staging)
+        _step("journal written")
+        with _signals_deferred():
+            journal = p / (_JOURNAL + staging.name[len(_STAGING):])
+            os.rename(staging, journal)  # the commit point
+            self._staging = None
+            self._created = []
+            self._removed.clear()
+            try:
+                _fsync_dir(p)
+                _step("committed")
+                _roll_forward(p, journal)
+            except OSError as exc:  # after the commit point: the journal stays, the next open() finishes
+                raise CommitIncomplete(exc.errno, f"the outputs are committed but not all moved into place "
+                                       f"({exc.strerror}); the next run into this directory finishes the move",
+                                       exc.filename) from exc  # fmt: skip
+        return [n for n in names if n != MANIFEST]
 
     def discard(self) -> None:
         """Delete every staged file: the directory keeps exactly the files it had."""
@@ -200,6 +314,100 @@ class OutputDir:
     def close(self) -> None:
         """Discard what was not committed and release the lock."""
         self.discard()
+        for created in self._created:  # a refused run leaves no empty --out behind (lock still held)
+            try:
+                created.rmdir()
+            except OSError:  # not empty (a store of finished results) or gone: kept
+                break
+        self._created = []
         if self._fd is not None:
             os.close(self._fd)  # releases the flock
             self._fd = None
+
+
+def _step(what: str) -> None:
+    """A named step of the commit: fault-injection tests replace this to stop a run there."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    """Flush a staged file (or every file of a staged folder) to disk; a full disk shows here."""
+    if path.is_dir() and not path.is_symlink():
+        for child in path.iterdir():
+            _fsync_tree(child)
+        _fsync_dir(path)
+    elif path.is_file():
+        try:
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        except OSError as exc:
+            if exc.filename is None:
+                exc.filename = str(path)
+            raise
+
+
+def _roll_forward(directory: Path, journal: Path) -> None:
+    """Finish a committed journal: move its files into ``directory`` (each step idempotent, so a
+    run killed half-way is finished by the next), delete the removed names, delete the journal."""
+    listing = loads_json((journal / _LIST).read_text(encoding="utf-8"))
+    for name in listing["removed"]:
+        target = directory / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
+        _step(f"removed {name}")
+    for name in listing["files"]:
+        staged, target = journal / name, directory / name
+        if not staged.exists() and not staged.is_symlink():
+            continue  # moved in before a kill
+        if staged.is_dir() and target.is_dir() and not target.is_symlink():
+            old = journal / (".old-" + name)
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(target, old)
+        os.replace(staged, target)
+        _step(f"moved {name}")
+    _fsync_dir(directory)
+    shutil.rmtree(journal, ignore_errors=True)
+    _step("journal deleted")
+
+
+def recover(path: str | os.PathLike) -> None:
+    """Finish the commit of a run killed after its commit point and delete the staging folders
+    of runs killed before it. Call only while holding the directory's lock (``OutputDir.open``
+    does)."""
+    _recover(Path(path))
+
+
+def _recover(p: Path) -> None:
+    for journal in sorted(p.glob(_JOURNAL + "*")):
+        if (journal / _LIST).is_file():
+            _roll_forward(p, journal)
+        else:  # pragma: no cover - a journal is renamed into place complete
+            shutil.rmtree(journal, ignore_errors=True)
+    for stale in p.glob(_STAGING + "*"):  # left by a killed run: we hold the lock, so nobody uses it
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+_DEFERRED = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP back while the files move in: the commit finishes, then
+    the signal is delivered."""
+    block = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    if block:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+    try:
+        yield
+    finally:
+        if block:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -110,9 +110,11 @@ class QuadraticProblem:
         try:
             # Opened here, not by np.load: np.load leaks its file handle when the zip is corrupt.
             with open(path, "rb") as f:
-                head = f.read(4)
-                if head[:2] != b"PK":  # a zip archive; np.load calls anything unknown "pickled data"
-                    raise ValueError(f"not an .npz archive (it starts with {head!r})")
+                head = f.read(22)  # a zip archive is at least its 22-byte end record; np.load calls
+                if head[:4] not in (b"PK\x03\x04", b"PK\x05\x06"):  # anything unknown "pickled data"
+                    raise ValueError(f"not an .npz archive (it starts with {head[:8]!r})")
+                if len(head) < 22:
+                    raise ValueError(f"not an .npz archive: a truncated zip file of {len(head)} bytes")
                 f.seek(0)
                 data = np.load(f, allow_pickle=False)
                 with data:

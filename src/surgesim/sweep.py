@@ -80,6 +80,7 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import multiprocessing
 import os
 import pickle
@@ -100,7 +101,10 @@ import numpy as np
 
 from .outputs import atomic_path
 
-__all__ = ["run_sweep", "task_id", "load_rows", "write_csv", "SweepError", "StoreError", "TaskFailure"]
+__all__ = [
+    "run_sweep", "check_scheduler", "check_store", "task_id", "load_rows", "write_csv", "SweepError", "StoreError",
+    "StoreMismatch", "TaskFailure",
+]  # fmt: skip
 
 _log = logging.getLogger(__name__)
 
@@ -141,6 +145,17 @@ class SweepError(RuntimeError):
         if store is not None:
             lines.append(f"The other tasks' results are kept in {store}; a rerun retries only the failed tasks.")
         super().__init__("\n".join(lines))
+
+
+class StoreMismatch(ValueError):
+    """The store holds a different sweep (``path``, ``difference``: what differs, briefly)."""
+
+    def __init__(self, path: Path, difference: str) -> None:
+        super().__init__(
+            f"store {path} holds a different sweep; use another store path, or delete this one to start over "
+            f"({difference})"
+        )
+        self.path, self.difference = path, difference
 
 
 class StoreError(ValueError):
@@ -273,9 +288,15 @@ def _run_pooled_task(fn: Callable, params_json: str) -> _Outcome:
 # Executors: each yields (position, outcome) as tasks complete
 
 
-def _run_serial(fn: Callable, pending: list[_Task], shared: tuple) -> Iterator[tuple[int, _Outcome]]:
+def _run_serial(
+    fn: Callable, pending: list[_Task], shared: tuple, within: Callable[[float], None] | None = None
+) -> Iterator[tuple[int, _Outcome]]:
+    from .progress import within_task
+
     for t in pending:
-        yield t.position, _run_task(fn, t.params_json, *shared)
+        with within_task(within):  # progress.report inside the task reaches the caller's progress
+            outcome = _run_task(fn, t.params_json, *shared)
+        yield t.position, outcome
 
 
 def _run_processes(fn: Callable, pending: list[_Task], shared: tuple, workers: int) -> Iterator[tuple[int, _Outcome]]:
@@ -395,6 +416,22 @@ def _check_scheduler(scheduler: str, source: str) -> str:
     raise ValueError(f"{source} must be 'local:N' (N >= 1) or 'tcp://HOST:PORT', got {scheduler!r}")
 
 
+def check_scheduler(scheduler: str | None, connect_timeout: float = 10.0) -> str | None:
+    """Check, before any work, the scheduler that ``run_sweep(scheduler=scheduler)`` would use
+    (None: ``DASK_SCHEDULER_ADDRESS`` if set): its form, and for ``tcp://`` / ``tls://`` that a Dask
+    scheduler answers within ``connect_timeout`` seconds. Returns the resolved address (None:
+    local processes); an error names the environment variable when the address came from it."""
+    resolved = _resolve_scheduler(scheduler)
+    if resolved is not None and not resolved.startswith("local:"):
+        try:
+            _probe_scheduler(_import_distributed(resolved), resolved, connect_timeout)
+        except (ConnectionError, ValueError) as exc:
+            if scheduler is None:
+                raise type(exc)(f"environment variable {_ENV_SCHEDULER}={resolved!r}: {exc}") from None
+            raise
+    return resolved
+
+
 def _resolve_scheduler(scheduler: str | None) -> str | None:
     if scheduler is not None:
         return _check_scheduler(scheduler, "scheduler")
@@ -458,6 +495,30 @@ def _read_store_header(conn: sqlite3.Connection, path: Path) -> tuple[str, list[
     return meta["params"], tasks
 
 
+def _brief(value: Any, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_store(store: str | os.PathLike, tasks: Iterable[Mapping[str, Any]], params: Mapping | None = None) -> None:
+    """Refuse, before any work, a store that holds a different sweep than ``run_sweep(fn, tasks,
+    params=params, store=store)`` would run (``StoreMismatch``); a missing store passes."""
+    path = Path(store)
+    if not path.is_file():
+        return
+    task_list = _prepare_tasks(tasks)
+    params_json = _encode_params({} if params is None else params, "params")
+    conn = _connect(path)
+    try:
+        header = _read_store_header(conn, path)
+    finally:
+        conn.close()
+    if header is not None:
+        stored_params, stored_tasks = header
+        if stored_params != params_json or [tid for tid, _ in stored_tasks] != [t.task_id for t in task_list]:
+            raise StoreMismatch(path, _describe_difference(stored_params, params_json, stored_tasks, task_list))
+
+
 def _describe_difference(
     stored_params: str, params: str, stored_tasks: list[tuple[str, str]], tasks: list[_Task]
 ) -> str:
@@ -465,19 +526,19 @@ def _describe_difference(
     old, new = json.loads(stored_params), json.loads(params)
     for key in sorted(old.keys() | new.keys()):
         if key not in new:
-            parts.append(f"parameter {key!r} was {json.dumps(old[key])}, now absent")
+            parts.append(f"parameter {key!r} was {_brief(old[key])}, now absent")
         elif key not in old:
-            parts.append(f"parameter {key!r} is new ({json.dumps(new[key])})")
+            parts.append(f"parameter {key!r} is new ({_brief(new[key])})")
         elif old[key] != new[key]:
-            parts.append(f"parameter {key!r} was {json.dumps(old[key])}, now {json.dumps(new[key])}")
+            parts.append(f"parameter {key!r} was {_brief(old[key])}, now {_brief(new[key])}")
     old_ids = {tid: p for tid, p in stored_tasks}
     new_ids = {t.task_id: t.params_json for t in tasks}
     gone = [p for tid, p in stored_tasks if tid not in new_ids]
     added = [t.params_json for t in tasks if t.task_id not in old_ids]
     if gone:
-        parts.append(f"{len(gone)} stored task(s) are not in this sweep, e.g. {gone[0]}")
+        parts.append(f"{len(gone)} stored task(s) are not in this sweep, e.g. {_brief(gone[0])}")
     if added:
-        parts.append(f"{len(added)} task(s) are new, e.g. {added[0]}")
+        parts.append(f"{len(added)} task(s) are new, e.g. {_brief(added[0])}")
     if not gone and not added and [tid for tid, _ in stored_tasks] != [t.task_id for t in tasks]:
         parts.append("the same tasks are in a different order")
     return "; ".join(parts)
@@ -507,11 +568,7 @@ def _open_store(path: Path, params_json: str, tasks: list[_Task]) -> sqlite3.Con
         else:
             stored_params, stored_tasks = header
             if stored_params != params_json or [tid for tid, _ in stored_tasks] != [t.task_id for t in tasks]:
-                diff = _describe_difference(stored_params, params_json, stored_tasks, tasks)
-                raise ValueError(
-                    f"store {path} holds a different sweep ({diff}); "
-                    "use another store path, or delete this one to start over"
-                )
+                raise StoreMismatch(path, _describe_difference(stored_params, params_json, stored_tasks, tasks))
     except BaseException:
         conn.close()
         raise
@@ -617,7 +674,8 @@ def run_sweep(
         shared: an optional picklable object (e.g. a QuadraticProblem) sent once to each
             worker and passed as fn's second argument.
         progress: called as ``progress(done, total)`` at the start (done = tasks already in the
-            store) and after each task finishes or fails.
+            store) and after each task finishes or fails; for tasks run in this process
+            (workers=1) also with a fractional done as the task calls ``surgesim.progress.report``.
         connect_timeout: seconds to reach a ``tcp://`` / ``tls://`` scheduler and complete Dask's
             handshake; a peer that stays silent or answers in another protocol is a
             ``ConnectionError`` saying so.
@@ -681,7 +739,8 @@ def run_sweep(
         if resolved is not None and pending:
             outcomes = _run_dask(fn, pending, shared_args, resolved, connect_timeout)
         elif n_workers == 1 or not pending:
-            outcomes = _run_serial(fn, pending, shared_args)
+            within = None if progress is None else (lambda f: progress(min(done + f, total), total))
+            outcomes = _run_serial(fn, pending, shared_args, within)
         else:
             outcomes = _run_processes(fn, pending, shared_args, min(n_workers, len(pending)))
 
@@ -717,7 +776,8 @@ def run_sweep(
 
 
 def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, columns: Sequence[str] | None = None) -> None:
-    """Write rows to a CSV file: floats in their exact shortest form (repr), None as empty.
+    """Write rows to a CSV file: floats in their exact shortest form (repr), None and NaN as empty.
+    The one CSV writer of every command (docs/outputs.md's conventions).
 
     Columns are ``columns`` if given (a row with another key is an error), else every key in
     order of first appearance. Lists and dicts are written as JSON.
@@ -735,8 +795,8 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, column
                 raise ValueError(f"row {i} has keys {extra} not in columns {columns}")
 
     def cell(value: Any) -> Any:
-        if value is None:
-            return ""
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return ""  # not defined (docs/outputs.md: an empty cell)
         if isinstance(value, (list, dict)):
             return json.dumps(value, separators=(",", ":"))
         return value

@@ -51,6 +51,7 @@ from torch.func import functional_call, grad, vjp, vmap
 
 from .. import rng
 from ..estimate import delta_method, plan_trials
+from ..progress import report
 from .gradstats import GradientMoments, _EvalMode, noise_scale
 
 __all__ = [
@@ -450,6 +451,8 @@ def _estimate(
                 want_n, want_m = 0, st["vb"] / (st["mb"] * rel_se) ** 2
             else:
                 want_n, want_m = plan_trials(st, rel_se, b_cost)
+            goal = max(min(float(max_draws), 1.15 * want_m), 2.0 * m)  # progress: draws against the plan
+            report(math.log(m / _MIN_DRAWS + 1) / math.log(goal / _MIN_DRAWS + 1))
             n_new = 0 if exact else min(max_draws, _round(min(max(1.15 * want_n, n), 8 * n), a.block))
             m_new = min(max_draws, _round(min(max(1.15 * want_m, m), 8 * m), b.block))
             if (n_new, m_new) == (n, m):  # the plan is met but the noise says not yet

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..problem import QuadraticProblem
+from ..progress import part
 from . import protocol
 from .probe import (
     AdamState,
@@ -45,12 +46,18 @@ def load_checkpoint(path: str | os.PathLike, spec: protocol.RunSpec) -> tuple[to
 
     Raises ValueError naming the file when it is unreadable or does not match the model.
     """
+    with open(path, "rb") as f:  # FileNotFoundError as it is
+        head = f.read(4)
+    if not head:
+        raise ValueError(f"checkpoint {path} is an empty file, not a PyTorch checkpoint (torch.save)")
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save's zip format, or the legacy pickle
+        raise ValueError(f"checkpoint {path} is not a PyTorch checkpoint (torch.save): it starts with {head!r}")
     try:
         ckpt = torch.load(path, map_location=spec.device, weights_only=True)
-    except FileNotFoundError:
-        raise
     except Exception as exc:
-        raise ValueError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+        lines = str(exc).strip().splitlines()
+        detail = lines[0] if lines else type(exc).__name__
+        raise ValueError(f"cannot read checkpoint {path} (a damaged or truncated file?): {detail}") from None
     if not isinstance(ckpt, dict):
         raise ValueError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a state_dict")
     state_dict = ckpt.get("model", ckpt)
@@ -146,10 +153,12 @@ def _curve_row(state: ProbeState, stats, params: dict) -> dict:
     B, seed = int(params["batch_size"]), int(params["seed"])
     plan = {k: params[k] for k in ("rel_se", "draws")}
     t0 = time.perf_counter()
-    p = probe_batch_size(state, B, update=params["update"], hessian_examples=params["hessian_examples"],
-                         seed=seed, max_draws=params["max_draws"], **plan)  # fmt: skip
+    with part(0.0, 0.8):  # the probe's real minibatches: most of the task's time
+        p = probe_batch_size(state, B, update=params["update"], hessian_examples=params["hessian_examples"],
+                             seed=seed, max_draws=params["max_draws"], **plan)  # fmt: skip
     t1 = time.perf_counter()
-    g = gaussian_batch_size(state, stats, B, seed=seed, max_draws=params["max_draws"], **plan)
+    with part(0.8, 1.0):
+        g = gaussian_batch_size(state, stats, B, seed=seed, max_draws=params["max_draws"], **plan)
     t2 = time.perf_counter()
     ind = independent_curve(state, stats, [B])[0]
     return {
