@@ -59,6 +59,8 @@ __all__ = [
     "ProbeState",
     "StateStatistics",
     "CurvePoint",
+    "TensorData",
+    "model_state",
     "full_gradient",
     "state_statistics",
     "probe_batch_size",
@@ -211,6 +213,45 @@ class ProbeState:
         return adam.update(g)
 
 
+class TensorData:
+    """A data set held as two tensors whose first axis is the example: ``take(indices)``."""
+
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        if inputs.shape[0] != targets.shape[0]:
+            raise ValueError(f"inputs and targets have {inputs.shape[0]} and {targets.shape[0]} examples")
+        self.inputs, self.targets, self.n = inputs, targets, int(inputs.shape[0])
+
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inputs[idx], self.targets[idx]
+
+
+def model_state(
+    model: nn.Module, loss_fn: _LossFn, inputs: torch.Tensor, targets: torch.Tensor, *,
+    full_gradient_examples: int = 0, adam: AdamState | None = None, chunk: int = 128,
+) -> ProbeState:
+    """The probe's state for any model at its current weights: the data set (inputs, targets),
+    ``loss_fn(outputs, targets)`` the mean loss of a batch, G over the whole data set (or a uniform
+    sample of ``full_gradient_examples``, its error propagated). Raises ValueError when the loss is
+    not a scalar or a weight or G is not finite."""
+    data = TensorData(inputs, targets)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    bad = [name for name, p in model.named_parameters() if p.requires_grad and not bool(torch.isfinite(p).all())]
+    if bad:
+        raise ValueError(f"the model's weights are not finite ({', '.join(bad[:3])})")
+    with _EvalMode(model), torch.no_grad():
+        loss = loss_fn(model(inputs[:2]), targets[:2])
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or loss.dim() != 0:
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ValueError(f"loss_fn must return the scalar mean loss of the batch, got {shape}")
+    examples = min(full_gradient_examples or data.n, data.n)
+    G, error = full_gradient(model, loss_fn, data, examples)
+    if not bool(torch.isfinite(G).all()):
+        raise ValueError("the gradient of the loss is not finite at these weights")
+    return ProbeState(model, loss_fn, data, G, gradient_error=error, adam=adam, chunk=chunk)
+
+
 def _distinct_rows(gen: torch.Generator, n: int, k: int, b: int) -> torch.Tensor:
     """(k, b) indices, each row b distinct uniform draws from range(n) (without replacement)."""
     if b > n:
@@ -274,11 +315,15 @@ def _directional(model: nn.Module, loss_fn: _LossFn, x, y, params: list, v: torc
 @dataclass
 class StateStatistics:
     """Per-example gradient statistics of a sample at the state (for ``gaussian`` and
-    ``independent``) and the batch-size scales computed from them."""
+    ``independent``) and the batch-size scales computed from them.
+
+    Every Hessian the statistics are weighed with is taken on examples disjoint from the statistics
+    sample (``hessian_sample``), so c_j'H c_j has no term of example j's own Hessian."""
 
     sigma: torch.Tensor  # per-example standard deviation (ddof 1), float64
     centred: torch.Tensor  # (n, d), the parameters' dtype: per-example gradients minus their mean
-    hessian_inputs: tuple  # (x, y): the examples whose Hessian the statistics use
+    hessian_inputs: tuple  # (x, y): one Hessian sample (Hutchinson's diag(H) and eq 9), disjoint
+    hessian_sample: Callable[[torch.Generator, int], tuple]  # (gen, k) -> k fresh disjoint samples (k, h, ...)
     hessian_trace: float
     hessian_trace_se: float
     hessian_diag: np.ndarray
@@ -296,43 +341,78 @@ def _ratio_se(num: np.ndarray, den: float) -> tuple[float, float]:
     return float(num.mean() / den), float(num.std(ddof=1) / math.sqrt(num.size) / den)
 
 
+_STATS_BLOCK = 0  # statistics' random-number blocks use batch size 0 in stream_key (a probe's B >= 1)
+
+
+def _statistics_sample(state: ProbeState, examples: int, hessian_examples: int, seed: int):
+    """(x, y) of ``examples`` distinct examples, and ``sample(gen, k)``: k Hessian samples of
+    ``hessian_examples`` distinct examples each, drawn from the rest of the data set (disjoint from
+    the statistics sample; fresh i.i.d. examples for an endless stream)."""
+    gen = _generator(seed, _STATS_BLOCK, 0)
+    if state.n is None:
+        x, y = state.data.draw(gen, examples)
+
+        def sample(g: torch.Generator, k: int) -> tuple:
+            hx, hy = state.data.draw(g, k * hessian_examples)
+            return hx.reshape(k, hessian_examples, *hx.shape[1:]), hy.reshape(k, hessian_examples, *hy.shape[1:])
+
+        return x, y, sample
+    if examples + hessian_examples > state.n:
+        raise ValueError(
+            f"examples + hessian_examples = {examples + hessian_examples} is larger than the data set "
+            f"({state.n}): the Hessian samples must be disjoint from the statistics sample"
+        )
+    perm = torch.randperm(state.n, generator=gen)
+    x, y = state.data.take(perm[:examples])
+    pool = perm[examples:]
+
+    def sample(g: torch.Generator, k: int) -> tuple:
+        hx, hy = state.data.take(pool[_distinct_rows(g, pool.numel(), k, hessian_examples).reshape(-1)])
+        return hx.reshape(k, hessian_examples, *hx.shape[1:]), hy.reshape(k, hessian_examples, *hy.shape[1:])
+
+    return x, y, sample
+
+
 def state_statistics(
     state: ProbeState,
     examples: int = 256,
-    hessian_examples: int = 128,
+    hessian_examples: int = 32,
     probes: int = 8,
     crit_examples: int = 32,
     seed: int = 0,
     max_bytes: float = 2e9,
 ) -> StateStatistics:
-    """Per-example gradients of a sample of ``examples`` distinct examples (seed 1, as
-    ``protocol.gradient_task``): sigma and the centred gradient matrix; on the Hessian of its first
-    ``hessian_examples``: Hutchinson's tr(H) and diag(H) with ``probes`` probes and eq 14
-    (``gradstats.noise_scale``, split-half debiased), and McCandlish's scales
+    """Per-example gradients of a uniform sample of ``examples`` distinct examples: sigma and the
+    centred gradient matrix C (rows c_j); Hessians on samples of ``hessian_examples`` other
+    examples (disjoint from that sample: examples drawn from the rest of the data set). On one
+    such sample: Hutchinson's tr(H) and diag(H) with ``probes`` probes and eq 14
+    (``gradstats.noise_scale``, split-half debiased). McCandlish's scales
+    (https://arxiv.org/abs/1812.06162, eq 2.7-2.8):
 
         B_simple = tr(Sigma) / |G|^2,   B_crit = tr(H Sigma) / G'HG,
 
-    tr(Sigma) from all centred gradients c_j (n/(n-1) times the mean of |c_j|^2), tr(H Sigma)
-    from c_j'H c_j for the first ``crit_examples`` (one HVP each), with the standard errors of
-    those means (the Hessian sample's own noise is not in them).
+    tr(Sigma) as n/(n-1) times the mean of |c_j|^2 over all rows (s.e. with the finite-population
+    correction); B_crit = mean_j(c_j'H_j c_j) n/(n-1) / mean_j(G'H_j G) over the first
+    ``crit_examples`` rows, H_j a fresh disjoint Hessian sample per j (the same one for both
+    terms), by the delta method with their covariance: i.i.d. terms, so the s.e. includes the
+    sampling noise of the c_j and of the Hessian samples. A term c_j'H c_j with H over a sample
+    that holds example j (the former estimator) is biased up by example j's own Hessian.
+    Draws come from ``_generator(seed, 0, block)``: the sample is a function of ``seed``.
     """
     if examples < 4:
         raise ValueError(f"examples must be >= 4, got {examples}")
-    if not 1 <= hessian_examples <= examples:
-        raise ValueError(f"hessian_examples must be in [1, examples = {examples}], got {hessian_examples}")
+    if hessian_examples < 1:
+        raise ValueError(f"hessian_examples must be >= 1, got {hessian_examples}")
+    if crit_examples < 2:
+        raise ValueError(f"crit_examples must be >= 2, got {crit_examples}")
     if examples * state.dim * 4 > max_bytes:
         raise ValueError(
             f"{examples} per-example gradients of {state.dim:,} parameters need "
             f"{examples * state.dim * 4 / 1e9:.1f} GB; use fewer examples (at most "
             f"{int(max_bytes // (4 * state.dim))})"
         )
-    if state.n is None:
-        x, y = state.data.draw(torch.Generator().manual_seed(1), examples)
-    else:
-        if examples > state.n:
-            raise ValueError(f"examples {examples} is larger than the data set ({state.n})")
-        x, y = state.data.take(torch.randperm(state.n, generator=torch.Generator().manual_seed(1))[:examples])
-    hx, hy = x[:hessian_examples], y[:hessian_examples]
+    x, y, hessian_sample = _statistics_sample(state, examples, hessian_examples, seed)
+    hx, hy = (t[0] for t in hessian_sample(_generator(seed, _STATS_BLOCK, 1), 1))
     with _EvalMode(state.model):
         centred = state.mean_gradients(x.unsqueeze(1), y.unsqueeze(1))  # n minibatches of one
         f64 = torch.float64
@@ -345,12 +425,20 @@ def state_statistics(
         ns = noise_scale(state.model, state.loss_fn, hx, hy, probes=probes, seed=seed, moments=moments)
         G = state.gradient
         sq = (centred * centred).sum(1, dtype=f64).numpy() * examples / (examples - 1)
+        fpc = 1.0 - examples / state.n if state.n else 1.0
         b_simple, b_simple_se = _ratio_se(sq, float(G @ G))
-        ghg = float(state.quad_forms(G[None], hx, hy, shared=True)[0])
-        chc = state.quad_forms(centred[: min(crit_examples, examples)], hx, hy, shared=True)
-        b_crit, b_crit_se = _ratio_se(chc * examples / (examples - 1), ghg)
+        b_simple_se *= math.sqrt(fpc)
+        k = min(crit_examples, examples)
+        cx, cy = hessian_sample(_generator(seed, _STATS_BLOCK, 2), k)
+        V = torch.cat([centred[:k], G[None].expand(k, -1).to(centred.dtype)])
+        forms = state.quad_forms(V, torch.cat([cx, cx]), torch.cat([cy, cy]))
+        chc, ghg = forms[:k] * examples / (examples - 1), forms[k:]
+        st = {"n": k, "m": k, "ma": float(chc.mean()), "mb": float(ghg.mean()), "va": float(np.var(chc, ddof=1)),
+              "vb": float(np.var(ghg, ddof=1)), "cab": float(np.cov(chc, ghg)[0, 1])}  # fmt: skip
+        b_crit, b_crit_se, _, _ = delta_method(st)
     return StateStatistics(
-        sigma=sigma, centred=centred, hessian_inputs=(hx, hy), hessian_trace=ns.trace, hessian_trace_se=ns.trace_se,
+        sigma=sigma, centred=centred, hessian_inputs=(hx, hy), hessian_sample=hessian_sample,
+        hessian_trace=ns.trace, hessian_trace_se=ns.trace_se,
         hessian_diag=ns.hessian_diag, noise_batch_size_eq14=ns.noise_batch_size,
         noise_batch_size_eq14_se=ns.noise_batch_size_se, b_simple=b_simple, b_simple_se=b_simple_se,
         b_crit=b_crit, b_crit_se=b_crit_se, validity_bound=ns.validity_bound,
@@ -528,6 +616,10 @@ def _sign_mean(B: float, G: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.where(s > 0, special.erf(h), np.sign(g)))
 
 
+_JACKKNIFE_GROUPS = 8  # groups of statistics rows left out in turn (gaussian's statistics noise)
+_JACKKNIFE_DRAWS = 32  # denominator draws re-used (common random numbers) per left-out group
+
+
 def gaussian_batch_size(
     state: ProbeState,
     stats: StateStatistics,
@@ -539,23 +631,66 @@ def gaussian_batch_size(
     seed: int = 0,
 ) -> CurvePoint:
     """Lemma 1 for V = sign(G + z / sqrt(B)), z ~ N(0, empirical per-example covariance): the
-    numerator in closed form (eq 35), E[V'HV] by Monte Carlo with one HVP per draw on the
-    statistics sample (module docstring). Sign updates only."""
+    numerator in closed form (eq 35), E[V'HV] by Monte Carlo with one HVP per draw on a fresh
+    Hessian sample disjoint from the statistics' rows (so no row is weighed with its own Hessian).
+    Sign updates only.
+
+    The standard error adds to the Monte Carlo error of the draws the sampling noise of the
+    statistics themselves: a delete-a-group jackknife over ``_JACKKNIFE_GROUPS`` groups of rows, each
+    refit on the first ``_JACKKNIFE_DRAWS`` draws with the same random numbers, the Monte Carlo
+    part of the group differences subtracted (floored at 0). Cost: that many more HVPs per B.
+    """
     rel_se = _check_plan(rel_se, draws, max_draws)
     B = _batch(batch_size, None)
     G = state.gradient
     C = stats.centred
-    scale = 1.0 / math.sqrt(B * (C.shape[0] - 1))
-    x, y = stats.hessian_inputs
+    rows = C.shape[0]
+
+    def randoms(gen: torch.Generator, k: int):
+        w = torch.randn(k, rows, generator=gen, dtype=C.dtype)
+        return w, *stats.hessian_sample(gen, k)
+
+    def forms(Cm: torch.Tensor, w: torch.Tensor, hx, hy) -> np.ndarray:
+        V = torch.sign(G + (w @ Cm).to(torch.float64) / math.sqrt(B * (Cm.shape[0] - 1))).to(C.dtype)
+        return state.quad_forms(V, hx, hy)
 
     def b_values(gen: torch.Generator, k: int) -> np.ndarray:
-        w = torch.randn(k, C.shape[0], generator=gen, dtype=C.dtype)
-        V = torch.sign(G + (w @ C).to(torch.float64) * scale).to(C.dtype)
-        return state.quad_forms(V, x, y, shared=True)
+        w, hx, hy = randoms(gen, k)
+        return forms(C, w, hx, hy)
 
-    b = _Stream(b_values, seed, B, 1 << 33, _BLOCK)
+    offset = 1 << 33
+    b = _Stream(b_values, seed, B, offset, _BLOCK)
+    num = float(G @ _sign_mean(B, G, stats.sigma))
     with _EvalMode(state.model):
-        return _estimate(float(G @ _sign_mean(B, G, stats.sigma)), b, rel_se, draws, max_draws, 0.0)
+        point = _estimate(num, b, rel_se, draws, max_draws, 0.0)
+        rel_var = _jackknife_rel_var(G, C, B, num, b, randoms, forms, seed, offset)
+    lr_se = math.sqrt(point.lr_se**2 + rel_var * point.lr**2)
+    dl_se = math.sqrt(point.loss_improvement_se**2 + rel_var * point.loss_improvement**2)
+    return dataclasses.replace(point, lr_se=lr_se, loss_improvement_se=dl_se)
+
+
+def _jackknife_rel_var(G, C, B, num, b: _Stream, randoms, forms, seed: int, offset: int) -> float:
+    """Relative variance of the gaussian lr (and dL) from the statistics' sampling noise: a
+    delete-a-group jackknife with common random numbers (``gaussian_batch_size``)."""
+    K, rows = _JACKKNIFE_GROUPS, C.shape[0]
+    if rows < 2 * K:
+        return 0.0
+    J = _round(min(b.values.size, _JACKKNIFE_DRAWS), b.block)
+    base = b.take(J)
+    blocks = [randoms(_generator(seed, B, offset + j), b.block) for j in range(J // b.block)]
+    w = torch.cat([t[0] for t in blocks])
+    hx, hy = torch.cat([t[1] for t in blocks]), torch.cat([t[2] for t in blocks])
+    group = torch.arange(rows) % K
+    f, noise = [], []
+    for g in range(K):
+        keep = group != g
+        Cg = C[keep] - C[keep].mean(0, dtype=torch.float64).to(C.dtype)
+        sigma = torch.sqrt((Cg * Cg).sum(0, dtype=torch.float64) / (Cg.shape[0] - 1))
+        bg = forms(Cg, w[:, keep], hx, hy)
+        f.append(math.log(float(G @ _sign_mean(B, G, sigma)) / num) - math.log(bg.mean() / base.mean()))
+        noise.append(float(np.var(bg / bg.mean() - base / base.mean(), ddof=1)) / J)  # MC part of f[g]
+    f = np.array(f)
+    return max(0.0, (K - 1) / K * (float(((f - f.mean()) ** 2).sum()) - (K - 1) / K * sum(noise)))
 
 
 def independent_curve(state: ProbeState, stats: StateStatistics, batch_sizes: Sequence[int]) -> list[CurvePoint]:
