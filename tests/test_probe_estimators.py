@@ -19,8 +19,8 @@ torch = pytest.importorskip("torch")
 
 from _mlp_exact import Exact, mlp_data  # noqa: E402
 
-from surgesim.correlated import optimal_lr_correlated  # noqa: E402
 from surgesim import theory  # noqa: E402
+from surgesim.correlated import optimal_lr_correlated  # noqa: E402
 from surgesim.hessian import Dense  # noqa: E402
 from surgesim.problem import QuadraticProblem  # noqa: E402
 from surgesim.workloads import probe  # noqa: E402

@@ -226,8 +226,14 @@ class TensorData:
 
 
 def model_state(
-    model: nn.Module, loss_fn: _LossFn, inputs: torch.Tensor, targets: torch.Tensor, *,
-    full_gradient_examples: int = 0, adam: AdamState | None = None, chunk: int = 128,
+    model: nn.Module,
+    loss_fn: _LossFn,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    full_gradient_examples: int = 0,
+    adam: AdamState | None = None,
+    chunk: int = 128,
 ) -> ProbeState:
     """The probe's state for any model at its current weights: the data set (inputs, targets),
     ``loss_fn(outputs, targets)`` the mean loss of a batch, G over the whole data set (or a uniform
