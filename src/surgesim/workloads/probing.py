@@ -164,8 +164,9 @@ def _curve_row(state: ProbeState, stats, params: dict) -> dict:
                              seed=seed, max_draws=params["max_draws"], **plan)  # fmt: skip
         multi = {}
     else:
-        p = multistep_batch_size(state, B, steps=steps, seed=seed, max_draws=params["max_draws"], **plan)
-        multi = {"steps": steps, "lr_points_probe": p.hessian_draws, "gradient_examples_probe": p.gradient_examples}
+        p = multistep_batch_size(state, B, steps=steps, warmup=int(params.get("warmup", 0)), seed=seed,
+                                 max_draws=params["max_draws"], **plan)  # fmt: skip
+        multi = {"steps": steps, "lr_points_probe": p.lr_points, "gradient_examples_probe": p.gradient_examples}
     t1 = time.perf_counter()
     g = gaussian_batch_size(state, stats, B, seed=seed, max_draws=params["max_draws"], **plan)
     t2 = time.perf_counter()
@@ -366,6 +367,7 @@ def probe_model(
     *,
     update: str = "sign",
     steps: int = 1,
+    warmup: int = 0,
     rel_se: float | None = None,
     draws: int | None = None,
     max_draws: int = 1 << 18,
@@ -397,6 +399,7 @@ def probe_model(
     """
     params = _options(update, steps, rel_se, draws, max_draws, seed, hessian_examples, stats_examples,
                       stats_hessian_examples, probes, crit_examples, beta1, beta2, eps)  # fmt: skip
+    params["warmup"] = warmup
     model, loss_fn, inputs, targets = call_model_function(lambda: (model, loss_fn, inputs, targets), "probe_model")
     n = inputs.shape[0]
     too_big = [b for b in batch_sizes if int(b) > n]
