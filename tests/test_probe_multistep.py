@@ -65,7 +65,7 @@ def test_one_step_is_lemma_1(problem):
     assert abs(e.lr - one.lr) < 4 * np.hypot(e.lr_se, one.lr_se), (e.lr, e.lr_se, one.lr, one.lr_se)
 
 
-@pytest.mark.parametrize("T, buffers", [(4, False), (8, True)])
+@pytest.mark.parametrize("T, buffers", [(4, False), pytest.param(8, True, marks=pytest.mark.slow)])
 def test_several_steps_match_numpy(problem, T, buffers):
     rng = np.random.default_rng(2)
     d = problem.dim

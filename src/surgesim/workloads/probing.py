@@ -45,6 +45,8 @@ __all__ = [
     "task_list",
     "load_model_function",
     "call_model_function",
+    "check_model",
+    "file_digest",
     "model_task",
     "curve_summary",
     "ProbeResult",
@@ -307,16 +309,29 @@ def file_digest(spec: str) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
 
 
+_BUILT: dict = {}  # the last user model state built by check_model, reused by its tasks in this process
+
+
+def _model_key(params: dict) -> str:
+    return json.dumps([params["model"], params.get("model_sha256"), params["full_gradient_examples"], params["adam"]])
+
+
+def check_model(params: dict) -> ProbeState:
+    """Load ``params['model']`` (``FILE.py:FUNCTION``), check FUNCTION's tuple, the loss and the
+    weights, and build the probe's state (ValueError with one line on any fault)."""
+    key = _model_key(params)
+    if _BUILT.get("key") != key:
+        _BUILT.clear()
+        model, loss_fn, inputs, targets = call_model_function(load_model_function(params["model"]))
+        state = model_state(model, loss_fn, inputs, targets, full_gradient_examples=params["full_gradient_examples"],
+                            adam=AdamState.zeros(_dim(model), **params["adam"]))  # fmt: skip
+        _BUILT.update(key=key, state=state)
+    return _BUILT["state"]
+
+
 def model_task(params: dict) -> dict:
     """``probe_task`` for the user's model named by ``params['model']`` (``FILE.py:FUNCTION``)."""
-
-    def build() -> ProbeState:
-        model, loss_fn, inputs, targets = call_model_function(load_model_function(params["model"]))
-        return model_state(model, loss_fn, inputs, targets, full_gradient_examples=params["full_gradient_examples"],
-                           adam=AdamState.zeros(_dim(model), **params["adam"]))  # fmt: skip
-
-    key = json.dumps([params["model"], params.get("model_sha256"), params["full_gradient_examples"], params["adam"]])
-    return _task(params, key, build)
+    return _task(params, _model_key(params), lambda: check_model(params))
 
 
 def _dim(model: torch.nn.Module) -> int:
