@@ -40,6 +40,7 @@ def probe_model(*args, **kwargs):
 
     return _probe_model(*args, **kwargs)
 
+
 __all__ = [
     "CausalTransformer",
     "FiveLayerCNN",
