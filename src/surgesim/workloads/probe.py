@@ -626,7 +626,7 @@ def _sign_mean(B: float, G: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 
 
 _JACKKNIFE_GROUPS = 8  # groups of statistics rows left out in turn (gaussian's statistics noise)
-_JACKKNIFE_DRAWS = 32  # denominator draws re-used (common random numbers) per left-out group
+_JACKKNIFE_DRAWS = 64  # at most this many denominator draws re-used (common random numbers) per left-out group
 
 
 def gaussian_batch_size(
