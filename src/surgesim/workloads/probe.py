@@ -25,10 +25,13 @@ the paper's theory (Li et al. 2024, https://arxiv.org/abs/2405.14578):
   E'HE by one Hessian-vector product per batch size.
 
 Beside them, at the same state: McCandlish et al. 2018's B_simple = tr(Sigma) / |G|^2 and
-B_crit = tr(H Sigma) / G'HG (https://arxiv.org/abs/1812.06162), and eq 14's B_noise.
+B_crit = tr(H Sigma) / G'HG (https://arxiv.org/abs/1812.06162), and eq 14's B_noise. The
+statistics (per-example gradients) are only ever weighed with Hessians of examples disjoint from
+them (``state_statistics``), so no term holds an example's own Hessian (that biased B_crit up).
 
 Updates: ``sign`` (the theory's object) or ``adam``: one Adam step from the state's moment buffers
-(m, v, step; zeros at step 0 make it sign-like), V = m_hat / (sqrt(v_hat) + eps).
+(m, v, step; zeros at step 0 make it sign-like), V = m_hat / (sqrt(v_hat) + eps). The multi-step
+probe (``multistep_batch_size``) measures the optimal learning rate of T real Adam steps instead.
 
 The model is in eval mode throughout (BatchNorm with its running statistics, no dropout), so a
 minibatch gradient is the mean of its per-example gradients. Every random number is drawn from a
