@@ -11,6 +11,17 @@ made at the same state, so that each assumption of the paper's theory is tested 
 Beside them: McCandlish et al.'s B_simple = tr(Sigma)/|G|^2 and B_crit = tr(H Sigma)/G'HG, and
 eq 14's B_noise, each with a standard error.
 
+With --model FILE.py:FUNCTION (or package.module:FUNCTION) the state is your own network:
+FUNCTION() returns (model, loss_fn, inputs, targets), an nn.Module at the weights to probe,
+loss_fn(outputs, targets) the mean loss of a batch, and the data set as two tensors with the
+example on the first axis. The model is evaluated in eval mode (BatchNorm with its running
+statistics, no dropout), so a minibatch gradient is the mean of per-example gradients.
+
+--update adam --steps T (T > 1): the multi-step probe, the optimal learning rate of T real Adam
+steps from the state with fresh minibatches and the buffers evolving (the checkpoint's buffers,
+zeros without one, or --warmup W steps at batch B): a 1-d search in log lr with common random
+numbers, bootstrap errors. T = 1 (the default) is Lemma 1's one-step estimator.
+
 With --problem FILE.npz the state is a torch quadratic whose per-example gradients are exactly
 N(mu, diag sigma^2) and whose Hessian is H: the probe must then agree with eq 9 (lr_exact).
 With --workload, the state is a checkpoint (--checkpoint FILE) or, without one, the reference run
@@ -43,6 +54,7 @@ SCALE_KEYS = (
     "noise_batch_size_eq14", "noise_batch_size_eq14_se", "b_simple", "b_simple_se", "b_crit", "b_crit_se",
     "validity_bound", "hessian_trace", "hessian_trace_se",
 )  # fmt: skip
+MULTI_COLUMNS = ("steps", "lr_points_probe", "gradient_examples_probe")  # --steps T > 1 only
 DEFAULT_BATCH_SIZES = (1, 4, 16, 64, 256, 1024)
 FULL_GRADIENT_EXAMPLES = 16384  # G exact on data sets up to this size, else a sample (error propagated)
 
@@ -51,6 +63,7 @@ FULL_GRADIENT_EXAMPLES = 16384  # G exact on data sets up to this size, else a s
 class Options:
     problem: str | None
     workload: str | None
+    model: str | None
     data_dir: str
     checkpoint: str | None
     targets: tuple[float, ...] | None
@@ -59,12 +72,15 @@ class Options:
     draws: int | None
     max_draws: int
     update: str
+    steps: int
+    warmup: int
     beta1: float
     beta2: float
     eps: float
     seed: int
     hessian_examples: int
     stats_examples: int
+    stats_hessian_examples: int
     probes: int
     crit_examples: int
     full_gradient_examples: int
@@ -82,6 +98,8 @@ def build_parser() -> _cli.Parser:
     s = g.add_mutually_exclusive_group(required=True)
     s.add_argument("--problem", metavar="FILE.npz", help="a quadratic problem (arrays mu, sigma, H or h_diag/h_factor)")
     s.add_argument("--workload", choices=("cnn", "resnet18", "gpt"), help="a network of sims.workloads")
+    s.add_argument("--model", metavar="FILE.py:FUNCTION", help="your own network: FUNCTION() returns "
+                   "(model, loss_fn, inputs, targets); also package.module:FUNCTION")  # fmt: skip
     d = g.add_mutually_exclusive_group()
     d.add_argument("--data-dir", "--data", dest="data_dir", metavar="DIR", help="the workload's real data")
     d.add_argument("--demo", action="store_true", help="the workload's shipped demo data")
@@ -99,6 +117,10 @@ def build_parser() -> _cli.Parser:
     g.add_argument("--update", choices=("sign", "adam"), default="sign",
                    help="the probed update: sign(minibatch gradient), or one Adam step from the state's "
                    "moment buffers (zeros if the state has none); gaussian/independent are sign theory")  # fmt: skip
+    g.add_argument("--steps", type=int, default=1, help="T: the optimal lr of T real Adam steps (--update adam; "
+                   "default 1, Lemma 1's one-step estimator)")  # fmt: skip
+    g.add_argument("--warmup", type=int, default=0, help="with --steps T > 1: rebuild Adam's buffers from zeros by "
+                   "W minibatch gradients at batch B at the state (default 0: the checkpoint's buffers)")  # fmt: skip
     g.add_argument("--beta1", type=float, default=0.9, help="Adam beta1 where the state has no optimizer (0.9)")
     g.add_argument("--beta2", type=float, default=0.999, help="Adam beta2 where the state has no optimizer (0.999)")
     g.add_argument("--eps", type=float, default=1e-8, help="Adam eps where the state has no optimizer (1e-8)")
@@ -107,6 +129,9 @@ def build_parser() -> _cli.Parser:
                    help="examples per Hessian-vector product (a fresh sample per probe draw; default 32)")  # fmt: skip
     g.add_argument("--stats-examples", type=int, default=256,
                    help="examples for the per-example gradient statistics (default 256)")  # fmt: skip
+    g.add_argument("--stats-hessian-examples", type=int, default=32,
+                   help="examples per Hessian sample of the statistics (B_crit, eq 14, gaussian, independent): "
+                   "disjoint from the statistics' examples, a fresh sample per HVP (default 32)")  # fmt: skip
     g.add_argument("--probes", type=int, default=8, help="Hutchinson probes for tr(H), diag(H) (default 8)")
     g.add_argument("--crit-examples", type=int, default=32, help="HVPs for tr(H Sigma) in B_crit (default 32)")
     g.add_argument("--full-gradient-examples", type=int, default=FULL_GRADIENT_EXAMPLES,
@@ -128,6 +153,15 @@ def resolve(args) -> Options:
         raise _cli.UsageError(f"pass --data-dir DIR (the real {args.workload} data) or --demo")
     if args.problem and (args.demo or args.data_dir or args.checkpoint or args.targets):
         raise _cli.UsageError("--demo, --data-dir, --checkpoint and --targets go with --workload, not --problem")
+    if args.model and (args.demo or args.data_dir or args.checkpoint or args.targets):
+        raise _cli.UsageError("--targets, --demo, --data-dir and --checkpoint do not apply with --model: "
+                              "FUNCTION() gives the weights and the data")  # fmt: skip
+    if args.steps < 1 or args.steps > 1 << 20:
+        raise _cli.UsageError(f"--steps must be an integer >= 1, got {args.steps}")
+    if args.steps > 1 and args.update != "adam":
+        raise _cli.UsageError("--steps T > 1 is the multi-step Adam probe: add --update adam")
+    if args.warmup < 0 or (args.warmup and args.steps == 1):
+        raise _cli.UsageError(f"--warmup must be >= 0 and goes with --steps T > 1, got {args.warmup}")
     sizes = tuple(args.batch_sizes or DEFAULT_BATCH_SIZES)
     if any(b < 1 or b > 1 << 40 for b in sizes) or len(set(sizes)) != len(sizes):
         raise _cli.UsageError(f"batch sizes must be distinct integers in [1, 2^40], got {sizes}")
@@ -138,11 +172,11 @@ def resolve(args) -> Options:
         raise _cli.UsageError(f"--draws must be in [2, 2^30], got {args.draws}")
     if not 32 <= args.max_draws <= 1 << 30:
         raise _cli.UsageError(f"--max-draws must be in [32, 2^30], got {args.max_draws}")
-    for name in ("hessian_examples", "probes", "crit_examples"):
-        if getattr(args, name) < (2 if name != "hessian_examples" else 1):
+    for name in ("hessian_examples", "stats_hessian_examples", "probes", "crit_examples"):
+        if getattr(args, name) < (2 if name in ("probes", "crit_examples") else 1):
             raise _cli.UsageError(f"--{name.replace('_', '-')} is too small: {getattr(args, name)}")
-    if args.stats_examples < 4 or args.hessian_examples > args.stats_examples:
-        raise _cli.UsageError("need --stats-examples >= 4 and >= --hessian-examples")
+    if args.stats_examples < 4:
+        raise _cli.UsageError(f"need --stats-examples >= 4, got {args.stats_examples}")
     if args.full_gradient_examples < 0 or args.threads < 0 or args.workers < 1:
         raise _cli.UsageError("--full-gradient-examples and --threads must be >= 0, --workers >= 1")
     if not (0 <= args.beta1 < 1 and 0 <= args.beta2 < 1 and args.eps >= 0):
@@ -150,11 +184,14 @@ def resolve(args) -> Options:
     if args.targets and not all(math.isfinite(t) and t > 0 for t in args.targets):
         raise _cli.UsageError(f"targets must be finite losses > 0, got {args.targets}")
     return Options(
-        problem=args.problem, workload=args.workload, data_dir="" if args.demo else (args.data_dir or ""),
+        problem=args.problem, workload=args.workload, model=args.model,
+        data_dir="" if args.demo else (args.data_dir or ""),
         checkpoint=args.checkpoint, targets=tuple(sorted(args.targets, reverse=True)) if args.targets else None,
         batch_sizes=tuple(sorted(sizes)), rel_se=rel_se, draws=args.draws, max_draws=args.max_draws,
-        update=args.update, beta1=args.beta1, beta2=args.beta2, eps=args.eps, seed=args.seed,
-        hessian_examples=args.hessian_examples, stats_examples=args.stats_examples, probes=args.probes,
+        update=args.update, steps=args.steps, warmup=args.warmup, beta1=args.beta1, beta2=args.beta2,
+        eps=args.eps, seed=args.seed,
+        hessian_examples=args.hessian_examples, stats_examples=args.stats_examples,
+        stats_hessian_examples=args.stats_hessian_examples, probes=args.probes,
         crit_examples=args.crit_examples, full_gradient_examples=args.full_gradient_examples,
         threads=args.threads, workers=args.workers, scheduler=args.scheduler,
         out="runs/probe" if args.out is None else args.out, plot=not args.no_plot, quiet=args.quiet,
@@ -175,7 +212,8 @@ def _task_options(opts: Options) -> dict:
     return {
         "update": opts.update, "rel_se": opts.rel_se, "draws": opts.draws, "max_draws": opts.max_draws,
         "seed": opts.seed, "hessian_examples": opts.hessian_examples, "stats_examples": opts.stats_examples,
-        "probes": opts.probes, "crit_examples": opts.crit_examples,
+        "stats_hessian_examples": opts.stats_hessian_examples, "probes": opts.probes, "steps": opts.steps,
+        "warmup": opts.warmup, "crit_examples": opts.crit_examples,
         "adam": {"beta1": opts.beta1, "beta2": opts.beta2, "eps": opts.eps},
     }  # fmt: skip
 
@@ -209,10 +247,24 @@ def _main(args) -> int:
         out = _cli.out_dir(opts.out, command="sims.probe")
         states = [{}]
         fn, shared, identity = probing.problem_task, problem, {"problem_sha256": problem.digest()}
+    elif opts.model:
+        options.update(model=opts.model, model_sha256=probing.file_digest(opts.model),
+                       full_gradient_examples=opts.full_gradient_examples)  # fmt: skip
+        n = probing.check_model(options).n  # a bad file, tuple, loss or weights fail here, before any work
+        too_big = [x for x in opts.batch_sizes if x > n]
+        if too_big:
+            raise _cli.UsageError(f"batch size {max(too_big)} is larger than the data set ({n} examples)")
+        if opts.stats_examples + opts.stats_hessian_examples > n or opts.hessian_examples > n:
+            raise _cli.UsageError(f"--stats-examples + --stats-hessian-examples and --hessian-examples must fit in "
+                                  f"the data set ({n} examples)")  # fmt: skip
+        out = _cli.out_dir(opts.out, command="sims.probe")
+        states = [{}]
+        fn, shared, identity = probing.model_task, None, {"model": opts.model}
     else:
         spec = reference_spec(opts)
         data = protocol.load_data(spec)  # a missing or malformed dataset fails here, before any work
-        too_big = [x for x in (*opts.batch_sizes, opts.hessian_examples, opts.stats_examples) if x > data.n]
+        stats_n = opts.stats_examples + opts.stats_hessian_examples
+        too_big = [x for x in (*opts.batch_sizes, opts.hessian_examples, stats_n) if x > data.n]
         if too_big:
             raise _cli.UsageError(f"{max(too_big)} is larger than the data set ({data.n} examples)")
         out = _cli.out_dir(opts.out, command="sims.probe")
@@ -240,11 +292,15 @@ def _main(args) -> int:
         )  # fmt: skip
     curves, summaries = collect(tasks, rows, problem)
     skip = ("target_loss",) if problem is not None else ("lr_exact", "z_probe")
-    write_csv(curves, out / "probe.csv", [c for c in COLUMNS if c not in skip])
+    if opts.model:
+        skip = ("target_loss", "lr_exact", "z_probe")
+    columns = [c for c in COLUMNS if c not in skip] + (list(MULTI_COLUMNS) if opts.steps > 1 else [])
+    write_csv(curves, out / "probe.csv", columns)
     wall = time.perf_counter() - t_start
-    summary = {"state": opts.problem or opts.workload, "update": opts.update, "wall_seconds": wall}
-    if problem is not None:
-        summary.update(summaries[0])
+    state_name = opts.problem or opts.workload or opts.model
+    summary = {"state": state_name, "update": opts.update, "steps": opts.steps, "wall_seconds": wall}
+    if problem is not None or opts.model:
+        summary.update({k: v for k, v in summaries[0].items() if k != "target_loss"})
         disagreement = validity_disagreement(summary)
         if disagreement:
             _cli.warn(disagreement)
@@ -254,7 +310,8 @@ def _main(args) -> int:
     if opts.plot:
         from surgesim.plots.probe import probe_figure
 
-        fig = probe_figure(curves, summaries, title=f"{opts.problem or opts.workload}: one-step optimal lr")
+        what = "one-step" if opts.steps == 1 else f"{opts.steps}-step"
+        fig = probe_figure(curves, summaries, title=f"{state_name}: {what} optimal lr")
         fig.savefig(out / "probe.png", dpi=200)
         fig.savefig(out / "probe.pdf")
     if not opts.quiet:
@@ -277,7 +334,7 @@ def collect(tasks: list[dict], rows: list[dict], problem, peaks: bool = True) ->
     """probe.csv rows and one summary per state, joined to their tasks by position in the task
     list (``run_sweep`` returns rows in task order); ``peaks`` False: the scales alone."""
     from surgesim import theory
-    from surgesim.workloads.probe import peak_batch_size
+    from surgesim.workloads.probing import curve_summary
 
     curves, summaries = [], []
     by_state: dict = {}
@@ -298,15 +355,7 @@ def collect(tasks: list[dict], rows: list[dict], problem, peaks: bool = True) ->
         summaries.append(s)
         if not peaks:
             continue
-        for name in ("probe", "gaussian", "independent"):
-            se = [r.get(f"lr_{name}_se") for r in pts] if name != "independent" else None
-            peak, low, high, interior = peak_batch_size(B, [r[f"lr_{name}"] for r in pts], se)
-            s[f"peak_batch_size_{name}"] = peak
-            s[f"peak_batch_size_{name}_low"] = low
-            s[f"peak_batch_size_{name}_high"] = high
-            s[f"peak_interior_{name}"] = interior
-        s["max_rel_se_probe"] = max(r["lr_probe_se"] / abs(r["lr_probe"]) if r["lr_probe"] else math.inf for r in pts)
-        s["seconds"] = sum(r["seconds_probe"] + r["seconds_gaussian"] for r in pts)
+        s.update(curve_summary(pts))
         if problem is not None:
             s["validity_bound_exact"] = float(theory.validity_bound(problem.mu, problem.sigma))
             s["noise_batch_size_exact"] = float(theory.noise_batch_size(problem.mu, problem.sigma, problem.hessian))

@@ -10,6 +10,9 @@ Section 3.2-3.3, and per-example gradient statistics that predict B_noise (eq 14
   ``surgesim.sweep.run_sweep``; ``gradient_task`` measures eq 14/16 along a reference run.
 - ``schedules``: batch-size and learning-rate schedules (constant, B_simple, B_crit, geometric) run
   with the grid's protocol, for ``python -m sims.schedules --workload`` (issue 15).
+- ``probe``/``probing``: Lemma 1 measured at a state (``python -m sims.probe``); ``probe_model``
+  probes any model at its weights and returns a ``ProbeResult`` (``.table``, ``.summary``,
+  ``.to_csv``).
 - ``gradstats``: per-example gradient moments (``torch.func``), Hessian-vector products and
   Hutchinson's diag(H), giving ``noise_scale``.
 
@@ -30,6 +33,14 @@ from .gradstats import GradientMoments, NoiseScale, gradient_moments, hessian_ve
 from .models import CausalTransformer, FiveLayerCNN, ResNet18, count_parameters
 from .protocol import RunSpec, follow_targets, gradient_task, grid_tasks, run_task
 
+
+def probe_model(*args, **kwargs):
+    """``surgesim.workloads.probing.probe_model``: Lemma 1 measured on any model (imported on use)."""
+    from .probing import probe_model as _probe_model
+
+    return _probe_model(*args, **kwargs)
+
+
 __all__ = [
     "CausalTransformer",
     "FiveLayerCNN",
@@ -47,6 +58,7 @@ __all__ = [
     "hessian_vector_product",
     "models",
     "noise_scale",
+    "probe_model",
     "protocol",
     "run_task",
 ]

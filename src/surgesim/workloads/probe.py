@@ -25,10 +25,13 @@ the paper's theory (Li et al. 2024, https://arxiv.org/abs/2405.14578):
   E'HE by one Hessian-vector product per batch size.
 
 Beside them, at the same state: McCandlish et al. 2018's B_simple = tr(Sigma) / |G|^2 and
-B_crit = tr(H Sigma) / G'HG (https://arxiv.org/abs/1812.06162), and eq 14's B_noise.
+B_crit = tr(H Sigma) / G'HG (https://arxiv.org/abs/1812.06162), and eq 14's B_noise. The
+statistics (per-example gradients) are only ever weighed with Hessians of examples disjoint from
+them (``state_statistics``), so no term holds an example's own Hessian (that biased B_crit up).
 
 Updates: ``sign`` (the theory's object) or ``adam``: one Adam step from the state's moment buffers
-(m, v, step; zeros at step 0 make it sign-like), V = m_hat / (sqrt(v_hat) + eps).
+(m, v, step; zeros at step 0 make it sign-like), V = m_hat / (sqrt(v_hat) + eps). The multi-step
+probe (``multistep_batch_size``) measures the optimal learning rate of T real Adam steps instead.
 
 The model is in eval mode throughout (BatchNorm with its running statistics, no dropout), so a
 minibatch gradient is the mean of its per-example gradients. Every random number is drawn from a
@@ -60,12 +63,16 @@ __all__ = [
     "ProbeState",
     "StateStatistics",
     "CurvePoint",
+    "TensorData",
+    "model_state",
     "full_gradient",
     "state_statistics",
     "probe_batch_size",
     "gaussian_batch_size",
     "independent_curve",
     "peak_batch_size",
+    "MultiStepPoint",
+    "multistep_batch_size",
 ]
 
 UPDATES = ("sign", "adam")
@@ -118,6 +125,7 @@ class ProbeState:
     gradient_error: Callable[[torch.Tensor], float] | None = None
     adam: AdamState | None = None
     chunk: int = 128  # examples per vectorised gradient call (memory: chunk x parameters)
+    population_loss: Callable[[dict], torch.Tensor] | None = None  # exact full-data loss of params, if known
 
     def __post_init__(self) -> None:
         self.params = {k: v.detach() for k, v in self.model.named_parameters() if v.requires_grad}
@@ -212,6 +220,51 @@ class ProbeState:
         return adam.update(g)
 
 
+class TensorData:
+    """A data set held as two tensors whose first axis is the example: ``take(indices)``."""
+
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        if inputs.shape[0] != targets.shape[0]:
+            raise ValueError(f"inputs and targets have {inputs.shape[0]} and {targets.shape[0]} examples")
+        self.inputs, self.targets, self.n = inputs, targets, int(inputs.shape[0])
+
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inputs[idx], self.targets[idx]
+
+
+def model_state(
+    model: nn.Module,
+    loss_fn: _LossFn,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    full_gradient_examples: int = 0,
+    adam: AdamState | None = None,
+    chunk: int = 128,
+) -> ProbeState:
+    """The probe's state for any model at its current weights: the data set (inputs, targets),
+    ``loss_fn(outputs, targets)`` the mean loss of a batch, G over the whole data set (or a uniform
+    sample of ``full_gradient_examples``, its error propagated). Raises ValueError when the loss is
+    not a scalar or a weight or G is not finite."""
+    data = TensorData(inputs, targets)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    bad = [name for name, p in model.named_parameters() if p.requires_grad and not bool(torch.isfinite(p).all())]
+    if bad:
+        raise ValueError(f"the model's weights are not finite ({', '.join(bad[:3])})")
+    with _EvalMode(model), torch.no_grad():
+        loss = loss_fn(model(inputs[:2]), targets[:2])
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or loss.dim() != 0:
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ValueError(f"loss_fn must return the scalar mean loss of the batch, got {shape}")
+    examples = min(full_gradient_examples or data.n, data.n)
+    G, error = full_gradient(model, loss_fn, data, examples)
+    if not bool(torch.isfinite(G).all()):
+        raise ValueError("the gradient of the loss is not finite at these weights")
+    return ProbeState(model, loss_fn, data, G, gradient_error=error, adam=adam, chunk=chunk)
+
+
 def _distinct_rows(gen: torch.Generator, n: int, k: int, b: int) -> torch.Tensor:
     """(k, b) indices, each row b distinct uniform draws from range(n) (without replacement)."""
     if b > n:
@@ -275,11 +328,15 @@ def _directional(model: nn.Module, loss_fn: _LossFn, x, y, params: list, v: torc
 @dataclass
 class StateStatistics:
     """Per-example gradient statistics of a sample at the state (for ``gaussian`` and
-    ``independent``) and the batch-size scales computed from them."""
+    ``independent``) and the batch-size scales computed from them.
+
+    Every Hessian the statistics are weighed with is taken on examples disjoint from the statistics
+    sample (``hessian_sample``), so c_j'H c_j has no term of example j's own Hessian."""
 
     sigma: torch.Tensor  # per-example standard deviation (ddof 1), float64
     centred: torch.Tensor  # (n, d), the parameters' dtype: per-example gradients minus their mean
-    hessian_inputs: tuple  # (x, y): the examples whose Hessian the statistics use
+    hessian_inputs: tuple  # (x, y): one Hessian sample (Hutchinson's diag(H) and eq 9), disjoint
+    hessian_sample: Callable[[torch.Generator, int], tuple]  # (gen, k) -> k fresh disjoint samples (k, h, ...)
     hessian_trace: float
     hessian_trace_se: float
     hessian_diag: np.ndarray
@@ -297,43 +354,78 @@ def _ratio_se(num: np.ndarray, den: float) -> tuple[float, float]:
     return float(num.mean() / den), float(num.std(ddof=1) / math.sqrt(num.size) / den)
 
 
+_STATS_BLOCK = 0  # statistics' random-number blocks use batch size 0 in stream_key (a probe's B >= 1)
+
+
+def _statistics_sample(state: ProbeState, examples: int, hessian_examples: int, seed: int):
+    """(x, y) of ``examples`` distinct examples, and ``sample(gen, k)``: k Hessian samples of
+    ``hessian_examples`` distinct examples each, drawn from the rest of the data set (disjoint from
+    the statistics sample; fresh i.i.d. examples for an endless stream)."""
+    gen = _generator(seed, _STATS_BLOCK, 0)
+    if state.n is None:
+        x, y = state.data.draw(gen, examples)
+
+        def sample(g: torch.Generator, k: int) -> tuple:
+            hx, hy = state.data.draw(g, k * hessian_examples)
+            return hx.reshape(k, hessian_examples, *hx.shape[1:]), hy.reshape(k, hessian_examples, *hy.shape[1:])
+
+        return x, y, sample
+    if examples + hessian_examples > state.n:
+        raise ValueError(
+            f"examples + hessian_examples = {examples + hessian_examples} is larger than the data set "
+            f"({state.n}): the Hessian samples must be disjoint from the statistics sample"
+        )
+    perm = torch.randperm(state.n, generator=gen)
+    x, y = state.data.take(perm[:examples])
+    pool = perm[examples:]
+
+    def sample(g: torch.Generator, k: int) -> tuple:
+        hx, hy = state.data.take(pool[_distinct_rows(g, pool.numel(), k, hessian_examples).reshape(-1)])
+        return hx.reshape(k, hessian_examples, *hx.shape[1:]), hy.reshape(k, hessian_examples, *hy.shape[1:])
+
+    return x, y, sample
+
+
 def state_statistics(
     state: ProbeState,
     examples: int = 256,
-    hessian_examples: int = 128,
+    hessian_examples: int = 32,
     probes: int = 8,
     crit_examples: int = 32,
     seed: int = 0,
     max_bytes: float = 2e9,
 ) -> StateStatistics:
-    """Per-example gradients of a sample of ``examples`` distinct examples (seed 1, as
-    ``protocol.gradient_task``): sigma and the centred gradient matrix; on the Hessian of its first
-    ``hessian_examples``: Hutchinson's tr(H) and diag(H) with ``probes`` probes and eq 14
-    (``gradstats.noise_scale``, split-half debiased), and McCandlish's scales
+    """Per-example gradients of a uniform sample of ``examples`` distinct examples: sigma and the
+    centred gradient matrix C (rows c_j); Hessians on samples of ``hessian_examples`` other
+    examples (disjoint from that sample: examples drawn from the rest of the data set). On one
+    such sample: Hutchinson's tr(H) and diag(H) with ``probes`` probes and eq 14
+    (``gradstats.noise_scale``, split-half debiased). McCandlish's scales
+    (https://arxiv.org/abs/1812.06162, eq 2.7-2.8):
 
         B_simple = tr(Sigma) / |G|^2,   B_crit = tr(H Sigma) / G'HG,
 
-    tr(Sigma) from all centred gradients c_j (n/(n-1) times the mean of |c_j|^2), tr(H Sigma)
-    from c_j'H c_j for the first ``crit_examples`` (one HVP each), with the standard errors of
-    those means (the Hessian sample's own noise is not in them).
+    tr(Sigma) as n/(n-1) times the mean of |c_j|^2 over all rows (s.e. with the finite-population
+    correction); B_crit = mean_j(c_j'H_j c_j) n/(n-1) / mean_j(G'H_j G) over the first
+    ``crit_examples`` rows, H_j a fresh disjoint Hessian sample per j (the same one for both
+    terms), by the delta method with their covariance: i.i.d. terms, so the s.e. includes the
+    sampling noise of the c_j and of the Hessian samples. A term c_j'H c_j with H over a sample
+    that holds example j (the former estimator) is biased up by example j's own Hessian.
+    Draws come from ``_generator(seed, 0, block)``: the sample is a function of ``seed``.
     """
     if examples < 4:
         raise ValueError(f"examples must be >= 4, got {examples}")
-    if not 1 <= hessian_examples <= examples:
-        raise ValueError(f"hessian_examples must be in [1, examples = {examples}], got {hessian_examples}")
+    if hessian_examples < 1:
+        raise ValueError(f"hessian_examples must be >= 1, got {hessian_examples}")
+    if crit_examples < 2:
+        raise ValueError(f"crit_examples must be >= 2, got {crit_examples}")
     if examples * state.dim * 4 > max_bytes:
         raise ValueError(
             f"{examples} per-example gradients of {state.dim:,} parameters need "
             f"{examples * state.dim * 4 / 1e9:.1f} GB; use fewer examples (at most "
             f"{int(max_bytes // (4 * state.dim))})"
         )
-    if state.n is None:
-        x, y = state.data.draw(torch.Generator().manual_seed(1), examples)
-    else:
-        if examples > state.n:
-            raise ValueError(f"examples {examples} is larger than the data set ({state.n})")
-        x, y = state.data.take(torch.randperm(state.n, generator=torch.Generator().manual_seed(1))[:examples])
-    hx, hy = x[:hessian_examples], y[:hessian_examples]
+    x, y, hessian_sample = _statistics_sample(state, examples, hessian_examples, seed)
+    hx, hy = (t[0] for t in hessian_sample(_generator(seed, _STATS_BLOCK, 1), 1))
     with _EvalMode(state.model):
         centred = state.mean_gradients(x.unsqueeze(1), y.unsqueeze(1))  # n minibatches of one
         f64 = torch.float64
@@ -346,12 +438,20 @@ def state_statistics(
         ns = noise_scale(state.model, state.loss_fn, hx, hy, probes=probes, seed=seed, moments=moments)
         G = state.gradient
         sq = (centred * centred).sum(1, dtype=f64).numpy() * examples / (examples - 1)
+        fpc = 1.0 - examples / state.n if state.n else 1.0
         b_simple, b_simple_se = _ratio_se(sq, float(G @ G))
-        ghg = float(state.quad_forms(G[None], hx, hy, shared=True)[0])
-        chc = state.quad_forms(centred[: min(crit_examples, examples)], hx, hy, shared=True)
-        b_crit, b_crit_se = _ratio_se(chc * examples / (examples - 1), ghg)
+        b_simple_se *= math.sqrt(fpc)
+        k = min(crit_examples, examples)
+        cx, cy = hessian_sample(_generator(seed, _STATS_BLOCK, 2), k)
+        V = torch.cat([centred[:k], G[None].expand(k, -1).to(centred.dtype)])
+        forms = state.quad_forms(V, torch.cat([cx, cx]), torch.cat([cy, cy]))
+        chc, ghg = forms[:k] * examples / (examples - 1), forms[k:]
+        st = {"n": k, "m": k, "ma": float(chc.mean()), "mb": float(ghg.mean()), "va": float(np.var(chc, ddof=1)),
+              "vb": float(np.var(ghg, ddof=1)), "cab": float(np.cov(chc, ghg)[0, 1])}  # fmt: skip
+        b_crit, b_crit_se, _, _ = delta_method(st)
     return StateStatistics(
-        sigma=sigma, centred=centred, hessian_inputs=(hx, hy), hessian_trace=ns.trace, hessian_trace_se=ns.trace_se,
+        sigma=sigma, centred=centred, hessian_inputs=(hx, hy), hessian_sample=hessian_sample,
+        hessian_trace=ns.trace, hessian_trace_se=ns.trace_se,
         hessian_diag=ns.hessian_diag, noise_batch_size_eq14=ns.noise_batch_size,
         noise_batch_size_eq14_se=ns.noise_batch_size_se, b_simple=b_simple, b_simple_se=b_simple_se,
         b_crit=b_crit, b_crit_se=b_crit_se, validity_bound=ns.validity_bound,
@@ -531,6 +631,10 @@ def _sign_mean(B: float, G: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.where(s > 0, special.erf(h), np.sign(g)))
 
 
+_JACKKNIFE_GROUPS = 8  # groups of statistics rows left out in turn (gaussian's statistics noise)
+_JACKKNIFE_DRAWS = 64  # at most this many denominator draws re-used (common random numbers) per left-out group
+
+
 def gaussian_batch_size(
     state: ProbeState,
     stats: StateStatistics,
@@ -542,23 +646,66 @@ def gaussian_batch_size(
     seed: int = 0,
 ) -> CurvePoint:
     """Lemma 1 for V = sign(G + z / sqrt(B)), z ~ N(0, empirical per-example covariance): the
-    numerator in closed form (eq 35), E[V'HV] by Monte Carlo with one HVP per draw on the
-    statistics sample (module docstring). Sign updates only."""
+    numerator in closed form (eq 35), E[V'HV] by Monte Carlo with one HVP per draw on a fresh
+    Hessian sample disjoint from the statistics' rows (so no row is weighed with its own Hessian).
+    Sign updates only.
+
+    The standard error adds to the Monte Carlo error of the draws the sampling noise of the
+    statistics themselves: a delete-a-group jackknife over ``_JACKKNIFE_GROUPS`` groups of rows, each
+    refit on the first ``_JACKKNIFE_DRAWS`` draws with the same random numbers, the Monte Carlo
+    part of the group differences subtracted (floored at 0). Cost: that many more HVPs per B.
+    """
     rel_se = _check_plan(rel_se, draws, max_draws)
     B = _batch(batch_size, None)
     G = state.gradient
     C = stats.centred
-    scale = 1.0 / math.sqrt(B * (C.shape[0] - 1))
-    x, y = stats.hessian_inputs
+    rows = C.shape[0]
+
+    def randoms(gen: torch.Generator, k: int):
+        w = torch.randn(k, rows, generator=gen, dtype=C.dtype)
+        return w, *stats.hessian_sample(gen, k)
+
+    def forms(Cm: torch.Tensor, w: torch.Tensor, hx, hy) -> np.ndarray:
+        V = torch.sign(G + (w @ Cm).to(torch.float64) / math.sqrt(B * (Cm.shape[0] - 1))).to(C.dtype)
+        return state.quad_forms(V, hx, hy)
 
     def b_values(gen: torch.Generator, k: int) -> np.ndarray:
-        w = torch.randn(k, C.shape[0], generator=gen, dtype=C.dtype)
-        V = torch.sign(G + (w @ C).to(torch.float64) * scale).to(C.dtype)
-        return state.quad_forms(V, x, y, shared=True)
+        w, hx, hy = randoms(gen, k)
+        return forms(C, w, hx, hy)
 
-    b = _Stream(b_values, seed, B, 1 << 33, _BLOCK)
+    offset = 1 << 33
+    b = _Stream(b_values, seed, B, offset, _BLOCK)
+    num = float(G @ _sign_mean(B, G, stats.sigma))
     with _EvalMode(state.model):
-        return _estimate(float(G @ _sign_mean(B, G, stats.sigma)), b, rel_se, draws, max_draws, 0.0)
+        point = _estimate(num, b, rel_se, draws, max_draws, 0.0)
+        rel_var = _jackknife_rel_var(G, C, B, num, b, randoms, forms, seed, offset)
+    lr_se = math.sqrt(point.lr_se**2 + rel_var * point.lr**2)
+    dl_se = math.sqrt(point.loss_improvement_se**2 + rel_var * point.loss_improvement**2)
+    return dataclasses.replace(point, lr_se=lr_se, loss_improvement_se=dl_se)
+
+
+def _jackknife_rel_var(G, C, B, num, b: _Stream, randoms, forms, seed: int, offset: int) -> float:
+    """Relative variance of the gaussian lr (and dL) from the statistics' sampling noise: a
+    delete-a-group jackknife with common random numbers (``gaussian_batch_size``)."""
+    K, rows = _JACKKNIFE_GROUPS, C.shape[0]
+    if rows < 2 * K:
+        return 0.0
+    J = _round(min(b.values.size, _JACKKNIFE_DRAWS), b.block)
+    base = b.take(J)
+    blocks = [randoms(_generator(seed, B, offset + j), b.block) for j in range(J // b.block)]
+    w = torch.cat([t[0] for t in blocks])
+    hx, hy = torch.cat([t[1] for t in blocks]), torch.cat([t[2] for t in blocks])
+    group = torch.arange(rows) % K
+    f, noise = [], []
+    for g in range(K):
+        keep = group != g
+        Cg = C[keep] - C[keep].mean(0, dtype=torch.float64).to(C.dtype)
+        sigma = torch.sqrt((Cg * Cg).sum(0, dtype=torch.float64) / (Cg.shape[0] - 1))
+        bg = forms(Cg, w[:, keep], hx, hy)
+        f.append(math.log(float(G @ _sign_mean(B, G, sigma)) / num) - math.log(bg.mean() / base.mean()))
+        noise.append(float(np.var(bg / bg.mean() - base / base.mean(), ddof=1)) / J)  # MC part of f[g]
+    f = np.array(f)
+    return max(0.0, (K - 1) / K * (float(((f - f.mean()) ** 2).sum()) - (K - 1) / K * sum(noise)))
 
 
 def independent_curve(state: ProbeState, stats: StateStatistics, batch_sizes: Sequence[int]) -> list[CurvePoint]:
@@ -635,3 +782,215 @@ def _refined_peak(B: np.ndarray, y: np.ndarray) -> tuple[float, bool]:
     c2, c1, _ = np.polyfit(xs, ys, 2)
     x = -c1 / (2 * c2) if c2 < 0 else xs[1]
     return float(np.exp(np.clip(x, xs[0], xs[2]))), True
+
+
+# -- the multi-step probe (issue 21 item 3) ------------------------------------------------------
+
+_MULTI_OFFSET = 3 << 32  # random-number blocks of the multi-step probe (stream_key block numbers)
+_EVAL_EXAMPLES = 4096  # examples of the loss evaluation: all up to this many, else a fixed sample
+_BOOTSTRAP = 400
+
+
+@dataclass(frozen=True)
+class MultiStepPoint:
+    """The optimal learning rate of ``steps`` Adam steps at batch size B (``multistep_batch_size``):
+    lr maximises the mean loss decrease over ``draws`` draws; ``lr_points`` learning rates were
+    tried; ``gradient_examples`` example-gradients and ``loss_examples`` example-losses spent."""
+
+    batch_size: int
+    steps: int
+    lr: float
+    lr_se: float
+    loss_improvement: float
+    loss_improvement_se: float
+    draws: int
+    lr_points: int
+    gradient_examples: int
+    loss_examples: int
+    converged: bool
+    hessian_draws: int = 0
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _loss_evaluator(state: ProbeState) -> Callable[[dict], torch.Tensor]:
+    """f(params batched over k draws) -> (k,) the full-data loss: the population loss of the state
+    (``state.population_loss``) if it has one, else the mean loss over all examples (up to
+    ``_EVAL_EXAMPLES``; a fixed uniform sample beyond: the same for every draw and lr)."""
+    if state.population_loss is not None:
+        return vmap(state.population_loss)
+    n = state.n
+    m = min(n, _EVAL_EXAMPLES)
+    idx = torch.arange(n) if m == n else torch.randperm(n, generator=torch.Generator().manual_seed(2))[:m]
+    x, y = state.data.take(idx)
+    one = vmap(lambda p, xs, ys: state._loss(p, xs, ys), in_dims=(0, None, None))
+
+    def loss(params: dict) -> torch.Tensor:
+        k = next(iter(params.values())).shape[0]
+        per = max(1, (state.chunk * 64) // max(1, k))
+        total = torch.zeros(k, dtype=torch.float64)
+        for s in range(0, m, per):
+            total += one(params, x[s : s + per], y[s : s + per]).to(torch.float64) * (min(per, m - s) / m)
+        return total
+
+    return loss
+
+
+def multistep_batch_size(
+    state: ProbeState,
+    batch_size: int,
+    *,
+    steps: int = 1,
+    warmup: int = 0,
+    rel_se: float | None = None,
+    draws: int | None = None,
+    max_draws: int = 1 << 14,
+    seed: int = 0,
+    lr0: float | None = None,
+) -> MultiStepPoint:
+    """The optimal learning rate of T = ``steps`` real Adam steps from the state at batch size B
+    (issue 21's multi-step probe; T = 1 is Lemma 1's optimum, eq 6, of one Adam step):
+
+        lr*_T(B) = argmax_lr E[L(theta_0) - L(theta_T(lr))],
+        theta_{t+1} = theta_t - lr m_hat_t / (sqrt(v_hat_t) + eps),
+
+    each step's gradient that of a fresh minibatch of B distinct examples at theta_t, Adam's
+    buffers evolving from the state's (``state.adam``: the checkpoint's buffers, which are the run's
+    own history at this state; zeros for a fresh Adam); ``warmup`` W > 0 instead rebuilds them from
+    zeros with W minibatch gradients of batch B at theta_0 (buffers as if the run had used batch B,
+    no parameter moves). L is the full-data loss (``_loss_evaluator``).
+
+    Search: the draws (the T minibatches of each) are common random numbers across learning rates;
+    a grid in log lr (factor 2 to bracket the largest mean decrease, then factor 2^(1/3) around it);
+    lr* by a parabola in lr through the five grid points nearest the best, its s.e. and that of
+    the decrease by a bootstrap over draws. Draws grow until lr's relative s.e. <= ``rel_se``
+    (default 0.1) or ``draws`` are fixed. Cost: draws x (grid points x T + W) minibatch gradients.
+    """
+    rel_se = _check_plan(rel_se, draws, max_draws)
+    B = _batch(batch_size, state.n)
+    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps}")
+    if isinstance(warmup, bool) or int(warmup) != warmup or warmup < 0:
+        raise ValueError(f"warmup must be an integer >= 0, got {warmup}")
+    adam = state.adam or AdamState.zeros(state.dim)
+    if not 0 <= adam.beta1 < 1 or not 0 <= adam.beta2 < 1:
+        raise ValueError(f"need 0 <= beta1, beta2 < 1, got {adam.beta1}, {adam.beta2}")
+    T, W = int(steps), int(warmup)
+    theta0 = state.flat(state.params).to(torch.float64)
+    batched_grad = vmap(grad(state._loss), in_dims=(0, 0, 0))
+    loss_of = _loss_evaluator(state)
+    cost = {"grad": 0, "loss": 0}
+    with torch.no_grad():
+        L0 = float(loss_of({k: v[None] for k, v in state.params.items()})[0])
+
+    def gradients(theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        k = theta.shape[0]
+        per = max(1, state.chunk // B)
+        out = [state.flat(batched_grad(state.unflat(theta[i : i + per]), x[i : i + per], y[i : i + per]), True)
+               for i in range(0, k, per)]  # fmt: skip
+        cost["grad"] += k * B
+        return torch.cat(out).to(torch.float64)
+
+    def block(j: int, lrs: list[float]) -> np.ndarray:
+        """(block draws, len(lrs)) loss decreases of draw block j (its own random numbers)."""
+        gen = _generator(seed, B, _MULTI_OFFSET + j)
+        k = _BLOCK
+        x, y = state.minibatches(gen, k * (W + T), B)
+        x, y = x.reshape(k, W + T, *x.shape[1:]), y.reshape(k, W + T, *y.shape[1:])
+        m = adam.exp_avg.expand(k, -1).clone()
+        v = adam.exp_avg_sq.expand(k, -1).clone()
+        step = adam.step
+        theta = theta0.expand(k, -1)
+        if W:
+            m.zero_(), v.zero_()
+            step = 0
+            for w in range(W):
+                g = gradients(theta, x[:, w], y[:, w])
+                m, v, step = adam.beta1 * m + (1 - adam.beta1) * g, adam.beta2 * v + (1 - adam.beta2) * g * g, step + 1
+        out = np.empty((k, len(lrs)))
+        for i, lr in enumerate(lrs):
+            th, mm, vv = theta.clone(), m.clone(), v.clone()
+            for t in range(T):
+                g = gradients(th, x[:, W + t], y[:, W + t])
+                mm = adam.beta1 * mm + (1 - adam.beta1) * g
+                vv = adam.beta2 * vv + (1 - adam.beta2) * g * g
+                s = step + t + 1
+                th = th - lr * (mm / (1 - adam.beta1**s)) / (torch.sqrt(vv / (1 - adam.beta2**s)) + adam.eps)
+            with torch.no_grad():
+                out[:, i] = L0 - loss_of(state.unflat(th)).numpy()
+            cost["loss"] += k * (1 if state.population_loss is not None else min(state.n, _EVAL_EXAMPLES))
+        return out
+
+    values: dict[int, np.ndarray] = {}  # grid index -> (N,) decreases at lr = base * 2^(index / 3)
+
+    def grow(n: int, idxs) -> None:
+        for i in idxs:
+            have = values.get(i, np.empty(0))
+            if have.size < n:
+                new = [block(j, [base * 2.0 ** (i / 3)]) for j in range(have.size // _BLOCK, n // _BLOCK)]
+                values[i] = np.concatenate([have, *[b[:, 0] for b in new]])
+
+    with _EvalMode(state.model):
+        base = lr0 if lr0 is not None else _initial_lr(state, B, adam, T, seed)
+        n = _round(draws if draws is not None else _MIN_DRAWS, _BLOCK)
+        best = _bracket(lambda idxs: grow(n, idxs), values, n)
+        for _ in range(1000):
+            fine = [best + d for d in range(-3, 4)]
+            grow(n, fine)
+            best = max(fine, key=lambda i: values[i][:n].mean())
+            if best in (fine[0], fine[-1]):  # the best moved to the fine grid's edge: recentre
+                continue
+            centre = min(max(best, fine[2]), fine[4])
+            pts = [centre + d for d in range(-2, 3)]
+            lr, lr_se, dl, dl_se = _fit_peak(np.array([base * 2.0 ** (i / 3) for i in pts]),
+                                             np.stack([values[i][:n] for i in pts], 1), seed)  # fmt: skip
+            converged = draws is not None or (lr_se <= rel_se * abs(lr))
+            if converged or n >= max_draws:
+                break
+            want = n * (lr_se / (rel_se * abs(lr))) ** 2 * 1.15
+            n = min(_round(max_draws, _BLOCK), _round(min(max(want, n + _BLOCK), 8 * n), _BLOCK))
+        else:  # pragma: no cover - the grid walks at most to a finite optimum
+            raise RuntimeError("the multi-step probe's grid did not settle")
+    return MultiStepPoint(B, T, lr, lr_se, dl, dl_se, n, len(values), cost["grad"], cost["loss"], bool(converged))
+
+
+def _initial_lr(state: ProbeState, B: int, adam: AdamState, T: int, seed: int) -> float:
+    """A first guess of lr*_T: Lemma 1's one-step optimum of an Adam step over 16 draws with a
+    Hessian sample of 8 examples, divided by T (the grid walks from there)."""
+    saved = state.adam
+    state.adam = adam
+    try:
+        p = probe_batch_size(state, B, update="adam", draws=16, hessian_examples=min(8, state.n or 8), seed=seed)
+    finally:
+        state.adam = saved
+    return p.lr / T if math.isfinite(p.lr) and p.lr > 0 else 1e-3
+
+
+def _bracket(grow: Callable, values: dict, n: int) -> int:
+    """Grid index of the largest mean decrease, bracketed on the factor-2 grid (every 3rd index)."""
+    idx = [-3, 0, 3]
+    for _ in range(60):
+        grow(idx)
+        k = int(np.argmax([values[i][:n].mean() for i in idx]))
+        if 0 < k < len(idx) - 1:
+            return idx[k]
+        idx = [idx[0] - 3, *idx] if k == 0 else [*idx, idx[-1] + 3]
+    raise ValueError("the multi-step probe found no learning rate that maximises the loss decrease "
+                     "within a factor 2^30 of the first guess")  # fmt: skip
+
+
+def _fit_peak(lrs: np.ndarray, dec: np.ndarray, seed: int) -> tuple[float, float, float, float]:
+    """Peak (lr, lr_se, dL, dL_se) of a parabola in lr through the mean decreases ``dec`` (N, 5);
+    errors by a bootstrap over the N draws (rows resampled together: common random numbers)."""
+
+    def peak(mean: np.ndarray) -> tuple[float, float]:
+        c2, c1, c0 = np.polyfit(lrs, mean, 2)
+        x = -c1 / (2 * c2) if c2 < 0 else lrs[int(np.argmax(mean))]
+        x = float(np.clip(x, lrs[0], lrs[-1]))
+        return x, float(c0 + c1 * x + c2 * x * x)
+
+    lr, dl = peak(dec.mean(0))
+    gen = np.random.default_rng(seed)
+    boot = np.array([peak(dec[gen.integers(0, dec.shape[0], dec.shape[0])].mean(0)) for _ in range(_BOOTSTRAP)])
+    return lr, float(boot[:, 0].std(ddof=1)), dl, float(boot[:, 1].std(ddof=1))

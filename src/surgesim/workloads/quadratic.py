@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from ..hessian import Dense, Diagonal
 from ..problem import QuadraticProblem
@@ -98,4 +99,11 @@ def quadratic_state(
             raise ValueError("noise_factor has a row with sum of squares above sigma_i^2")
     model = QuadraticModel(problem)
     data = GaussianExamples(variances, noise_factor)
-    return ProbeState(model, mean_loss, data, torch.from_numpy(problem.mu.copy()), adam=adam, chunk=chunk)
+    zero = torch.zeros(1, problem.dim, dtype=torch.float64)
+    buffers = dict(model.named_buffers())
+
+    def population_loss(params: dict) -> torch.Tensor:  # mu'theta + theta'H theta / 2: E over the noise
+        return functional_call(model, (params, buffers), (zero,)).mean()
+
+    return ProbeState(model, mean_loss, data, torch.from_numpy(problem.mu.copy()), adam=adam, chunk=chunk,
+                      population_loss=population_loss)  # fmt: skip
