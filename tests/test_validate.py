@@ -38,7 +38,8 @@ def synthetic(gen, fall: bool = True, n_seeds: int = N_SEEDS, noise: float = 0.0
     tables = []
     for j, B in enumerate(BS):
         d = np.log(LRS)[:, None] - true[j]
-        score = 1 - (d / 0.6) ** 2 + noise * gen.standard_normal((LRS.size, n_seeds)) + 0.1 * gen.standard_normal(n_seeds)
+        offset = 0.1 * gen.standard_normal(n_seeds)  # per seed: moves no optimum
+        score = 1 - (d / 0.6) ** 2 + noise * gen.standard_normal((LRS.size, n_seeds)) + offset
         steps = 100 * (1 + 50 / B) * np.exp(d**2) * np.exp(0.05 * gen.standard_normal((LRS.size, n_seeds)))
         tables.append(V.Table(float(B), LRS, score, steps, tuple(range(n_seeds))))
     return tables, true

@@ -414,3 +414,167 @@ def scaled_curve(
 
 PredictorFn = Callable[..., tuple[float, float]]
 """A predictor: called with keyword arguments of its context, returns (value, s.e.)."""
+
+
+# --- the protocol's bookkeeping --------------------------------------------------------------
+
+
+def refinement(rows: Sequence[Mapping], targets: Sequence[float], points: int = 1) -> dict[float, list[float]]:
+    """The refinement stage: per batch size, the learning rates to add around each target's best
+    seed-mean score (``refine_lrs``; one run serves every target), those already run left out."""
+    out: dict[float, list[float]] = {}
+    for t in targets:
+        sel = [r for r in rows if r["target_loss"] == t]
+        if not sel:
+            continue
+        for table in tables_from_rows(sel, t):
+            mean = table.score.mean(axis=1)
+            new = out.setdefault(table.batch_size, [])
+            for lr in refine_lrs(table.lrs, mean, points):
+                if not np.any(np.isclose(lr, table.lrs, rtol=1e-9)) and not np.any(np.isclose(lr, new, rtol=1e-9)):
+                    new.append(lr)
+    return {b: sorted(v) for b, v in out.items() if v}
+
+
+def validate_rows(
+    rows: Sequence[Mapping], targets: Sequence[float], *, replicates: int = 400, seed: int = 0, top: int | None = None
+) -> list[TargetValidation]:
+    """``validate_target`` for every target (in the order given) that has runs at 3 or more batch sizes."""
+    out = []
+    for t in targets:
+        sel = [r for r in rows if r["target_loss"] == t]
+        if len({r["batch_size"] for r in sel}) >= 3:
+            out.append(validate_target(tables_from_rows(sel, t), t, replicates=replicates, seed=seed, top=top))
+    return out
+
+
+# --- the quadratic problem -------------------------------------------------------------------
+
+
+def quadratic_tasks(
+    optimizer, lrs_by_batch: Mapping[float, Sequence[float]], targets: Sequence[float], seeds: int, *,
+    further_steps: int, max_steps: int, seed: int = 0, backend: str = "cpu",
+) -> list[dict]:  # fmt: skip
+    """``surgesim.dynamics.run_task`` parameters: one task per batch size with its learning rates."""
+    return [
+        {"optimizer": optimizer.name, "beta1": optimizer.beta1, "beta2": optimizer.beta2, "eps": optimizer.eps,
+         "batch_size": int(b), "lrs": [float(x) for x in lrs], "lr_rule": "constant", "seeds": int(seeds),
+         "seed": int(seed), "targets": [float(t) for t in targets], "further_steps": int(further_steps),
+         "max_steps": int(max_steps), "backend": backend}
+        for b, lrs in sorted(lrs_by_batch.items())
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class QuadraticStates:
+    """The reference runs' states at one target: ``delta`` (n, d) = theta - theta*, their path
+    integrals ``path_ds``, ``path_bds`` (eq 44-45; ``surgesim.dynamics.PATH_NOTE``), and the problem."""
+
+    problem: object
+    delta: np.ndarray
+    path_ds: np.ndarray
+    path_bds: np.ndarray
+    batch_grid: np.ndarray  # batch sizes over which probe-type peaks are searched
+
+
+def quadratic_states(
+    problem, optimizer, batch_size: int, lr: float, targets: Sequence[float], seeds: int, *,
+    max_steps: int, seed: int = 0, batch_grid: Sequence[float] = (1, 1e5),
+) -> list[QuadraticStates | None]:  # fmt: skip
+    """The reference runs (``seeds`` runs at (batch_size, lr), the grid's own random streams) and
+    their states at each target (None where fewer than 2 runs reached it)."""
+    from .dynamics import initial_delta
+    from .kernels.dynamics import StepRule, run_trajectories, trajectory_key
+
+    keys = np.array([trajectory_key(int(seed), int(batch_size), r) for r in range(seeds)], dtype=np.uint64)
+    res = run_trajectories(
+        problem.hessian, problem.sigma, initial_delta(problem), keys, np.full(seeds, float(lr)), int(batch_size),
+        optimizer, np.asarray(targets, dtype=float), 0, int(max_steps), rule=StepRule("constant"), path=True,
+    )  # fmt: skip
+    grid = np.geomspace(max(1.0, min(batch_grid) / 4), max(batch_grid) * 4, 240)
+    out: list[QuadraticStates | None] = []
+    for j in range(len(targets)):
+        ok = res.steps[:, j] >= 0
+        out.append(QuadraticStates(problem, res.delta_at[ok, j], res.path_ds[ok, j], res.path_bds[ok, j], grid)
+                   if ok.sum() >= 2 else None)  # fmt: skip
+    return out
+
+
+def _boot(fn: Callable[[np.ndarray], float], n: int, replicates: int = 200) -> tuple[float, float]:
+    """fn(all indices) and its bootstrap s.e. over the n states (fixed generator)."""
+    value = fn(np.arange(n))
+    gen = np.random.default_rng(0)
+    reps = np.array([fn(gen.integers(0, n, n)) for _ in range(replicates)])
+    reps = reps[np.isfinite(reps)]
+    se = float(np.std(reps, ddof=1) * math.sqrt(n / (n - 1))) if reps.size >= 2 else math.nan
+    return float(value), se
+
+
+def _q_parts(s: QuadraticStates) -> dict[str, np.ndarray]:
+    from .theory import sign_mean
+
+    H, sigma = s.problem.hessian, s.problem.sigma
+    mu = np.stack([H.matvec(d) for d in s.delta])
+    r = mu / sigma
+    hdiag = H.diag()
+    num = np.empty((len(mu), s.batch_grid.size))
+    den = np.empty_like(num)
+    for i, m in enumerate(mu):
+        E = sign_mean(s.batch_grid, m, sigma)  # (nb, d), eq 35
+        num[i] = E @ m
+        den[i] = (1 - E * E) @ hdiag + H.quad_rows(E)
+    return {
+        "grad_sq": np.sum(mu * mu, axis=1), "grad_hgrad": H.quad_rows(mu),
+        "off": H.quad_rows(r) - (r * r) @ hdiag, "num": num, "den": den,
+        "tr_sigma": np.sum(sigma**2), "tr_h_sigma": float(hdiag @ sigma**2), "tr_h": float(np.sum(hdiag)),
+    }  # fmt: skip
+
+
+def q_b_simple(s: QuadraticStates) -> tuple[float, float]:
+    """McCandlish et al.'s B_simple = tr(Sigma) / |G|^2 over the ensemble of states (ratio of means)."""
+    p = _q_parts(s)
+    return _boot(lambda i: p["tr_sigma"] / np.mean(p["grad_sq"][i]), len(s.delta))
+
+
+def q_b_crit(s: QuadraticStates) -> tuple[float, float]:
+    """McCandlish et al.'s B_crit = tr(H Sigma) / G'HG over the ensemble of states."""
+    p = _q_parts(s)
+    return _boot(lambda i: p["tr_h_sigma"] / np.mean(p["grad_hgrad"][i]), len(s.delta))
+
+
+def q_eq14(s: QuadraticStates) -> tuple[float, float]:
+    """Eq 14, B_noise = pi tr(H) / (2 sum_{i != j} r_i r_j H_ij), the off-diagonal sum averaged
+    over the states (``surgesim.dynamics``' ensemble theory); inf where it is <= 0."""
+    p = _q_parts(s)
+    return _boot(lambda i: math.pi * p["tr_h"] / (2 * np.mean(p["off"][i])) if np.mean(p["off"][i]) > 0 else math.inf,
+                 len(s.delta))  # fmt: skip
+
+
+def q_probe_sign(s: QuadraticStates) -> tuple[float, float]:
+    """The peak over B of eq 9's lr*(B) = E[sum E_i mu_i] / E[denominator] over the states: on a
+    quadratic with Gaussian noise, exactly what the sign probe measures (sims.probe --problem)."""
+    p = _q_parts(s)
+    return _boot(lambda i: float(s.batch_grid[np.argmax(p["num"][i].mean(0) / p["den"][i].mean(0))]), len(s.delta))
+
+
+def q_path_average(s: QuadraticStates) -> tuple[float, float]:
+    """Eq 21's path average of eq 14 along the reference Adam runs (sum B_noise ds / sum ds;
+    ``surgesim.dynamics.path_noise_batch_size``)."""
+    return _boot(lambda i: float(np.sum(s.path_bds[i]) / np.sum(s.path_ds[i])), len(s.delta))
+
+
+def q_not_measured(s: QuadraticStates) -> tuple[float, float]:
+    """Not measured on quadratics: the kernels do not return Adam's buffers at a state."""
+    return math.nan, math.nan
+
+
+QUADRATIC_PREDICTORS: dict[str, PredictorFn] = {
+    "b_simple": q_b_simple,
+    "b_crit": q_b_crit,
+    "eq14": q_eq14,
+    "probe_sign": q_probe_sign,
+    "probe_adam": q_not_measured,
+    # The best Adam predictor of issue 21 replaces this entry when it exists (one line):
+    "adam_predicted": q_path_average,
+}
+"""Predictors on the quadratic, by name: ``fn(states) -> (value, s.e.)`` at one target's states."""
