@@ -53,13 +53,15 @@ DEFAULTS = {
                 eval_examples=64, probe_batch_sizes=(1, 4, 16, 64), probe_rel_se=0.2),
 }  # fmt: skip
 QUICK = {
-    "cnn": dict(batch_sizes=(4, 16, 64), lrs=(8e-4, 3.2e-3), targets=(1.6, 1.2), seeds=2, further_steps=5,
-                max_steps=120, eval_examples=64, probe_batch_sizes=(1, 8, 64), probe_draws=8),
-    "gpt": dict(batch_sizes=(2, 8, 32), lrs=(1e-3, 1e-2), targets=(4.5, 3.8), seeds=2, further_steps=5,
-                max_steps=120, eval_examples=16, probe_batch_sizes=(1, 8, 32), probe_draws=8),
+    "cnn": dict(batch_sizes=(4, 16, 64), lrs=(8e-4, 1.6e-3, 3.2e-3), targets=(1.4,), seeds=2, further_steps=5,
+                max_steps=120, eval_examples=64, probe_batch_sizes=(64, 128, 256), probe_draws=8),
+    "gpt": dict(batch_sizes=(2, 8, 32), lrs=(1e-3, 3e-3, 1e-2), targets=(4.5,), seeds=2, further_steps=5,
+                max_steps=120, eval_examples=16, probe_batch_sizes=(8, 16, 32), probe_draws=8),
     "quadratic": dict(dims=32, batch_sizes=(8, 16, 32, 64, 128, 256, 512, 1024), lr_points=6, seeds=4,
                       further_steps=20, max_steps=1500),
 }  # fmt: skip
+# The quick network runs: one target (one probed state), 3 batch sizes, probe batch sizes >= 64
+# (below that, the probe's random-number blocks hold up to 1024 draws whatever --probe-draws).
 QUADRATIC = dict(dims=256, batch_sizes=tuple(2**k for k in range(3, 13)), lr_points=12, seeds=8, further_steps=50,
                  max_steps=3000, target_fractions=(0.5, 0.25, 0.125))  # fmt: skip
 DATA_FILES = {

@@ -19,7 +19,7 @@ TINY_Q = ["--dims", "16", "--batch-sizes", "8,32,128,512", "--lr-points", "4", "
           "--further-steps", "5", "--max-steps", "400", "--replicates", "40", "--quiet"]  # fmt: skip
 TINY_CNN = ["--workload", "cnn", "--demo", "--batch-sizes", "2,4,8", "--lrs", "1e-3,4e-3", "--seeds", "2",
             "--targets", "2.2", "--further-steps", "2", "--max-steps", "12", "--eval-examples", "8",
-            "--probe-batch-sizes", "1,2,4", "--probe-draws", "2", "--refine-points", "0", "--workers", "1",
+            "--probe-batch-sizes", "64,128,256", "--probe-draws", "2", "--refine-points", "0", "--workers", "1",
             "--replicates", "20", "--quiet"]  # fmt: skip
 
 
@@ -148,7 +148,7 @@ def test_validate_figure_plots_what_was_measured():
     assert np.allclose([s[0][0] for s in segs], r.batch_sizes)
     assert np.allclose([s[0][1] for s in segs], r.lr_opt_lo) and np.allclose([s[1][1] for s in segs], r.lr_opt_hi)
     # the predicted curve and the peak with its interval
-    curve = next(ln for ln in ax.get_lines() if "probe peak curve, sign" in ln.get_label())
+    curve = next(ln for ln in ax.get_lines() if "probe curve, sign" in ln.get_label())
     assert np.allclose(curve.get_xdata(), [4, 64]) and np.allclose(curve.get_ydata(), [4e-3, 64e-3])
     peak = next(ln for ln in ax.get_lines() if ln.get_label().startswith("peak B"))
     assert np.allclose(peak.get_xdata(), r.peak_batch_size)
@@ -156,3 +156,15 @@ def test_validate_figure_plots_what_was_measured():
     x0, x1 = band.get_x(), band.get_x() + band.get_width()
     assert np.allclose([x0, x1], r.peak_batch_size_ci)
     assert f"p = {r.surge_p_value:.2g}" in ax.get_title()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
+def test_probe_steps_refused_where_the_probe_has_one_step(tmp_path, capsys):
+    from surgesim.workloads.validation import probe_supports_steps
+
+    if probe_supports_steps():
+        pytest.skip("this probe takes steps")
+    status = cli.main(["--workload", "cnn", "--demo", "--probe-steps", "3", "--out", str(tmp_path / "x"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "one step only" in err[0]
+    assert not (tmp_path / "x" / "summary.json").exists()

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from ..gridfit import score_matrix
 from ._layout import legend_below
@@ -19,7 +20,7 @@ from .grid import heatmap_panel
 __all__ = ["validate_figure", "CURVE_LABELS"]
 
 CURVE_LABELS = {
-    "probe_sign": dict(color="C2", ls="--", lw=1.5, label="probe peak curve, sign (scaled)"),
+    "probe_sign": dict(color="C2", ls="--", lw=1.5, label="probe curve, sign (scaled)"),
     "probe_adam": dict(color="C1", ls="-.", lw=1.5, label="probe curve, Adam (scaled)"),
 }
 
@@ -59,6 +60,8 @@ def validate_figure(
         ax.set_title(f"target loss {res.target_loss:.3g}: surge p = {p:.2g}" if np.isfinite(p) else
                      f"target loss {res.target_loss:.3g}", fontsize=9)  # fmt: skip
         ax.set_xlim(bs.min() / 1.5, bs.max() * 1.5)
+        ax.set_xticks(bs, [f"{b:g}" for b in bs])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         legend_below(ax, ncol=1)
     if title:
         fig.suptitle(title, fontsize=10)
