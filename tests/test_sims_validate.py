@@ -81,6 +81,7 @@ def test_quadratic_is_reproducible_and_resumes(quadratic_out, tmp_path):
     assert (again / "validate.csv").read_bytes() == (quadratic_out / "validate.csv").read_bytes()
 
 
+@pytest.mark.slow  # about 25 s under load: 12 tiny CNN runs and the probe at 3 batch sizes
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
 def test_cnn_outputs_are_documented(tmp_path):
     out = tmp_path / "cnn"
