@@ -271,33 +271,28 @@ def _main_quadratic(opts: Options, args) -> int:
     run = _Runner(opts, out, args, dynamics.run_task, {"problem_sha256": problem.digest()}, shared=problem, workers=1)
     common = dict(further_steps=opts.further_steps, max_steps=opts.max_steps, seed=opts.seed)
     coarse = validate.quadratic_tasks(adam, {b: lrs for b in opts.batch_sizes}, targets, opts.seeds, **common)
-    # The estimate: one task timed (the smallest batch size, the slowest), times the tasks.
+    # The reference runs first (the predictors' states: the middle B and lr of the grid, every
+    # seed): their time, per learning rate, scales to the estimate printed before the grid.
+    b_ref, lr_ref = opts.batch_sizes[(len(opts.batch_sizes) - 1) // 2], lrs[(len(lrs) - 1) // 2]
     t0 = time.perf_counter()
-    dynamics.run_task({**coarse[0], "lrs": coarse[0]["lrs"][:1], "seeds": 1, "max_steps": 200}, problem)
-    per_run = (time.perf_counter() - t0) * opts.max_steps / 200
-    n_runs = len(lrs) * opts.seeds * len(opts.batch_sizes)
+    states = validate.quadratic_states(problem, adam, b_ref, lr_ref, targets, opts.seeds, max_steps=opts.max_steps,
+                                       seed=opts.seed, batch_grid=opts.batch_sizes)  # fmt: skip
+    per_lr = time.perf_counter() - t0
+    n_tasks = len(opts.batch_sizes) * (len(lrs) + opts.refine_points * len(targets))  # (B, lr) pairs, about
     _say(opts, f"quadratic d = {problem.dim}, Adam({opts.beta1:g}, {opts.beta2:g}): {len(opts.batch_sizes)} batch "
                f"sizes x {len(lrs)} coarse lrs x {opts.seeds} seeds, refined by {opts.refine_points} per side; "
-               f"targets {', '.join(f'{t:.4g}' for t in targets)}; estimated at most "
-               f"{_minutes(per_run * n_runs * (1 + 0.5 * bool(opts.refine_points)) / (os.cpu_count() or 1))} "
-               f"(load {_load():.1f})")  # fmt: skip
+               f"targets {', '.join(f'{t:.4g}' for t in targets)}; estimated {_minutes(per_lr * n_tasks)} from the "
+               f"reference runs ({per_lr:.1f} s; smaller batch sizes take longer; load {_load():.1f})")  # fmt: skip
     rows = run(coarse, "coarse")
     extra = validate.refinement(rows, targets, opts.refine_points) if opts.refine_points else {}
     rows = rows + run(validate.quadratic_tasks(adam, extra, targets, opts.seeds, **common), "refine")
     results = validate.validate_rows(rows, targets, replicates=opts.replicates, seed=opts.seed, top=opts.top)
     measured: dict = {}
     if opts.predictors:
-        b_ref = opts.batch_sizes[(len(opts.batch_sizes) - 1) // 2]
-        lr_ref = lrs[(len(lrs) - 1) // 2]
-        states = validate.quadratic_states(problem, adam, b_ref, lr_ref, targets, opts.seeds,
-                                           max_steps=opts.max_steps, seed=opts.seed,
-                                           batch_grid=opts.batch_sizes)  # fmt: skip
-        for t, s in zip(targets, states, strict=True):
-            if s is not None:
-                measured[t] = {name: fn(s) for name, fn in validate.QUADRATIC_PREDICTORS.items()}
-        reference = {"batch_size": b_ref, "lr": lr_ref, "seeds": opts.seeds}
-    else:
-        reference = None
+        for t, st in zip(targets, states, strict=True):
+            if st is not None:
+                measured[t] = {name: fn(st) for name, fn in validate.QUADRATIC_PREDICTORS.items()}
+    reference = {"batch_size": b_ref, "lr": lr_ref, "seeds": opts.seeds}
     curves: list[dict] = []
     if opts.predictors:
         for t, s in zip(targets, states, strict=True):

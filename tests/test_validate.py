@@ -194,3 +194,12 @@ def test_bad_input():
         V.validate_target(synthetic(np.random.default_rng(0))[0][:2], 1.0)
     with pytest.raises(ValueError, match="no run rows"):
         V.tables_from_rows([], 1.0)
+
+
+def test_refined_peak_skips_missing_points():
+    x = np.log([4.0, 8, 16, 32, 64])
+    y = np.array([0.0, 0.5, np.nan, 0.6, 0.1])
+    assert V.refined_peak(x, y) == V.refined_peak(np.delete(x, 2), np.delete(y, 2))
+    v, inner = V.refined_peak(x[[1, 3, 4]], np.array([0.5, 0.6, 0.1]))
+    assert inner and x[1] < v < x[4]
+    assert V.refined_peak(x, np.full(5, np.nan))[0] != V.refined_peak(x, np.full(5, np.nan))[0]  # NaN

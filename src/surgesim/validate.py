@@ -63,6 +63,12 @@ __all__ = [
     "VALIDATE_COLUMNS",
     "PREDICTOR_COLUMNS",
     "PREDICTOR_NAMES",
+    "refinement",
+    "validate_rows",
+    "quadratic_tasks",
+    "QuadraticStates",
+    "quadratic_states",
+    "QUADRATIC_PREDICTORS",
 ]
 
 QUANTILES = (0.16, 0.84)
@@ -178,7 +184,8 @@ def _refined_peaks(x: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray
     finite = np.isfinite(Y)
     full = finite.all(axis=1)
     for r in np.flatnonzero(~full & finite.any(axis=1)):  # rare: rows with missing points
-        out[r], interior[r] = _refined_peaks(x[finite[r]], Y[r, finite[r]][None, :])
+        v1, i1 = _refined_peaks(x[finite[r]], Y[r, finite[r]][None, :])
+        out[r], interior[r] = v1[0], i1[0]
     if not full.any():
         return out, interior
     Yf = Y[full]
