@@ -281,8 +281,9 @@ def _main_quadratic(opts: Options, args) -> int:
     n_tasks = len(opts.batch_sizes) * (len(lrs) + opts.refine_points * len(targets))  # (B, lr) pairs, about
     _say(opts, f"quadratic d = {problem.dim}, Adam({opts.beta1:g}, {opts.beta2:g}): {len(opts.batch_sizes)} batch "
                f"sizes x {len(lrs)} coarse lrs x {opts.seeds} seeds, refined by {opts.refine_points} per side; "
-               f"targets {', '.join(f'{t:.4g}' for t in targets)}; estimated {_minutes(per_lr * n_tasks)} from the "
-               f"reference runs ({per_lr:.1f} s; smaller batch sizes take longer; load {_load():.1f})")  # fmt: skip
+               f"targets {', '.join(f'{t:.4g}' for t in targets)}; estimated at most "
+               f"{_minutes(per_lr * n_tasks)} from the reference runs ({per_lr:.1f} s, Numba's compilation "
+               f"included; load {_load():.1f})")  # fmt: skip
     rows = run(coarse, "coarse")
     extra = validate.refinement(rows, targets, opts.refine_points) if opts.refine_points else {}
     rows = rows + run(validate.quadratic_tasks(adam, extra, targets, opts.seeds, **common), "refine")
