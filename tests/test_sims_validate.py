@@ -134,8 +134,16 @@ def test_validate_figure_plots_what_was_measured():
         for B in (4, 16, 64, 256):
             for lr in (1e-3, 3e-3, 1e-2, 3e-2):
                 best = 1e-2 * math.sqrt(B / 16) / (1 + B / 64)
-                rows.append({"lr": lr, "batch_size": B, "seed": seed, "target_loss": 1.0, "steps": 10.0 * (1 + 32 / B),
-                             "further_decrease": 1 - math.log(lr / best) ** 2 + 0.01 * gen.standard_normal()})
+                rows.append(
+                    {
+                        "lr": lr,
+                        "batch_size": B,
+                        "seed": seed,
+                        "target_loss": 1.0,
+                        "steps": 10.0 * (1 + 32 / B),
+                        "further_decrease": 1 - math.log(lr / best) ** 2 + 0.01 * gen.standard_normal(),
+                    }
+                )
     res = V.validate_rows(rows, [1.0], replicates=50)
     curves = [{"target_loss": 1.0, "predictor": "probe_sign", "batch_size": b, "lr_scaled": 1e-3 * b} for b in (4, 64)]
     fig = validate_figure(rows, res, curves)

@@ -176,8 +176,16 @@ def test_tables_from_rows_and_rows_round_trip():
     for seed in (0, 1):
         for B in (4, 16, 64):
             for lr in (1e-3, 1e-2, 1e-1):
-                rows.append({"lr": lr, "batch_size": B, "seed": seed, "target_loss": 1.0,
-                             "further_decrease": -abs(math.log10(lr) + 2) + 0.01 * seed, "steps": 10.0 * (1 + 8 / B)})
+                rows.append(
+                    {
+                        "lr": lr,
+                        "batch_size": B,
+                        "seed": seed,
+                        "target_loss": 1.0,
+                        "further_decrease": -abs(math.log10(lr) + 2) + 0.01 * seed,
+                        "steps": 10.0 * (1 + 8 / B),
+                    }
+                )
     tables = V.tables_from_rows(rows, 1.0)
     assert [t.batch_size for t in tables] == [4, 16, 64]
     v = V.validate_target(tables, 1.0, replicates=50)

@@ -337,7 +337,7 @@ def validate_target(
     fits = np.stack(_fit22(B, S_boot), axis=1)
     dev = c * (fits - np.array([bn, s_min]))
     ok = np.all(np.isfinite(dev), axis=1)
-    bn_se, s_min_se = (np.std(dev[ok], axis=0, ddof=1) if ok.sum() >= 2 else (math.nan, math.nan))
+    bn_se, s_min_se = np.std(dev[ok], axis=0, ddof=1) if ok.sum() >= 2 else (math.nan, math.nan)
     return TargetValidation(
         target_loss=float(target_loss), batch_sizes=B, lr_opt=np.exp(log_lr), log_lr_se=se, lr_opt_lo=lo,
         lr_opt_hi=hi, steps=S, seeds=n, peak_batch_size=float(np.exp(peak)) if np.isfinite(peak) else math.nan,
