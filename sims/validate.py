@@ -56,7 +56,7 @@ QUICK = {
     "cnn": dict(batch_sizes=(4, 16, 64), lrs=(8e-4, 1.6e-3, 3.2e-3), targets=(1.4,), seeds=2, further_steps=5,
                 max_steps=120, eval_examples=64, probe_batch_sizes=(64, 128, 256), probe_draws=8),
     "gpt": dict(batch_sizes=(2, 8, 32), lrs=(1e-3, 3e-3, 1e-2), targets=(4.5,), seeds=2, further_steps=5,
-                max_steps=120, eval_examples=16, probe_batch_sizes=(32, 64, 128), probe_draws=8),
+                max_steps=120, eval_examples=16, probe_batch_sizes=(8, 16, 32), probe_draws=8),
     "quadratic": dict(dims=32, batch_sizes=(8, 16, 32, 64, 128, 256, 512, 1024), lr_points=6, seeds=4,
                       further_steps=20, max_steps=1500),
 }  # fmt: skip
