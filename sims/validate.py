@@ -378,8 +378,11 @@ def _main_network(opts: Options, args) -> int:
             "spec": base.to_params(), "full_gradient_examples": sims_probe.FULL_GRADIENT_EXAMPLES,
         }  # fmt: skip
         if opts.quick:
+            # G exact where the data set is small (the CNN demo: no sampling-error term, whose
+            # per-example directional derivatives cost most of a probe task), else a small sample.
+            full = data.n if data.n <= sims_probe.FULL_GRADIENT_EXAMPLES else 64
             options.update(stats_examples=min(32, data.n), hessian_examples=4, probes=2, crit_examples=4,
-                           full_gradient_examples=min(512, data.n))  # fmt: skip
+                           full_gradient_examples=full)  # fmt: skip
         states = [{"checkpoint": str(os.path.abspath(r["checkpoint"])), "target_loss": r["target_loss"]}
                   for r in reached]  # fmt: skip
         tasks = validation.predictor_tasks(states, opts.probe_batch_sizes, options, opts.probe_steps)
