@@ -23,6 +23,7 @@ COMMANDS = {
     "workloads": "the paper's real workloads (CNN, ResNet-18, small GPT) in PyTorch",
     "bench": "benchmark the kernels against plain NumPy",
     "schedules": "learning-rate and batch-size schedules",
+    "validate": "the surge on real networks with statistics, every predictor scored against it",
 }
 
 
