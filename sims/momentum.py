@@ -156,7 +156,7 @@ def _main(args) -> int:
     from surgesim.sweep import run_sweep, write_csv
 
     opts = resolve(args)
-    out = _cli.out_dir(opts.out)
+    out = _cli.out_dir(opts.out, command="sims.momentum")
     t_start = time.perf_counter()
     _cli.save_options(opts, out / "options.json")
     optimizers = [parse_optimizer(s) for s in opts.optimizers]

@@ -142,8 +142,9 @@ def build_parser() -> _cli.Parser:
     m = g.add_mutually_exclusive_group()
     m.add_argument("--probe-rel-se", type=_cli.finite(1e-4, 0.99), help="networks: probe's relative s.e. (0.2)")
     m.add_argument("--probe-draws", type=_cli.integer(2, 1 << 30), help="networks: fixed probe draws per B")
-    g.add_argument("--probe-steps", type=_cli.integer(1, 10**4), default=1,
-                   help="networks: real Adam steps per probe draw (T; 1 = one step)")  # fmt: skip
+    g.add_argument("--probe-steps", type=_cli.integer(1, 10**4), default=4,
+                   help="networks: real Adam steps per probe draw (T, default 4: the T that held on quadratics, "
+                   "README 'Which batch size and learning rate for Adam'; 1 = one step)")  # fmt: skip
     g = p.add_argument_group("execution and output")
     g.add_argument("--quick", action="store_true", help="tiny grids: every output in seconds to a minute")
     g.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="networks: torch device (default cpu)")
@@ -265,7 +266,7 @@ def _main_quadratic(opts: Options, args) -> int:
                               opts.max_steps, opts.seeds, opts.seed, "cpu", False)  # fmt: skip
     targets = exp.targets
     lrs = opts.lrs or tuple(dynamics.default_lr_grid(problem, adam, opts.batch_sizes, opts.lr_points))
-    out = _cli.out_dir(opts.out)
+    out = _cli.out_dir(opts.out, command="sims.validate")
     _cli.save_options(opts, out / "options.json")
     problem.save(out / "problem.npz")
     run = _Runner(opts, out, args, dynamics.run_task, {"problem_sha256": problem.digest()}, shared=problem, workers=1)
@@ -340,9 +341,7 @@ def _main_network(opts: Options, args) -> int:
     too_big = [b for b in (*opts.batch_sizes, *opts.probe_batch_sizes) if b > data.n]
     if too_big:
         raise _cli.UsageError(f"batch size {max(too_big)} is larger than the data set ({data.n} examples)")
-    if opts.probe_steps != 1 and opts.predictors and not validation.probe_supports_steps():
-        raise _cli.UsageError(f"--probe-steps {opts.probe_steps}: this version's probe measures one step only")
-    out = _cli.out_dir(opts.out)
+    out = _cli.out_dir(opts.out, command="sims.validate")
     _cli.save_options(opts, out / "options.json")
     # The estimate first: a per-B step timing and the reference run (which also checkpoints the
     # predictors' states at each target).
@@ -474,9 +473,9 @@ def _finish(opts: Options, out, rows, results, measured, curves, t_start: float,
 
 
 ADAM_PREDICTED_NOTE = {
-    "network": "probe_adam's value (no dedicated Adam predictor on networks yet)",
-    "quadratic": "eq 21's path average of eq 14 along the reference Adam runs "
-    "(surgesim.dynamics.path_noise_batch_size)",
+    "network": "probe_adam's value: the peak over B of the optimal lr of --probe-steps real Adam steps",
+    "quadratic": "surgesim.momentum.adam_noise_batch_size: eq 2 fitted to the optimal lr of 4 real Adam steps "
+    "from fresh buffers at the reference states (the probe's peak where the fit fails)",
 }
 
 

@@ -165,15 +165,3 @@ def test_validate_figure_plots_what_was_measured():
     x0, x1 = band.get_x(), band.get_x() + band.get_width()
     assert np.allclose([x0, x1], r.peak_batch_size_ci)
     assert f"p = {r.surge_p_value:.2g}" in ax.get_title()
-
-
-@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
-def test_probe_steps_refused_where_the_probe_has_one_step(tmp_path, capsys):
-    from surgesim.workloads.validation import probe_supports_steps
-
-    if probe_supports_steps():
-        pytest.skip("this probe takes steps")
-    status = cli.main(["--workload", "cnn", "--demo", "--probe-steps", "3", "--out", str(tmp_path / "x"), "--quiet"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert status == 2 and len(err) == 1 and "one step only" in err[0]
-    assert not (tmp_path / "x" / "summary.json").exists()

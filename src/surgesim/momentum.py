@@ -364,11 +364,17 @@ def adam_noise_batch_size(
     step from fresh buffers is sign(g)), whose peak is eq 14 on average over the states.
     """
     res = multistep_probe(problem, optimizer, states, batch_sizes, int(steps), None, trials, seed, bootstrap=2)
-    bn = probe_noise_batch_size(res)
-    lo, hi = float(res.batch_sizes.min()), float(res.batch_sizes.max())
-    if np.isfinite(bn) and lo <= bn <= hi:
-        return AdamPrediction(bn, "eq2_fit", int(steps), res)
-    return AdamPrediction(res.peak_batch_size, "probe_peak", int(steps), res)
+    value, source = probe_prediction(res)
+    return AdamPrediction(value, source, int(steps), res)
+
+
+def probe_prediction(result: ProbeResult) -> tuple[float, str]:
+    """``adam_noise_batch_size``'s rule on a probe result: eq 2's fit to lr*_T(B) where it lies
+    inside the batch sizes probed ("eq2_fit"), else the probe's peak batch size ("probe_peak")."""
+    bn = probe_noise_batch_size(result)
+    if np.isfinite(bn) and result.batch_sizes.min() <= bn <= result.batch_sizes.max():
+        return bn, "eq2_fit"
+    return result.peak_batch_size, "probe_peak"
 
 
 # --- the momentum study: the grid's fit and peak with bootstrap standard errors over seeds -------

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -482,6 +482,7 @@ class QuadraticStates:
     path_ds: np.ndarray
     path_bds: np.ndarray
     batch_grid: np.ndarray  # batch sizes over which probe-type peaks are searched
+    optimizer: object = None  # the reference runs' optimizer (``dynamics.Optimizer``)
 
 
 def quadratic_states(
@@ -502,8 +503,8 @@ def quadratic_states(
     out: list[QuadraticStates | None] = []
     for j in range(len(targets)):
         ok = res.steps[:, j] >= 0
-        out.append(QuadraticStates(problem, res.delta_at[ok, j], res.path_ds[ok, j], res.path_bds[ok, j], grid)
-                   if ok.sum() >= 2 else None)  # fmt: skip
+        out.append(QuadraticStates(problem, res.delta_at[ok, j], res.path_ds[ok, j], res.path_bds[ok, j], grid,
+                                   optimizer) if ok.sum() >= 2 else None)  # fmt: skip
     return out
 
 
@@ -564,15 +565,34 @@ def q_probe_sign(s: QuadraticStates) -> tuple[float, float]:
     return _boot(lambda i: float(s.batch_grid[np.argmax(p["num"][i].mean(0) / p["den"][i].mean(0))]), len(s.delta))
 
 
-def q_path_average(s: QuadraticStates) -> tuple[float, float]:
-    """Eq 21's path average of eq 14 along the reference Adam runs (sum B_noise ds / sum ds;
-    ``surgesim.dynamics.path_noise_batch_size``)."""
-    return _boot(lambda i: float(np.sum(s.path_bds[i]) / np.sum(s.path_ds[i])), len(s.delta))
+def _adam_probe(s: QuadraticStates, peak: bool, replicates: int = 200) -> tuple[float, float]:
+    """The multi-step Adam probe (``momentum.adam_noise_batch_size``: T = 4 real Adam steps from
+    fresh buffers at the reference states, 12 batch sizes over the grid) and its s.e. by a
+    parametric bootstrap of lr*_T(B) within its own s.e. (log-normal, independent per B)."""
+    from .momentum import RunState, adam_noise_batch_size, probe_prediction
+
+    zero = np.zeros(s.problem.dim)
+    states = [RunState(d, zero, zero, 0, math.nan) for d in s.delta]
+    B = np.unique(np.round(np.geomspace(s.batch_grid[0] * 4, s.batch_grid[-1] / 4, 12))).astype(int)
+    res = adam_noise_batch_size(s.problem, s.optimizer, states, B).probe
+    rule = (lambda r: r.peak_batch_size) if peak else (lambda r: probe_prediction(r)[0])
+    gen = np.random.default_rng(0)
+    se = np.where(np.isfinite(res.lr_log_se), res.lr_log_se, 0.0)
+    reps = np.array([rule(replace(res, lr_opt=res.lr_opt * np.exp(gen.normal(0.0, se))))
+                     for _ in range(replicates)])  # fmt: skip
+    reps = reps[np.isfinite(reps) & (reps > 0)]
+    return float(rule(res)), float(np.std(reps, ddof=1)) if reps.size >= 2 else math.nan
 
 
-def q_not_measured(s: QuadraticStates) -> tuple[float, float]:
-    """Not measured on quadratics: the kernels do not return Adam's buffers at a state."""
-    return math.nan, math.nan
+def q_probe_adam(s: QuadraticStates) -> tuple[float, float]:
+    """The peak over B of the optimal lr of T = 4 real Adam steps from fresh buffers (``_adam_probe``)."""
+    return _adam_probe(s, peak=True)
+
+
+def q_adam_predicted(s: QuadraticStates) -> tuple[float, float]:
+    """Issue 21's Adam predictor (``momentum.adam_noise_batch_size``): eq 2 fitted to the optimal lr
+    of T = 4 real Adam steps, the probe's peak where that fit fails (``_adam_probe``)."""
+    return _adam_probe(s, peak=False)
 
 
 QUADRATIC_PREDICTORS: dict[str, PredictorFn] = {
@@ -580,8 +600,7 @@ QUADRATIC_PREDICTORS: dict[str, PredictorFn] = {
     "b_crit": q_b_crit,
     "eq14": q_eq14,
     "probe_sign": q_probe_sign,
-    "probe_adam": q_not_measured,
-    # The best Adam predictor of issue 21 replaces this entry when it exists (one line):
-    "adam_predicted": q_path_average,
+    "probe_adam": q_probe_adam,
+    "adam_predicted": q_adam_predicted,
 }
 """Predictors on the quadratic, by name: ``fn(states) -> (value, s.e.)`` at one target's states."""

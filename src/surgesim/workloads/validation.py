@@ -19,16 +19,15 @@ Predictors at one state (``NETWORK_PREDICTORS``, each ``fn(measured) -> (value, 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from . import protocol
-from .probe import peak_batch_size, probe_batch_size
+from .probe import peak_batch_size
 
-__all__ = ["network_tasks", "predictor_tasks", "measured_states", "NETWORK_PREDICTORS", "probe_supports_steps"]
+__all__ = ["network_tasks", "predictor_tasks", "measured_states", "NETWORK_PREDICTORS"]
 
 
 def network_tasks(base: protocol.RunSpec, lrs_by_batch: Mapping[float, Sequence[float]], seeds: int) -> list[dict]:
@@ -41,18 +40,11 @@ def network_tasks(base: protocol.RunSpec, lrs_by_batch: Mapping[float, Sequence[
     ]
 
 
-def probe_supports_steps() -> bool:
-    """Whether this version's probe takes ``steps`` (T real Adam steps)."""
-    return "steps" in inspect.signature(probe_batch_size).parameters
-
-
 def predictor_tasks(
     states: Sequence[dict], batch_sizes: Sequence[int], options: dict, probe_steps: int = 1
 ) -> list[dict]:
     """``probing.probe_task`` parameters: per state its scales (batch size 0) and the sign probe at
     every batch size, then the Adam probe at every batch size."""
-    if probe_steps != 1 and not probe_supports_steps():
-        raise ValueError(f"probe_steps={probe_steps}: this version's probe measures one step only (T = 1)")
     adam = {**options, "update": "adam", **({"steps": int(probe_steps)} if probe_steps != 1 else {})}
     sign = {**options, "update": "sign"}
     tasks = []
