@@ -212,8 +212,10 @@ def _check_torch() -> None:
     import importlib.util
 
     if importlib.util.find_spec("torch") is None:
-        raise _cli.UsageError("fig6, fig9 and fig10 train a network and need torch: pip install torch==2.13.0 -e "
-                              "'.[train]' (or --only fig1,fig2,fig3,fig4,fig5,fig7,fig8)")  # fmt: skip
+        from surgesim._install import TORCH
+
+        raise _cli.UsageError(f"fig6, fig9 and fig10 train a network and need torch: {TORCH} "
+                              "(or --only fig1,fig2,fig3,fig4,fig5,fig7,fig8)")  # fmt: skip
 
 
 def fig6(opts: Options, out: Path) -> list[Path]:
