@@ -14,6 +14,7 @@
                       --workload cnn --demo), needs torch
 
 --quick makes small, fast versions (used by the tests); the committed figures are the full ones.
+Measured run times (--quick and each full figure): README, section "Figures".
 
 Every output column and key (meaning, unit, equation): docs/outputs.md.
 """
@@ -284,7 +285,8 @@ FIGURES: dict[str, Callable[[Options, Path], list[Path]]] = {
 def build_parser() -> _cli.Parser:
     p = _cli.parser("sims.figures", __doc__)
     p.add_argument("--out", default="figures", help="output directory (default figures/)")
-    p.add_argument("--quick", action="store_true", help="small, fast versions (about a minute in all)")
+    p.add_argument("--quick", action="store_true",
+                   help="small, fast versions (measured run time: README, section \"Figures\")")
     p.add_argument("--seed", type=_cli.seed, default=0, help="seed of every problem and random stream (default 0)")
     p.add_argument(
         "--only",

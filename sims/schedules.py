@@ -31,8 +31,8 @@ variant: median S and E with bootstrap standard errors, the savings against the 
 equal S and in S at equal E with their standard errors, whether the front dominates it),
 schedules_front.png (E against S), schedules_traces.png (B_t and lr_t along each schedule),
 options.json, and the resumable stores (rerunning the same command into the same --out skips
-finished tasks): quadratic problem.npz, tuning.sqlite and store.sqlite (a few minutes on 2
-cores); network store.sqlite.
+finished tasks): quadratic problem.npz, tuning.sqlite and store.sqlite; network store.sqlite.
+Measured run times: README, section "Schedules that follow the surge".
 
 Every output column and key (meaning, unit, equation): docs/outputs.md.
 """
