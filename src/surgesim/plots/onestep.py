@@ -50,7 +50,10 @@ def curves_panel(
     B_noise (vertical line), the large-batch limit eq 17 (horizontal line), and shade B >
     validity_bound where Theorems 3 and 5 do not apply."""
     for name, y in curves.items():
-        ax.plot(B_line, y, **STYLE[name])
+        style = dict(STYLE[name])
+        if np.size(B_line) < 2:  # one batch size: no line to space markers along (markevery divides by 0)
+            style.pop("markevery", None)
+        ax.plot(B_line, y, **style)
     if points is not None:
         ax.errorbar(
             B_points, points, yerr=None if points_se is None else 2.0 * np.asarray(points_se),
