@@ -92,8 +92,8 @@ def regime_maps_figure(maps: Sequence, tols: Sequence[float] = TOLS, floor: floa
             ax.plot(xs[ok], np.asarray(m.y)[ok], color=color, lw=1.8, label=label)
         ax.set_xlabel("B / validity bound" if "bound" in m.name else "batch size B (examples)")
         ax.set_ylabel(m.ylabel)
-        title = m.zlabel if zlabels.count(m.zlabel) == 1 else f"{m.zlabel}, over {m.ylabel}"
-        ax.set_title(title, fontsize=10)
+        title = m.zlabel if zlabels.count(m.zlabel) == 1 else f"{m.zlabel}\nover {m.ylabel}"  # two lines: fits
+        ax.set_title(title, fontsize=9)
         if undefined.any():  # cells without a value (e.g. B < 1 example) are hatched grey, not blank
             hatch_holes(ax, "undefined (B < 1 example)" if "bound" in m.name else "no value")
         legend_below(ax, ncol=2)
