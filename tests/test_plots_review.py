@@ -25,8 +25,11 @@ from surgesim.problem import surge_problem  # noqa: E402
 
 
 def _bbox(fig, artist):
-    fig.canvas.draw()
-    return artist.get_window_extent(fig.canvas.get_renderer())
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = fig.canvas if hasattr(fig.canvas, "get_renderer") else FigureCanvasAgg(fig)
+    canvas.draw()
+    return artist.get_window_extent(canvas.get_renderer())
 
 
 # --- fig1 and sims.surge's surge.png -------------------------------------------------------------
@@ -224,3 +227,11 @@ def test_heatmap_draws_a_per_batch_size_grid_as_it_is_and_names_the_holes():
     full = Figure().subplots()
     heatmap_panel(full, bs, lrs, np.ones((3, 6)), normalize=False, ran=np.ones((3, 6), bool))
     assert [c.get_array().size for c in full.collections if c.get_array() is not None] == [18]
+
+
+def test_fig9_one_panel_legend_fits_in_the_figure():
+    rows = [dict(target_loss=1.0, batch_size=B, lr_probe=1e-4 * B**0.3, lr_probe_se=1e-5, lr_gaussian=8e-5 * B**0.3,
+                 lr_gaussian_se=1e-5, lr_independent=3e-3 * B**-0.3) for B in (1, 16)]  # fmt: skip
+    fig = probe_figure(rows, [dict(target_loss=1.0, b_simple=35.0, b_crit=20.0)])
+    legend = _bbox(fig, fig.legends[0])
+    assert legend.x0 >= 0 and legend.x1 <= fig.bbox.width  # not cut at the figure's edges

@@ -87,7 +87,8 @@ def probe_figure(curves: Sequence[dict], summaries: Sequence[dict], title: str =
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             seen.setdefault(lab, h)
-    fig.legend(list(seen.values()), list(seen.keys()), loc="outside lower center", ncol=min(4, len(seen)), fontsize=8)
+    ncol = max(1, min(4, 2 * n, len(seen)))  # a one-panel figure is too narrow for 4 columns
+    fig.legend(list(seen.values()), list(seen.keys()), loc="outside lower center", ncol=ncol, fontsize=8)
     if title:
         fig.suptitle(title)
     return fig
