@@ -357,7 +357,7 @@ def _main(args) -> int:
             col("target_loss"), {label: col("peak_batch_size")}, fitted={label: col("fitted_noise_batch_size")},
             spread={label: (tied[:, 0], tied[:, 1])}, predicted={label: col("predicted_noise_batch_size")},
             predicted_se={label: col("predicted_noise_batch_size_se")},
-            title=f"{opts.workload}: batch sizes vs loss (bars: batch sizes within 2 s.e. of the peak lr; "
+            title=f"{opts.workload}: batch sizes vs loss\n(bars: the batch sizes within 2 s.e. of the peak lr; "
                   "eq 14's 2 s.e.)",
         )  # fmt: skip
         fig.savefig(out / "peak.png", dpi=110)

@@ -251,5 +251,5 @@ def peak_vs_target_figure(
     ax.set_ylabel("batch size")
     legend_outside(fig, ax, "right", fontsize=7)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
     return fig
