@@ -3,13 +3,13 @@ the averaging of eq 14's off-diagonal sum (StepRule beta) and the learning-rate 
 one tuned constant lr) change the oracle B_t = c B_noise(theta_t) (README, "Schedules that follow
 the surge": the Adam finding).
 
-    python examples/oracle_variants.py          # Adam, default problem (d = 256): 30 variants, ~1 min
+    python examples/oracle_variants.py          # Adam, default problem (d = 256): 30 variants
     python examples/oracle_variants.py --optimizer sign --betas 0.9 --multipliers 2
 
 Prints the constant front (median S and E per batch size at its tuned lr) and, per variant and
 target, S, E, the saving in E at equal S and whether a constant batch size beats it by more than
 5% in both S and E. The protocol is sims.schedules' (tuned on --tune-seeds runs, evaluated on
---seeds fresh runs).
+--seeds fresh runs). Its measured run time: README, section "Schedules that follow the surge".
 """
 
 from __future__ import annotations

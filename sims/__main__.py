@@ -21,7 +21,9 @@ COMMANDS = {
     "limits": "where the paper's approximations hold and where they fail",
     "probe": "Lemma 1 measured at a state: lr*(B) from real minibatches beside eq 9",
     "workloads": "the paper's real workloads (CNN, ResNet-18, small GPT) in PyTorch",
-    "bench": "benchmark the kernels against plain NumPy",
+    "bench": "benchmark the kernels against plain NumPy (--compile: JIT compile times, --scaling: cost against d)",
+    "bench_dynamics": "benchmark the multi-step dynamics kernel against plain NumPy",
+    "bench_gpu": "benchmark the CuPy (GPU) kernels against the CPU kernels",
     "schedules": "learning-rate and batch-size schedules",
     "validate": "the surge on real networks with statistics, every predictor scored against it",
 }

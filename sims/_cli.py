@@ -449,9 +449,11 @@ CONNECT_TIMEOUT = {
 }
 
 
-def check_problem(problem, batch_sizes=(1,)) -> None:
+def check_problem(problem, batch_sizes=(1,)) -> dict:
     """Refuse a problem whose closed forms overflow or divide by zero at these batch sizes (values
-    near 1e300, H = 0 along mu) before any work, without printing NumPy's RuntimeWarnings."""
+    near 1e300, H = 0 along mu) before any work, without printing NumPy's RuntimeWarnings.
+    Returns the closed forms it checked (``surgesim.theory.curves`` at ``batch_sizes``), so that a
+    caller does not compute them again (at d = 10^7 each pass over the coordinates costs seconds)."""
     import numpy as np
 
     from surgesim import theory
@@ -471,6 +473,7 @@ def check_problem(problem, batch_sizes=(1,)) -> None:
     if bad:
         raise UsageError(f"the problem's closed forms {', '.join(bad)} are not finite: mu, sigma and H must be of "
                          "moderate magnitude, and H must not vanish along mu")  # fmt: skip
+    return values
 
 
 def task_row(rows: list[dict], what: str, **expected) -> dict:

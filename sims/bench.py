@@ -14,6 +14,10 @@
    10^7 (10^8 on machines with 32 GB or more), the same ~2.6e9 samples (trials x d) at every d:
    samples/s and the peak memory (max RSS) of a fresh process that generates the problem and runs
    the trials, beside plain NumPy's rate where it can run (it densifies H: d <= 10^4).
+6. ``--compile``: the JIT compile time of each kernel, per workload (the default ``sims.surge``
+   run, the other samplers, dense H, the dynamics and the correlated-noise kernels), measured in a
+   fresh process with an empty Numba cache, then the time to load the same kernels from the
+   on-disk cache in a second fresh process (what every later run pays).
 
 Timings are best of ``--repeat`` after one warm-up call (JIT compiled and cached first).
 
@@ -175,6 +179,99 @@ def _read_csv(path: Path):
         yield from csv.DictReader(f)
 
 
+def _compile_workloads() -> dict:
+    """Name -> (what runs it, a call that compiles its kernels on a small input)."""
+    from surgesim.estimate import estimate_batch_size
+    from surgesim.problem import FAMILIES
+
+    def onestep(family: str, sampler: str, d: int = 64):
+        p = FAMILIES[family](d, 0)
+        return lambda: estimate_batch_size(p, 16, trials=64, sampler=sampler)
+
+    def dynamics():
+        from surgesim.dynamics import DEFAULT_OPTIMIZERS, initial_delta
+        from surgesim.kernels.dynamics import run_trajectories, trajectory_key
+
+        p = FAMILIES["lowrank"](64, 0)
+        keys = np.array([trajectory_key(0, 8, r) for r in range(2)], dtype=np.uint64)
+        run_trajectories(p.hessian, p.sigma, initial_delta(p), keys, 1e-4, 8, DEFAULT_OPTIMIZERS["sign"],
+                         max_steps=4, min_steps=4)  # fmt: skip
+
+    def correlated():
+        from surgesim.kernels import correlated as kc
+
+        p = FAMILIES["lowrank"](16, 0)
+        kc.moments(kc.gaussian_noise(np.diag(p.sigma**2)), 4, p.mu, p.hessian, trials=8, seed=0)
+
+    return {
+        "surge default (sign sampler, low-rank H)": ("sims.surge", onestep("lowrank", "sign")),
+        "sign sampler, dense H": ("sims.surge --hessian dense", onestep("dense", "sign")),
+        "batch_mean sampler": ("sims.surge --sampler batch_mean", onestep("lowrank", "batch_mean")),
+        "per_example sampler": ("sims.surge --sampler per_example, sims.limits", onestep("lowrank", "per_example")),
+        "multi-step dynamics (sign-SGD)": ("sims.dynamics, sims.schedules", dynamics),
+        "correlated noise": ("sims.limits", correlated),
+    }
+
+
+def compile_point() -> list[dict]:
+    """One process's pass over ``_compile_workloads``: wall seconds of each workload's first call,
+    and of each top-level Numba compilation inside it."""
+    from numba.core import event
+
+    class CompileTimes(event.Listener):
+        """Wall seconds of each top-level compilation (nested ones, such as inlined callees, count
+        in their caller's)."""
+
+        def __init__(self) -> None:
+            self.compiles: list[dict] = []
+            self._stack: list[float] = []
+
+        def on_start(self, ev) -> None:
+            self._stack.append(time.perf_counter())
+
+        def on_end(self, ev) -> None:
+            t = time.perf_counter() - self._stack.pop()
+            if not self._stack:
+                f = ev.data["dispatcher"].py_func
+                self.compiles.append({"kernel": f"{f.__module__}.{f.__qualname__}", "seconds": t})
+
+    rows = []
+    for name, (used_by, call) in _compile_workloads().items():
+        listener = CompileTimes()
+        event.register("numba:compile", listener)
+        try:
+            t = time.perf_counter()
+            call()
+            seconds = time.perf_counter() - t
+        finally:
+            event.unregister("numba:compile", listener)
+        rows.append({"workload": name, "used_by": used_by, "seconds": seconds, "compiles": listener.compiles})
+    return rows
+
+
+def bench_compile() -> list[dict]:
+    """``compile_point`` in a fresh process with an empty Numba cache (NUMBA_CACHE_DIR: a new
+    temporary directory), then in a second fresh process on the cache the first one filled."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        cmd = [sys.executable, "-m", "sims.bench", "--compile-point"]
+        cold, warm = (json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True,
+                                                env=env).stdout.splitlines()[-1]) for _ in range(2))  # fmt: skip
+    for c, w in zip(cold, warm, strict=True):
+        c["cached_seconds"] = w["seconds"]
+    return cold
+
+
+def print_compile(rows: list[dict]) -> None:
+    print("JIT compile time per workload (fresh process, empty cache), and its load from the on-disk cache:")
+    print(f"{'workload':<42} {'compile s':>9} {'cached s':>9}  used by")
+    for r in rows:
+        print(f"{r['workload']:<42} {r['seconds']:>9.2f} {r['cached_seconds']:>9.2f}  {r['used_by']}")
+        for c in sorted(r["compiles"], key=lambda c: -c["seconds"]):
+            if c["seconds"] >= 0.05:
+                print(f"    {c['kernel']:<56} {c['seconds']:>6.2f}")
+
+
 SCALING_SAMPLES = 10_000 * 2**18  # samples per dimension in --scaling (issue 16: d = 10^4 x 262,144 trials)
 NUMPY_MAX_DIMS = 10_000  # the NumPy reference builds the dense H: 0.8 GB at d = 10^4
 
@@ -260,6 +357,9 @@ def build_parser() -> _cli.Parser:
     p.add_argument("--scaling-dims", type=_cli.int_list, metavar="D1,D2,...",
                    help="dimensions of --scaling (default 10^3 .. 10^7, and 10^8, ~10 GB, with >= 32 GB)")  # fmt: skip
     p.add_argument("--scaling-point", type=_cli.int_list, help=argparse.SUPPRESS)  # D,TRIALS: one row, as JSON
+    p.add_argument("--compile", action="store_true",
+                   help="only the JIT compile time of each kernel (cold cache) and its cached load time")  # fmt: skip
+    p.add_argument("--compile-point", action="store_true", help=argparse.SUPPRESS)  # one pass, as JSON
     return p
 
 
@@ -271,6 +371,17 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args) -> int:
     if args.scaling_point:
         print(json.dumps(scaling_point(*args.scaling_point)))
+        return 0
+    if args.compile_point:
+        print(json.dumps(compile_point()))
+        return 0
+    if args.compile:
+        if args.out is not None:
+            _cli.out_file(args.out)
+        rows = bench_compile()
+        print_compile(rows)
+        if args.out:
+            _cli.write_json({"compile": rows}, args.out)
         return 0
     if args.dims < 2 or args.trials < 16 or args.repeat < 1:
         raise _cli.UsageError("need --dims >= 2, --trials >= 16, --repeat >= 1")

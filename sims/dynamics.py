@@ -7,7 +7,7 @@ Default problem: d = 256 coordinates, H = diag(h) + U U' with rank-4 factors pos
 sign(mu), |mu_i| / sigma_i log-uniform in (0.016, 0.05) at the start (``surgesim.dynamics.
 default_problem``); targets 1/2, 1/4, 1/8 of the initial loss; batch sizes 8 .. 8192 in half octaves; 16 learning
 rates per optimizer around the theory's optimum at the start; 16 seeds; 50 further steps past each
-target; at most 3000 steps to reach one. About a minute on 2 cores.
+target; at most 3000 steps to reach one. Measured run time: README, section "Multi-step dynamics".
 
 Optimizers: sign, adam (0.9, 0.999), sgd, lion (0.9, 0.99); NAME:BETA1:BETA2 sets the betas of
 adam or lion (adam:0:0 is sign-SGD up to eps, Appendix A).

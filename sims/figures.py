@@ -16,6 +16,7 @@
                       quadratic families (sims.momentum; the full run takes 15-30 min)
 
 --quick makes small, fast versions (used by the tests); the committed figures are the full ones.
+Measured run times (--quick and each full figure): README, section "Figures".
 
 Every output column and key (meaning, unit, equation): docs/outputs.md.
 """
@@ -215,8 +216,10 @@ def _check_torch() -> None:
     import importlib.util
 
     if importlib.util.find_spec("torch") is None:
-        raise _cli.UsageError("fig6, fig9 and fig10 train a network and need torch: pip install torch==2.13.0 -e "
-                              "'.[train]' (or --only fig1,fig2,fig3,fig4,fig5,fig7,fig8)")  # fmt: skip
+        from surgesim._install import TORCH
+
+        raise _cli.UsageError(f"fig6, fig9 and fig10 train a network and need torch: {TORCH} "
+                              "(or --only fig1,fig2,fig3,fig4,fig5,fig7,fig8)")  # fmt: skip
 
 
 def fig6(opts: Options, out: Path) -> list[Path]:
@@ -292,7 +295,8 @@ FIGURES: dict[str, Callable[[Options, Path], list[Path]]] = {
 def build_parser() -> _cli.Parser:
     p = _cli.parser("sims.figures", __doc__)
     p.add_argument("--out", default="figures", help="output directory (default figures/)")
-    p.add_argument("--quick", action="store_true", help="small, fast versions (about a minute in all)")
+    p.add_argument("--quick", action="store_true",
+                   help="small, fast versions (measured run time: README, section \"Figures\")")
     p.add_argument("--seed", type=_cli.seed, default=0, help="seed of every problem and random stream (default 0)")
     p.add_argument(
         "--only",

@@ -201,14 +201,17 @@ def print_fits(groups, group_cols) -> None:
     )
 
 
-def figure(fit, lr, B, score, *, maximize: bool, score_label: str, title: str = ""):
+def figure(fit, lr, B, score, *, maximize: bool, score_label: str, title: str = "", missing: str | None = None):
     """The paper's Fig 2-4 panels for one grid through ``surgesim.plots.grid``: the heat map with
     the optimal lr per B (+-2 s.e. in log lr: bootstrap over seeds, else half the grid spacing),
-    the fitted curves and B_noise; and the eq 22 panel when steps are known."""
-    from surgesim.gridfit import score_matrix
+    the fitted curves and B_noise; and the eq 22 panel when steps are known. A grid whose
+    learning rates differ per batch size is drawn as it is (each B over its own lrs); cells run
+    without a value are labelled ``missing`` (default: an empty or NaN score in the grid)."""
+    from surgesim.gridfit import grid_cells, score_matrix
     from surgesim.plots.grid import grid_figure
 
     bs, lrs, z = score_matrix(lr, B, score, maximize=maximize)
+    ran = grid_cells(lr, B)[2]
     opt = [o for o in fit.optima if math.isfinite(o.optimal_lr)]
     optima = {}
     for label, pts in (("optimal lr", [o for o in opt if not o.at_edge]),
@@ -222,6 +225,7 @@ def figure(fit, lr, B, score, *, maximize: bool, score_label: str, title: str = 
         examples=[o.examples for o in fit.optima] if fit.eq22 else None,
         s_min=fit.eq22[1] if fit.eq22 else None, title=title, normalize=maximize,
         score_label=score_label if maximize else f"closeness of {score_label} to the best at this B",
+        missing=missing or f"no value: {score_label} empty or NaN in the grid", ran=ran,
     )  # fmt: skip
 
 

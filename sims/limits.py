@@ -12,7 +12,7 @@ gradients from Gaussian eq 9; one Adam step (frozen-gradient model) against sign
 Outputs in --out: summary.csv (the table printed), summary.json, maps.csv, families.csv,
 peaks.csv, correlation.csv, nongaussian.csv, adam.csv, options.json and the figures
 limits_maps.png, limits_correlation.png, limits_families.png, limits_peak.png,
-limits_nongaussian.png, limits_adam.png. --quick runs coarse grids and few trials (a minute).
+limits_nongaussian.png, limits_adam.png. --quick runs coarse grids and few trials.
 
 Every output column and key (meaning, unit, equation): docs/outputs.md.
 """
@@ -59,7 +59,7 @@ TOLS = (0.05, 0.2)
 def build_parser() -> _cli.Parser:
     p = _cli.parser("sims.limits", __doc__)
     p.add_argument("--out", default="runs/limits", help="output directory (default runs/limits)")
-    p.add_argument("--quick", action="store_true", help="coarse grids, few trials (about a minute)")
+    p.add_argument("--quick", action="store_true", help="coarse grids, few trials (fast)")
     p.add_argument("--dims", type=int, default=1000, help="dimension of the family problems (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the problems and every random stream (default 0)")
     p.add_argument("--no-plot", action="store_true", help="skip the figures")

@@ -224,7 +224,9 @@ def _main(args) -> int:
 
         from surgesim.workloads import probing, protocol
     except ImportError as exc:
-        raise _cli.UsageError(f"{exc} (sims.probe needs PyTorch: pip install 'surgesim[train]')") from None
+        from surgesim._install import TORCH
+
+        raise _cli.UsageError(f"{exc} (sims.probe needs PyTorch: {TORCH})") from None
     from surgesim.progress import progress_bar
     from surgesim.sweep import check_scheduler, run_sweep, write_csv
 

@@ -11,17 +11,18 @@ rate or multiplier k is tuned per target on --tune-seeds runs (fewest mean steps
 on --seeds fresh runs that share their random numbers across schedules.
 
 On a network (--workload cnn --demo, or --data-dir DIR with Fashion-MNIST's
-train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz]): sign is Adam(beta1 = 0,
-beta2 = 0), adam Adam(0.9, 0.999); constant (B = 4 .. 128 in octaves), online (B_t = c B_simple,
-McCandlish's simple noise scale tr(Sigma)/|G|^2 estimated from the two halves of each minibatch;
-eq 14 from the network's own statistics is 0.07-4.1 where the fitted B_noise is 25-40: README
-"Predict the surge on a real network"), critical (B_t = c B_crit, tr(H Sigma)/G'HG with
+train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz]): sign is Adam(beta1 = 0, beta2 = 0),
+adam Adam(0.9, 0.999); constant (B = 4 .. 128 in octaves), online (B_t = c B_simple, McCandlish's
+simple noise scale tr(Sigma)/|G|^2 estimated from the two halves of each minibatch; eq 14 from the
+network's own statistics is 0.07-4.1 where the fitted B_noise is 25-40: README, section "Predicting
+the surge on a real network: Lemma 1 measured"), critical (B_t = c B_crit, tr(H Sigma)/G'HG with
 Hessian-vector products every 4 steps), geometric (B_0 = 8 doubled every 20 steps); each over the
 lrs 4e-4 .. 3.2e-3 on seeds 0 .. --seeds - 1, the lr chosen per target by fewest seed-mean steps;
 targets are training losses (default 1.0, 0.6, 0.4, as sims.workloads). There is no oracle: the
-state's B_noise is not known. Demo defaults (adam only, 4 seeds, c = 1, 2; 176 runs): 8 min 33 s
-measured on 2 otherwise idle cores; --optimizers sign,adam doubles it. lr 6.4e-3 is left out:
-Adam diverges or stalls there on some seeds (B = 4 and B = 128 did not reach loss 1.0).
+state's B_noise is not known. Demo defaults: adam only, 4 seeds, c = 1, 2; 176 runs (measured run
+time: README, section "Schedules that follow the surge"); --optimizers sign,adam doubles it. lr
+6.4e-3 is left out: Adam diverges or stalls there on some seeds (B = 4 and B = 128 did not reach
+loss 1.0).
 
 Outputs in --out: schedules.csv (one row per schedule variant, optimizer, target and seed:
 schedule, variant, optimizer, target_loss, seed, steps, examples, batch_size, lr; steps empty
@@ -30,8 +31,8 @@ variant: median S and E with bootstrap standard errors, the savings against the 
 equal S and in S at equal E with their standard errors, whether the front dominates it),
 schedules_front.png (E against S), schedules_traces.png (B_t and lr_t along each schedule),
 options.json, and the resumable stores (rerunning the same command into the same --out skips
-finished tasks): quadratic problem.npz, tuning.sqlite and store.sqlite (a few minutes on 2
-cores); network store.sqlite.
+finished tasks): quadratic problem.npz, tuning.sqlite and store.sqlite; network store.sqlite.
+Measured run times: README, section "Schedules that follow the surge".
 
 Every output column and key (meaning, unit, equation): docs/outputs.md.
 """

@@ -194,18 +194,18 @@ def _main(args) -> int:
         problem = QuadraticProblem.load(opts.problem)
     else:
         problem = FAMILIES[opts.hessian](opts.dims, opts.seed, **family)
-    _cli.check_problem(problem, opts.batch_sizes)
+    theory = _cli.check_problem(problem, opts.batch_sizes)  # the closed forms at every B, computed once
     out = _cli.out_dir(opts.out, command="sims.surge")  # after every check
     problem.save(out / "problem.npz")
     _cli.save_options(opts, out / "options.json")
     B = np.asarray(opts.batch_sizes, dtype=np.float64)
-    theory = th.curves(B, problem.mu, problem.sigma, problem.hessian)
+    mu, sigma, H = problem.mu, problem.sigma, problem.hessian
+    scalars = th.constants(mu, sigma, H)  # eq 14, 16, 17, 19 and the bound, computed once
     if not opts.quiet:
-        b_noise = th.noise_batch_size(problem.mu, problem.sigma, problem.hessian)
         each = f"{opts.trials} trials each" if opts.trials else f"target rel. s.e. {opts.rel_se:g}"
         print(
-            f"problem: {problem.describe()}; B_noise = {b_noise:.4g}, "
-            f"validity bound = {th.validity_bound(problem.mu, problem.sigma):.4g}; {len(B)} batch sizes, {each}"
+            f"problem: {problem.describe()}; B_noise = {scalars['noise_batch_size']:.4g}, "
+            f"validity bound = {scalars['validity_bound']:.4g}; {len(B)} batch sizes, {each}"
         )
 
     # One sweep task per batch size, stored as it finishes: an interrupted run keeps its results
@@ -231,7 +231,6 @@ def _main(args) -> int:
     write_csv(rows, out / "results.csv", COLUMNS)
     wall = time.perf_counter() - t_start
 
-    mu, sigma, H = problem.mu, problem.sigma, problem.hessian
     lr_mc = np.array([r["lr_mc"] for r in rows])
     z = np.array([r["z"] for r in rows])
     summary = {
@@ -239,11 +238,7 @@ def _main(args) -> int:
         "seed": opts.seed,
         "trials": int(sum(r["trials"] for r in rows)),
         "sampler": opts.sampler,
-        "noise_batch_size": th.noise_batch_size(mu, sigma, H),
-        "peak_lr": th.peak_lr(mu, sigma, H),
-        "large_batch_lr": th.large_batch_lr(mu, H),
-        "validity_bound": th.validity_bound(mu, sigma),
-        "max_loss_improvement": th.max_loss_improvement(mu, sigma, H),
+        **scalars,
         "exact_peak_batch_size": int(B[int(np.argmax(theory["lr_exact"]))]),
         "mc_peak_batch_size": int(B[int(np.argmax(lr_mc))]),
         "max_abs_z": float(np.abs(z[np.isfinite(z)]).max()) if np.isfinite(z).any() else math.nan,
@@ -267,8 +262,10 @@ def _main(args) -> int:
     if opts.plot:
         from surgesim.plots import lr_vs_batch_figure
 
-        B_line = np.unique(np.logspace(np.log10(B.min()), np.log10(B.max()), 400))
-        lines = th.curves(B_line, problem.mu, problem.sigma, problem.hessian)
+        # the lines on 400 points, fewer at large d (each point is a pass over the coordinates)
+        points = int(np.clip(4e8 / problem.dim, 60, 400))
+        B_line = np.unique(np.logspace(np.log10(B.min()), np.log10(B.max()), points))
+        lines = theory if np.array_equal(B_line, B) else th.curves(B_line, mu, sigma, H)
         curves = {k: v for k, v in lines.items() if k.startswith("lr_")}
         fig = lr_vs_batch_figure(
             B_line, curves, B, lr_mc, np.array([r["lr_mc_se"] for r in rows]),

@@ -349,14 +349,19 @@ def _main(args) -> int:
             fig = figure(
                 fit, table["lr"][sel], table["batch_size"][sel], table["further_decrease"][sel], maximize=True,
                 score_label=f"loss decrease in {opts.further_steps} further steps",
+                missing="no value (target not reached)",
                 title=f"{opts.workload}, Adam({opts.beta1:g}, {opts.beta2:g}), target loss {key['target_loss']:g}",
             )  # fmt: skip
             fig.savefig(out / f"fit_target_{key['target_loss']:g}.png", dpi=110)
         col = lambda k: np.array([_nan(r[k]) for r in summary_rows])  # noqa: E731
         label = f"Adam({opts.beta1:g}, {opts.beta2:g})"
+        tied = np.array([fit.peak_batch_size_range() for _, fit in groups]).reshape(-1, 2)
         fig = peak_vs_target_figure(
             col("target_loss"), {label: col("peak_batch_size")}, fitted={label: col("fitted_noise_batch_size")},
-            predicted={label: col("predicted_noise_batch_size")}, title=f"{opts.workload}: batch sizes vs loss",
+            spread={label: (tied[:, 0], tied[:, 1])}, predicted={label: col("predicted_noise_batch_size")},
+            predicted_se={label: col("predicted_noise_batch_size_se")},
+            title=f"{opts.workload}: batch sizes vs loss\n(bars: the batch sizes within 2 s.e. of the peak lr; "
+                  "eq 14's 2 s.e.)",
         )  # fmt: skip
         fig.savefig(out / "peak.png", dpi=110)
     if not opts.quiet:

@@ -8,7 +8,17 @@ Closed forms (``surgesim.theory``), problems (``surgesim.problem``), Hessian ope
 ``surgesim.momentum`` (Adam's balance point with momentum: the multi-step probe, the predictors),
 ``surgesim.correlated`` and ``surgesim.limits`` (beyond the paper), ``surgesim.gridfit`` (any
 grid), ``surgesim.plots`` (matplotlib), ``surgesim.workloads`` (torch), ``surgesim.gpu`` (CuPy).
-See README.md.
+
+Documentation that comes with the installed package:
+
+- every public function's docstring, which names the paper's equation it implements:
+  ``help(surgesim.theory)``, ``help(surgesim.estimate.estimate_batch_size)``, ...;
+- the README (the commands, their run times, the measured results), installed as the package's
+  description: ``python -c "import importlib.metadata as m; print(m.metadata('surgesim')['Description'])"``;
+- ``surgesim COMMAND --help`` for each command (``surgesim --help`` lists them).
+
+In a source tree: the API reference built from these docstrings (``scripts/build-docs``, extra
+``docs``), and every output column and key in ``docs/outputs.md``.
 """
 
 from importlib.metadata import PackageNotFoundError, version

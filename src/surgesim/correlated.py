@@ -280,7 +280,7 @@ def sign_moments(B, mu, Sigma) -> tuple[np.ndarray, np.ndarray]:
     """(E[V] (d,), E[VV'] (d, d)) for V = sign(batch mean), batch mean ~ N(mu, Sigma / B).
 
     E[V_i] = erf(sqrt(B/2) mu_i / s_i) (eq 35 with s_i = sqrt(Sigma_ii)); the diagonal of E[VV']
-    is 1; off the diagonal E[V_i V_j] = ``sign_correlation``(h_i, h_j, rho_ij), h = sqrt(B) mu / s,
+    is 1; off the diagonal E[V_i V_j] = ``sign_correlation(h_i, h_j, rho_ij)``, h = sqrt(B) mu / s,
     and E[V_i] E[V_j] where rho_ij = 0. With a diagonal Sigma this is the paper's eq 35-36:
     cov(V) = diag(1 - E^2). One batch size B >= 1 (B = inf gives the limit).
 

@@ -314,7 +314,7 @@ def default_experiment(
     backend: str = "cpu",
     optimal_arm: bool = True,
 ) -> Experiment:
-    """The experiment of ``python -m sims.dynamics``: about a minute on 2 cores with the defaults.
+    """The experiment of ``python -m sims.dynamics`` (its measured run time: README, "Multi-step dynamics").
 
     ``problem`` defaults to ``default_problem(256, seed)``; optimizers are names of
     ``DEFAULT_OPTIMIZERS`` or ``Optimizer`` objects; each gets ``default_lr_grid`` with

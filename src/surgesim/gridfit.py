@@ -52,6 +52,7 @@ __all__ = [
     "FIT_COLUMNS",
     "OPTIMUM_COLUMNS",
     "score_matrix",
+    "grid_cells",
 ]
 
 CURVE_MODELS = ("surge", "sgd_alpha_0.5", "sgd_alpha_1")
@@ -248,6 +249,23 @@ class GridFit:
         ok = [o for o in self.optima if np.isfinite(o.optimal_lr)]
         return max(ok, key=lambda o: o.optimal_lr).batch_size if ok else math.nan
 
+    def peak_batch_size_range(self, z: float = 2.0) -> tuple[float, float]:
+        """(smallest, largest) batch size whose optimal lr is within ``z`` combined standard
+        errors of the largest one in log lr: the batch sizes the grid cannot tell from the peak.
+        Each optimum's error is its bootstrap ``log_lr_se`` where finite, else its grid resolution
+        ``log_lr_halfwidth`` (one seed). (NaN, NaN) without a finite optimum."""
+        ok = [o for o in self.optima if np.isfinite(o.optimal_lr) and o.optimal_lr > 0]
+        if not ok:
+            return math.nan, math.nan
+
+        def err(o: BatchOptimum) -> float:
+            return o.log_lr_se if np.isfinite(o.log_lr_se) else o.log_lr_halfwidth
+
+        top = max(ok, key=lambda o: o.optimal_lr)
+        tied = [o.batch_size for o in ok
+                if math.log(top.optimal_lr / o.optimal_lr) <= z * math.hypot(err(top), err(o))]  # fmt: skip
+        return float(min(tied)), float(max(tied))
+
 
 def fit_grid(
     lr, batch_size, score, *, seed=None, steps=None, maximize: bool = False, include_edges: bool = False
@@ -380,6 +398,18 @@ def fit_rows(groups: list[tuple[dict, GridFit]]) -> list[dict]:
         }  # fmt: skip
         rows.append({**key, **values})
     return rows
+
+
+def grid_cells(lr, batch_size) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(batch sizes, learning rates, ran): ``ran[i, j]`` is True where the table has a row at
+    batch size i and learning rate j. A grid whose learning rates differ per batch size (a common
+    layout: lr scaled with B) has many cells that were never run: not missing results."""
+    lr, b = _as_float("lr", lr), _as_float("batch_size", batch_size)
+    ok = np.isfinite(lr) & np.isfinite(b)
+    bs, lrs = np.unique(b[ok]), np.unique(lr[ok])
+    ran = np.zeros((bs.size, lrs.size), dtype=bool)
+    ran[np.searchsorted(bs, b[ok]), np.searchsorted(lrs, lr[ok])] = True
+    return bs, lrs, ran
 
 
 def score_matrix(lr, batch_size, score, *, maximize: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

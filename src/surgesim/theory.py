@@ -37,6 +37,7 @@ __all__ = [
     "fit_noise_batch_size",
     "estimate_peak_lr",
     "curves",
+    "constants",
     "sign_moments",
     "optimal_lr_correlated",
     "noise_batch_size_correlated",
@@ -235,10 +236,19 @@ def surge_lr(B, mu, sigma, H) -> np.ndarray:
     """
     mu, sigma = _mu_sigma(mu, sigma)
     op = _hessian(H, mu.size)
-    sqrt_b = np.sqrt(_batch(B))
-    off = _off_diagonal(mu / sigma, op)
-    s = float(np.sum(mu * mu / sigma))
-    den = op.trace() / sqrt_b
+    b = _batch(B)
+    return _surge_lr(b, *_invariants(mu, sigma, op))
+
+
+def _invariants(mu: np.ndarray, sigma: np.ndarray, op: Hessian) -> tuple[float, float, float]:
+    """(off, S, tr H) of the module docstring: the three sums over the coordinates that eq 13-19
+    share, each one pass (at d = 10^7 a pass costs a good part of a second: computed once)."""
+    return _off_diagonal(mu / sigma, op), float(np.sum(mu * mu / sigma)), op.trace()
+
+
+def _surge_lr(b: np.ndarray, off: float, s: float, trace: float) -> np.ndarray:
+    sqrt_b = np.sqrt(b)
+    den = trace / sqrt_b
     if off > 0:
         den = den + (2.0 / _PI) * off * sqrt_b
     with np.errstate(divide="ignore"):
@@ -283,10 +293,13 @@ def surge_loss_improvement(B, mu, sigma, H) -> np.ndarray:
     mu, sigma = _mu_sigma(mu, sigma)
     op = _hessian(H, mu.size)
     b = _batch(B)
-    off = max(_off_diagonal(mu / sigma, op), 0.0)
-    s = float(np.sum(mu * mu / sigma))
+    return _surge_loss_improvement(b, *_invariants(mu, sigma, op))
+
+
+def _surge_loss_improvement(b: np.ndarray, off: float, s: float, trace: float) -> np.ndarray:
+    off = max(off, 0.0)
     with np.errstate(divide="ignore"):
-        return (s * s / _PI) / (op.trace() / b + (2.0 / _PI) * off)
+        return (s * s / _PI) / (trace / b + (2.0 / _PI) * off)
 
 
 def validity_bound(mu, sigma) -> float:
@@ -341,13 +354,30 @@ def curves(B, mu, sigma, H) -> dict[str, np.ndarray]:
     b = _batch(B)
     num, den = _numerator_denominator(b, mu, sigma, op)
     num_approx, den_approx = _numerator_denominator(b, mu, sigma, op, approx=True)
+    sums = _invariants(mu, sigma, op)  # once for eq 2 and eq 18 (the same values they compute)
     return {
         "lr_exact": num / den,
         "lr_erf_approx": num_approx / den_approx,
-        "lr_surge": surge_lr(B, mu, sigma, op),
+        "lr_surge": _surge_lr(b, *sums),
         "lr_sgd": sgd_optimal_lr(B, mu, sigma**2, op),
         "dl_exact": 0.5 * num * num / den,
-        "dl_surge": surge_loss_improvement(B, mu, sigma, op),
+        "dl_surge": _surge_loss_improvement(b, *sums),
+    }
+
+
+def constants(mu, sigma, H) -> dict[str, float]:
+    """The problem's constants, keyed as ``sims.surge``'s summary.json: noise_batch_size (eq 14),
+    peak_lr (eq 16), large_batch_lr (eq 17), validity_bound and max_loss_improvement (eq 19),
+    equal to the functions of those names, with the sums they share computed once."""
+    mu, sigma = _mu_sigma(mu, sigma)
+    op = _hessian(H, mu.size)
+    off, s, trace = _invariants(mu, sigma, op)
+    return {
+        "noise_batch_size": float(_PI * trace / (2.0 * off)) if off > 0 else float(np.inf),
+        "peak_lr": s / (2.0 * np.sqrt(off * trace)) if off > 0 else float(np.inf),
+        "large_batch_lr": large_batch_lr(mu, op),
+        "validity_bound": validity_bound(mu, sigma),
+        "max_loss_improvement": s * s / (2.0 * off) if off > 0 else float(np.inf),
     }
 
 

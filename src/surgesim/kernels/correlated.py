@@ -9,12 +9,14 @@ b_t = V_t'HV_t (as ``onestep.trial_moments``) for
   w follows in the next ceil(k / 2) pairs (from pair 0 when c = 0).
 - non-Gaussian per-example gradients (``law_noise``): g_e = mu_i + sigma_i s_i W_ie for the B
   examples e of coordinate i, W standardised (mean 0, variance 1), s_i = sign(mu_i) (+1 at 0):
-    * ``student_t``: Student's t with nu > 2 degrees of freedom, scaled by sqrt((nu - 2) / nu)
-      (Bailey's polar method, Math. Comp. 62 (1994) 779-781: exact for any real nu, 4/pi pairs of
-      uniforms per draw, from its own sub-stream ``derive_key(key, j)``);
-    * ``laplace``: Laplace with scale 1/sqrt(2), by inversion of one uniform;
-    * ``two_point``: sqrt((1 - p)/p) with probability p, else -sqrt(p/(1 - p)): sparse spikes
-      along sign(mu_i) on a small opposite background (skewness (1 - 2p)/sqrt(p (1 - p))).
+
+  * ``student_t``: Student's t with nu > 2 degrees of freedom, scaled by sqrt((nu - 2) / nu)
+    (Bailey's polar method, Math. Comp. 62 (1994) 779-781: exact for any real nu, 4/pi pairs of
+    uniforms per draw, from its own sub-stream ``derive_key(key, j)``);
+  * ``laplace``: Laplace with scale 1/sqrt(2), by inversion of one uniform;
+  * ``two_point``: sqrt((1 - p)/p) with probability p, else -sqrt(p/(1 - p)): sparse spikes
+    along sign(mu_i) on a small opposite background (skewness (1 - 2p)/sqrt(p (1 - p))).
+
   Draw j = i * B + e is word j of the trial's stream (index as ``onestep``'s PER_EXAMPLE), so
   the cost is B d draws per trial: at d = 1000, B = 1000 and 10,000 trials, 10^10 draws (minutes).
   The direction s_i matters only for the skewed two-point law (the others are symmetric).

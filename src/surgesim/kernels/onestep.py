@@ -106,49 +106,70 @@ def _thresholds(q):
 
 
 @jit_inline
+def _fill_sign(key, thr, rare, i0, row):
+    """SIGN sampler: one word per coordinate against its threshold (``fill_signs``)."""
+    for m in range(row.shape[0]):
+        r = rare[m]
+        row[m] = r if random_bits(key, i0 + m) < thr[m] else -r
+
+
+@jit_inline
+def _fill_batch_mean(key, B, mu, sigma, i0, row):
+    """BATCH_MEAN sampler: coordinate i is element i % 2 of Box-Muller pair i // 2."""
+    n = row.shape[0]
+    scale = 1.0 / np.sqrt(np.float64(B))
+    j = 0
+    if i0 % 2 == 1:
+        _, z1 = normal_pair(key, i0 // 2)
+        row[0] = np.sign(mu[0] + sigma[0] * scale * z1)
+        j = 1
+    for m in range((n - j) // 2):  # no branch in the loop body: it vectorises
+        z0, z1 = normal_pair(key, (i0 + j) // 2 + m)
+        row[j + 2 * m] = np.sign(mu[j + 2 * m] + sigma[j + 2 * m] * scale * z0)
+        row[j + 2 * m + 1] = np.sign(mu[j + 2 * m + 1] + sigma[j + 2 * m + 1] * scale * z1)
+    if (n - j) % 2:
+        z0, _ = normal_pair(key, (i0 + n - 1) // 2)
+        row[n - 1] = np.sign(mu[n - 1] + sigma[n - 1] * scale * z0)
+
+
+@jit_inline
+def _fill_per_example(key, B, mu, sigma, i0, row):
+    """PER_EXAMPLE sampler: normal j = i * B + e (example e of coordinate i), pairs (2m, 2m + 1)."""
+    n = row.shape[0]
+    nb = np.int64(B)
+    start = np.int64(i0) * nb
+    end = start + np.int64(n) * nb
+    for m in range(n):
+        row[m] = 0.0
+    for pair in range(start // 2, (end + 1) // 2):
+        z0, z1 = normal_pair(key, pair)
+        j = 2 * pair
+        if j >= start:  # the first pair may begin in the previous coordinate
+            row[j // nb - i0] += z0
+        if j + 1 < end:
+            row[(j + 1) // nb - i0] += z1
+    for m in range(n):
+        # mean of B draws of N(mu, sigma^2): mu + sigma * sum(z) / B; sign only needs B * that
+        row[m] = np.sign(nb * mu[m] + sigma[m] * row[m])
+
+
+@jit_inline
 def fill_signs(sampler, key, B, mu, sigma, thr, rare, i0, row):
     """Fill ``row`` (n,) with V_i = sign(batch mean) of coordinates i = i0 .. i0 + n - 1 for the trial
     whose stream key is ``key``; mu, sigma, thr and rare are those coordinates' slices (n,). The
     counters are the coordinates' own (module docstring), whatever i0 and n.
 
     (Slices, not offset indices: LLVM vectorises ``x[m]`` but not ``x[i0 + m]``, whose index it
-    cannot prove non-negative.)
+    cannot prove non-negative.) ``sampler`` is a run-time value here, so a caller compiles all three
+    samplers; the kernels below are compiled per sampler instead (``_kernels``), with the sampler a
+    compile-time constant, so a run compiles only the sampler it uses.
     """
-    n = row.shape[0]
     if sampler == SIGN:
-        for m in range(n):
-            r = rare[m]
-            row[m] = r if random_bits(key, i0 + m) < thr[m] else -r
-    elif sampler == BATCH_MEAN:  # coordinate i is element i % 2 of Box-Muller pair i // 2
-        scale = 1.0 / np.sqrt(np.float64(B))
-        j = 0
-        if i0 % 2 == 1:
-            _, z1 = normal_pair(key, i0 // 2)
-            row[0] = np.sign(mu[0] + sigma[0] * scale * z1)
-            j = 1
-        for m in range((n - j) // 2):  # no branch in the loop body: it vectorises
-            z0, z1 = normal_pair(key, (i0 + j) // 2 + m)
-            row[j + 2 * m] = np.sign(mu[j + 2 * m] + sigma[j + 2 * m] * scale * z0)
-            row[j + 2 * m + 1] = np.sign(mu[j + 2 * m + 1] + sigma[j + 2 * m + 1] * scale * z1)
-        if (n - j) % 2:
-            z0, _ = normal_pair(key, (i0 + n - 1) // 2)
-            row[n - 1] = np.sign(mu[n - 1] + sigma[n - 1] * scale * z0)
-    else:  # PER_EXAMPLE: normal j = i * B + e (example e of coordinate i), pairs (2m, 2m + 1)
-        nb = np.int64(B)
-        start = np.int64(i0) * nb
-        end = start + np.int64(n) * nb
-        for m in range(n):
-            row[m] = 0.0
-        for pair in range(start // 2, (end + 1) // 2):
-            z0, z1 = normal_pair(key, pair)
-            j = 2 * pair
-            if j >= start:  # the first pair may begin in the previous coordinate
-                row[j // nb - i0] += z0
-            if j + 1 < end:
-                row[(j + 1) // nb - i0] += z1
-        for m in range(n):
-            # mean of B draws of N(mu, sigma^2): mu + sigma * sum(z) / B; sign only needs B * that
-            row[m] = np.sign(nb * mu[m] + sigma[m] * row[m])
+        _fill_sign(key, thr, rare, i0, row)
+    elif sampler == BATCH_MEAN:
+        _fill_batch_mean(key, B, mu, sigma, i0, row)
+    else:
+        _fill_per_example(key, B, mu, sigma, i0, row)
 
 
 @jit_inline
@@ -175,51 +196,96 @@ def row_moments(row, mu, h, Ut):
     return a, b
 
 
-@jit_parallel
-def _blocked_moments(sampler, key_b, t0, B, mu, sigma, thr, rare, h, Ut, out_a, out_b, block, per_pass):
-    n = out_a.shape[0]
-    d = mu.shape[0]
-    k = Ut.shape[0]
-    for item in prange((n + per_pass - 1) // per_pass):
-        ta = item * per_pass
-        nt = min(n, ta + per_pass) - ta
-        # per work item, allocated once: the trials' running sums (mu'V, sum h V^2, Ut V), the
-        # block of the factor made contiguous, and one leaf of signs
-        acc = np.zeros((nt, 2 + k))
-        ut = np.empty((k, block))
-        row = np.empty(LEAF)
-        for c0 in range(0, d, block):
-            c1 = min(d, c0 + block)
-            for j in range(k):
-                for i in range(c1 - c0):
-                    ut[j, i] = Ut[j, c0 + i]
-            for t in range(nt):
-                key = derive_key(key_b, t0 + ta + t)
-                for l0 in range(c0, c1, LEAF):
-                    l1 = min(c1, l0 + LEAF)
-                    v = row[: l1 - l0]
-                    fill_signs(sampler, key, B, mu[l0:l1], sigma[l0:l1], thr[l0:l1], rare[l0:l1], l0, v)
-                    mu_l = mu[l0:l1]
-                    h_l = h[l0:l1]
-                    a = 0.0
-                    b = 0.0
-                    for i in range(l1 - l0):
-                        a += mu_l[i] * v[i]
-                        b += h_l[i] * v[i] * v[i]
-                    acc[t, 0] += a
-                    acc[t, 1] += b
-                    for j in range(k):
-                        u = ut[j, l0 - c0 : l1 - c0]
-                        p = 0.0
+def _compile_kernels(sampler: int):
+    """The two parallel kernels of one sampler, with ``sampler`` a compile-time constant (a closure
+    cell: Numba prunes the other samplers' branches before compiling, and its on-disk cache keys
+    each closure by the cell's value). Built on first use by ``_kernels``: a run compiles the
+    kernels of the sampler it uses, not all three (about 4x less compile time for the default run).
+    """
+
+    @jit_parallel
+    def moments(key_b, t0, B, mu, sigma, thr, rare, h, Ut, out_a, out_b, block, per_pass):
+        n = out_a.shape[0]
+        d = mu.shape[0]
+        k = Ut.shape[0]
+        for item in prange((n + per_pass - 1) // per_pass):
+            ta = item * per_pass
+            nt = min(n, ta + per_pass) - ta
+            # per work item, allocated once: the trials' running sums (mu'V, sum h V^2, Ut V), the
+            # block of the factor made contiguous, and one leaf of signs
+            acc = np.zeros((nt, 2 + k))
+            ut = np.empty((k, block))
+            row = np.empty(LEAF)
+            for c0 in range(0, d, block):
+                c1 = min(d, c0 + block)
+                for j in range(k):
+                    for i in range(c1 - c0):
+                        ut[j, i] = Ut[j, c0 + i]
+                for t in range(nt):
+                    key = derive_key(key_b, t0 + ta + t)
+                    for l0 in range(c0, c1, LEAF):
+                        l1 = min(c1, l0 + LEAF)
+                        v = row[: l1 - l0]
+                        if sampler == SIGN:
+                            _fill_sign(key, thr[l0:l1], rare[l0:l1], l0, v)
+                        elif sampler == BATCH_MEAN:
+                            _fill_batch_mean(key, B, mu[l0:l1], sigma[l0:l1], l0, v)
+                        else:
+                            _fill_per_example(key, B, mu[l0:l1], sigma[l0:l1], l0, v)
+                        mu_l = mu[l0:l1]
+                        h_l = h[l0:l1]
+                        a = 0.0
+                        b = 0.0
                         for i in range(l1 - l0):
-                            p += u[i] * v[i]
-                        acc[t, 2 + j] += p
-        for t in range(nt):
-            b = acc[t, 1]
-            for j in range(k):
-                b += acc[t, 2 + j] * acc[t, 2 + j]
-            out_a[ta + t] = acc[t, 0]
-            out_b[ta + t] = b
+                            a += mu_l[i] * v[i]
+                            b += h_l[i] * v[i] * v[i]
+                        acc[t, 0] += a
+                        acc[t, 1] += b
+                        for j in range(k):
+                            u = ut[j, l0 - c0 : l1 - c0]
+                            p = 0.0
+                            for i in range(l1 - l0):
+                                p += u[i] * v[i]
+                            acc[t, 2 + j] += p
+            for t in range(nt):
+                b = acc[t, 1]
+                for j in range(k):
+                    b += acc[t, 2 + j] * acc[t, 2 + j]
+                out_a[ta + t] = acc[t, 0]
+                out_b[ta + t] = b
+
+    @jit_parallel
+    def signs(key_b, t0, B, mu, sigma, thr, rare, out_a, out_v):
+        n = out_a.shape[0]
+        d = mu.shape[0]
+        for t in prange(n):
+            row = out_v[t]
+            key = derive_key(key_b, t0 + t)
+            if sampler == SIGN:
+                _fill_sign(key, thr, rare, 0, row)
+            elif sampler == BATCH_MEAN:
+                _fill_batch_mean(key, B, mu, sigma, 0, row)
+            else:
+                _fill_per_example(key, B, mu, sigma, 0, row)
+            a = 0.0
+            for i in range(d):
+                a += mu[i] * np.float64(row[i])
+            out_a[t] = a
+
+    return moments, signs
+
+
+_KERNELS: dict[int, tuple] = {}
+
+
+def _kernels(sampler) -> tuple:
+    """(moments, signs) kernels of ``sampler`` (SIGN, BATCH_MEAN or PER_EXAMPLE), built once."""
+    code = int(sampler)
+    if code not in (SIGN, BATCH_MEAN, PER_EXAMPLE):
+        raise ValueError(f"sampler must be one of {sorted(SAMPLERS.values())} (SAMPLERS), got {sampler!r}")
+    if code not in _KERNELS:
+        _KERNELS[code] = _compile_kernels(code)
+    return _KERNELS[code]
 
 
 def trial_moments(
@@ -245,21 +311,12 @@ def trial_moments(
         per_pass = min(_PASS_MAX, max(1, -(-n // numba.get_num_threads())))
     if int(per_pass) != per_pass or per_pass < 1:
         raise ValueError(f"per_pass must be an integer >= 1, got {per_pass}")
-    _blocked_moments(sampler, key_b, t0, B, mu, sigma, thr, rare, h, Ut, out_a, out_b, int(block), int(per_pass))
+    _kernels(sampler)[0](key_b, t0, B, mu, sigma, thr, rare, h, Ut, out_a, out_b, int(block), int(per_pass))
 
 
-@jit_parallel
-def trial_signs(sampler, key_b, t0, B, mu, sigma, thr, rare, out_a, out_v):
+def trial_signs(sampler, key_b, t0, B, mu, sigma, thr, rare, out_a, out_v) -> None:
     """a_t = mu'V_t and V_t itself (rows of ``out_v``, float32) for trials t0 .. t0 + n - 1."""
-    n = out_a.shape[0]
-    d = mu.shape[0]
-    for t in prange(n):
-        row = out_v[t]
-        sample_signs(sampler, derive_key(key_b, t0 + t), B, mu, sigma, thr, rare, row)
-        a = 0.0
-        for i in range(d):
-            a += mu[i] * np.float64(row[i])
-        out_a[t] = a
+    _kernels(sampler)[1](key_b, t0, B, mu, sigma, thr, rare, out_a, out_v)
 
 
 @jit_parallel

@@ -19,10 +19,11 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from ._layout import hatch_holes, legend_below, legend_outside
 
-__all__ = ["CURVE_STYLE", "heatmap_panel", "eq22_panel", "grid_figure", "peak_vs_target_figure"]
+__all__ = ["CURVE_STYLE", "heatmap_panel", "eq22_panel", "eq22_fit_quality", "grid_figure", "peak_vs_target_figure"]
 
 # One style per fitted curve, shared by every figure (keys as in surgesim.fit.compare_curves).
 CURVE_STYLE = {
@@ -54,6 +55,7 @@ def heatmap_panel(
     noise_batch_size: float | None = None,
     normalize: bool = True,
     missing: str = "no value (target not reached)",
+    ran=None,
 ):
     """Draw ``score`` (n_B, n_lr) as a colour map over (B, lr), both axes log.
 
@@ -67,7 +69,11 @@ def heatmap_panel(
         normalize: colour each batch size's column relative to its best score (1 = best), so the
             optimum is visible at every B whatever the scale (a column without a positive score
             has no value); else the raw score.
-        missing: the legend label of the cells without a value.
+        missing: the legend label of the cells without a value (say why they have none).
+        ran: (n_B, n_lr) bool, True where the grid has a run (``surgesim.gridfit.grid_cells``).
+            When some cells were never run (learning rates that differ per batch size), each
+            batch size's column is drawn over its own learning rates only, as the grid is, and
+            only the runs without a value are hatched; cells never run stay blank.
 
     Returns:
         The colour mesh (for a colour bar, see ``grid_figure``). Cells without a score (NaN: the
@@ -82,9 +88,23 @@ def heatmap_panel(
         with np.errstate(invalid="ignore", divide="ignore"):
             best = np.nanmax(np.where(np.isfinite(z), z, -np.inf), axis=1, keepdims=True)
             z = np.where(best > 0, z / best, np.nan)
-        mesh = ax.pcolormesh(_log_edges(b), _log_edges(lr), z.T, cmap="viridis", vmin=0.0, vmax=1.0)
+    color = dict(cmap="viridis", vmin=0.0, vmax=1.0) if normalize else dict(cmap="viridis")
+    if not normalize:
+        color.update(vmin=np.nanmin(z), vmax=np.nanmax(z))
+    ran = None if ran is None else np.asarray(ran, dtype=bool)
+    scattered = ran is not None and not ran.all()
+    if scattered:  # per batch size, a column over its own learning rates
+        be = _log_edges(b)
+        mesh = None
+        for i in np.flatnonzero(ran.any(axis=1)):
+            j = np.flatnonzero(ran[i])
+            mesh = ax.pcolormesh(be[i : i + 2], _log_edges(lr[j]), z[i, j][:, None], **color)
+            edges = _log_edges(lr[j])
+            for k in np.flatnonzero(~np.isfinite(z[i, j])):  # run, but without a value
+                ax.add_patch(Rectangle((be[i], edges[k]), be[i + 1] - be[i], edges[k + 1] - edges[k], facecolor="0.8",
+                                       edgecolor="0.55", hatch="///", lw=0, zorder=1.5))  # fmt: skip
     else:
-        mesh = ax.pcolormesh(_log_edges(b), _log_edges(lr), z.T, cmap="viridis")
+        mesh = ax.pcolormesh(_log_edges(b), _log_edges(lr), z.T, **color)
     line_b = np.geomspace(b.min(), b.max(), 200)
     for name, curve in (curves or {}).items():
         style = CURVE_STYLE.get(name, dict(label=name))
@@ -102,7 +122,12 @@ def heatmap_panel(
     in_range = noise_batch_size is not None and b.min() / 2 <= noise_batch_size <= 2 * b.max()  # False for NaN
     if in_range:
         ax.axvline(noise_batch_size, color="r", ls="--", lw=1.2, label=f"$B_{{noise}}$ = {noise_batch_size:.3g}")
-    if not np.isfinite(z).all():  # last in the legend, beneath the mesh
+    if scattered:
+        if (ran & ~np.isfinite(z)).any():
+            ax.add_patch(Rectangle((0, 0), 0, 0, facecolor="0.8", edgecolor="0.55", hatch="///", lw=0, label=missing))
+        ax.add_patch(Rectangle((0, 0), 0, 0, facecolor="white", edgecolor="0.6", lw=0.5,
+                               label="blank: not in the grid (lrs differ per B)"))  # fmt: skip
+    elif not np.isfinite(z).all():  # last in the legend, beneath the mesh
         hatch_holes(ax, missing)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -114,21 +139,38 @@ def heatmap_panel(
 
 
 def eq22_panel(ax: Axes, steps, examples, noise_batch_size: float | None, s_min: float | None) -> None:
-    """1/S against 1/E at the optimal learning rates, with eq 22's line 1/S = -B_noise/E + 1/S_min."""
+    """1/S against 1/E at the optimal learning rates, in order of B (a thin line shows whether the
+    points bend), with eq 22's line 1/S = -B_noise/E + 1/S_min and its fit quality: R^2 of the line
+    over these points and the largest residual relative to 1/S."""
     S = np.asarray(steps, dtype=np.float64)
     E = np.asarray(examples, dtype=np.float64)
     ok = np.isfinite(S) & np.isfinite(E) & (S > 0) & (E > 0)
     x, y = 1.0 / E[ok], 1.0 / S[ok]
-    ax.plot(x, y, "o", color="k", mfc="w", label="runs at the optimal lr")
+    ax.plot(x, y, "o-", color="k", lw=0.6, mfc="w", label="runs at the optimal lr (joined in order of B)", zorder=3)
     if noise_batch_size is not None and s_min is not None and np.isfinite(noise_batch_size) and x.size:
+        fit = -noise_batch_size * x + 1.0 / s_min
+        r2, worst = eq22_fit_quality(x, y, noise_batch_size, s_min)
         xs = np.linspace(0.0, x.max() * 1.05, 50)
         ax.plot(
-            xs, -noise_batch_size * xs + 1.0 / s_min, color="r", ls="--",
-            label=f"eq 22: $B_{{noise}}$ = {noise_batch_size:.3g}, $S_{{min}}$ = {s_min:.3g}",
+            xs, -noise_batch_size * xs + 1.0 / s_min, color="r", ls="--", zorder=2,
+            label=f"eq 22: $B_{{noise}}$ = {noise_batch_size:.3g}, $S_{{min}}$ = {s_min:.3g}\n"
+                  f"fit quality: $R^2$ = {r2:.3f}, largest residual {worst:.0%} of 1/S ({x.size} points)",
         )  # fmt: skip
+        ax.vlines(x, np.minimum(y, fit), np.maximum(y, fit), color="r", lw=0.6, alpha=0.6, zorder=2)
     ax.set_xlabel("1 / E (1 / examples)")
     ax.set_ylabel("1 / S (1 / steps)")
     ax.ticklabel_format(axis="both", style="sci", scilimits=(-2, 2))
+
+
+def eq22_fit_quality(x, y, noise_batch_size: float, s_min: float) -> tuple[float, float]:
+    """(R^2, largest |residual| / y) of eq 22's line y = 1/S_min - B_noise x at points (x, y) =
+    (1/E, 1/S). R^2 is 1 - SS_res / SS_tot (NaN with fewer than 3 points or no spread in y)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    res = y - (1.0 / s_min - noise_batch_size * x)
+    tot = float(np.sum((y - y.mean()) ** 2)) if y.size else 0.0
+    r2 = 1.0 - float(np.sum(res**2)) / tot if y.size >= 3 and tot > 0 else float("nan")
+    worst = float(np.max(np.abs(res) / y)) if y.size else float("nan")
+    return r2, worst
 
 
 def grid_figure(
@@ -145,6 +187,8 @@ def grid_figure(
     title: str = "",
     normalize: bool = True,
     score_label: str = "further loss decrease",
+    missing: str = "no value (target not reached)",
+    ran=None,
 ) -> Figure:
     """Left: ``heatmap_panel``; right: ``eq22_panel`` (when steps and examples are given)."""
     with_eq22 = steps is not None and examples is not None
@@ -152,7 +196,7 @@ def grid_figure(
     axes = fig.subplots(1, 2 if with_eq22 else 1, squeeze=False)[0]
     mesh = heatmap_panel(
         axes[0], batch_sizes, lrs, score, optima=optima, curves=curves, noise_batch_size=noise_batch_size,
-        normalize=normalize,
+        normalize=normalize, missing=missing, ran=ran,
     )  # fmt: skip
     fig.colorbar(mesh, ax=axes[0], label=f"{score_label} / best at this B" if normalize else score_label)
     legend_below(axes[0], ncol=2)
@@ -171,6 +215,7 @@ def peak_vs_target_figure(
     spread: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     fitted: Mapping[str, np.ndarray] | None = None,
     predicted: Mapping[str, np.ndarray] | None = None,
+    predicted_se: Mapping[str, np.ndarray] | None = None,
     title: str = "",
 ) -> Figure:
     """Peak batch size against target loss (x decreasing: training progresses to the right).
@@ -179,7 +224,7 @@ def peak_vs_target_figure(
         peaks: label -> peak batch size per target (solid line, markers).
         spread: label -> (low, high) per target, e.g. the range over seeds (error bars).
         fitted: label -> B_noise by eq 22 per target (dashed); predicted: label -> the theory's
-            B_noise per target (dotted).
+            B_noise per target (dotted), with 2-standard-error bars from ``predicted_se``.
     """
     x = np.asarray(target_loss, dtype=np.float64)
     fig = Figure(figsize=(9.0, 4.5), layout="constrained")
@@ -196,8 +241,9 @@ def peak_vs_target_figure(
         if fitted and label in fitted:
             ax.plot(x, fitted[label], ls="--", marker="x", color=color, label=f"{label}: fitted $B_{{noise}}$ (eq 22)")
         if predicted and label in predicted:
-            ax.plot(x, predicted[label], ls=":", marker="+", color=color,
-                    label=f"{label}: predicted $B_{{noise}}$ (theory)")  # fmt: skip
+            se = None if not predicted_se or label not in predicted_se else 2 * np.asarray(predicted_se[label], float)
+            ax.errorbar(x, predicted[label], yerr=se, ls=":", marker="+", color=color, capsize=3,
+                        label=f"{label}: predicted $B_{{noise}}$ (theory)" + (", 2 s.e." if se is not None else ""))
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.invert_xaxis()
@@ -205,5 +251,5 @@ def peak_vs_target_figure(
     ax.set_ylabel("batch size")
     legend_outside(fig, ax, "right", fontsize=7)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
     return fig

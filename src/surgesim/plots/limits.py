@@ -38,46 +38,67 @@ def _tol_bands(ax, tols: Sequence[float], center: float = 0.0, relative: bool = 
             ax.axhline(y, lw=0.8, color="0.4", ls=st["ls"], label=f"±{tol:.0%}" if sgn > 0 else None)
 
 
+def _label_position(ax, cs) -> tuple[float, float] | None:
+    """The point of contour set ``cs`` nearest the axes' centre (in axes coordinates, so on log
+    axes too), kept at least 12% away from every edge: a label placed there is never clipped."""
+    best, best_d = None, np.inf
+    to_axes = ax.transData + ax.transAxes.inverted()
+    for path in cs.get_paths():
+        if len(path.vertices) == 0:
+            continue
+        xy = to_axes.transform(path.vertices)
+        inside = np.all((xy > 0.12) & (xy < 0.88), axis=1)
+        if not inside.any():
+            continue
+        d = np.hypot(xy[:, 0] - 0.5, xy[:, 1] - 0.5)
+        d[~inside] = np.inf
+        k = int(np.argmin(d))
+        if d[k] < best_d:
+            best, best_d = tuple(path.vertices[k]), d[k]
+    return best
+
+
 def regime_maps_figure(maps: Sequence, tols: Sequence[float] = TOLS, floor: float = 1e-4) -> Figure:
     """One panel per ``RegimeMap``: |relative error| in colour (log scale, clipped at ``floor``),
-    contour lines at each tolerance (solid 5%, dashed 20%), and the map's overlay lines."""
+    contour lines at each tolerance (solid 5%, dashed 20%) labelled upright inside the axes, and
+    the map's overlay lines. Two maps of the same comparison get titles that say over what."""
     n = len(maps)
-    fig, axes = plt.subplots(1, n, figsize=(5.0 * n, 4.3), layout="constrained", squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n + 0.8, 4.3), layout="constrained", squeeze=False)
     norm = LogNorm(vmin=floor, vmax=10.0)
     mesh = None
+    zlabels = [m.zlabel for m in maps]
     for ax, m in zip(axes[0], maps):
         z = np.clip(np.abs(np.asarray(m.z, dtype=np.float64)), floor, 10.0)
         X, Y = np.meshgrid(m.x, m.y)
         undefined = ~np.isfinite(z)
         mesh = ax.pcolormesh(X, Y, np.ma.masked_invalid(z), norm=norm, cmap="viridis", shading="nearest")
-        if z.shape[0] > 1 and z.shape[1] > 1:
-            for tol in tols:
-                st = _tol_style(tol)
-                cs = ax.contour(
-                    X,
-                    Y,
-                    np.ma.masked_invalid(z),
-                    levels=[tol],
-                    colors=st["color"],
-                    linewidths=st["lw"],
-                    linestyles=st["ls"],
-                )
-                ax.clabel(cs, fmt={tol: f"{tol:.0%}"}, fontsize=8)
-        for (label, xs), color in zip(m.lines.items(), _LINE_COLORS):
-            xs = np.asarray(xs, dtype=np.float64)
-            ok = np.isfinite(xs)
-            ax.plot(xs[ok], np.asarray(m.y)[ok], color=color, lw=1.8, label=label)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlim(np.min(m.x), np.max(m.x))
         ax.set_ylim(np.min(m.y), np.max(m.y))
+        if z.shape[0] > 1 and z.shape[1] > 1:
+            for tol in tols:
+                st = _tol_style(tol)
+                cs = ax.contour(X, Y, np.ma.masked_invalid(z), levels=[tol], colors=st["color"],
+                                linewidths=st["lw"], linestyles=st["ls"])  # fmt: skip
+                where = _label_position(ax, cs)
+                if where is not None:  # one upright label per tolerance, away from the edges
+                    for text in ax.clabel(cs, fmt={tol: f"{tol:.0%}"}, fontsize=8, manual=[where], inline=False):
+                        text.set_rotation(0)
+                        text.set_bbox(dict(facecolor="white", alpha=0.75, lw=0, pad=1.0))
+        for (label, xs), color in zip(m.lines.items(), _LINE_COLORS):
+            xs = np.asarray(xs, dtype=np.float64)
+            ok = np.isfinite(xs)
+            ax.plot(xs[ok], np.asarray(m.y)[ok], color=color, lw=1.8, label=label)
         ax.set_xlabel("B / validity bound" if "bound" in m.name else "batch size B (examples)")
         ax.set_ylabel(m.ylabel)
-        ax.set_title(m.zlabel, fontsize=10)
+        title = m.zlabel if zlabels.count(m.zlabel) == 1 else f"{m.zlabel}\nover {m.ylabel}"  # two lines: fits
+        ax.set_title(title, fontsize=9)
         if undefined.any():  # cells without a value (e.g. B < 1 example) are hatched grey, not blank
             hatch_holes(ax, "undefined (B < 1 example)" if "bound" in m.name else "no value")
         legend_below(ax, ncol=2)
-    fig.colorbar(mesh, ax=axes[0].tolist(), label="|relative error| (contours: 5% solid, 20% dashed)", shrink=0.9)
+    fig.colorbar(mesh, ax=axes[0].tolist(), label="|relative error| (contours: 5% solid, 20% dashed)",
+                 shrink=0.9, pad=0.01, fraction=0.025, aspect=25)  # fmt: skip
     return fig
 
 

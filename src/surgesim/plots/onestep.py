@@ -31,6 +31,9 @@ STYLE = {
 }
 
 
+X_PAD = 0.025  # fraction of the log range of B added at each end of the x axis
+
+
 def curves_panel(
     ax,
     B_line: np.ndarray,
@@ -47,7 +50,10 @@ def curves_panel(
     B_noise (vertical line), the large-batch limit eq 17 (horizontal line), and shade B >
     validity_bound where Theorems 3 and 5 do not apply."""
     for name, y in curves.items():
-        ax.plot(B_line, y, **STYLE[name])
+        style = dict(STYLE[name])
+        if np.size(B_line) < 2:  # one batch size: no line to space markers along (markevery divides by 0)
+            style.pop("markevery", None)
+        ax.plot(B_line, y, **style)
     if points is not None:
         ax.errorbar(
             B_points, points, yerr=None if points_se is None else 2.0 * np.asarray(points_se),
@@ -57,11 +63,16 @@ def curves_panel(
         ax.axvline(noise_batch_size, color="C1", lw=1, ls="--", label=f"$B_{{noise}}$ = {noise_batch_size:.3g}")
     if plateau is not None:
         ax.axhline(plateau, color="C4", lw=1, ls="--", label=f"large-batch limit, eq 17 = {plateau:.3g}")
-    if validity_bound is not None and np.isfinite(validity_bound) and validity_bound < B_line.max():
-        ax.axvspan(validity_bound, B_line.max(), color="0.9", zorder=0, label="B > validity bound")
+    # x limits a little beyond the data, so the markers at both ends are whole, not cut by the axes
+    lo, hi = B_line.min(), B_line.max()
+    if B_points is not None and len(B_points):
+        lo, hi = min(lo, np.min(B_points)), max(hi, np.max(B_points))
+    pad = (hi / lo) ** X_PAD if hi > lo else 1.5
+    if validity_bound is not None and np.isfinite(validity_bound) and validity_bound < hi:
+        ax.axvspan(validity_bound, hi * pad, color="0.9", zorder=0, label="B > validity bound")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlim(B_line.min(), B_line.max())
+    ax.set_xlim(lo / pad, hi * pad)
     ax.set_xlabel("batch size B (examples)")
     ax.set_ylabel(ylabel)
     ax.grid(True, which="major", alpha=0.3)
@@ -79,10 +90,10 @@ def lr_vs_batch_figure(
     title: str = "",
 ) -> Figure:
     """The paper's Figure 1: optimal learning rate vs batch size, theory and Monte Carlo."""
-    fig, ax = plt.subplots(figsize=(9.5, 5.0), layout="constrained")
+    fig, ax = plt.subplots(figsize=(9.0, 5.6), layout="constrained")
     curves_panel(ax, B_line, curves, B_points, lr_mc, lr_mc_se, noise_batch_size, plateau, validity_bound)
     ax.set_title(title or "Optimal learning rate of sign-SGD vs batch size", fontsize=10)
-    legend_outside(fig, ax, "right")
+    legend_outside(fig, ax, "lower", ncol=4)  # below the axes: the plot keeps the figure's width
     return fig
 
 

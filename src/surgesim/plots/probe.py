@@ -26,6 +26,15 @@ PROBE_STYLE = {
 }
 
 
+# B_simple, B_crit and eq 14's B_noise: vertical lines, each its own colour (eq 14 not in the
+# green of the "independent" curve, which it comes from but is not).
+SCALE_STYLE = (
+    ("b_simple", ":", "0.35", r"$B_{simple}$"),
+    ("b_crit", "-.", "0.35", r"$B_{crit}$"),
+    ("noise_batch_size_eq14", "--", "C4", r"$B_{noise}$ eq 14"),
+)
+
+
 def _column(rows: Sequence[dict], key: str) -> np.ndarray:
     return np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows])
 
@@ -33,7 +42,8 @@ def _column(rows: Sequence[dict], key: str) -> np.ndarray:
 def probe_figure(curves: Sequence[dict], summaries: Sequence[dict], title: str = "") -> Figure:
     """One panel per state (target loss): the three lr*(B) curves on log axes, the probe's and the
     Gaussian model's with 2-standard-error bars, and vertical lines at B_simple, B_crit and eq
-    14's B_noise where they fall inside the plotted range."""
+    14's B_noise where they fall inside the plotted range; one outside it is an arrow with its value
+    at the edge it lies beyond."""
     n = len(summaries)
     fig = Figure(figsize=(4.6 * n + 1.0, 4.2), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0]
@@ -52,13 +62,21 @@ def probe_figure(curves: Sequence[dict], summaries: Sequence[dict], title: str =
                 ax.plot(B, y, **{k: v for k, v in style.items() if k != "capsize"})
         lo, hi = np.nanmin(B), np.nanmax(B)
         scales = []
-        for key, ls, color, label in (("b_simple", ":", "0.4", r"$B_{simple}$"), ("b_crit", "-.", "0.4", r"$B_{crit}$"),
-                                      ("noise_batch_size_eq14", "--", "C2", r"$B_{noise}$ eq 14")):  # fmt: skip
+        outside = 0
+        for key, ls, color, label in SCALE_STYLE:
             v = s.get(key)
             if isinstance(v, (int, float)) and np.isfinite(v):
                 scales.append(f"{label} {v:.3g}")
-                if lo <= v <= hi:  # drawn where it falls inside the grid; its value is in the title
-                    ax.axvline(v, color=color, ls=ls, lw=1.0, label=label)
+                if lo <= v <= hi:  # a line where it falls inside the grid; its value is in the title
+                    ax.axvline(v, color=color, ls=ls, lw=1.2, label=label)
+                else:  # off the axis: an arrow at the edge it lies beyond, with its value
+                    ax.plot([], [], color=color, ls=ls, lw=1.2, label=label)  # its legend entry
+                    left = v < lo
+                    ax.annotate(("\u2190 " if left else "") + f"{label} = {v:.3g}" + ("" if left else " \u2192"),
+                                xy=(0.02 if left else 0.98, 0.04 + 0.08 * outside), xycoords="axes fraction",
+                                ha="left" if left else "right", va="bottom", fontsize=7.5, color=color,
+                                bbox=dict(facecolor="white", alpha=0.8, lw=0, pad=1.0))  # fmt: skip
+                    outside += 1
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("batch size B")
@@ -69,7 +87,8 @@ def probe_figure(curves: Sequence[dict], summaries: Sequence[dict], title: str =
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             seen.setdefault(lab, h)
-    fig.legend(list(seen.values()), list(seen.keys()), loc="outside lower center", ncol=min(4, len(seen)), fontsize=8)
+    ncol = max(1, min(4, 2 * n, len(seen)))  # a one-panel figure is too narrow for 4 columns
+    fig.legend(list(seen.values()), list(seen.keys()), loc="outside lower center", ncol=ncol, fontsize=8)
     if title:
         fig.suptitle(title)
     return fig

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator
+from matplotlib.ticker import Formatter, FuncFormatter, LogLocator
 
 from ._layout import legend_outside
 
@@ -36,8 +36,20 @@ def _val(x) -> float:
     return np.nan if x is None else float(x)
 
 
-def _tick(v: float, _pos=None) -> str:
-    return f"{v:g}" if 1e-3 <= v < 1e5 else f"{v:.0e}".replace("e+0", "e").replace("e-0", "e-")
+# The variants of one schedule (e.g. oracle c = 0.5, 1, 2) share its colour and marker and differ
+# in the marker's fill, in sorted order of their names; each has its own legend entry.
+_FILLS = ("full", "none", "left", "top", "bottom", "right")
+
+
+class _Ticks(Formatter):
+    """One format per axis: plain numbers (500, 2000, 50000) when every tick of the axis' range
+    is in [1e-3, 1e5), else all of them as 5e3, 2e5, 1e6 (never "50000" beside "2e5")."""
+
+    def __call__(self, v: float, pos=None) -> str:
+        lo, hi = sorted(self.axis.get_view_interval())
+        if 1e-3 <= lo and hi < 1e5:
+            return f"{v:g}"
+        return f"{v:.0e}".replace("e+0", "e").replace("e-0", "e-").replace("e+", "e")
 
 
 def schedules_front_figure(entries: Sequence[Mapping], title: str = "") -> Figure:
@@ -47,7 +59,9 @@ def schedules_front_figure(entries: Sequence[Mapping], title: str = "") -> Figur
     panels = sorted({(e["label"], e[key]) for e in entries}, key=lambda k: (k[0], -k[1]))
     labels = sorted({p[0] for p in panels})
     fracs = sorted({p[1] for p in panels}, reverse=True)
-    fig = Figure(figsize=(4.2 * len(fracs), 3.6 * len(labels)), layout="constrained")
+    variants = {name: sorted({e["variant"] for e in entries if e["schedule"] == name}) for name in SCHEDULE_STYLE}
+    legend: set = set()
+    fig = Figure(figsize=(4.2 * len(fracs) + 1.6, 3.6 * len(labels)), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(labels), len(fracs), squeeze=False))
     for (label, frac), ax in ((p, axes[labels.index(p[0]), fracs.index(p[1])]) for p in panels):
         mine = [e for e in entries if e["label"] == label and e[key] == frac]
@@ -60,28 +74,41 @@ def schedules_front_figure(entries: Sequence[Mapping], title: str = "") -> Figur
                 ax.annotate(
                     f"{e['batch']:g}", (a, b), fontsize=6, color="0.4", xytext=(2, 2), textcoords="offset points"
                 )
-        seen = set()
         for e in mine:
             st = SCHEDULE_STYLE[e["schedule"]]
             a, b = _val(e["median_steps"]), _val(e["median_examples"])
             if not np.isfinite(a * b):
                 continue
-            lab = e["schedule"] if e["schedule"] not in seen else None
-            seen.add(e["schedule"])
+            if e["schedule"] == "constant":
+                fill, lab = "full", "constant" if "constant" not in legend else None
+            else:
+                fill = _FILLS[variants[e["schedule"]].index(e["variant"]) % len(_FILLS)]
+                lab = f"{e['schedule']} {e['variant']}"
+            legend.add(lab)
             ax.errorbar(a, b, xerr=_val(e["median_steps_se"]), yerr=_val(e["median_examples_se"]), fmt=st["marker"],
-                        color=st["color"], ms=6 if e["schedule"] != "constant" else 4, label=lab, zorder=3)  # fmt: skip
+                        color=st["color"], mec=st["color"], mfc="white" if fill == "none" else st["color"],
+                        mfcalt="white", fillstyle="full" if fill == "none" else fill, label=lab, zorder=3,
+                        ms=4 if e["schedule"] == "constant" else 9 if st["marker"] == "*" else 7,
+                        ecolor=st["color"], elinewidth=0.7, alpha=0.95)  # fmt: skip
         ax.set_xscale("log")
         ax.set_yscale("log")
         for axis in (ax.xaxis, ax.yaxis):  # 20, 50, 100, 200: no crowded minor labels on short ranges
             axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-            axis.set_major_formatter(FuncFormatter(_tick))
+            axis.set_major_formatter(_Ticks())
             axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
         ax.set_xlabel("steps S (median over seeds)")
         ax.set_ylabel("examples E")
         ax.set_title(f"{label}, target {frac:g} L0" if key == "target_fraction" else f"{label}, target loss {frac:g}",
                      fontsize=9)  # fmt: skip
         ax.grid(True, which="both", alpha=0.2)
-    legend_outside(fig, axes[0, 0], "right", fontsize=8)
+    # one legend entry per schedule variant, from every panel (a variant may miss a target)
+    seen: dict[str, object] = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+    order = ["constant B (front)", "constant"] + [f"{n} {v}" for n in SCHEDULE_STYLE for v in variants[n]]
+    labs = [lab for lab in order if lab in seen]
+    fig.legend([seen[lab] for lab in labs], labs, loc="outside right upper", fontsize=7.5, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

@@ -1,7 +1,7 @@
-"""Real-workload training (optional extra ``train``: ``pip install 'surgesim[train]'``): the three
-workloads of Section 3.1 of Li et al. 2024 in PyTorch, their datasets, the grid-search protocol of
-Section 3.2-3.3, and per-example gradient statistics that predict B_noise (eq 14) and eps_max
-(eq 16) from the network itself.
+"""Real-workload training (optional: ``pip install torch==2.13.0``, a CPU build, then from the source
+tree ``pip install -e '.[train]'``): the three workloads of Section 3.1 of Li et al. 2024 in
+PyTorch, their datasets, the grid-search protocol of Section 3.2-3.3, and per-example gradient
+statistics that predict B_noise (eq 14) and eps_max (eq 16) from the network itself.
 
 - ``models``: ``FiveLayerCNN`` (Fashion-MNIST), ``ResNet18`` (Tiny-ImageNet), ``CausalTransformer``
   (DistilGPT2-style, byte-level, for ELI5-Category).
@@ -23,10 +23,9 @@ inside this package.
 try:
     import torch  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "surgesim.workloads needs PyTorch: pip install 'surgesim[train]' "
-        "(for a CPU-only build see https://pytorch.org/get-started/locally/)"
-    ) from exc
+    from .._install import TORCH
+
+    raise ImportError(f"surgesim.workloads needs PyTorch: {TORCH}") from exc
 
 from . import data, gradstats, models, protocol
 from .gradstats import GradientMoments, NoiseScale, gradient_moments, hessian_vector_product, noise_scale

@@ -26,11 +26,12 @@ The adaptive rules hold B_t at ``batch_start`` for the first ``warmup`` steps, t
 the estimate and clip it to [``batch_min``, ``batch_max``] (B_t stays where it was while a
 running average is not positive).
 
-Why B_simple and not eq 14: on the CNN demo, eq 14 from the network's own per-coordinate
-statistics is 0.07-4.1, while the B_noise fitted from the grid (eq 22) is 25-40 and B_simple
-(24-128) tracks it (``python -m sims.probe --workload cnn --demo``, README "Predict the surge on a
-real network", figures/fig9): the independent-coordinate model behind eq 14 fails there, so the
-quadratic's ``online`` rule (eq 14 and eq 13 from running estimates) has nothing to follow.
+Why B_simple and not eq 14: on the CNN demo, eq 14 from the network's own per-coordinate statistics
+is 0.07-4.1, while the B_noise fitted from the grid (eq 22) is 25-40 and B_simple (24-128) tracks
+it (``python -m sims.probe --workload cnn --demo``, README section "Predicting the surge on a real
+network: Lemma 1 measured", figures/fig9): the independent-coordinate model behind eq 14 fails
+there, so the quadratic's ``online`` rule (eq 14 and eq 13 from running estimates) has nothing to
+follow.
 
 Protocol: every (optimizer, variant, lr, seed) is one task (``ScheduleExperiment.tasks``,
 ``run_task``); the initial weights depend on the seed alone and the minibatch stream on (seed,
