@@ -319,7 +319,9 @@ def _main_network(opts: Options, args) -> int:
 
         from surgesim.workloads import probing, protocol, validation
     except ImportError as exc:
-        raise _cli.UsageError(f"{exc} (networks need PyTorch: pip install 'surgesim[train]')") from None
+        from surgesim._install import TORCH
+
+        raise _cli.UsageError(f"{exc} (networks need PyTorch: {TORCH})") from None
     from surgesim import validate
 
     if opts.device == "cuda" and not torch.cuda.is_available():
