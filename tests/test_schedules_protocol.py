@@ -26,8 +26,9 @@ def _experiment(labels=("B4",), seeds=5, targets=(1.0,)):
 
 
 def _row(label, lr, seed, steps, target=1.0, batch=4.0):
+    examples = None if steps is None else steps * batch
     return {"schedule": "constant", "variant": label, "optimizer": "sign", "target_loss": target, "seed": seed,
-            "steps": steps, "examples": None if steps is None else steps * batch, "batch_size": batch, "lr": lr}  # fmt: skip
+            "steps": steps, "examples": examples, "batch_size": batch, "lr": lr}  # fmt: skip
 
 
 def test_tuning_minimises_the_mean_not_the_median():
