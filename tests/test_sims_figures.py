@@ -107,6 +107,7 @@ def test_families_panels_plot_their_problems(which):
     assert len(fig.legends) == 1
 
 
+@pytest.mark.slow  # about 2 minutes: every figure's command end to end (CI runs the slow tier)
 def test_quick_mode_writes_the_committed_files(tmp_path):
     # A quick run writes exactly the files of the committed full run (fig6 trains a network).
     pytest.importorskip("torch")
