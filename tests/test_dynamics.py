@@ -500,6 +500,13 @@ def test_summary_predictions_and_fits_are_consistent():
         ]
     off = np.mean([row["off_diagonal"] for row in chosen])
     assert r.predicted_noise_batch_size == pytest.approx(math.pi * exp.problem.hessian.trace() / (2 * off), rel=1e-12)
+    # eq 21's path average over the same runs by hand: sum of B_noise ds over sum of ds (eq 44-45)
+    e_min, s_min = (sum(row[k] for row in chosen) for k in ("path_e_min", "path_s_min"))
+    assert r.as_dict()["path_noise_batch_size"] == pytest.approx(e_min / s_min, rel=1e-12)
+    arm = [row for row in rows if row["lr_rule"] == "optimal" and row["optimizer"] == "sign"
+           and row["target_loss"] == r.target_loss and row["steps"] is not None]  # fmt: skip
+    e_arm, s_arm = (sum(row[k] for row in arm) for k in ("path_e_min", "path_s_min"))
+    assert r.as_dict()["optimal_lr_arm"]["path_noise_batch_size"] == pytest.approx(e_arm / s_arm, rel=1e-12)
 
 
 @pytest.mark.parametrize(

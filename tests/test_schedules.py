@@ -160,6 +160,19 @@ def test_sims_schedules_writes_outputs_and_resumes(tmp_path, capsys):
             "median_examples_se", "examples_saving", "examples_saving_se", "steps_saving", "steps_saving_se",
             "front_dominates", "front_dominates_5pct")  # fmt: skip
     assert all(k in e for e in summary["results"] for k in keys)
+    # the values, from the table by hand: medians over seeds (a missed target counts as never),
+    # E = B S for constant batches, and no constant batch saves against the front it is part of
+    for r in rows:
+        if r["schedule"] == "constant" and r["steps"]:
+            assert float(r["examples"]) == float(r["steps"]) * float(r["batch_size"])
+    for e in summary["results"]:
+        mine = [r for r in rows if r["schedule"] == e["schedule"] and r["variant"] == e["variant"]
+                and float(r["lr"]) == e["lr"] and math.isclose(float(r["target_loss"]), e["target_loss"])]  # fmt: skip
+        assert len(mine) == 3
+        S = np.median([float(r["steps"]) if r["steps"] else math.inf for r in mine])
+        assert (e["median_steps"] is None) if math.isinf(S) else e["median_steps"] == S
+        if e["schedule"] == "constant" and e["examples_saving"] is not None:
+            assert e["examples_saving"] <= 1e-12
     assert (out / "schedules_front.png").exists() and (out / "schedules_traces.png").exists()
     before = (out / "schedules.csv").read_text()
     assert cli.main([*argv, "--quiet", "--no-plot"]) == 0

@@ -3,6 +3,7 @@ files as the committed full run."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,17 @@ from surgesim.problem import FAMILIES
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = figures.Options(out="", quick=True, seed=0, only=(), quiet=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_surge_problem():
+    """fig1's problem built once for the module: figures._estimates caches its Monte Carlo per
+    problem, so test_fig1 and the quick run share it (it is the same problem, computed once)."""
+    import surgesim
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(surgesim, "surge_problem", functools.cache(surgesim.surge_problem))
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -95,6 +107,7 @@ def test_families_panels_plot_their_problems(which):
     assert len(fig.legends) == 1
 
 
+@pytest.mark.slow  # about 2 minutes: every figure's command end to end (CI runs the slow tier)
 def test_quick_mode_writes_the_committed_files(tmp_path):
     # A quick run writes exactly the files of the committed full run (fig6 trains a network).
     pytest.importorskip("torch")

@@ -12,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from sims import probe as sims_probe  # noqa: E402
+from surgesim import theory  # noqa: E402
 from surgesim.hessian import DiagonalPlusLowRank  # noqa: E402
 from surgesim.problem import QuadraticProblem  # noqa: E402
 from surgesim.workloads import protocol  # noqa: E402
@@ -53,6 +54,27 @@ def test_problem_end_to_end_and_resume(problem_file, tmp_path):
                 "noise_batch_size_eq14", "b_simple", "b_simple_se", "b_crit", "b_crit_se", "max_abs_z"):  # fmt: skip
         assert key in summary
     assert summary["max_abs_z"] < 4
+    # the values, against independent computations from the problem file (not only their keys)
+    q = QuadraticProblem.load(problem_file)
+    mu, sigma, H = q.mu, q.sigma, q.hessian
+    z = []
+    for r in rows:
+        B = int(r["batch_size"])
+        assert float(r["lr_exact"]) == pytest.approx(float(theory.optimal_lr(B, mu, sigma, H)), rel=1e-12)
+        dl = float(theory.optimal_loss_improvement(B, mu, sigma, H))
+        assert abs(float(r["dl_probe"]) - dl) < 4 * float(r["dl_probe_se"])
+        z.append((float(r["lr_probe"]) - float(r["lr_exact"])) / float(r["lr_probe_se"]))
+        assert float(r["z_probe"]) == pytest.approx(z[-1], rel=1e-9)
+    assert summary["max_abs_z"] == pytest.approx(max(abs(x) for x in z), rel=1e-9)
+    assert summary["noise_batch_size_exact"] == pytest.approx(theory.noise_batch_size(mu, sigma, H), rel=1e-12)
+    fine = np.logspace(0, 4, 4001)
+    assert summary["peak_batch_size_exact"] == pytest.approx(fine[np.argmax(theory.optimal_lr(fine, mu, sigma, H))],
+                                                             rel=5e-3)  # fmt: skip
+    assert abs(summary["b_simple"] - sigma @ sigma / (mu @ mu)) < 4 * summary["b_simple_se"]
+    b_crit = float(np.sum(H.diag() * sigma**2) / (mu @ H.matvec(mu)))
+    assert abs(summary["b_crit"] - b_crit) < 4 * summary["b_crit_se"]
+    best = max(rows, key=lambda r: float(r["lr_probe"]))  # the probe's peak: the grid's largest lr (refined)
+    assert summary["peak_interior_probe"] == (best is not rows[0] and best is not rows[-1])
     assert {"probe.png", "probe.pdf", "options.json", "store.sqlite"} <= {p.name for p in out.iterdir()}
     before = (out / "probe.csv").read_bytes()
     assert sims_probe.main(argv) == 0  # resumes from the store: nothing recomputed, the same table
