@@ -73,14 +73,21 @@ def test_a_fault_at_the_rename_leaves_the_old_file_whole(tmp_path, monkeypatch):
     def broken(src, dst, *a, **k):
         raise OSError("planted: disk gone at the rename")
 
+    real_replace = os.replace
     with outputs.OutputDir(tmp_path / "o") as out:
         (out / "a.csv").write_text("new, complete\n")
         monkeypatch.setattr(os, "replace", broken)
-        with pytest.raises(OSError, match="planted"):
+        # the moves into place come after the commit point (the journal's rename): the run says so
+        with pytest.raises(outputs.CommitIncomplete, match="planted"):
             out.commit()
-    assert old.read_text() == "old, complete\n"
+    assert old.read_text() == "old, complete\n"  # not half-written: the old file, whole
     target = tmp_path / "t.txt"
     target.write_text("old")
     with pytest.raises(OSError, match="planted"), outputs.atomic_path(target) as tmp:
         tmp.write_text("new")
-    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["o", "t.txt"]
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["o", "t.txt"]
+    monkeypatch.setattr(os, "replace", real_replace)
+    with outputs.OutputDir(tmp_path / "o"):  # the next run into the directory finishes the move
+        pass
+    assert old.read_text() == "new, complete\n"
+    assert not [p for p in (tmp_path / "o").iterdir() if p.name.startswith(".surgesim-commit")]

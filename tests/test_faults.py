@@ -6,6 +6,7 @@ only where another process is the point (a concurrent run)."""
 from __future__ import annotations
 
 import errno
+import gc
 import io
 import json
 import math
@@ -18,6 +19,8 @@ import threading
 import time
 import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -191,8 +194,12 @@ def test_dispatcher_runs_a_command(tmp_path, capsys):
 # --- network: a scheduler that is not one ---------------------------------------------------------
 
 
-def _peer(banner: bytes | None) -> tuple[socket.socket, int]:
-    """A TCP server on loopback that accepts and then stays silent, or sends ``banner``."""
+@contextmanager
+def _peer(banner: bytes | None) -> Iterator[int]:
+    """A TCP server on loopback that accepts and then stays silent, or sends ``banner``; yields its
+    port. distributed leaves the stream of a failed handshake to the garbage collector, whose
+    ResourceWarning would surface in whichever test runs next: it is ignored inside this block, and
+    the block collects before it ends; every socket of the server is closed."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
@@ -209,7 +216,15 @@ def _peer(banner: bytes | None) -> tuple[socket.socket, int]:
                 conn.sendall(banner)
 
     threading.Thread(target=serve, daemon=True).start()
-    return server, server.getsockname()[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            yield server.getsockname()[1]
+        finally:
+            server.close()
+            for conn in conns:
+                conn.close()
+            gc.collect()
 
 
 @pytest.mark.parametrize(
@@ -219,12 +234,9 @@ def _peer(banner: bytes | None) -> tuple[socket.socket, int]:
 )  # fmt: skip
 def test_scheduler_peer_that_is_not_dask(capsys, tmp_path, banner, message):
     pytest.importorskip("distributed")
-    server, port = _peer(banner)
-    try:
+    with _peer(banner) as port:
         args = [*SMALL, "--out", tmp_path / "o", "--scheduler", f"tcp://127.0.0.1:{port}", "--connect-timeout", "1"]
         line = refused(capsys, surge.main, args)
-    finally:
-        server.close()
     assert message in line and f"127.0.0.1:{port}" in line
     assert not (tmp_path / "o" / "store.sqlite").exists()  # probed before the store is touched
 
@@ -757,14 +769,11 @@ def test_bad_dask_scheduler_address_is_named_before_the_problem_is_built(capsys,
     pytest.importorskip("distributed")
     from surgesim import problem
 
-    server, port = _peer(None)  # accepts and stays silent
-    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", f"tcp://127.0.0.1:{port}")
     for kind in list(problem.FAMILIES):
         monkeypatch.setitem(problem.FAMILIES, kind, lambda *a, **k: pytest.fail("problem built before the check"))
-    try:
+    with _peer(None) as port:  # accepts and stays silent
+        monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", f"tcp://127.0.0.1:{port}")
         line = refused(capsys, surge.main, [*SMALL, "--out", tmp_path / "o", "--connect-timeout", "0.5"])
-    finally:
-        server.close()
     assert f"DASK_SCHEDULER_ADDRESS='tcp://127.0.0.1:{port}'" in line and not (tmp_path / "o").exists()
 
 

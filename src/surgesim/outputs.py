@@ -82,7 +82,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, path)
     except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename is None:
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
             exc.filename = str(path)  # a full disk's error names the file it was writing
         raise
 
@@ -300,8 +300,8 @@ class OutputDir:
                 _roll_forward(p, journal)
             except OSError as exc:  # after the commit point: the journal stays, the next open() finishes
                 raise CommitIncomplete(exc.errno, f"the outputs are committed but not all moved into place "
-                                       f"({exc.strerror}); the next run into this directory finishes the move",
-                                       exc.filename) from exc  # fmt: skip
+                                       f"({exc.strerror or exc}); the next run into this directory finishes the "
+                                       "move", exc.filename) from exc  # fmt: skip
         return [n for n in names if n != MANIFEST]
 
     def discard(self) -> None:
