@@ -474,13 +474,11 @@ def quadratic_tasks(
 
 @dataclass(frozen=True)
 class QuadraticStates:
-    """The reference runs' states at one target: ``delta`` (n, d) = theta - theta*, their path
-    integrals ``path_ds``, ``path_bds`` (eq 44-45; ``surgesim.dynamics.PATH_NOTE``), and the problem."""
+    """The reference runs' states at one target: ``delta`` (n, d) = theta - theta*, the problem
+    and the runs' optimizer."""
 
     problem: object
     delta: np.ndarray
-    path_ds: np.ndarray
-    path_bds: np.ndarray
     batch_grid: np.ndarray  # batch sizes over which probe-type peaks are searched
     optimizer: object = None  # the reference runs' optimizer (``dynamics.Optimizer``)
 
@@ -497,14 +495,13 @@ def quadratic_states(
     keys = np.array([trajectory_key(int(seed), int(batch_size), r) for r in range(seeds)], dtype=np.uint64)
     res = run_trajectories(
         problem.hessian, problem.sigma, initial_delta(problem), keys, np.full(seeds, float(lr)), int(batch_size),
-        optimizer, np.asarray(targets, dtype=float), 0, int(max_steps), rule=StepRule("constant"), path=True,
+        optimizer, np.asarray(targets, dtype=float), 0, int(max_steps), rule=StepRule("constant"),
     )  # fmt: skip
     grid = np.geomspace(max(1.0, min(batch_grid) / 4), max(batch_grid) * 4, 240)
     out: list[QuadraticStates | None] = []
     for j in range(len(targets)):
         ok = res.steps[:, j] >= 0
-        out.append(QuadraticStates(problem, res.delta_at[ok, j], res.path_ds[ok, j], res.path_bds[ok, j], grid,
-                                   optimizer) if ok.sum() >= 2 else None)  # fmt: skip
+        out.append(QuadraticStates(problem, res.delta_at[ok, j], grid, optimizer) if ok.sum() >= 2 else None)
     return out
 
 
