@@ -76,6 +76,18 @@ def pytest_make_collect_report(collector):
             report.longrepr = why
 
 
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """One torch thread for a module of small-tensor tests: fastest, and far faster on a loaded
+    machine (``pytestmark = pytest.mark.usefixtures("torch_one_thread")``)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def cuda_emulator(tmp_path_factory):
     """tests/cuda_emu's CuPy stand-in: kernels built from their CUDA source by g++, once per session.

@@ -496,6 +496,19 @@ def _results(d: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in d.iterdir() if not p.name.startswith(".")}
 
 
+def _new_run(d: Path):
+    """A command body (for ``_cli.run``) that writes NEW into ``d`` and removes c.txt."""
+
+    def body() -> int:
+        o = _cli.out_dir(str(d), command="test")
+        for name, text in NEW.items():
+            (o / name).write_text(text)
+        o.remove("c.txt")
+        return 0
+
+    return body
+
+
 def _commit_run(outputs, d: Path, files: dict[str, str], removed=()) -> None:
     with outputs.OutputDir(d, command="test") as out:
         for name, text in files.items():
@@ -712,14 +725,7 @@ def test_ctrl_c_during_the_commit(capsys, tmp_path, monkeypatch, at):
     _commit_run(outputs, d, OLD)
     monkeypatch.setattr(outputs, "_step", lambda what: os.kill(os.getpid(), signal.SIGINT) if what == at else None)
 
-    def body():
-        o = _cli.out_dir(str(d), command="test")
-        for name, text in NEW.items():
-            (o / name).write_text(text)
-        o.remove("c.txt")
-        return 0
-
-    assert _cli.run(body) == 130
+    assert _cli.run(_new_run(d)) == 130
     assert capsys.readouterr().err.startswith("interrupted")
     monkeypatch.undo()
     assert _results(d) == (OLD if at == "journal written" else NEW)
@@ -922,14 +928,7 @@ def test_a_commit_failing_after_its_commit_point_says_so(capsys, tmp_path, monke
 
     monkeypatch.setattr(outputs, "_step", step)
 
-    def body():
-        o = _cli.out_dir(str(d), command="test")
-        for name, text in NEW.items():
-            (o / name).write_text(text)
-        o.remove("c.txt")
-        return 0
-
-    assert _cli.run(body) == 2
+    assert _cli.run(_new_run(d)) == 2
     assert "committed but not all moved into place" in capsys.readouterr().err
     monkeypatch.undo()
     assert _results(d) == NEW

@@ -26,14 +26,7 @@ from surgesim.problem import QuadraticProblem  # noqa: E402
 from surgesim.workloads import probe  # noqa: E402
 from surgesim.workloads.quadratic import quadratic_state  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one torch thread is fastest, and far faster on a loaded machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

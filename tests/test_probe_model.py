@@ -25,13 +25,7 @@ from sims import probe as sims_probe  # noqa: E402
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "probe_own_model.py"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one torch thread is fastest, and far faster on a loaded machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def read_csv(path):
