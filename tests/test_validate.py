@@ -211,3 +211,28 @@ def test_refined_peak_skips_missing_points():
     v, inner = V.refined_peak(x[[1, 3, 4]], np.array([0.5, 0.6, 0.1]))
     assert inner and x[1] < v < x[4]
     assert V.refined_peak(x, np.full(5, np.nan))[0] != V.refined_peak(x, np.full(5, np.nan))[0]  # NaN
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rule_name", ["eq2_fit", "peak"])
+def test_probe_rule_se_is_calibrated(rule_name):
+    """The Adam predictor's s.e. (``probe_rule_se``: a parametric bootstrap of lr*(B)) against the
+    spread of the predictor itself over 40 probes drawn around a known eq-2 curve (B_noise = 100,
+    log s.e. 0.15 per B). The spread of 40 values is known to about 12%, so a x1.4 or x0.7 s.e.
+    (and the x2 the reviewer asks for) falls outside [0.7, 1.4]."""
+    from surgesim.momentum import ProbeResult, probe_prediction
+
+    B = np.geomspace(8, 2048, 12)
+    truth = 1e-3 / (0.5 * (np.sqrt(100 / B) + np.sqrt(B / 100)))  # eq 2
+    log_se = np.full(B.size, 0.15)
+    rule = (lambda r: probe_prediction(r)[0]) if rule_name == "eq2_fit" else (lambda r: r.peak_batch_size)
+    base = ProbeResult(B, np.geomspace(1e-5, 1e-1, 25), 4, 8, truth, log_se, np.zeros(B.size, bool),
+                       np.zeros((B.size, 25)))  # fmt: skip
+    gen = np.random.default_rng(7)
+    values, ses = [], []
+    for k in range(40):
+        probe = V.replace(base, lr_opt=truth * np.exp(gen.normal(0.0, log_se)))
+        values.append(rule(probe))
+        ses.append(V.probe_rule_se(probe, rule, replicates=60, seed=k))
+    ratio = np.std(values, ddof=1) / np.sqrt(np.mean(np.square(ses)))
+    assert 0.7 <= ratio <= 1.4, ratio

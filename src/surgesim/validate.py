@@ -573,12 +573,19 @@ def _adam_probe(s: QuadraticStates, peak: bool, replicates: int = 200) -> tuple[
     B = np.unique(np.round(np.geomspace(s.batch_grid[0] * 4, s.batch_grid[-1] / 4, 12))).astype(int)
     res = adam_noise_batch_size(s.problem, s.optimizer, states, B).probe
     rule = (lambda r: r.peak_batch_size) if peak else (lambda r: probe_prediction(r)[0])
-    gen = np.random.default_rng(0)
-    se = np.where(np.isfinite(res.lr_log_se), res.lr_log_se, 0.0)
-    reps = np.array([rule(replace(res, lr_opt=res.lr_opt * np.exp(gen.normal(0.0, se))))
+    return float(rule(res)), probe_rule_se(res, rule, replicates)
+
+
+def probe_rule_se(result, rule: Callable, replicates: int = 200, seed: int = 0) -> float:
+    """The s.e. of ``rule(result)`` (a batch size computed from a multi-step probe's lr*(B)) by a
+    parametric bootstrap: each lr*(B) redrawn log-normally with its own s.e. (``lr_log_se``),
+    independently per B, the rule applied to each replicate, the spread of the finite ones."""
+    gen = np.random.default_rng(seed)
+    se = np.where(np.isfinite(result.lr_log_se), result.lr_log_se, 0.0)
+    reps = np.array([rule(replace(result, lr_opt=result.lr_opt * np.exp(gen.normal(0.0, se))))
                      for _ in range(replicates)])  # fmt: skip
     reps = reps[np.isfinite(reps) & (reps > 0)]
-    return float(rule(res)), float(np.std(reps, ddof=1)) if reps.size >= 2 else math.nan
+    return float(np.std(reps, ddof=1)) if reps.size >= 2 else math.nan
 
 
 def q_probe_adam(s: QuadraticStates) -> tuple[float, float]:
