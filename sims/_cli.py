@@ -449,6 +449,31 @@ CONNECT_TIMEOUT = {
 }
 
 
+def output_options(
+    group, out: str | None, *, plot: str | None = "skip the figures", quiet: str = "no table, no progress bar"
+) -> None:
+    """Declare ``--out`` (default ``out``; None: the command chooses), ``--no-plot`` (unless
+    ``plot`` is None) and ``--quiet``: the output group every command shares."""
+    group.add_argument("--out", default=out, help=f"output directory (default {out})" if out else "output directory")
+    if plot is not None:
+        group.add_argument("--no-plot", action="store_true", help=plot)
+    group.add_argument("--quiet", action="store_true", help=quiet)
+
+
+def dask_options(group, default: str = "this process") -> None:
+    """Declare ``--scheduler`` and ``--connect-timeout``: running a command's tasks on Dask."""
+    group.add_argument("--scheduler", metavar="local:N|tcp://HOST:PORT",
+                       help=f"run the tasks on Dask: local:N starts N local workers, tcp://HOST:PORT uses a "
+                            f"running cluster (also via DASK_SCHEDULER_ADDRESS); default: {default}")  # fmt: skip
+    group.add_argument("--connect-timeout", **CONNECT_TIMEOUT)
+
+
+def scheduler_address(scheduler: str | None) -> str | None:
+    """The scheduler a command's tasks run on: ``--scheduler``, else ``DASK_SCHEDULER_ADDRESS``,
+    else None (this process). Check it first with ``surgesim.sweep.check_scheduler``."""
+    return scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+
+
 def check_problem(problem, batch_sizes=(1,)) -> dict:
     """Refuse a problem whose closed forms overflow or divide by zero at these batch sizes (values
     near 1e300, H = 0 along mu) before any work, without printing NumPy's RuntimeWarnings.

@@ -31,7 +31,6 @@ Every output column and key (meaning, unit, equation): docs/outputs.md.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -196,7 +195,7 @@ def _main(args) -> int:
               f"{start['initial_noise_batch_size']:.4g}, validity bound {start['initial_validity_bound']:.4g}; "
               f"{len(exp.tasks())} tasks of {opts.lr_points} lr x {opts.seeds} seeds")  # fmt: skip
 
-    scheduler = opts.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+    scheduler = _cli.scheduler_address(opts.scheduler)
     if not scheduler:
         from surgesim import rng
         from surgesim.kernels import dynamics as kernels

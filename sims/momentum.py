@@ -21,7 +21,6 @@ from 4 states per result: 15-30 minutes on 2 loaded cores. --quick: a smoke run 
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
@@ -160,7 +159,7 @@ def _main(args) -> int:
     t_start = time.perf_counter()
     _cli.save_options(opts, out / "options.json")
     optimizers = [parse_optimizer(s) for s in opts.optimizers]
-    scheduler = opts.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+    scheduler = _cli.scheduler_address(opts.scheduler)
     table, predictors, families = [], [], {}
     for fam in opts.families:
         problem = momentum.family_problem(fam, opts.seed)

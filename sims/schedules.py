@@ -261,7 +261,7 @@ def _quadratic(opts: Options, args) -> int:
                                        opts.seed, opts.max_steps)  # fmt: skip
     problem.save(out / "problem.npz")
     _cli.save_options(opts, out / "options.json")
-    scheduler = opts.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+    scheduler = _cli.scheduler_address(opts.scheduler)
     sweep = {"problem_sha256": problem.digest(), "scheduler": scheduler, "workers": None if scheduler else 1}
 
     def run(tasks, store, desc):
@@ -342,7 +342,7 @@ def _network(opts: Options, args) -> int:
         print(f"{opts.workload} on {opts.data_dir or 'demo data'}: {len(tasks)} runs ({', '.join(opts.optimizers)}; "
               f"{sum(len(v.lrs) for v in variants) * opts.seeds} per optimizer), load average {load:.1f}",
               flush=True)  # fmt: skip
-    scheduler = opts.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+    scheduler = _cli.scheduler_address(opts.scheduler)
     with progress_bar(quiet=opts.quiet, desc="runs") as bar:
         rows = run_sweep(ws.run_task, tasks, params={"fn": "surgesim.workloads.schedules.run_task"},
                          store=out.final("store.sqlite"), scheduler=scheduler,

@@ -19,7 +19,6 @@ Every column and key, with its unit and equation: docs/outputs.md.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,7 +211,7 @@ def _main(args) -> int:
     # and a rerun into the same --out resumes. Default: this process (its kernels use every core).
     options = {"seed": opts.seed, "trials": opts.trials, "rel_se": opts.rel_se, "max_trials": opts.max_trials,
                "sampler": opts.sampler, "backend": opts.backend}  # fmt: skip
-    scheduler = opts.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+    scheduler = _cli.scheduler_address(opts.scheduler)
     if not scheduler:
         from surgesim import rng
         from surgesim.kernels import onestep
