@@ -1,9 +1,6 @@
 """``surgesim COMMAND [OPTIONS]`` (also ``python -m sims COMMAND``): one entry point for every
-command, each ``python -m sims.COMMAND`` with the same options (``surgesim COMMAND --help``).
-
-Adding a command is one line in ``COMMANDS``: its module ``sims.<name>`` must define
-``main(argv) -> int``.
-"""
+command, each ``python -m sims.COMMAND`` with the same options. Adding a command is one line in
+``COMMANDS``: its module ``sims.<name>`` must define ``main(argv) -> int``."""
 
 from __future__ import annotations
 
@@ -30,31 +27,24 @@ COMMANDS = {
 
 
 def usage() -> str:
-    width = max(map(len, COMMANDS))
-    lines = [f"  {name:<{width}}  {what}" for name, what in COMMANDS.items()]
-    return (
-        "usage: surgesim [--version] [--help] COMMAND [OPTIONS]\n\ncommands:\n" + "\n".join(lines) + "\n\n"
-        "'surgesim COMMAND --help' lists a command's options (the same as 'python -m sims.COMMAND')."
-    )
+    lines = [f"  {name:<{max(map(len, COMMANDS))}}  {what}" for name, what in COMMANDS.items()]
+    return ("usage: surgesim [--version] [--help] COMMAND [OPTIONS]\n\ncommands:\n" + "\n".join(lines) + "\n\n"
+            "'surgesim COMMAND --help' lists a command's options (the same as 'python -m sims.COMMAND').")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``surgesim COMMAND [OPTIONS]``; its exit status."""
     args = sys.argv[1:] if argv is None else list(argv)
     if not args:  # a usage error: usage and one error line on stderr, exit status 2
-        print(usage(), file=sys.stderr)
-        print("error: no command given; choose one of the commands above", file=sys.stderr)
+        print(usage() + "\nerror: no command given; choose one of the commands above", file=sys.stderr)
         return 2
-    if args[0] in ("-h", "--help"):
-        print(usage())
+    if args[0] in ("-h", "--help", "--version"):
+        print(f"surgesim {_cli.version()}" if args[0] == "--version" else usage())
         return 0
-    if args[0] == "--version":
-        print(f"surgesim {_cli.version()}")
-        return 0
-    name, rest = args[0], args[1:]
+    name = args[0]
     if name not in COMMANDS:
-        print(
-            f"error: unknown command {name!r}; choose from {', '.join(COMMANDS)} (see surgesim --help)", file=sys.stderr
-        )
+        print(f"error: unknown command {name!r}; choose from {', '.join(COMMANDS)} (see surgesim --help)",
+              file=sys.stderr)  # fmt: skip
         return 2
     try:
         module = importlib.import_module(f"sims.{name}")
@@ -63,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: command {name!r} is not available in this installation (no module sims.{name})", file=sys.stderr)
         return 2
-    return module.main(rest)
+    return module.main(args[1:])
 
 
 if __name__ == "__main__":

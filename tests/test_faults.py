@@ -901,7 +901,7 @@ def test_a_scaling_child_out_of_memory_is_exit_2(capsys, monkeypatch):
     def child(cmd, **kwargs):
         return subprocess.CompletedProcess(cmd, 1, "", "Traceback (most recent call last):\nMemoryError\n")
 
-    monkeypatch.setattr(bench.subprocess, "run", child)
+    monkeypatch.setattr(subprocess, "run", child)
     line = refused(capsys, bench.main, ["--scaling", "--scaling-dims", "1000"])
     assert line.startswith("error: not enough memory: --scaling at d = 1000: MemoryError")
 

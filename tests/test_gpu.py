@@ -218,7 +218,8 @@ def no_cupy(monkeypatch):
 
 
 def test_resolve_gpu_without_cupy_is_a_clear_value_error(no_cupy):
-    with pytest.raises(ValueError, match=r"--backend gpu: CuPy is not installed \(pip install 'surgesim\[gpu\]'\)"):
+    expected = r"gpu backend is unusable: CuPy is not installed \(pip install 'surgesim\[gpu\]'\)"
+    with pytest.raises(ValueError, match=expected):
         backend.resolve("gpu")
 
 

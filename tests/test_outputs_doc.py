@@ -144,13 +144,14 @@ def run_workloads(out: Path, mp) -> None:
 
 
 def run_bench(out: Path, mp) -> None:
-    from sims import bench, bench_dynamics
+    from sims import bench
+    from surgesim.bench import kernels
 
-    small = bench_dynamics.bench_dynamics
-    mp.setattr(bench_dynamics, "bench_dynamics", lambda: small(dims=8, trajectories=2, steps=10, numpy_steps=5,
-                                                                repeat=1))  # fmt: skip
-    rng = bench.bench_rng
-    mp.setattr(bench, "bench_rng", lambda n, repeat: rng(1 << 12, 1))
+    small = kernels.bench_dynamics
+    mp.setattr(kernels, "bench_dynamics", lambda: small(dims=8, trajectories=2, steps=10, numpy_steps=5,
+                                                        repeat=1))  # fmt: skip
+    rng = kernels.bench_rng
+    mp.setattr(kernels, "bench_rng", lambda n, repeat: rng(1 << 12, 1))
     out.mkdir()
     _ok(bench.main(["--dims", "8", "--trials", "16", "--repeat", "1", "--skip-end-to-end", "--out",
                     str(out / "bench.json")]))  # fmt: skip

@@ -14,3 +14,20 @@ FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 jit = numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH)
 jit_inline = numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH, inline="always")
 jit_parallel = numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH, parallel=True)
+
+
+def uncached_kernels(*modules: object) -> int:
+    """How many of the modules' ``cache=True`` kernels are neither compiled in this process nor in
+    Numba's on-disk cache yet (a first run after install spends most of its time compiling them)."""
+    import os
+
+    missing = 0
+    for module in modules:
+        for fn in vars(module).values():
+            try:
+                index = fn._cache._cache_file._index_path  # numba's cache index of a cache=True kernel
+            except AttributeError:
+                continue
+            if not fn.signatures and not os.path.exists(index):
+                missing += 1
+    return missing

@@ -10,9 +10,17 @@ from __future__ import annotations
 
 from types import ModuleType
 
-__all__ = ["resolve", "gpu_available", "onestep_kernels", "dynamics_kernels"]
+__all__ = ["resolve", "gpu_available", "onestep_kernels", "dynamics_kernels", "BackendUnavailable"]
 
 BACKENDS = ("cpu", "gpu", "auto")
+
+
+class BackendUnavailable(ValueError):
+    """A backend asked for by name cannot run here (``backend``; ``reason``: why, and the fix)."""
+
+    def __init__(self, backend: str, reason: str) -> None:
+        super().__init__(f"the {backend} backend is unusable: {reason}")
+        self.backend, self.reason = backend, reason
 
 
 def gpu_available() -> tuple[bool, str]:
@@ -23,23 +31,24 @@ def gpu_available() -> tuple[bool, str]:
 
 
 def resolve(name: str) -> str:
-    """'cpu' or 'gpu' for a requested backend; ValueError when 'gpu' is asked for and unusable."""
+    """'cpu' or 'gpu' for a requested backend; ``BackendUnavailable`` (a ValueError) when 'gpu' is
+    asked for and unusable."""
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
     if name == "cpu":
         return "cpu"
     ok, why = gpu_available()
     if name == "gpu" and not ok:
-        raise ValueError(f"--backend gpu: {why}")
+        raise BackendUnavailable("gpu", why)
     return "gpu" if ok else "cpu"
 
 
 def onestep_kernels(name: str) -> ModuleType:
     """The one-step kernel module of a resolved backend (same functions and signatures)."""
     if resolve(name) == "gpu":
-        from .gpu import onestep
+        from .gpu import onestep as gpu_onestep
 
-        return onestep
+        return gpu_onestep
     from .kernels import onestep
 
     return onestep
@@ -48,9 +57,9 @@ def onestep_kernels(name: str) -> ModuleType:
 def dynamics_kernels(name: str) -> ModuleType:
     """The multi-step dynamics kernel module of a resolved backend (same functions and signatures)."""
     if resolve(name) == "gpu":
-        from .gpu import dynamics
+        from .gpu import dynamics as gpu_dynamics
 
-        return dynamics
+        return gpu_dynamics
     from .kernels import dynamics
 
     return dynamics

@@ -6,7 +6,8 @@ directory owned by one run at a time.
   write leaves the old file byte-identical.
 - ``dumps_json(obj)``: strict JSON (RFC 8259) for summary files: no ``NaN``/``Infinity`` tokens.
   A non-finite float is written as the string ``"inf"``, ``"-inf"`` or ``"nan"`` (``loads_json``
-  reads them back as floats); NumPy scalars and arrays become numbers and lists.
+  reads them back as floats); NumPy scalars and arrays become numbers and lists; ``write_json``
+  writes it atomically.
 - ``OutputDir(path)``: the output directory of one run. Entering it creates the directory and
   takes an exclusive lock on it (a second run into the same directory fails at once with a clear
   error). Files written through ``out / name`` go to a staging folder inside it and replace the
@@ -41,6 +42,7 @@ import numpy as np
 
 __all__ = [
     "MANIFEST", "CommitIncomplete", "OutputDir", "OutputDirBusy", "atomic_path", "dumps_json", "loads_json", "recover",
+    "write_json",
 ]  # fmt: skip
 
 _STAGING = ".surgesim-staging-"
@@ -118,6 +120,12 @@ def _strict(obj: Any) -> Any:
 def dumps_json(obj: Any) -> str:
     """Strict, indented JSON text ending in a newline; non-finite floats as "inf", "-inf", "nan"."""
     return json.dumps(_strict(obj), indent=2, allow_nan=False, default=str) + "\n"
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> None:
+    """Strict JSON (``dumps_json``) written atomically (``atomic_path``): docs/outputs.md."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(dumps_json(obj))
 
 
 def loads_json(text: str) -> Any:

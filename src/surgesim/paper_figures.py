@@ -1,0 +1,175 @@
+"""The paper's figures as files: figures 1-4 built from the closed forms (eq 1, eq 2, eq 8-10,
+eq 18) and Monte Carlo estimates, each saved as PNG and PDF at ``DPI``, and the figures of another
+command kept under a figure's prefix (``figures_of_command``). What ``python -m sims.figures``
+draws; each ``figN_figure`` takes settings with ``quick`` (small, fast versions) and ``seed``."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .command import Reported, sub_command
+from .outputs import OutputDir
+
+__all__ = ["DPI", "Settings", "save", "png_and_pdf", "figures_of_command", "fig1_figure", "fig2_figure", "fig3_figure",
+           "fig4_figure"]  # fmt: skip
+
+
+class Settings(Protocol):
+    """What a figure builder reads: small versions or the full ones, and the seed of everything."""
+
+    @property
+    def quick(self) -> bool: ...
+
+    @property
+    def seed(self) -> int: ...
+
+
+DPI = 200
+
+
+def save(fig: Any, out: Path | OutputDir, name: str) -> list[Path]:
+    """The figure as ``out/name.png`` (at ``DPI``) and ``out/name.pdf`` (reproducible bytes), closed."""
+    import matplotlib.pyplot as plt
+
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    fig.savefig(paths[0], dpi=DPI)
+    fig.savefig(paths[1], metadata={"CreationDate": None})  # reproducible PDF bytes
+    plt.close(fig)
+    return paths
+
+
+@contextlib.contextmanager
+def png_and_pdf() -> Iterator[None]:
+    """While another command runs: each PNG it saves is written at ``DPI``, with a PDF twin (the
+    commands themselves save PNG only, at screen resolution)."""
+    from matplotlib.figure import Figure
+
+    savefig = Figure.savefig
+
+    def paper_savefig(fig, fname, *args, **kwargs):
+        savefig(fig, fname, *args, **{**kwargs, "dpi": DPI})
+        if str(fname).endswith(".png"):
+            savefig(fig, str(fname)[:-4] + ".pdf", metadata={"CreationDate": None})
+
+    Figure.savefig = paper_savefig
+    try:
+        yield
+    finally:
+        Figure.savefig = savefig
+
+
+@functools.cache
+def _estimates(problem, batch_sizes: tuple[int, ...], seed: int, rel_se: float):
+    from surgesim.estimate import estimate_curve
+
+    return estimate_curve(problem, batch_sizes, seed=seed, rel_se=rel_se)
+
+
+@functools.cache
+def _problem(family: str, d: int, seed: int):
+    from surgesim.problem import FAMILIES
+
+    return FAMILIES[family](d, seed)
+
+
+def _panel(problem: Any, batch_sizes: Sequence[int], opts: Settings, title: str, loss: bool = False,
+           sgd: bool = False) -> dict:  # fmt: skip
+    """Data of one curves_panel: theory lines on a fine grid, Monte Carlo points with s.e."""
+    from surgesim import theory as th
+
+    mu, sigma, H = problem.mu, problem.sigma, problem.hessian
+    B_line = np.logspace(0, np.log10(max(batch_sizes)), 300)
+    est = _estimates(problem, tuple(batch_sizes), opts.seed, 0.05 if opts.quick else 0.01)
+    lines = th.curves(B_line, mu, sigma, H)
+    kind = "dl_" if loss else "lr_"
+    curves = {k: v for k, v in lines.items() if k.startswith(kind) and (sgd or k != "lr_sgd")}
+    if loss:
+        pts, se = [e.loss_improvement for e in est], [e.loss_improvement_se for e in est]
+        plateau = None
+    else:
+        pts, se = [e.lr for e in est], [e.lr_se for e in est]
+        plateau = th.large_batch_lr(mu, H)
+    return dict(
+        title=title, B_line=B_line, curves=curves, B_points=np.asarray(batch_sizes, float), points=np.array(pts),
+        points_se=np.array(se), noise_batch_size=th.noise_batch_size(mu, sigma, H), plateau=plateau,
+        validity_bound=th.validity_bound(mu, sigma),
+    )  # fmt: skip
+
+
+def _grid(quick: bool) -> list[int]:
+    return [int(b) for b in np.unique(np.round(np.logspace(0, 20 * np.log10(2), 12 if quick else 25)))]
+
+
+def fig1_figure(opts: Settings) -> Any:
+    """Figure 1 (paper's Fig 1): the optimal lr against B, theory and Monte Carlo."""
+    from surgesim import surge_problem
+    from surgesim.plots import lr_vs_batch_figure
+
+    p = surge_problem(300 if opts.quick else 1000, opts.seed)
+    d = _panel(p, _grid(opts.quick), opts, "", sgd=True)
+    title = f"Optimal learning rate vs batch size: sign-SGD and SGD ({p.describe()})"
+    return lr_vs_batch_figure(d["B_line"], d["curves"], d["B_points"], d["points"], d["points_se"],
+                              d["noise_batch_size"], d["plateau"], d["validity_bound"], title=title)  # fmt: skip
+
+
+def fig2_figure(opts: Settings) -> Any:
+    """Eq 10 against erf, and its learning-rate error within eq 9 per family."""
+    from surgesim import optimal_lr
+    from surgesim.plots import erf_figure
+    from surgesim.problem import FAMILIES
+
+    x = np.linspace(0, 4, 801)
+    B = np.logspace(0, 7, 200)
+    err = {}
+    for name in ("lowrank", "diagonal", "powerlaw"):
+        p = FAMILIES[name](300 if opts.quick else 1000, opts.seed)
+        exact = optimal_lr(B, p.mu, p.sigma, p.hessian)
+        err[name] = optimal_lr(B, p.mu, p.sigma, p.hessian, approx=True) / exact - 1
+    return erf_figure(x, B, err)
+
+
+def _families(opts: Settings, loss: bool) -> list[dict]:
+    d = 200 if opts.quick else 1000
+    names = {"lowrank": "diagonal + rank 4 (surge)", "powerlaw": "dense power-law spectrum",
+             "diagonal": "diagonal H (no surge)"}  # fmt: skip
+    return [_panel(_problem(k, d, opts.seed), _grid(opts.quick), opts, v, loss=loss) for k, v in names.items()]
+
+
+def fig3_figure(opts: Settings) -> Any:
+    """Optimal lr against B for three problem families (one without a surge)."""
+    from surgesim.plots import families_figure
+
+    return families_figure(_families(opts, loss=False))
+
+
+def fig4_figure(opts: Settings) -> Any:
+    """Theorem 5: the optimal loss improvement against B for the same families."""
+    from surgesim.plots import families_figure
+
+    return families_figure(_families(opts, loss=True), ylabel="optimal loss improvement per step")
+
+
+def figures_of_command(main: Callable[[list[str]], int], args: list[str], out: OutputDir, prefix: str) -> list[Path]:
+    """Run another command (its ``main(argv)``) from scratch in a temporary directory and keep its
+    figures (and its summary.json) as ``out/<prefix>_<name>``, each PNG with a PDF twin at ``DPI``."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp, png_and_pdf():
+        with sub_command(f"{prefix} (python -m {main.__module__} {' '.join(args)})"):
+            code = main(args + ["--out", tmp, "--quiet"])
+        if code != 0:  # its error line is on stderr already
+            raise Reported(code)
+        for old in out.path.glob(f"{prefix}_*"):  # removed when this run's figures are written
+            out.remove(old.name)
+        kept = []
+        for f in sorted(Path(tmp).glob("*.png")) + sorted(Path(tmp).glob("*.pdf")) + [Path(tmp) / "summary.json"]:
+            kept.append(out / f"{prefix}_{f.name}")
+            shutil.copyfile(f, kept[-1])
+    return kept
