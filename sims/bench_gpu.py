@@ -13,7 +13,7 @@ import argparse
 from dataclasses import asdict, dataclass
 
 from sims import _cli
-from surgesim.bench.gpu import CASES, bench_gpu, print_report  # noqa: F401 - CASES: the cases, for callers
+from surgesim.bench.gpu import CASES, GOAL_DIMS, GOAL_RATIO, bench_gpu, print_report  # noqa: F401 - re-exported
 
 
 @dataclass(frozen=True)
