@@ -15,7 +15,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from . import gridfit
 from .gridfit import GridFit, csv_cells
 from .outputs import OutputDir
 from .sweep import write_csv
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["FitOptions", "FitResult", "run_fit", "fit_figure", "readable"]
 
@@ -147,7 +150,7 @@ def run_fit(opts: FitOptions) -> FitResult:
 
 
 def fit_figure(fit: GridFit, lr, B, score, *, maximize: bool, score_label: str, title: str = "",
-               missing: str | None = None):  # fmt: skip
+               missing: str | None = None) -> Figure:  # fmt: skip
     """The paper's Fig 2-4 panels for one grid through ``surgesim.plots.grid``: the heat map with
     the optimal lr per B (+-2 s.e. in log lr: bootstrap over seeds, else half the grid spacing),
     the fitted curves (eq 2, eq 24) and B_noise; and the eq 22 panel when steps are known. A grid

@@ -14,14 +14,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from . import limits as lim
 from . import theory as th
 from .outputs import OutputDir, atomic_path, dumps_json
-from .problem import FAMILIES, power_law_problem, surge_problem
+from .problem import FAMILIES, QuadraticProblem, power_law_problem, surge_problem
 from .sweep import write_csv
 
 __all__ = ["TOLS", "LimitsOptions", "LimitsResult", "limits_options", "run_limits"]
@@ -144,7 +144,7 @@ class LimitsResult:
             for name, fig in self.draw().items():
                 fig.savefig(out / name, dpi=120)
 
-    def draw(self) -> dict:
+    def draw(self) -> dict[str, Any]:
         """The six figures by file name (``surgesim.plots.limits``)."""
         from .plots import limits as pl
 
@@ -223,7 +223,7 @@ def _families(res: LimitsResult) -> None:
     """families.csv: per problem family, where eq 10 in eq 9 and eq 2 stay within each tolerance."""
     o = res.options
     B_map = np.array(o.map_batch_sizes)
-    families = {name: f(o.dims, o.seed) for name, f in FAMILIES.items()}
+    families = {name: cast(Callable[..., QuadraticProblem], f)(o.dims, o.seed) for name, f in FAMILIES.items()}
     rows = res.tables["families"] = lim.family_errors(families, B_map, TOLS)
     for r in rows:
         for which, label in (("erf", "eq 10 in eq 9"), ("surge", "eq 2 vs eq 9")):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from .estimate import Estimate, estimate_task
 from .outputs import OutputDir, atomic_path, dumps_json
 from .problem import FAMILIES, QuadraticProblem
 from .sweep import run_sweep, write_csv
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["COLUMNS", "SurgeOptions", "SurgeResult", "checked_theory", "result_row", "run_surge", "small_pages"]
 
@@ -124,7 +127,7 @@ class SurgeResult:
         if self.options.plot:
             self.figure().savefig(out / "surge.png", dpi=130)
 
-    def figure(self):
+    def figure(self) -> Figure:
         """Fig 1: the Monte Carlo points beside the closed forms (``plots.lr_vs_batch_figure``)."""
         from .plots import lr_vs_batch_figure
 
@@ -164,7 +167,7 @@ def run_surge(
     open_out: Callable[[], OutputDir],
     *,
     scheduler: str | None = None,
-    progress=None,
+    progress: Callable[[int, int], None] | None = None,
     connect_timeout: float = 10.0,
     announce: Callable[[str], None] | None = None,
 ) -> SurgeResult:
@@ -178,7 +181,8 @@ def run_surge(
         problem = QuadraticProblem.load(opts.problem)
     else:
         family = {} if opts.noise_batch_size is None else {"noise_batch_size": opts.noise_batch_size}
-        problem = FAMILIES[opts.hessian](opts.dims, opts.seed, **family)
+        factory = cast(Callable[..., QuadraticProblem], FAMILIES[opts.hessian])
+        problem = factory(opts.dims, opts.seed, **family)
     # O(d) passes at large d: the digest (for the store) runs beside the closed forms and the
     # problem file is written beside the Monte Carlo (hashlib, zlib and file writes release the GIL)
     with ThreadPoolExecutor(max_workers=1) as pool:  # on an error, waits for the thread
@@ -209,7 +213,7 @@ def _sweep(opts: SurgeOptions, problem, theory, digest: str, out, scheduler, pro
         connect_timeout=connect_timeout, per_task=True,
     )  # fmt: skip
     rows = []
-    for i, (b, r) in enumerate(zip(opts.batch_sizes, stored, strict=True)):
+    for i, (b, r) in enumerate(zip(opts.batch_sizes, cast(list[list[dict]], stored), strict=True)):
         if len(r) != 1 or r[0].get("batch_size") != b:  # a store that lost or mixed rows
             raise StoreError(f"the store's result for batch size {b} is missing or belongs to another task: the "
                              "store is damaged; move store.sqlite away and rerun")  # fmt: skip
