@@ -41,7 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from sims import _cli
-from sims.fit import _finite, figure
+from surgesim.fitrun import fit_figure as figure
+from surgesim.gridfit import csv_cells as _finite
 
 # Small defaults per workload, sized for a 2-core CPU (the paper's Table 1 grids are 10 lrs x 12
 # batch sizes x 30-100 rounds). CNN: 6 x 6 x 2 runs in about 5 minutes; the demo's loss falls from

@@ -41,6 +41,7 @@ from .fit import CurveFit, compare_curves, estimate_peak_lr, fit_noise_batch_siz
 
 __all__ = [
     "BatchOptimum",
+    "csv_cells",
     "GridFit",
     "read_table",
     "optimal_lr_per_batch",
@@ -398,6 +399,20 @@ def fit_rows(groups: list[tuple[dict, GridFit]]) -> list[dict]:
         }  # fmt: skip
         rows.append({**key, **values})
     return rows
+
+
+def csv_cells(rows: list[dict]) -> list[dict]:
+    """Rows for ``sweep.write_csv``: NaN and inf cells as empty (None); batch sizes that are whole
+    numbers (as in the grid) as integers, 4 not 4.0 (docs/outputs.md)."""
+
+    def cell(k, v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if k in ("batch_size", "peak_batch_size") and isinstance(v, float) and v.is_integer():
+            return int(v)
+        return v
+
+    return [{k: cell(k, v) for k, v in r.items()} for r in rows]
 
 
 def grid_cells(lr, batch_size) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

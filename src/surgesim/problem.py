@@ -223,11 +223,11 @@ def surge_problem(
         check_dense_dim(d)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5E7]))
     s = rng.choice([-1.0, 1.0], size=d)
-    sigma = np.exp(rng.uniform(np.log(0.5), np.log(2.0), size=d))
-    mu = np.exp(rng.uniform(np.log(snr[0]), np.log(snr[1]), size=d))  # r = |mu| / sigma
+    sigma = _exp_uniform(rng, 0.5, 2.0, d)
+    mu = _exp_uniform(rng, snr[0], snr[1], d)  # r = |mu| / sigma
     mu *= s
     mu *= sigma
-    h = np.exp(rng.uniform(np.log(curvature[0]), np.log(curvature[1]), size=d))
+    h = _exp_uniform(rng, curvature[0], curvature[1], d)
     U = rng.uniform(0.5, 1.0, size=(d, rank))
     U *= s[:, None]
     U *= coupling / np.sqrt(rank)
@@ -239,6 +239,12 @@ def surge_problem(
     if dense:
         H = Dense(H.to_dense())
     return QuadraticProblem(mu, sigma, H)
+
+
+def _exp_uniform(rng: np.random.Generator, lo: float, hi: float, d: int) -> np.ndarray:
+    """exp(uniform(log lo, log hi)): log-uniform in [lo, hi], computed in place (no second array)."""
+    x = rng.uniform(np.log(lo), np.log(hi), size=d)
+    return np.exp(x, out=x)
 
 
 def _coupling_for(noise_batch_size: float, mu, sigma, h, U) -> float:

@@ -16,6 +16,8 @@ low-rank H costs O(d k) and is never densified. B must be >= 1 (B = inf gives th
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from scipy import special, stats
 
@@ -38,6 +40,7 @@ __all__ = [
     "estimate_peak_lr",
     "curves",
     "constants",
+    "curves_and_constants",
     "sign_moments",
     "optimal_lr_correlated",
     "noise_batch_size_correlated",
@@ -380,6 +383,58 @@ def constants(mu, sigma, H) -> dict[str, float]:
         "max_loss_improvement": s * s / (2.0 * off) if off > 0 else float(np.inf),
     }
 
+
+
+def curves_and_constants(B, mu, sigma, H, *, strict: bool = False) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """``curves(B, mu, sigma, H)`` and ``constants(mu, sigma, H)`` at once, equal to them bit for
+    bit: the input checks and the sums eq 13-19 share (off, S, tr H) are computed once, and the
+    independent passes over the coordinates (eq 9 with eq 35, eq 9 with eq 10, eq 1 and eq 13-19,
+    eq 17) run in parallel threads (NumPy and SciPy release the GIL in their loops; each pass is
+    the same sequence of operations as alone, so the values do not depend on the threads).
+    ``strict``: floating-point errors in the curves raise FloatingPointError (as under
+    ``np.errstate(all="raise")``); the constants keep the caller's error state."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    mu, sigma = _mu_sigma(mu, sigma)
+    op = _hessian(H, mu.size)
+    b = _batch(B)
+    caller = np.geterr()
+    curve_state = {"all": "raise"} if strict else caller
+
+    def under(state, f, *args, **kwargs):  # the error state is per thread
+        with np.errstate(**state):
+            return f(*args, **kwargs)
+
+    def sums_and_sgd():
+        return _invariants(mu, sigma, op), sgd_optimal_lr(B, mu, sigma**2, op)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        exact = pool.submit(under, curve_state, _numerator_denominator, b, mu, sigma, op)
+        approx = pool.submit(under, curve_state, _numerator_denominator, b, mu, sigma, op, approx=True)
+        shared = pool.submit(under, curve_state, sums_and_sgd)
+        large = pool.submit(under, caller, large_batch_lr, mu, op)
+        bound = pool.submit(under, caller, validity_bound, mu, sigma)
+        (num, den), (num_approx, den_approx) = exact.result(), approx.result()
+        sums, sgd = shared.result()
+        large_batch, bound_value = large.result(), bound.result()
+    with np.errstate(**curve_state):
+        lines = {
+            "lr_exact": num / den,
+            "lr_erf_approx": num_approx / den_approx,
+            "lr_surge": _surge_lr(b, *sums),
+            "lr_sgd": sgd,
+            "dl_exact": 0.5 * num * num / den,
+            "dl_surge": _surge_loss_improvement(b, *sums),
+        }
+    off, s, trace = sums
+    scalars = {
+        "noise_batch_size": float(_PI * trace / (2.0 * off)) if off > 0 else float(np.inf),
+        "peak_lr": s / (2.0 * np.sqrt(off * trace)) if off > 0 else float(np.inf),
+        "large_batch_lr": large_batch,
+        "validity_bound": bound_value,
+        "max_loss_improvement": s * s / (2.0 * off) if off > 0 else float(np.inf),
+    }
+    return lines, scalars
 
 # --- Section 3.2: estimating B_noise and eps_max from a grid (eq 22-24) ---------------------------
 

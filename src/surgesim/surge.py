@@ -1,0 +1,244 @@
+"""The surge experiment (``sims.surge``): the Monte Carlo optimal learning rate of sign-SGD per
+batch size (eq 6, ``surgesim.estimate``) beside the exact theory (eq 9), the erf approximation
+(eq 10), the closed-form surge (eq 2 / 13) and the SGD rule (eq 1), on one quadratic problem.
+
+``run_surge`` generates or loads the problem, refuses one whose closed forms are not finite,
+runs one resumable sweep task per batch size and returns a ``SurgeResult`` that writes
+results.csv, summary.json and surge.png (columns and keys: docs/outputs.md).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+
+from . import theory as th
+from .estimate import Estimate, estimate_task
+from .outputs import OutputDir, atomic_path, dumps_json
+from .problem import FAMILIES, QuadraticProblem
+from .sweep import run_sweep, write_csv
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["COLUMNS", "SurgeOptions", "SurgeResult", "checked_theory", "result_row", "run_surge", "small_pages"]
+
+COLUMNS = [
+    "batch_size", "trials", "denominator_trials", "lr_mc", "lr_mc_se", "lr_mc_search", "lr_exact",
+    "lr_erf_approx", "lr_surge", "lr_sgd", "z", "dl_mc", "dl_mc_se", "dl_exact", "dl_surge", "converged",
+]  # fmt: skip
+"""The columns of results.csv, in order."""
+
+
+@dataclass(frozen=True)
+class SurgeOptions:
+    """One surge run, as ``sims.surge`` resolves its options (saved as options.json)."""
+
+    dims: int
+    problem: str | None
+    hessian: str
+    noise_batch_size: float | None
+    batch_sizes: tuple[int, ...]
+    trials: int | None
+    rel_se: float | None
+    max_trials: int
+    sampler: str
+    seed: int
+    out: str
+    backend: str
+    scheduler: str | None
+    plot: bool
+    quiet: bool
+
+
+def small_pages() -> None:
+    """Stop NumPy asking for transparent huge pages for its large arrays (it does on Linux >= 4.6),
+    for this whole process: a command's choice. Where the kernel compacts memory to serve such a
+    request (defrag = madvise, a common default), each fresh array costs more in page faults than
+    the pass that fills it: at d = 10^7, problem generation and the npz save took 1.9 s and 1.0 s
+    of system time with huge pages, 0.5 s and 0.3 s without (2 cores). Results are the same."""
+    multiarray = getattr(getattr(np, "_core", None), "multiarray", None)
+    set_madvise = getattr(multiarray, "_set_madvise_hugepage", None)
+    if set_madvise is not None:
+        set_madvise(False)
+
+
+def checked_theory(problem: QuadraticProblem, batch_sizes) -> tuple[dict, dict]:
+    """The closed forms at every batch size (eq 1, 2, 8, 9, 10, 18) and the problem's constants
+    (eq 14, 16, 17, 19), from ``theory.curves_and_constants``; ValueError for a problem whose
+    closed forms overflow or divide by zero (checked before any Monte Carlo)."""
+    if not np.any(problem.mu):
+        raise ValueError("mu is zero in every coordinate: the expected gradient vanishes, so no learning rate "
+                         "improves the loss and there is nothing to optimise; give a problem with mu != 0")  # fmt: skip
+    B = np.asarray(batch_sizes, dtype=np.float64)
+    try:
+        values, scalars = th.curves_and_constants(B, problem.mu, problem.sigma, problem.hessian, strict=True)
+    except (FloatingPointError, OverflowError, ZeroDivisionError) as exc:
+        raise ValueError(f"the problem's closed forms are not finite ({exc}): mu, sigma and H must be of moderate "
+                         "magnitude, and H must not vanish along mu") from None  # fmt: skip
+    bad = sorted(k for k, v in values.items() if not np.all(np.isfinite(v)))
+    if bad:
+        raise ValueError(f"the problem's closed forms {', '.join(bad)} are not finite: mu, sigma and H must be of "
+                         "moderate magnitude, and H must not vanish along mu")  # fmt: skip
+    return values, scalars
+
+
+def result_row(e: Estimate, theory: dict[str, float]) -> dict:
+    """One results.csv row: the estimate (eq 6, 7) beside the theory at its batch size."""
+    return {
+        "batch_size": e.batch_size, "trials": e.trials, "denominator_trials": e.denominator_trials,
+        "lr_mc": e.lr, "lr_mc_se": e.lr_se, "lr_mc_search": e.lr_search,
+        **{k: v for k, v in theory.items() if k.startswith("lr_")},
+        # z is undefined where the s.e. is below the estimator's rounding (every trial drew the
+        # same update, as at very large B): a 1e-16 difference over a 0 s.e. is no test.
+        "z": (e.lr - theory["lr_exact"]) / e.lr_se if e.lr_se > 1e-9 * abs(e.lr) else float("nan"),
+        "dl_mc": e.loss_improvement, "dl_mc_se": e.loss_improvement_se,
+        "dl_exact": theory["dl_exact"], "dl_surge": theory["dl_surge"], "converged": e.converged,
+    }  # fmt: skip
+
+
+@dataclass
+class SurgeResult:
+    """A finished surge run: its problem, closed forms, rows (results.csv) and summary."""
+
+    options: SurgeOptions
+    problem: QuadraticProblem
+    theory: dict[str, np.ndarray]
+    rows: list[dict]
+    summary: dict[str, Any]
+
+    @property
+    def short(self) -> list[dict]:
+        """Rows of an adaptive run that stopped at max_trials before the target precision."""
+        return [r for r in self.rows if not r["converged"]] if self.options.rel_se is not None else []
+
+    def write(self, out: OutputDir | Path) -> None:
+        """results.csv, summary.json and (with options.plot) surge.png into ``out``."""
+        write_csv(self.rows, out / "results.csv", COLUMNS)
+        with atomic_path(out / "summary.json") as tmp:
+            tmp.write_text(dumps_json(self.summary))
+        if self.options.plot:
+            self.figure().savefig(out / "surge.png", dpi=130)
+
+    def figure(self) -> Figure:
+        """Fig 1: the Monte Carlo points beside the closed forms (``plots.lr_vs_batch_figure``)."""
+        from .plots import lr_vs_batch_figure
+
+        p, s = self.problem, self.summary
+        B = np.asarray(self.options.batch_sizes, dtype=np.float64)
+        # the lines on 400 points, fewer at large d (each point is a pass over the coordinates)
+        points = int(np.clip(4e8 / p.dim, 60, 400))
+        B_line = np.unique(np.logspace(np.log10(B.min()), np.log10(B.max()), points))
+        lines = self.theory if np.array_equal(B_line, B) else th.curves(B_line, p.mu, p.sigma, p.hessian)
+        curves = {k: v for k, v in lines.items() if k.startswith("lr_")}
+        return lr_vs_batch_figure(
+            B_line, curves, B, np.array([r["lr_mc"] for r in self.rows]), np.array([r["lr_mc_se"] for r in self.rows]),
+            s["noise_batch_size"], s["large_batch_lr"], s["validity_bound"],
+            title=f"sign-SGD on a quadratic, {p.describe()}",
+        )  # fmt: skip
+
+    def report(self) -> str:
+        """The console table: one line per batch size, then the constants and the peak."""
+        s = self.summary
+        lines = [f"{'B':>9} {'trials':>9} {'lr_mc':>11} {'rel.se':>7} {'lr_exact':>11} {'z':>6} "
+                 f"{'lr_erf':>11} {'lr_surge':>11} {'lr_sgd':>11}"]  # fmt: skip
+        for r in self.rows:
+            lines.append(f"{r['batch_size']:>9d} {r['trials']:>9d} {r['lr_mc']:>11.4e} "
+                         f"{r['lr_mc_se'] / abs(r['lr_mc']):>7.2%} {r['lr_exact']:>11.4e} {r['z']:>6.2f} "
+                         f"{r['lr_erf_approx']:>11.4e} {r['lr_surge']:>11.4e} {r['lr_sgd']:>11.4e}")  # fmt: skip
+        lines.append(f"B_noise (eq 14) = {s['noise_batch_size']:.4g}, peak lr (eq 16) = {s['peak_lr']:.4g}, "
+                     f"large-batch lr (eq 17) = {s['large_batch_lr']:.4g}, "
+                     f"validity bound = {s['validity_bound']:.4g}")  # fmt: skip
+        lines.append(f"peak batch size: exact {s['exact_peak_batch_size']}, Monte Carlo {s['mc_peak_batch_size']}; "
+                     f"max |z| = {s['max_abs_z']:.2f}; max rel. s.e. = {s['max_rel_se']:.2%}; "
+                     f"{s['wall_seconds']:.1f} s")  # fmt: skip
+        return "\n".join(lines)
+
+
+def run_surge(
+    opts: SurgeOptions,
+    open_out: Callable[[], OutputDir],
+    *,
+    scheduler: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    connect_timeout: float = 10.0,
+    announce: Callable[[str], None] | None = None,
+) -> SurgeResult:
+    """Run the surge experiment of ``opts``: the problem, its closed forms (checked first:
+    ValueError), then ``open_out()`` (called after every check), problem.npz and the resumable
+    store (store.sqlite) of one sweep task per batch size there. ``announce`` gets the line that
+    describes the problem; ``scheduler``, ``progress`` and ``connect_timeout`` go to ``run_sweep``
+    (None: this process, whose kernels already use every core)."""
+    t_start = time.perf_counter()
+    if opts.problem:
+        problem = QuadraticProblem.load(opts.problem)
+    else:
+        family = {} if opts.noise_batch_size is None else {"noise_batch_size": opts.noise_batch_size}
+        factory = cast(Callable[..., QuadraticProblem], FAMILIES[opts.hessian])
+        problem = factory(opts.dims, opts.seed, **family)
+    # O(d) passes at large d: the digest (for the store) runs beside the closed forms and the
+    # problem file is written beside the Monte Carlo (hashlib, zlib and file writes release the GIL)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # on an error, waits for the thread
+        digest = pool.submit(problem.digest)
+        theory, scalars = checked_theory(problem, opts.batch_sizes)  # eq 1-19 at every B, computed once
+        out = open_out()
+        saved = pool.submit(problem.save, out / "problem.npz")
+        if announce is not None:
+            each = f"{opts.trials} trials each" if opts.trials else f"target rel. s.e. {opts.rel_se:g}"
+            announce(f"problem: {problem.describe()}; B_noise = {scalars['noise_batch_size']:.4g}, validity bound = "
+                     f"{scalars['validity_bound']:.4g}; {len(opts.batch_sizes)} batch sizes, {each}")  # fmt: skip
+        rows = _sweep(opts, problem, theory, digest.result(), out, scheduler, progress, connect_timeout)
+        saved.result()
+    return SurgeResult(opts, problem, theory, rows, _summary(opts, problem, theory, scalars, rows, t_start))
+
+
+def _sweep(opts: SurgeOptions, problem, theory, digest: str, out, scheduler, progress, connect_timeout) -> list[dict]:
+    """One sweep task per batch size, stored as it finishes: an interrupted run keeps its results
+    and a rerun into the same output directory resumes."""
+    from .sweep import StoreError
+
+    options = {"seed": opts.seed, "trials": opts.trials, "rel_se": opts.rel_se, "max_trials": opts.max_trials,
+               "sampler": opts.sampler, "backend": opts.backend}  # fmt: skip
+    stored = run_sweep(
+        estimate_task, [{"batch_size": b, **options} for b in opts.batch_sizes],
+        params={"problem_sha256": digest, **options}, store=out.final("store.sqlite"),
+        scheduler=scheduler, workers=None if scheduler else 1, shared=problem, progress=progress,
+        connect_timeout=connect_timeout, per_task=True,
+    )  # fmt: skip
+    rows = []
+    for i, (b, r) in enumerate(zip(opts.batch_sizes, cast(list[list[dict]], stored), strict=True)):
+        if len(r) != 1 or r[0].get("batch_size") != b:  # a store that lost or mixed rows
+            raise StoreError(f"the store's result for batch size {b} is missing or belongs to another task: the "
+                             "store is damaged; move store.sqlite away and rerun")  # fmt: skip
+        rows.append(result_row(Estimate(**r[0]), {k: float(v[i]) for k, v in theory.items()}))
+    return rows
+
+
+def _summary(opts: SurgeOptions, problem, theory, scalars, rows, t_start: float) -> dict[str, Any]:
+    """summary.json: the constants (eq 14, 16, 17, 19), the peaks and the agreement (max |z|)."""
+    B = np.asarray(opts.batch_sizes, dtype=np.float64)
+    lr_mc = np.array([r["lr_mc"] for r in rows])
+    z = np.array([r["z"] for r in rows])
+    summary = {
+        "dims": problem.dim,
+        "seed": opts.seed,
+        "trials": int(sum(r["trials"] for r in rows)),
+        "sampler": opts.sampler,
+        **scalars,
+        "exact_peak_batch_size": int(B[int(np.argmax(theory["lr_exact"]))]),
+        "mc_peak_batch_size": int(B[int(np.argmax(lr_mc))]),
+        "max_abs_z": float(np.abs(z[np.isfinite(z)]).max()) if np.isfinite(z).any() else math.nan,
+        "max_rel_se": float(max(r["lr_mc_se"] / abs(r["lr_mc"]) for r in rows)),
+        "all_converged": bool(all(r["converged"] for r in rows)),
+        "wall_seconds": time.perf_counter() - t_start,
+    }
+    bn, bound = summary["noise_batch_size"], summary["validity_bound"]
+    summary["noise_batch_size_beyond_validity"] = bool(np.isfinite(bn) and bn > bound)
+    return summary
