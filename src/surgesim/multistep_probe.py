@@ -65,7 +65,9 @@ class ProbeResult:
         return float(self.batch_sizes[ok][np.argmax(self.lr_opt[ok])]) if ok.any() else math.nan
 
 
-def probe_lr_grid(problem: QuadraticProblem, deltas, batch_sizes: Sequence[float], n: int = 25) -> np.ndarray:
+def probe_lr_grid(
+    problem: QuadraticProblem, deltas: np.ndarray, batch_sizes: Sequence[float] | np.ndarray, n: int = 25
+) -> np.ndarray:
     """A log grid of ``n`` learning rates around eq 9 at the states ``deltas`` ((d,) or (n, d)):
     [min eq9 / 16, max eq9 * 64] over states and batch sizes (T-step optima of momentum lie above
     one sign step's)."""
@@ -99,8 +101,8 @@ def _argmax_log(lrs: np.ndarray, dec: np.ndarray) -> tuple[float, bool]:
 def multistep_probe(
     problem: QuadraticProblem,
     optimizer: Optimizer,
-    states,
-    batch_sizes: Sequence[int],
+    states: RunState | Sequence[RunState],
+    batch_sizes: Sequence[int] | np.ndarray,
     steps: int,
     lrs: Sequence[float] | None = None,
     trials: int = 64,
@@ -235,8 +237,8 @@ class AdamPrediction:
 def adam_noise_batch_size(
     problem: QuadraticProblem,
     optimizer: Optimizer,
-    states,
-    batch_sizes: Sequence[int],
+    states: RunState | Sequence[RunState],
+    batch_sizes: Sequence[int] | np.ndarray,
     steps: int = PROBE_STEPS,
     trials: int = 8,
     seed: int = 0,

@@ -7,18 +7,41 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
+from .gridfit import GridFit
 from .kernels.dynamics import Optimizer, run_trajectories, trajectory_key
 from .problem import QuadraticProblem
 
-if TYPE_CHECKING:  # annotations only: the grid search imports this module
-    from .gridsearch.spec import Experiment
-    from .gridsearch.summary import TargetResult
+__all__ = ["RunState", "run_states", "probe_states_of", "ExperimentLike", "ResultLike"]
 
-__all__ = ["RunState", "run_states", "probe_states_of"]
+
+class ExperimentLike(Protocol):
+    """What ``probe_states_of`` reads of a grid search (``surgesim.gridsearch.Experiment``)."""
+
+    @property
+    def problem(self) -> QuadraticProblem: ...
+    @property
+    def initial_loss(self) -> float: ...
+    @property
+    def delta0(self) -> np.ndarray: ...
+    @property
+    def max_steps(self) -> int: ...
+
+
+class ResultLike(Protocol):
+    """What ``probe_states_of`` reads of one of its results (``surgesim.gridsearch.TargetResult``)."""
+
+    @property
+    def optimizer(self) -> Optimizer: ...
+    @property
+    def lrs(self) -> np.ndarray: ...
+    @property
+    def target_loss(self) -> float: ...
+    @property
+    def steps_fit(self) -> GridFit: ...
 
 
 @dataclass(frozen=True)
@@ -38,7 +61,7 @@ def run_states(
     lr: float,
     batch_size: int,
     losses: Sequence[float],
-    keys: Sequence[int],
+    keys: Sequence[int] | np.ndarray,
     delta0: np.ndarray,
     max_steps: int = 100_000,
 ) -> list[list[RunState | None]]:
@@ -48,12 +71,12 @@ def run_states(
     Two passes of the same runs: one finds the step counts, the second stops there and returns the
     state with its buffers (bit-identical trajectories: same streams).
     """
-    keys = np.asarray(keys, dtype=np.uint64)
+    streams = np.asarray(keys, dtype=np.uint64)
     H, sigma = problem.hessian, problem.sigma
-    first = run_trajectories(H, sigma, delta0, keys, lr, float(batch_size), optimizer, targets=np.asarray(losses),
+    first = run_trajectories(H, sigma, delta0, streams, lr, float(batch_size), optimizer, targets=np.asarray(losses),
                              max_steps=max_steps)  # fmt: skip
     out: list[list[RunState | None]] = []
-    for r, key in enumerate(keys):
+    for r, key in enumerate(streams):
         row: list[RunState | None] = []
         for j in range(len(losses)):
             s = int(first.steps[r, j])
@@ -69,7 +92,7 @@ def run_states(
 
 
 def probe_states_of(
-    experiment: Experiment, result: TargetResult, rows: Sequence, n_states: int, seed: int = 0
+    experiment: ExperimentLike, result: ResultLike, rows: Sequence, n_states: int, seed: int = 0
 ) -> tuple[list[RunState], int, float]:
     """The states a result's runs pass, for the probe: ``n_states`` runs (seeds 0 ..) at the grid's
     peak batch size and the grid learning rate nearest its step-optimal one, stopped where their

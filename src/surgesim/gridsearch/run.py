@@ -9,11 +9,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
 from .. import theory
-from ..outputs import atomic_path, dumps_json
+from ..outputs import OutputDir, atomic_path, dumps_json
 from ..sweep import run_sweep, write_csv
 from .spec import Experiment
 from .summary import TargetResult, summarize
@@ -52,11 +53,11 @@ def run_dynamics(
     ``started``: the ``time.perf_counter()`` the run's wall time counts from (default: now)."""
     started = time.perf_counter() if started is None else started
     problem = experiment.problem
-    rows = run_sweep(
+    rows = cast(list[dict], run_sweep(
         run_task, experiment.tasks(), params={"problem_sha256": problem.digest()}, store=store,
         scheduler=scheduler, workers=None if scheduler else 1, shared=problem, progress=progress,
         connect_timeout=connect_timeout,
-    )  # fmt: skip
+    ))  # fmt: skip
     return DynamicsResult(experiment, rows, summarize(experiment, rows), started)
 
 
@@ -81,14 +82,14 @@ class DynamicsResult:
             "wall_seconds": self.wall_seconds,
         }  # fmt: skip
 
-    def write(self, out: Path, plot: bool = True) -> list[str]:
+    def write(self, out: Path | OutputDir, plot: bool = True) -> list[str]:
         """Write runs.csv, summary.json and (with ``plot``) the figures into ``out``; the names written."""
         write_csv(self.rows, out / "runs.csv", columns=ROW_COLUMNS)
         with atomic_path(out / "summary.json") as tmp:
             tmp.write_text(dumps_json(self.summary()))
         return ["runs.csv", "summary.json", *(write_figures(self.results, out) if plot else [])]
 
-    def report(self, out: Path, written: list[str]) -> None:
+    def report(self, out: Path | OutputDir, written: list[str]) -> None:
         """Print the tables and the files written (``written``: what ``write`` returned)."""
         print_tables(self.results, self.experiment)
         figures = [f for f in written if f.endswith(".png")]
@@ -105,7 +106,7 @@ def _points(optima) -> tuple:
     return tuple(np.array([[o.batch_size, o.optimal_lr, o.log_lr_se] for o in optima]).T)
 
 
-def write_figures(results: list[TargetResult], out: Path) -> list[str]:
+def write_figures(results: list[TargetResult], out: Path | OutputDir) -> list[str]:
     """grid_<optimizer>_<k>.png per optimizer and target k, and peak_vs_target.png; their names."""
     from ..plots.grid import grid_figure, peak_vs_target_figure
 

@@ -53,16 +53,13 @@ def bootstrap_grid_fit(
     bn, peak = grid_fit_from_cube(cube, lrs, Bs)
     n = cube.shape[2]
     gen = np.random.default_rng(np.random.SeedSequence([int(seed), 0xB007]))
-    bns, peaks = [], []
-    for _ in range(int(resamples)):
-        b, p = grid_fit_from_cube(cube[:, :, gen.integers(0, n, n)], lrs, Bs)
-        bns.append(b)
-        peaks.append(p)
-    bns, peaks = np.asarray(bns), np.asarray(peaks)
+    fits = [grid_fit_from_cube(cube[:, :, gen.integers(0, n, n)], lrs, Bs) for _ in range(int(resamples))]
+    bns = np.asarray([b for b, _ in fits])
+    peaks = np.asarray([p for _, p in fits])
     bns = bns[np.isfinite(bns) & (bns > 0)]
     peaks = peaks[np.isfinite(peaks)]
 
-    def sd(x):
+    def sd(x: np.ndarray) -> float:
         return float(np.std(x, ddof=1)) if x.size >= 2 else math.nan
 
     return bn, sd(bns), peak, sd(peaks), sd(np.log(peaks)) if peaks.size >= 2 else math.nan

@@ -59,7 +59,7 @@ def large_batch_lr_grid(problem: QuadraticProblem, optimizer: Optimizer, n: int 
 
 
 def large_batch_steps(
-    problem: QuadraticProblem, optimizer: Optimizer, target_losses: Sequence[float], lrs: Sequence[float],
+    problem: QuadraticProblem, optimizer: Optimizer, target_losses: Sequence[float], lrs: Sequence[float] | np.ndarray,
     batch_size: float = 1e14, max_steps: int = 20_000,
 ) -> np.ndarray:  # fmt: skip
     """S_inf: the fewest steps to each target loss at batch size ``batch_size`` (default 1e14: the

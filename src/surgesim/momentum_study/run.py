@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from ..gridsearch.spec import default_experiment
 from ..gridsearch.summary import summarize
 from ..gridsearch.task import run_task
 from ..kernels.dynamics import Optimizer
-from ..outputs import atomic_path, dumps_json
+from ..outputs import OutputDir, atomic_path, dumps_json
 from ..sweep import run_sweep, write_csv
 from .families import family_problem
 from .table import PREDICTOR_COLUMNS, STUDY_COLUMNS, ratio_summary, study_table
@@ -50,11 +51,11 @@ def run_momentum_study(
         exp = default_experiment(problem, list(optimizers), batch_sizes, lr_points, targets, 50, max_steps, seeds,
                                  seed, "cpu", False)  # fmt: skip
         with bar(f"{fam} grid") as tick:
-            rows = run_sweep(
+            rows = cast(list[dict], run_sweep(
                 run_task, exp.tasks(), params={"problem_sha256": problem.digest()},
                 store=None if store is None else store(f"store_{fam}.sqlite"), scheduler=scheduler,
                 workers=None if scheduler else 1, shared=problem, progress=tick, connect_timeout=connect_timeout,
-            )  # fmt: skip
+            ))  # fmt: skip
         results = summarize(exp, rows)
         with bar(f"{fam} predictors") as tick:
             rows_f, preds_f = study_table(exp, rows, results, fam, bootstrap, probe_steps, probe_states, probe_trials,
@@ -91,7 +92,7 @@ class MomentumStudyResult:
             "wall_seconds": self.wall_seconds,
         }  # fmt: skip
 
-    def write(self, out: Path, plot: bool = True) -> list[str]:
+    def write(self, out: Path | OutputDir, plot: bool = True) -> list[str]:
         """Write momentum.csv, predictors.csv, summary.json and (with ``plot``) momentum.png; their names."""
         write_csv(self.table, out / "momentum.csv", columns=STUDY_COLUMNS)
         write_csv(self.predictors, out / "predictors.csv", columns=PREDICTOR_COLUMNS)
@@ -105,7 +106,7 @@ class MomentumStudyResult:
         momentum_figure(self.table, title=title).savefig(out / "momentum.png", dpi=110)
         return ["momentum.csv", "predictors.csv", "summary.json", "momentum.png"]
 
-    def report(self, out: Path, written: Sequence[str]) -> None:
+    def report(self, out: Path | OutputDir, written: Sequence[str]) -> None:
         """Print the table, the pooled ratios and the files written (``written``: what ``write`` returned)."""
         print_table(self.table, self.predictors)
         figures = [f for f in written if f.endswith(".png")]

@@ -117,7 +117,8 @@ def _study_row(
     stat = 2.0 / math.pi * momentum_noise_fraction(o.beta1) * eq14 if o.name == "adam" else math.nan
     base = {"family": family, "optimizer": o.name, "label": o.label, "beta1": o.beta1, "beta2": o.beta2,
             "target_fraction": r.target_fraction}  # fmt: skip
-    states, src_b, src_lr = ([], 0, math.nan)
+    states: list[RunState] = []
+    src_b, src_lr = 0, math.nan
     if o.name in ("sign", "adam") and probe:
         states, src_b, src_lr = probe_states_of(experiment, r, mine, probe_states, experiment.seed)
     row = base | {
