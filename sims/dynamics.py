@@ -3,29 +3,22 @@ Adam(0.9, 0.999) and SGD trained at every learning rate x batch size x seed unti
 each target, the optimal learning rate per batch size, B_noise from steps and examples (eq 22)
 beside the theory's prediction at the states reached, and the peak batch size as the loss falls.
 
-Default problem: d = 256 coordinates, H = diag(h) + U U' with rank-4 factors positive along
-sign(mu), |mu_i| / sigma_i log-uniform in (0.016, 0.05) at the start (``surgesim.dynamics.
-default_problem``); targets 1/2, 1/4, 1/8 of the initial loss; batch sizes 8 .. 8192 in half octaves; 16 learning
-rates per optimizer around the theory's optimum at the start; 16 seeds; 50 further steps past each
-target; at most 3000 steps to reach one. Measured run time: README, section "Multi-step dynamics".
+Default problem: d = 256, H = diag(h) + U U' with rank-4 factors positive along sign(mu),
+|mu_i| / sigma_i log-uniform in (0.016, 0.05) at the start (``surgesim.gridsearch.default_problem``);
+targets 1/2, 1/4, 1/8 of the initial loss; batch sizes 8 .. 8192 in half octaves; 16 learning rates
+per optimizer around the theory's optimum at the start; 16 seeds; 50 further steps past each target;
+at most 3000 steps to reach one. Measured run time: README, section "Multi-step dynamics".
 
 Optimizers: sign, adam (0.9, 0.999), sgd, lion (0.9, 0.99); NAME:BETA1:BETA2 sets the betas of
-adam or lion (adam:0:0 is sign-SGD up to eps, Appendix A).
+adam or lion (adam:0:0 is sign-SGD up to eps, Appendix A), sgd:BETA1 SGD's momentum. Every Adam
+result also reports path_noise_batch_size_adam, the package's predictor of Adam's balance point
+(``surgesim.multistep_probe.adam_noise_batch_size``: eq 2 fitted to the optimal lr of 4 real steps).
 
-Every Adam result also reports path_noise_batch_size_adam, the package's predictor of Adam's balance
-point (``surgesim.momentum.adam_noise_batch_size``: the optimal learning rate of 4 real Adam steps
-from the runs' states, per batch size, with eq 2 fitted to it).
-
-Optimizers also take sgd:BETA1 (SGD with momentum BETA1).
-
-Outputs in --out: runs.csv (one row per run and target: optimizer, lr, batch_size, seed,
-target_loss, steps, examples, further_decrease, ...; steps empty when the target was not reached),
-summary.json (under "results", one entry per optimizer and target), problem.npz, options.json,
-grid_<optimizer>_<k>.png per optimizer and target k (heat map of the further decrease with the
-optimal learning rates and the fitted curves; 1/S against 1/E with eq 22), peak_vs_target.png,
-and store.sqlite, the resumable store of finished tasks (rerunning the same command into the
-same --out skips them).
-
+Outputs in --out: runs.csv (one row per run and target; steps empty when the target was not
+reached), summary.json (under "results", one entry per optimizer and target), problem.npz,
+options.json, grid_<optimizer>_<k>.png per optimizer and target k (the further decrease, the optimal
+learning rates and the fitted curves; 1/S against 1/E with eq 22), peak_vs_target.png, and
+store.sqlite, the resumable store of finished tasks (a rerun into the same --out skips them).
 Every output column and key (meaning, unit, equation): docs/outputs.md.
 """
 
@@ -39,6 +32,8 @@ from sims import _cli
 
 LIMITS = {"dims": (2, 2**40), "lr_points": (3, 10**4), "further_steps": (0, 10**9), "max_steps": (1, 10**9),
           "seeds": (1, 2**31), "seed": (0, _cli.SEED_LIMIT - 1)}  # fmt: skip
+OPTIONS = ("dims", "problem", "optimizers", "batch_sizes", "lr_points", "targets", "further_steps", "max_steps",
+           "seeds", "seed", "out", "scheduler", "backend", "optimal_arm", "plot", "quiet")  # fmt: skip
 
 
 def build_parser() -> _cli.Parser:
@@ -88,14 +83,12 @@ def resolve(args) -> tuple[SimpleNamespace, tuple]:
     rows = runs * len(args.targets) * len(sizes) * len(optimizers)
     need = 8 * args.dims * runs * (6 + len(args.targets)) + 200 * rows
     _cli.need_memory(need, f"--dims {args.dims} x --lr-points {args.lr_points} x --seeds {args.seeds}")
-    specs = tuple(s.strip() for s in args.optimizers.split(",") if s.strip())
-    return SimpleNamespace(  # options.json, in this order
-        dims=args.dims, problem=args.problem, optimizers=specs,
-        batch_sizes=tuple(sorted(sizes)), lr_points=args.lr_points, targets=tuple(sorted(args.targets, reverse=True)),
-        further_steps=args.further_steps, max_steps=args.max_steps, seeds=args.seeds, seed=args.seed, out=args.out,
-        scheduler=args.scheduler, backend=args.backend, optimal_arm=not args.no_optimal_arm, plot=not args.no_plot,
-        quiet=args.quiet,
-    ), optimizers  # fmt: skip
+    chosen = vars(args) | {
+        "optimizers": tuple(s.strip() for s in args.optimizers.split(",") if s.strip()),
+        "batch_sizes": tuple(sorted(sizes)), "targets": tuple(sorted(args.targets, reverse=True)),
+        "optimal_arm": not args.no_optimal_arm, "plot": not args.no_plot,
+    }  # fmt: skip
+    return SimpleNamespace(**{k: chosen[k] for k in OPTIONS}), optimizers  # OPTIONS: options.json's keys, in order
 
 
 def main(argv: list[str] | None = None) -> int:

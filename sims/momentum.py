@@ -33,6 +33,8 @@ QUICK = {  # --quick: a smoke run of a few seconds; options given explicitly win
 }  # fmt: skip
 LIMITS = {"lr_points": (3, 10**4), "max_steps": (1, 10**9), "seeds": (2, 2**31), "seed": (0, _cli.SEED_LIMIT - 1),
           "bootstrap": (2, 10**6), "probe_states": (1, 10**4), "probe_trials": (2, 10**6)}  # fmt: skip
+OPTIONS = ("families", "optimizers", "batch_sizes", "lr_points", "targets", "max_steps", "seeds", "seed", "bootstrap",
+           "probe_steps", "probe_states", "probe_trials", "out", "scheduler", "quick", "plot", "quiet")  # fmt: skip
 
 
 def build_parser() -> _cli.Parser:
@@ -88,13 +90,12 @@ def resolve(args) -> tuple[SimpleNamespace, tuple]:
         raise _cli.UsageError(f"--targets must be distinct fractions in (0, 1), got {args.targets}")
     if any(t < 1 for t in args.probe_steps) or len(set(args.probe_steps)) != len(args.probe_steps):
         raise _cli.UsageError(f"--probe-steps must be distinct integers >= 1, got {args.probe_steps}")
-    return SimpleNamespace(  # options.json, in this order
-        families=fams, optimizers=tuple(s.strip() for s in text.split(",") if s.strip()),
-        batch_sizes=tuple(sorted(sizes)), lr_points=args.lr_points, targets=tuple(sorted(args.targets, reverse=True)),
-        max_steps=args.max_steps, seeds=args.seeds, seed=args.seed, bootstrap=args.bootstrap,
-        probe_steps=tuple(sorted(args.probe_steps)), probe_states=args.probe_states, probe_trials=args.probe_trials,
-        out=args.out, scheduler=args.scheduler, quick=args.quick, plot=not args.no_plot, quiet=args.quiet,
-    ), optimizers  # fmt: skip
+    chosen = vars(args) | {
+        "families": fams, "optimizers": tuple(s.strip() for s in text.split(",") if s.strip()),
+        "batch_sizes": tuple(sorted(sizes)), "targets": tuple(sorted(args.targets, reverse=True)),
+        "probe_steps": tuple(sorted(args.probe_steps)), "plot": not args.no_plot,
+    }  # fmt: skip
+    return SimpleNamespace(**{k: chosen[k] for k in OPTIONS}), optimizers  # OPTIONS: options.json's keys, in order
 
 
 def main(argv: list[str] | None = None) -> int:
