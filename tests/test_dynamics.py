@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import linalg, stats
 
-from surgesim import dynamics, rng, theory
+from surgesim import dynamics, gridsearch, rng, theory
 from surgesim._jit import jit
 from surgesim.fit import fit_noise_batch_size
 from surgesim.hessian import Dense, Diagonal, DiagonalPlusLowRank
@@ -198,7 +198,7 @@ def test_state_quantities_are_the_theory_at_each_state(hess):
     H = HESSIANS[hess]
     deltas = _random_states(H)
     for B in (1.0, 16.0, 500.0):
-        q = dynamics._state_quantities(H, SIGMA, B, deltas)
+        q = gridsearch.task._state_quantities(H, SIGMA, B, deltas)
         for k, delta in enumerate(deltas):
             mu = H.matvec(delta)
             r = mu / SIGMA
@@ -221,10 +221,10 @@ def test_predict_at_one_known_state_is_the_theory(name):
     Bs = np.array([1.0, 8.0, 64.0, 512.0])
     rows = []
     for B in Bs:
-        q = dynamics._state_quantities(H, SIGMA, B, delta)
+        q = gridsearch.task._state_quantities(H, SIGMA, B, delta)
         rows.append({"lr": 0.01, "batch_size": B, "steps": 10.0} | {k: float(v[0]) for k, v in q.items()})
     opt = dynamics.DEFAULT_OPTIMIZERS[name]
-    bn, peak, pred = dynamics._predict(opt, problem, rows, Bs, np.ones(len(rows), dtype=bool))
+    bn, peak, pred = gridsearch.summary._predict(opt, problem, rows, Bs, np.ones(len(rows), dtype=bool))
     mu = H.matvec(delta[0])
     if name == "sign":
         assert bn == pytest.approx(theory.noise_batch_size(mu, SIGMA, H), rel=1e-12)

@@ -117,7 +117,7 @@ def test_bootstrap_fit_is_summarize_fit_and_zero_without_seed_spread():
                                       optimal_arm=False)  # fmt: skip
     rows = dynamics.run_experiment(exp)
     (res,) = dynamics.summarize(exp, rows, adam_predictor=False)
-    cube = momentum._steps_cube(rows, np.asarray(res.lrs), np.asarray(exp.batch_sizes, float), exp.seeds)
+    cube = momentum.steps_cube(rows, np.asarray(res.lrs), np.asarray(exp.batch_sizes, float), exp.seeds)
     bn, bn_se, peak, peak_se, _ = momentum.bootstrap_grid_fit(cube, np.asarray(res.lrs),
                                                               np.asarray(exp.batch_sizes, float), 50)  # fmt: skip
     assert bn == pytest.approx(res.fitted_noise_batch_size, rel=1e-12)

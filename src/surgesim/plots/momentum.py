@@ -27,7 +27,7 @@ def momentum_figure(rows: Sequence[Mapping], value: str = "fitted_noise_batch_si
     colors = dict(zip(families, ("tab:blue", "tab:orange", "tab:green", "tab:red"), strict=False))
     styles = {0.999: "-", 0.9: "--"}
 
-    def val(r, key):
+    def val(r: Mapping, key: str) -> float:
         x = r.get(key)
         return np.nan if x is None or x == "" else float(x)
 
@@ -45,10 +45,10 @@ def momentum_figure(rows: Sequence[Mapping], value: str = "fitted_noise_batch_si
                                 label=f"{fam}: adam, beta2 = {b2:g}")  # fmt: skip
             ref = {"sign": ("s", "sign-SGD"), "sgd": ("^", "SGD (momentum 0 / 0.5 / 0.9)")}
             for name, (mk, lab) in ref.items():
-                pts = [r for r in mine if r["family"] == fam and r["optimizer"] == name]
-                for k, r in enumerate(sorted(pts, key=lambda r: float(r["beta1"]))):
-                    x = 1.02 + 0.02 * k if name == "sgd" else -0.05
-                    ax.errorbar([x], [val(r, value)], yerr=[val(r, value + "_se")], marker=mk, ms=6, mfc="none",
+                marks = [r for r in mine if r["family"] == fam and r["optimizer"] == name]
+                for k, r in enumerate(sorted(marks, key=lambda r: float(r["beta1"]))):
+                    xk = 1.02 + 0.02 * k if name == "sgd" else -0.05
+                    ax.errorbar([xk], [val(r, value)], yerr=[val(r, value + "_se")], marker=mk, ms=6, mfc="none",
                                 ls="none", color=colors[fam], capsize=2,
                                 label=f"{fam}: {lab}" if k == 0 else None)  # fmt: skip
         ax.set_yscale("log")
