@@ -6,6 +6,7 @@ geometric, and the middle batch size, seed 0), which ``sims.probe`` probes too.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -70,3 +71,49 @@ def reference_spec(
         workload=workload, lr=float(np.exp(np.mean(np.log(lrs)))), batch_size=sizes[(len(sizes) - 1) // 2],
         seed=0, targets=default_targets(workload, data_dir, targets), data_dir=data_dir, **values,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GridOptions:
+    """Everything a grid run depends on (options.json): the workload and its data, the grid, Adam,
+    the gradient statistics and the probe at the reference run's states, the execution."""
+
+    workload: str
+    data_dir: str
+    lrs: tuple[float, ...]
+    batch_sizes: tuple[int, ...]
+    seeds: int
+    targets: tuple[float, ...]
+    further_steps: int
+    max_steps: int
+    beta1: float
+    beta2: float
+    eps: float
+    eval_examples: int
+    eval_rel: float
+    grad_examples: int
+    probes: int
+    gradstats: bool
+    probe: bool
+    probe_rel_se: float
+    per_class: int
+    max_records: int
+    context: int
+    n_layer: int
+    d_model: int
+    n_head: int
+    device: str
+    threads: int
+    workers: int
+    scheduler: str | None
+    out: str
+    plot: bool
+    quiet: bool
+    estimate_only: bool
+
+    def reference(self) -> RunSpec:
+        """The grid's reference run (``reference_spec``) with these options."""
+        fields = ("further_steps", "max_steps", "beta1", "beta2", "eps", "eval_examples", "eval_rel", "device",
+                  "threads", "per_class", "max_records", "context", "n_layer", "d_model", "n_head")  # fmt: skip
+        return reference_spec(self.workload, self.data_dir, lrs=self.lrs, batch_sizes=self.batch_sizes,
+                              targets=self.targets, **{k: getattr(self, k) for k in fields})  # fmt: skip
