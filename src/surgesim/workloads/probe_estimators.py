@@ -314,7 +314,8 @@ def independent_curve(state: ProbeState, stats: StateStatistics, batch_sizes: Se
     return out
 
 
-def check_batch_size(b, n: int | None) -> int:
+def check_batch_size(b: float, n: int | None) -> int:
+    """``b`` as an int, checked: a whole number >= 1, at most ``n`` (the data set's size) if given."""
     if isinstance(b, bool) or not float(b).is_integer() or b < 1:
         raise ValueError(f"batch sizes must be integers >= 1, got {b}")
     if n is not None and b > n:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -109,7 +110,7 @@ class ProbeState:
         return out
 
     # -- data ----------------------------------------------------------------------------------
-    def minibatches(self, gen: torch.Generator, k: int, batch_size: int):
+    def minibatches(self, gen: torch.Generator, k: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """k minibatches of ``batch_size`` distinct examples, inputs shaped (k, B, ...)."""
         if self.n is None:
             x, y = self.data.draw(gen, k * batch_size)
@@ -241,7 +242,9 @@ def draw_generator(seed: int, batch_size: int, block: int) -> torch.Generator:
     return torch.Generator().manual_seed(key & ((1 << 63) - 1))
 
 
-def full_gradient(model: nn.Module, loss_fn: LossFn, data, examples: int = 0, chunk: int = 512, seed: int = 1):
+def full_gradient(
+    model: nn.Module, loss_fn: LossFn, data: Any, examples: int = 0, chunk: int = 512, seed: int = 1
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], float] | None]:
     """G, the gradient of the mean loss over the whole data set (``examples = 0``), or over a
     uniform sample of ``examples`` distinct examples; second value None when G is exact, else
     ``error(v)`` = var(e'v) for G's sampling error e, var_j(g_j'v) / m (1 - m/n) over the sample's

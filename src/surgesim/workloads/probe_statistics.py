@@ -55,7 +55,9 @@ def _ratio_se(num: np.ndarray, den: float) -> tuple[float, float]:
 _STATS_BLOCK = 0  # statistics' random-number blocks use batch size 0 in stream_key (a probe's B >= 1)
 
 
-def statistics_sample(state: ProbeState, examples: int, hessian_examples: int, seed: int):
+def statistics_sample(
+    state: ProbeState, examples: int, hessian_examples: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, Callable[[torch.Generator, int], tuple]]:
     """(x, y) of ``examples`` distinct examples, and ``sample(gen, k)``: k Hessian samples of
     ``hessian_examples`` distinct examples each, drawn from the rest of the data set (disjoint from
     the statistics sample; fresh i.i.d. examples for an endless stream)."""

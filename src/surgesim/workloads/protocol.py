@@ -192,7 +192,7 @@ def run_task(params: dict) -> list[dict]:
 CHECKPOINT_FORMAT = "surgesim-probe-1"
 
 
-def save_checkpoint(path, trainer: Trainer, record: TargetRecord | None) -> None:
+def save_checkpoint(path: str | os.PathLike, trainer: Trainer, record: TargetRecord | None) -> None:
     """The trainer's model and Adam state (a ``torch.save`` dict: ``format``, ``spec``, ``model``,
     ``optimizer``, ``target_loss``, ``steps``, ``loss``), written atomically (temporary + rename)."""
     path = Path(path)
@@ -207,7 +207,7 @@ def save_checkpoint(path, trainer: Trainer, record: TargetRecord | None) -> None
     os.replace(tmp, path)
 
 
-def checkpoint_path(directory, target_loss: float) -> Path:
+def checkpoint_path(directory: str | os.PathLike, target_loss: float) -> Path:
     """Where the reference run's state at ``target_loss`` is saved."""
     return Path(directory) / f"target_{target_loss:g}.pt"
 

@@ -20,12 +20,12 @@ from . import data as datasets
 from .models import CausalTransformer, FiveLayerCNN, ResNet18
 from .run_spec import RunSpec
 
-__all__ = ["Trainer", "load_data", "build_model", "stream_seed"]
+__all__ = ["Trainer", "ImageBatches", "TextBatches", "load_data", "build_model", "stream_seed"]
 
 # --- data --------------------------------------------------------------------------------------
 
 
-class _Images:
+class ImageBatches:
     """uint8 images kept as such; each batch converted to float and standardised per channel."""
 
     def __init__(self, d: datasets.ImageData, device: str) -> None:
@@ -56,10 +56,10 @@ class _Images:
         x = self.images[idx].to(self.device, torch.float32) / 255.0
         return (x - self.mean) / self.std, self.labels[idx].to(self.device)
 
-    def sample(self, gen: torch.Generator, batch_size: int):
+    def sample(self, gen: torch.Generator, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.take(torch.randint(self.n, (batch_size,), generator=gen))
 
-    def fixed(self, n: int, seed: int):
+    def fixed(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A fixed sample of min(n, N) distinct examples (a permutation seeded by ``seed``)."""
         return self.take(torch.randperm(self.n, generator=torch.Generator().manualstream_seed(seed))[:n])
 
@@ -68,7 +68,7 @@ class _Images:
         return F.cross_entropy(output, target)
 
 
-class _Text:
+class TextBatches:
     """A token stream; an example is a window of ``context`` tokens and its next-token targets."""
 
     def __init__(self, tokens: np.ndarray, context: int, device: str) -> None:
@@ -83,14 +83,14 @@ class _Text:
     def n(self) -> int:
         return self.tokens.numel() - self.context
 
-    def take(self, starts: torch.Tensor):
+    def take(self, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.tokens[starts[:, None] + self.offsets].to(self.device, torch.int64)
         return w[:, :-1], w[:, 1:]
 
-    def sample(self, gen: torch.Generator, batch_size: int):
+    def sample(self, gen: torch.Generator, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.take(torch.randint(self.n, (batch_size,), generator=gen))
 
-    def fixed(self, n: int, seed: int):
+    def fixed(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.take(torch.randint(self.n, (n,), generator=torch.Generator().manualstream_seed(seed)))
 
     @staticmethod
@@ -121,10 +121,10 @@ def _load_raw(workload: str, data_dir: str, per_class: int, max_records: int):
 @functools.lru_cache(maxsize=2)
 def _dataset(workload: str, data_dir: str, per_class: int, max_records: int, context: int, device: str):
     raw = _load_raw(workload, data_dir, per_class, max_records)
-    return _Text(raw, context, device) if workload == "gpt" else _Images(raw, device)
+    return TextBatches(raw, context, device) if workload == "gpt" else ImageBatches(raw, device)
 
 
-def load_data(spec: RunSpec):
+def load_data(spec: RunSpec) -> ImageBatches | TextBatches:
     """The spec's dataset (cached per process): image or text batches on ``spec.device``."""
     return _dataset(spec.workload, spec.data_dir, spec.per_class, spec.max_records, spec.context, spec.device)
 
