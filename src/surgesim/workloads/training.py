@@ -61,7 +61,7 @@ class ImageBatches:
 
     def fixed(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A fixed sample of min(n, N) distinct examples (a permutation seeded by ``seed``)."""
-        return self.take(torch.randperm(self.n, generator=torch.Generator().manualstream_seed(seed))[:n])
+        return self.take(torch.randperm(self.n, generator=torch.Generator().manual_seed(seed))[:n])
 
     @staticmethod
     def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -91,7 +91,7 @@ class TextBatches:
         return self.take(torch.randint(self.n, (batch_size,), generator=gen))
 
     def fixed(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.take(torch.randint(self.n, (n,), generator=torch.Generator().manualstream_seed(seed)))
+        return self.take(torch.randint(self.n, (n,), generator=torch.Generator().manual_seed(seed)))
 
     @staticmethod
     def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -132,7 +132,7 @@ def load_data(spec: RunSpec) -> ImageBatches | TextBatches:
 def build_model(spec: RunSpec) -> nn.Module:
     """The spec's network, freshly initialised from the spec's seed, on ``spec.device``."""
     with torch.random.fork_rng(devices=[]):
-        torch.manualstream_seed(stream_seed(spec.seed, 0, 0))  # initial weights: seed only
+        torch.manual_seed(stream_seed(spec.seed, 0, 0))  # initial weights: seed only
         return _build_model(spec, load_data(spec)).to(spec.device)
 
 
@@ -168,7 +168,7 @@ class Trainer:
             self.model.parameters(), lr=spec.lr, betas=(spec.beta1, spec.beta2), eps=spec.eps,
             fused=spec.device == "cpu" or spec.device.startswith("cuda"),
         )  # fmt: skip
-        self.gen = torch.Generator().manualstream_seed(stream_seed(spec.seed, spec.batch_size, _lr_bits(spec.lr)))
+        self.gen = torch.Generator().manual_seed(stream_seed(spec.seed, spec.batch_size, _lr_bits(spec.lr)))
         self.probe = self.data.fixed(spec.eval_examples, seed=0)
         self.loss_fn = self.data.loss
 
