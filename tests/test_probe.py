@@ -16,7 +16,7 @@ from surgesim import theory  # noqa: E402
 from surgesim.correlated import optimal_lr_correlated  # noqa: E402
 from surgesim.hessian import Dense, Diagonal, DiagonalPlusLowRank  # noqa: E402
 from surgesim.problem import QuadraticProblem  # noqa: E402
-from surgesim.workloads import probe  # noqa: E402
+from surgesim.workloads import probe, probe_state  # noqa: E402
 from surgesim.workloads.quadratic import quadratic_state  # noqa: E402
 
 BATCH_SIZES = (1, 4, 16, 64, 256, 1024)
@@ -153,13 +153,13 @@ def test_probe_is_reproducible_and_independent_of_chunking(problem):
 def test_minibatch_rows_are_distinct():
     gen = torch.Generator().manual_seed(0)
     for n, b in ((10, 10), (1000, 30), (50, 8)):
-        idx = probe._distinct_rows(gen, n, 200, b)
+        idx = probe_state.distinct_rows(gen, n, 200, b)
         assert idx.shape == (200, b) and int(idx.min()) >= 0 and int(idx.max()) < n
         assert all(len(set(row.tolist())) == b for row in idx)
-    counts = np.bincount(probe._distinct_rows(gen, 20, 4000, 5).reshape(-1).numpy(), minlength=20)
+    counts = np.bincount(probe_state.distinct_rows(gen, 20, 4000, 5).reshape(-1).numpy(), minlength=20)
     assert counts.min() > 0.85 * counts.mean() and counts.max() < 1.15 * counts.mean()  # uniform
     with pytest.raises(ValueError, match="larger than the data set"):
-        probe._distinct_rows(gen, 5, 1, 6)
+        probe_state.distinct_rows(gen, 5, 1, 6)
 
 
 def test_peak_batch_size():

@@ -23,7 +23,7 @@ from surgesim import theory  # noqa: E402
 from surgesim.correlated import optimal_lr_correlated  # noqa: E402
 from surgesim.hessian import Dense  # noqa: E402
 from surgesim.problem import QuadraticProblem  # noqa: E402
-from surgesim.workloads import probe  # noqa: E402
+from surgesim.workloads import probe, probe_statistics  # noqa: E402
 from surgesim.workloads.quadratic import quadratic_state  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -72,12 +72,12 @@ def test_hvp_over_many_chunks_is_the_exact_hessian(mlp):
 
 def test_statistics_hessian_samples_are_disjoint(mlp):
     state, _ = mlp
-    x, y, sample = probe._statistics_sample(state, 300, 40, seed=5)
+    x, y, sample = probe_statistics.statistics_sample(state, 300, 40, seed=5)
     hx, _ = sample(torch.Generator().manual_seed(0), 50)
     rows = {tuple(r.tolist()) for r in x}
     assert not any(tuple(r.tolist()) in rows for r in hx.reshape(-1, x.shape[1]))
     with pytest.raises(ValueError, match="disjoint"):
-        probe._statistics_sample(state, 1990, 20, seed=0)
+        probe_statistics.statistics_sample(state, 1990, 20, seed=0)
 
 
 def test_gaussian_predictor_keeps_correlations():

@@ -6,13 +6,18 @@ statistics that predict B_noise (eq 14) and eps_max (eq 16) from the network its
 - ``models``: ``FiveLayerCNN`` (Fashion-MNIST), ``ResNet18`` (Tiny-ImageNet), ``CausalTransformer``
   (DistilGPT2-style, byte-level, for ELI5-Category).
 - ``data``: loaders for the real file formats (nothing is downloaded) and offline demo data.
-- ``protocol``: ``run_task(params) -> rows``, one (lr, B, seed) run of the grid, for
+- ``run_spec``, ``training``, ``protocol``: a run's ``RunSpec``, its ``Trainer``, and the protocol's
+  tasks: ``run_task(params) -> rows``, one (lr, B, seed) run of the grid, for
   ``surgesim.sweep.run_sweep``; ``gradient_task`` measures eq 14/16 along a reference run.
+- ``grid``, ``grid_cost``, ``grid_run``: the grid's defaults and reference run, its time estimate,
+  and one grid run (``python -m sims.workloads``).
 - ``schedules``: batch-size and learning-rate schedules (constant, B_simple, B_crit, geometric) run
   with the grid's protocol, for ``python -m sims.schedules --workload`` (issue 15).
-- ``probe``/``probing``: Lemma 1 measured at a state (``python -m sims.probe``); ``probe_model``
-  probes any model at its weights and returns a ``ProbeResult`` (``.table``, ``.summary``,
-  ``.to_csv``).
+- the probe, Lemma 1 measured at a state (``python -m sims.probe``): the state (``probe_state``,
+  ``probe_checkpoints``, ``user_model``), the estimators (``probe_statistics``: B_simple, B_crit,
+  eq 14; ``probe_estimators``: lr*(B); ``probe_multistep``: T Adam steps; ``probe`` re-exports
+  them), the sweep tasks (``probing``) and one run (``probe_run``). ``probe_model`` probes any
+  model at its weights and returns a ``ProbeResult`` (``.table``, ``.summary``, ``.to_csv``).
 - ``gradstats``: per-example gradient moments (``torch.func``), Hessian-vector products and
   Hutchinson's diag(H), giving ``noise_scale``.
 

@@ -252,7 +252,7 @@ def encode_bytes(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).copy()
 
 
-def decode_bytes(tokens) -> str:
+def decode_bytes(tokens: np.ndarray) -> str:
     """Inverse of ``encode_bytes`` (invalid UTF-8 sequences become U+FFFD)."""
     return bytes(np.asarray(tokens, dtype=np.uint8).tolist()).decode("utf-8", errors="replace")
 

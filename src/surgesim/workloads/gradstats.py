@@ -35,6 +35,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 __all__ = [
+    "EvalMode",
     "GradientMoments",
     "NoiseScale",
     "gradient_moments",
@@ -85,7 +86,7 @@ def _params(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
 
 
-class _EvalMode:
+class EvalMode:
     """Eval mode (BatchNorm running statistics, no dropout) for the block; restores the mode."""
 
     def __init__(self, model: nn.Module) -> None:
@@ -129,7 +130,7 @@ def gradient_moments(
     d = sum(p.numel() for p in params.values())
     device = next(iter(params.values())).device
     halves = (_Welford(d, device), _Welford(d, device))
-    with _EvalMode(model):
+    with EvalMode(model):
         for start in range(0, inputs.shape[0], chunk_size):
             g = per_example(params, inputs[start : start + chunk_size], targets[start : start + chunk_size])
             flat = torch.cat([g[k].reshape(g[k].shape[0], -1) for k in params], dim=1)
@@ -256,7 +257,7 @@ def noise_scale(
     dw = np.empty(probes)
     diag_sum = torch.zeros(d, dtype=torch.float64, device=sigma.device)
     diag_sq = torch.zeros_like(diag_sum)
-    with _EvalMode(model):
+    with EvalMode(model):
         rhr = float(r_a @ hessian_vector_product(model, loss_fn, inputs, targets, r_b, hvp_chunk_size))
         for k in range(probes):
             z = (torch.randint(0, 2, (d,), generator=gen, dtype=torch.float64) * 2 - 1).to(sigma.device)

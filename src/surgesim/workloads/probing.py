@@ -1,10 +1,8 @@
-"""The probe (``probe.py``) on a training run: checkpoints of the reference run at each target
-loss, probe states rebuilt from checkpoints, and the sweep tasks that ``sims.probe`` and
-``sims.workloads`` run (one per state and batch size, plus one per state for the batch-size
-scales), so an interrupted probe resumes through ``surgesim.sweep``.
-
-Checkpoints are ``protocol.save_checkpoint``'s; ``load_checkpoint`` also takes a plain
-state_dict or a dict with ``model`` (and optionally Adam's ``optimizer``) saved by other code.
+"""The probe's sweep tasks (the estimators: ``probe_estimators``; the states:
+``probe_state``, ``probe_checkpoints``, ``user_model``): one task per state and batch size plus
+one per state for the batch-size scales, that ``sims.probe``, ``sims.workloads`` and
+``sims.validate`` run through ``surgesim.sweep`` (so an interrupted probe resumes), and
+``probe_model``, the same measurements on any model from Python.
 """
 
 from __future__ import annotations
@@ -15,29 +13,23 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from ..problem import QuadraticProblem
 from ..progress import part
 from . import protocol
-from .probe import (
-    UPDATES,
-    AdamState,
-    ProbeState,
-    full_gradient,
-    gaussian_batch_size,
-    independent_curve,
-    model_state,
-    multistep_batch_size,
-    peak_batch_size,
-    probe_batch_size,
-    state_statistics,
-)
+from .probe_checkpoints import load_checkpoint, reference_checkpoints, workload_state
+from .probe_estimators import gaussian_batch_size, independent_curve, peak_batch_size, probe_batch_size
+from .probe_multistep import multistep_batch_size
+from .probe_state import UPDATES, AdamState, ProbeState, model_state
+from .probe_statistics import state_statistics
 from .quadratic import quadratic_state
+from .user_model import call_model_function, file_digest, load_model_function
 
 __all__ = [
+    "FULL_GRADIENT_EXAMPLES",
+    "DEFAULT_BATCH_SIZES",
     "load_checkpoint",
     "reference_checkpoints",
     "workload_state",
@@ -54,99 +46,8 @@ __all__ = [
     "probe_model",
 ]
 
-
-def load_checkpoint(path: str | os.PathLike, spec: protocol.RunSpec) -> tuple[torch.nn.Module, AdamState | None, dict]:
-    """(model of ``spec``'s workload with the checkpoint's weights, Adam state or None, metadata).
-
-    Raises ValueError naming the file when it is unreadable or does not match the model.
-    """
-    with open(path, "rb") as f:  # FileNotFoundError as it is
-        head = f.read(4)
-    if not head:
-        raise ValueError(f"checkpoint {path} is an empty file, not a PyTorch checkpoint (torch.save)")
-    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save's zip format, or the legacy pickle
-        raise ValueError(f"checkpoint {path} is not a PyTorch checkpoint (torch.save): it starts with {head!r}")
-    try:
-        ckpt = torch.load(path, map_location=spec.device, weights_only=True)
-    except Exception as exc:
-        lines = str(exc).strip().splitlines()
-        detail = lines[0] if lines else type(exc).__name__
-        raise ValueError(f"cannot read checkpoint {path} (a damaged or truncated file?): {detail}") from None
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a state_dict")
-    state_dict = ckpt.get("model", ckpt)
-    model = protocol.build_model(spec)
-    try:
-        model.load_state_dict(state_dict)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        detail = " ".join(str(exc).split())[:300]
-        raise ValueError(f"checkpoint {path} does not match the {spec.workload} model: {detail}") from None
-    adam = _adam_state(ckpt.get("optimizer"), model, spec, path) if "model" in ckpt else None
-    meta = {k: ckpt.get(k) for k in ("target_loss", "steps", "loss")}
-    return model, adam, meta
-
-
-def _adam_state(sd, model: torch.nn.Module, spec: protocol.RunSpec, path) -> AdamState | None:
-    if not sd:
-        return None
-    try:
-        params = [p for p in model.parameters() if p.requires_grad]
-        group = sd["param_groups"][0]
-        states = [sd["state"].get(i, sd["state"].get(str(i))) for i in range(len(params))]
-        if any(s is None or "exp_avg" not in s for s in states):  # never stepped
-            return None
-        flat = lambda key: torch.cat([s[key].reshape(-1).to(torch.float64) for s in states])  # noqa: E731
-        beta1, beta2 = group["betas"]
-        return AdamState(flat("exp_avg"), flat("exp_avg_sq"), int(float(states[0]["step"])), float(beta1),
-                         float(beta2), float(group["eps"]))  # fmt: skip
-    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"checkpoint {path}: the optimizer state is not Adam's for this model ({exc})") from None
-
-
-def reference_checkpoints(
-    spec: protocol.RunSpec, directory: Path, say: Callable[[str], None] = lambda s: None
-) -> list[dict]:
-    """Train ``spec`` (the reference run) and checkpoint it at the first evaluation reaching each
-    target loss, into ``directory/target_<loss>.pt``; a target whose checkpoint exists is not
-    trained for again (a rerun resumes). Returns, per reached target, ``target_loss``, ``steps``,
-    ``loss`` and ``checkpoint`` (path); targets not reached within ``max_steps`` are left out."""
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = {t: protocol.checkpoint_path(directory, t) for t in spec.targets}
-    if not all(p.exists() for p in paths.values()):
-        trainer = protocol.Trainer(spec)
-        start = time.perf_counter()
-
-        def save(r: protocol.TargetRecord) -> None:
-            protocol.save_checkpoint(paths[r.target_loss], trainer, r)
-            say(f"reference run reached loss {r.target_loss:g} at step {r.crossing_step} "
-                f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
-
-        protocol.follow_targets(
-            trainer.step, trainer.loss, spec.targets, further_steps=0, max_steps=spec.max_steps,
-            eval_rel=spec.eval_rel, dense_steps=spec.dense_steps, diverge_factor=spec.diverge_factor,
-            stall_factor=spec.stall_factor, on_cross=save,
-        )  # fmt: skip
-    out = []
-    for t, p in paths.items():
-        if p.exists():
-            meta = torch.load(p, weights_only=True, map_location="cpu")
-            out.append({"target_loss": t, "steps": meta["steps"], "loss": meta["loss"], "checkpoint": str(p)})
-    return out
-
-
-def workload_state(
-    checkpoint: str, spec: protocol.RunSpec, full_gradient_examples: int = 0, adam: dict | None = None
-) -> ProbeState:
-    """The probe's state at a checkpoint of ``spec``'s workload: its data, G over the whole data
-    set (``full_gradient_examples`` 0 or at least its size) or a uniform sample of that many
-    examples (error propagated), and Adam's buffers from the checkpoint (else zeros with the
-    hyper-parameters ``adam``)."""
-    model, adam_state, _ = load_checkpoint(checkpoint, spec)
-    data = protocol.load_data(spec)
-    G, error = full_gradient(model, data.loss, data, min(full_gradient_examples or data.n, data.n))
-    if adam_state is None:
-        adam_state = AdamState.zeros(G.numel(), **(adam or {}))
-    return ProbeState(model, data.loss, data, G, gradient_error=error, adam=adam_state)
+FULL_GRADIENT_EXAMPLES = 16384  # G exact on data sets up to this size, else a sample (error propagated)
+DEFAULT_BATCH_SIZES = (1, 4, 16, 64, 256, 1024)  # the batch sizes probed by default
 
 
 _STATE: dict = {}  # the last state built in this process: a sweep's tasks come state by state
@@ -248,76 +149,6 @@ def task_list(states: Sequence[dict], batch_sizes: Sequence[int], options: dict)
 
 # -- any model (``sims.probe --model``, ``probe_model``) -----------------------------------------
 
-
-def load_model_function(spec: str) -> Callable[[], tuple]:
-    """The function named by ``FILE.py:FUNCTION`` or ``package.module:FUNCTION``. Raises ValueError
-    (one line, naming the file) when the file is missing, fails to import, or lacks FUNCTION."""
-    import importlib
-    import importlib.util
-
-    where, sep, name = str(spec).rpartition(":")
-    if not sep or not where or not name.isidentifier():
-        raise ValueError(f"--model must be FILE.py:FUNCTION or package.module:FUNCTION, got {spec!r}")
-    try:
-        if where.endswith(".py") or os.sep in where or "/" in where:
-            path = Path(where)
-            if not path.is_file():
-                raise ValueError(f"no such file: {where}")
-            mod_spec = importlib.util.spec_from_file_location(f"_surgesim_model_{path.stem}", path)
-            module = importlib.util.module_from_spec(mod_spec)
-            mod_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(where)
-    except ValueError:
-        raise
-    except BaseException as exc:  # the user's file raised while importing: say so in one line
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        detail = " ".join(str(exc).split())[:200]
-        raise ValueError(f"cannot import {where}: {type(exc).__name__}: {detail}") from None
-    fn = getattr(module, name, None)
-    if not callable(fn):
-        raise ValueError(f"{where} has no function {name}")
-    return fn
-
-
-def call_model_function(fn: Callable[[], tuple], what: str = "the model function") -> tuple:
-    """FUNCTION() checked: ``(model, loss_fn, inputs, targets)`` with an nn.Module, a callable and
-    two tensors of the same length (first axis: the example). Raises ValueError otherwise."""
-    try:
-        out = fn()
-    except Exception as exc:
-        detail = " ".join(str(exc).split())[:200]
-        raise ValueError(f"{what} raised {type(exc).__name__}: {detail}") from None
-    if not isinstance(out, tuple | list) or len(out) != 4:
-        got = f"a {len(out)}-tuple" if isinstance(out, tuple | list) else f"a {type(out).__name__}"
-        raise ValueError(f"{what} must return (model, loss_fn, inputs, targets), got {got}")
-    model, loss_fn, inputs, targets = out
-    if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"{what}: the model must be a torch.nn.Module, got {type(model).__name__}")
-    if not callable(loss_fn):
-        raise ValueError(f"{what}: loss_fn must be callable, got {type(loss_fn).__name__}")
-    for label, t in (("inputs", inputs), ("targets", targets)):
-        if not isinstance(t, torch.Tensor) or t.dim() < 1:
-            raise ValueError(f"{what}: {label} must be a tensor with the example on the first axis")
-    if inputs.shape[0] != targets.shape[0]:
-        raise ValueError(f"{what}: inputs and targets have different lengths ({inputs.shape[0]} and "
-                         f"{targets.shape[0]} examples)")  # fmt: skip
-    if inputs.shape[0] < 8:
-        raise ValueError(f"{what}: {inputs.shape[0]} examples are too few to probe (at least 8)")
-    return model, loss_fn, inputs, targets
-
-
-def file_digest(spec: str) -> str:
-    """sha256 of the file of a ``FILE.py:FUNCTION`` spec ('' for a module path): a changed file
-    does not resume from the store's old rows."""
-    import hashlib
-
-    where = str(spec).rpartition(":")[0]
-    path = Path(where)
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
-
-
 _BUILT: dict = {}  # the last user model state built by check_model, reused by its tasks in this process
 
 
@@ -387,7 +218,7 @@ def probe_model(
     loss_fn: Callable,
     inputs: torch.Tensor,
     targets: torch.Tensor,
-    batch_sizes: Sequence[int] = (1, 4, 16, 64, 256, 1024),
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
     *,
     update: str = "sign",
     steps: int = 1,

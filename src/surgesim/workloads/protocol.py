@@ -28,29 +28,27 @@ minibatch stream on (seed, B, lr) through ``surgesim.rng.stream_key``: a task is
 its parameters (``torch.use_deterministic_algorithms`` is not forced, so the last bits of a CUDA
 run may differ). ``run_task`` is module-level, so ``surgesim.sweep.run_sweep`` can run the grid on
 local processes or a Dask cluster and resume it.
+
+The run's specification is ``run_spec.RunSpec``, its training ``training.Trainer``, the grid's cost
+estimates ``grid_cost``; this module re-exports them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import os
-import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from .. import rng
-from . import data as datasets
 from .gradstats import noise_scale
-from .models import CausalTransformer, FiveLayerCNN, ResNet18
+from .grid_cost import estimate_grid_seconds, measure_step_seconds
+from .run_spec import WORKLOADS, RunSpec
+from .training import Trainer, build_model, load_data, stream_seed
 
 __all__ = [
     "WORKLOADS",
@@ -71,7 +69,6 @@ __all__ = [
     "checkpoint_path",
 ]
 
-WORKLOADS = ("cnn", "resnet18", "gpt")
 ROW_COLUMNS = (
     "optimizer", "lr", "batch_size", "seed", "target_loss", "steps", "examples", "further_decrease",
     "beta1", "beta2",
@@ -81,250 +78,6 @@ GRADIENT_COLUMNS = (
     "predicted_peak_lr", "predicted_peak_lr_se", "hessian_trace", "hessian_trace_se", "signal",
     "off_diagonal", "validity_bound", "n_examples", "n_probes", "n_params", "seconds",
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything one run depends on. ``data_dir`` "" means the workload's offline demo data.
-
-    Workload options: ``per_class`` (Tiny-ImageNet images per class, 0 = all), ``max_records``
-    (ELI5 records, 0 = all), ``context``/``n_layer``/``d_model``/``n_head`` (the transformer).
-    """
-
-    workload: str
-    lr: float
-    batch_size: int
-    seed: int
-    targets: tuple[float, ...]
-    data_dir: str = ""
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-    further_steps: int = 10
-    max_steps: int = 2000
-    eval_examples: int = 512
-    eval_rel: float = 0.1
-    dense_steps: int = 10
-    diverge_factor: float = 3.0
-    stall_factor: float = 2.0  # 0: never stop for a stall
-    device: str = "cpu"
-    threads: int = 1  # torch.set_num_threads in the task's process (0: torch's default); see below
-    per_class: int = 0
-    max_records: int = 0
-    context: int = 128
-    n_layer: int = 2
-    d_model: int = 128
-    n_head: int = 4
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "targets", tuple(float(t) for t in self.targets))
-        if self.workload not in WORKLOADS:
-            raise ValueError(f"workload must be one of {', '.join(WORKLOADS)}, got {self.workload!r}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be finite and > 0, got {self.lr}")
-        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}")
-        if not self.targets or not all(math.isfinite(t) and t > 0 for t in self.targets):
-            raise ValueError(f"targets must be finite losses > 0, got {self.targets}")
-        for name in ("beta1", "beta2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if not self.eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {self.eps}")
-        for name in ("further_steps", "dense_steps", "threads", "per_class", "max_records"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("max_steps", "eval_examples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.eval_rel < 0:
-            raise ValueError(f"eval_rel must be >= 0, got {self.eval_rel}")
-        if self.diverge_factor <= 1:
-            raise ValueError(f"diverge_factor must be > 1, got {self.diverge_factor}")
-        if not (self.stall_factor == 0 or self.stall_factor >= 1):
-            raise ValueError(f"stall_factor must be 0 (off) or >= 1, got {self.stall_factor}")
-
-    def to_params(self) -> dict:
-        """JSON-serialisable task parameters (``targets`` as a list)."""
-        d = dataclasses.asdict(self)
-        d["targets"] = list(self.targets)
-        return d
-
-    @classmethod
-    def from_params(cls, params: dict) -> RunSpec:
-        known = {f.name for f in dataclasses.fields(cls)}
-        extra = sorted(set(params) - known)
-        if extra:
-            raise ValueError(f"unknown run parameters {extra}")
-        return cls(**params)
-
-
-# --- data --------------------------------------------------------------------------------------
-
-
-class _Images:
-    """uint8 images kept as such; each batch converted to float and standardised per channel."""
-
-    def __init__(self, d: datasets.ImageData, device: str) -> None:
-        self.images = torch.from_numpy(d.images)
-        self.labels = torch.from_numpy(d.labels)
-        self.num_classes = len(d.classes)
-        # Per-channel mean and standard deviation, accumulated in chunks (100k Tiny-ImageNet images
-        # as float would take 5 GB).
-        c = self.images.shape[1]
-        s1 = torch.zeros(c, dtype=torch.float64)
-        s2 = torch.zeros(c, dtype=torch.float64)
-        for i in range(0, self.n, 4096):
-            x = self.images[i : i + 4096].to(torch.float64) / 255.0
-            s1 += x.sum(dim=(0, 2, 3))
-            s2 += (x * x).sum(dim=(0, 2, 3))
-        count = self.n * self.images.shape[2] * self.images.shape[3]
-        mean = s1 / count
-        std = torch.sqrt(torch.clamp(s2 / count - mean * mean, min=1e-12))
-        self.mean = mean.to(torch.float32).view(1, c, 1, 1).to(device)
-        self.std = std.to(torch.float32).view(1, c, 1, 1).to(device)
-        self.device = device
-
-    @property
-    def n(self) -> int:
-        return self.images.shape[0]
-
-    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.images[idx].to(self.device, torch.float32) / 255.0
-        return (x - self.mean) / self.std, self.labels[idx].to(self.device)
-
-    def sample(self, gen: torch.Generator, batch_size: int):
-        return self.take(torch.randint(self.n, (batch_size,), generator=gen))
-
-    def fixed(self, n: int, seed: int):
-        """A fixed sample of min(n, N) distinct examples (a permutation seeded by ``seed``)."""
-        return self.take(torch.randperm(self.n, generator=torch.Generator().manual_seed(seed))[:n])
-
-    @staticmethod
-    def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(output, target)
-
-
-class _Text:
-    """A token stream; an example is a window of ``context`` tokens and its next-token targets."""
-
-    def __init__(self, tokens: np.ndarray, context: int, device: str) -> None:
-        if tokens.size < context + 2:
-            raise ValueError(f"text of {tokens.size} tokens is shorter than the context {context} + 2")
-        self.tokens = torch.from_numpy(tokens)
-        self.context = context
-        self.offsets = torch.arange(context + 1)
-        self.device = device
-
-    @property
-    def n(self) -> int:
-        return self.tokens.numel() - self.context
-
-    def take(self, starts: torch.Tensor):
-        w = self.tokens[starts[:, None] + self.offsets].to(self.device, torch.int64)
-        return w[:, :-1], w[:, 1:]
-
-    def sample(self, gen: torch.Generator, batch_size: int):
-        return self.take(torch.randint(self.n, (batch_size,), generator=gen))
-
-    def fixed(self, n: int, seed: int):
-        return self.take(torch.randint(self.n, (n,), generator=torch.Generator().manual_seed(seed)))
-
-    @staticmethod
-    def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
-
-
-@functools.lru_cache(maxsize=2)
-def _load_raw(workload: str, data_dir: str, per_class: int, max_records: int):
-    if workload == "cnn":
-        return datasets.load_fashion_mnist(data_dir) if data_dir else datasets.load_mnist_5k()
-    if workload == "resnet18":
-        if data_dir:
-            return datasets.load_tiny_imagenet(data_dir, per_class=per_class or None)
-        # Demo: the 5,000 MNIST digits as 64x64 colour images (grey repeated in 3 channels).
-        d = datasets.load_mnist_5k()
-        x = F.interpolate(torch.from_numpy(d.images).float(), size=64, mode="bilinear", align_corners=False)
-        rgb = x.round().clamp(0, 255).to(torch.uint8).repeat(1, 3, 1, 1).numpy()
-        return datasets.ImageData(rgb, d.labels, d.classes)
-    text = (
-        datasets.load_eli5_category(data_dir, max_records=max_records or None)
-        if data_dir
-        else datasets.load_stdlib_text()
-    )
-    return datasets.encode_bytes(text)
-
-
-@functools.lru_cache(maxsize=2)
-def _dataset(workload: str, data_dir: str, per_class: int, max_records: int, context: int, device: str):
-    raw = _load_raw(workload, data_dir, per_class, max_records)
-    return _Text(raw, context, device) if workload == "gpt" else _Images(raw, device)
-
-
-def load_data(spec: RunSpec):
-    """The spec's dataset (cached per process): image or text batches on ``spec.device``."""
-    return _dataset(spec.workload, spec.data_dir, spec.per_class, spec.max_records, spec.context, spec.device)
-
-
-def build_model(spec: RunSpec) -> nn.Module:
-    """The spec's network, freshly initialised from the spec's seed, on ``spec.device``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_seed(spec.seed, 0, 0))  # initial weights: seed only
-        return _build_model(spec, load_data(spec)).to(spec.device)
-
-
-def _build_model(spec: RunSpec, data) -> nn.Module:
-    if spec.workload == "cnn":
-        _, c, h, _ = data.images.shape
-        return FiveLayerCNN(num_classes=data.num_classes, in_channels=c, image_size=h)
-    if spec.workload == "resnet18":
-        return ResNet18(num_classes=data.num_classes, in_channels=data.images.shape[1])
-    return CausalTransformer(256, spec.context, spec.n_layer, spec.d_model, spec.n_head)
-
-
-def _seed(seed: int, a: int, b: int) -> int:
-    return int(rng.stream_key(np.uint64(seed), np.uint64(a), np.uint64(b)))
-
-
-def _lr_bits(lr: float) -> int:
-    return struct.unpack("<Q", struct.pack("<d", float(lr)))[0]
-
-
-class Trainer:
-    """One run's model, Adam optimizer, minibatch stream and training-loss probe."""
-
-    def __init__(self, spec: RunSpec) -> None:
-        if spec.threads:
-            torch.set_num_threads(spec.threads)
-        self.spec = spec
-        self.data = load_data(spec)
-        self.model = build_model(spec)
-        self.model.train()
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=spec.lr, betas=(spec.beta1, spec.beta2), eps=spec.eps,
-            fused=spec.device == "cpu" or spec.device.startswith("cuda"),
-        )  # fmt: skip
-        self.gen = torch.Generator().manual_seed(_seed(spec.seed, spec.batch_size, _lr_bits(spec.lr)))
-        self.probe = self.data.fixed(spec.eval_examples, seed=0)
-        self.loss_fn = self.data.loss
-
-    def step(self) -> None:
-        x, y = self.data.sample(self.gen, self.spec.batch_size)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.loss_fn(self.model(x), y).backward()
-        self.optimizer.step()
-
-    @torch.no_grad()
-    def loss(self, chunk: int = 256) -> float:
-        """Mean loss over the probe sample (BatchNorm running statistics restored after)."""
-        saved = [b.clone() for b in self.model.buffers()]
-        x, y = self.probe
-        total = 0.0
-        for i in range(0, x.shape[0], chunk):
-            total += float(self.loss_fn(self.model(x[i : i + chunk]), y[i : i + chunk])) * x[i : i + chunk].shape[0]
-        for b, s in zip(self.model.buffers(), saved, strict=True):
-            b.copy_(s)
-        return total / x.shape[0]
 
 
 # --- the protocol's bookkeeping ---------------------------------------------------------------
@@ -439,7 +192,7 @@ def run_task(params: dict) -> list[dict]:
 CHECKPOINT_FORMAT = "surgesim-probe-1"
 
 
-def save_checkpoint(path, trainer: Trainer, record: TargetRecord | None) -> None:
+def save_checkpoint(path: str | os.PathLike, trainer: Trainer, record: TargetRecord | None) -> None:
     """The trainer's model and Adam state (a ``torch.save`` dict: ``format``, ``spec``, ``model``,
     ``optimizer``, ``target_loss``, ``steps``, ``loss``), written atomically (temporary + rename)."""
     path = Path(path)
@@ -454,7 +207,7 @@ def save_checkpoint(path, trainer: Trainer, record: TargetRecord | None) -> None
     os.replace(tmp, path)
 
 
-def checkpoint_path(directory, target_loss: float) -> Path:
+def checkpoint_path(directory: str | os.PathLike, target_loss: float) -> Path:
     """Where the reference run's state at ``target_loss`` is saved."""
     return Path(directory) / f"target_{target_loss:g}.pt"
 
@@ -485,7 +238,7 @@ def gradient_task(params: dict) -> list[dict]:
         start = time.perf_counter()
         ns = noise_scale(
             trainer.model, trainer.loss_fn, x, y, probes=probes,
-            seed=_seed(spec.seed, 2, len(rows)), chunk_size=32, hvp_chunk_size=256,
+            seed=stream_seed(spec.seed, 2, len(rows)), chunk_size=32, hvp_chunk_size=256,
         )  # fmt: skip
         rows.append({
             "target_loss": r.target_loss, "steps": r.steps, "loss": r.crossing_loss,
@@ -516,62 +269,3 @@ def grid_tasks(base: RunSpec, lrs: Sequence[float], batch_sizes: Sequence[int], 
         for b in batch_sizes
         for lr in lrs
     ]
-
-
-# --- cost estimates ----------------------------------------------------------------------------
-
-
-def measure_step_seconds(base: RunSpec, batch_sizes: Sequence[int], steps: int = 3) -> tuple[dict[int, float], float]:
-    """Seconds per training step at each batch size (after one warm-up step) and per evaluation."""
-    out = {}
-    for b in batch_sizes:
-        t = Trainer(dataclasses.replace(base, batch_size=int(b)))
-        t.step()
-        start = time.perf_counter()
-        for _ in range(steps):
-            t.step()
-        out[int(b)] = (time.perf_counter() - start) / steps
-    start = time.perf_counter()
-    t.loss()
-    return out, time.perf_counter() - start
-
-
-def _evaluations(steps: float, spec: RunSpec) -> float:
-    """Evaluations of the geometric schedule up to ``steps`` steps, plus one per target."""
-    dense = min(steps, spec.dense_steps)
-    rest = 0.0
-    if steps > spec.dense_steps and spec.eval_rel == 0:
-        rest = steps - spec.dense_steps
-    elif steps > spec.dense_steps:
-        rest = math.log(steps / max(spec.dense_steps, 1)) / math.log1p(spec.eval_rel)
-    return 1 + dense + rest + len(spec.targets)
-
-
-def estimate_grid_seconds(
-    base: RunSpec,
-    step_seconds: dict[int, float],
-    eval_seconds: float,
-    lrs: Sequence[float],
-    n_seeds: int,
-    reference_steps: float | None = None,
-) -> tuple[float, float]:
-    """(estimate, upper bound) of the grid's compute seconds on one worker.
-
-    Upper bound: every run goes to ``max_steps``. Estimate: from a reference run (``base``'s lr
-    and batch size) that reached the last target in S_ref = ``reference_steps``, a run at (lr, B) takes
-    S_ref (1 + B_ref / B) / 2 max(1, lr_ref / lr) + further_steps steps, capped at max_steps:
-    the eq 20 form with B_noise taken as B_ref, and a smaller learning rate needing
-    proportionally more steps (gradient-flow time lr x steps). Without a reference: the bound.
-    """
-    est = upper = 0.0
-    for b, t in step_seconds.items():
-        full = base.max_steps * t + _evaluations(base.max_steps, base) * eval_seconds
-        upper += n_seeds * len(lrs) * full
-        for lr in lrs:
-            if reference_steps is None or not math.isfinite(reference_steps):
-                est += n_seeds * full
-                continue
-            s = reference_steps * (1 + base.batch_size / b) / 2 * max(1.0, base.lr / lr) + base.further_steps
-            s = min(s, base.max_steps)
-            est += n_seeds * (s * t + _evaluations(s, base) * eval_seconds)
-    return est, upper
