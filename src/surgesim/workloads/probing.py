@@ -37,6 +37,8 @@ from .probe import (
 )
 from .quadratic import quadratic_state
 
+FULL_GRADIENT_EXAMPLES = 16384  # G exact on data sets up to this size, else a sample (error propagated)
+
 __all__ = [
     "load_checkpoint",
     "reference_checkpoints",
