@@ -16,7 +16,7 @@ __all__ = ["DEFAULTS", "QUICK", "QUADRATIC", "DATA_FILES", "ValidationOptions", 
 # ones (seconds to a minute). Networks: 8 batch sizes spanning 128x around the demo's balance
 # point (sims.workloads measured B_noise ~ 30-130 on the CNN demo), 6 coarse learning rates
 # (factor 2) refined once per side, 4 seeds (the issue's minimum), eval on a fixed 128-example sample.
-DEFAULTS = {
+DEFAULTS: dict[str, dict[str, Any]] = {
     "cnn": dict(batch_sizes=(2, 4, 8, 16, 32, 64, 128, 256), lrs=(2e-4, 4e-4, 8e-4, 1.6e-3, 3.2e-3, 6.4e-3),
                 targets=(1.0, 0.6, 0.4), real_targets=(1.0, 0.6, 0.4), seeds=4, further_steps=20, max_steps=800,
                 eval_examples=128, probe_batch_sizes=(1, 4, 16, 64, 256), probe_rel_se=0.2),
@@ -25,7 +25,7 @@ DEFAULTS = {
                 eval_examples=64, probe_batch_sizes=(1, 4, 16, 64), probe_rel_se=0.2),
 }  # fmt: skip
 """The full network runs' protocol, per workload."""
-QUICK = {
+QUICK: dict[str, dict[str, Any]] = {
     "cnn": dict(batch_sizes=(4, 16, 64), lrs=(8e-4, 1.6e-3, 3.2e-3), targets=(1.4,), seeds=2, further_steps=5,
                 max_steps=120, eval_examples=64, probe_batch_sizes=(64, 128, 256), probe_draws=8),
     "gpt": dict(batch_sizes=(2, 8, 32), lrs=(1e-3, 3e-3, 1e-2), targets=(4.5,), seeds=2, further_steps=5,
@@ -36,9 +36,9 @@ QUICK = {
 """The quick runs (every output in seconds to a minute): what they change, per workload. The quick
 network runs: one target (one probed state), 3 batch sizes, probe batch sizes >= 64 (below that,
 the probe's random-number blocks hold up to 1024 draws whatever the fixed number of draws)."""
-QUADRATIC = dict(dims=256, batch_sizes=tuple(2**k for k in range(3, 13)), lr_points=12, seeds=8, further_steps=50,
-                 max_steps=3000, target_fractions=(0.5, 0.25, 0.125))  # fmt: skip
-"""The full quadratic run's protocol (targets: fractions of the initial loss)."""
+QUADRATIC: dict[str, Any] = dict(dims=256, batch_sizes=tuple(2**k for k in range(3, 13)), lr_points=12, seeds=8,
+                                 further_steps=50, max_steps=3000, target_fractions=(0.5, 0.25, 0.125))  # fmt: skip
+"""The full quadratic run's protocol (its target losses as fractions of the initial loss)."""
 DATA_FILES = {
     "cnn": "a folder with train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz] (Fashion-MNIST)",
     "gpt": "a JSON-lines file or a folder of train*.jsonl[.gz] (ELI5-Category)",
@@ -94,10 +94,10 @@ def resolve_options(given: Mapping[str, Any]) -> ValidationOptions:
     the workload's demo data); a value None or absent takes the workload's default (``DEFAULTS``,
     with ``QUICK`` over it for a quick run; ``QUADRATIC`` without a workload). Other names are
     ignored. Raises ValueError for batch sizes, targets or learning rates that cannot be run."""
-    v = {**_FIXED, **{k: x for k, x in given.items() if k in _NAMES and x is not None}}
+    v: dict[str, Any] = {**_FIXED, **{k: x for k, x in given.items() if k in _NAMES and x is not None}}
     w, quick = v.get("workload"), v["quick"]
     kind = w or "quadratic"
-    base = dict(DEFAULTS[w]) if w else dict(QUADRATIC)
+    base: dict[str, Any] = dict(DEFAULTS[w]) if w else dict(QUADRATIC)
     if quick:
         base.update(QUICK[kind])
     if w:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from .predictors import PredictorFn, curve_rows
 from .refinement import refinement
 from .result import ValidationResult
 from .stages import SweepStages, load_average, minutes
+
+if TYPE_CHECKING:
+    from ..problem import QuadraticProblem
 
 __all__ = [
     "quadratic_tasks",
@@ -58,15 +61,15 @@ class QuadraticStates:
     """The reference runs' states at one target: ``delta`` (n, d) = theta - theta*, the problem
     and the runs' optimizer."""
 
-    problem: object
+    problem: QuadraticProblem
     delta: np.ndarray
     batch_grid: np.ndarray  # batch sizes over which probe-type peaks are searched
-    optimizer: object = None  # the reference runs' optimizer (``dynamics.Optimizer``)
+    optimizer: object = None  # the reference runs' optimizer (``kernels.dynamics.Optimizer``)
 
 
 def quadratic_states(
-    problem, optimizer, batch_size: int, lr: float, targets: Sequence[float], seeds: int, *,
-    max_steps: int, seed: int = 0, batch_grid: Sequence[float] = (1, 1e5),
+    problem: QuadraticProblem, optimizer, batch_size: int, lr: float, targets: Sequence[float],
+    seeds: int, *, max_steps: int, seed: int = 0, batch_grid: Sequence[float] = (1, 1e5),
 ) -> list[QuadraticStates | None]:  # fmt: skip
     """The reference runs (``seeds`` runs at (batch_size, lr), the grid's own random streams) and
     their states at each target (None where fewer than 2 runs reached it)."""
@@ -208,7 +211,7 @@ class QuadraticValidation:
     Construction checks the protocol against the problem (``surgesim.dynamics.Experiment``);
     ``run`` does the work, its runs resumable through the stores in the output directory."""
 
-    def __init__(self, options: ValidationOptions, problem: Any) -> None:
+    def __init__(self, options: ValidationOptions, problem: QuadraticProblem) -> None:
         from ..dynamics import Experiment, Optimizer, default_lr_grid
 
         o = options

@@ -10,13 +10,17 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ..outputs import atomic_path, dumps_json
+from ..outputs import OutputDir, atomic_path, dumps_json
 from .optimal_lr import VALIDATE_COLUMNS, TargetValidation, finite_or_none
 from .options import ValidationOptions
 from .predictors import CURVE_COLUMNS, PREDICTOR_COLUMNS, PREDICTOR_NAMES, score_predictor
 from .stages import load_average, minutes
+
+if TYPE_CHECKING:
+    from ..problem import QuadraticProblem
 
 __all__ = ["RUN_COLUMNS", "ADAM_PREDICTED_NOTE", "ValidationResult", "format_table"]
 
@@ -45,7 +49,7 @@ class ValidationResult:
     curves: list[dict]
     context: dict[str, Any]
     wall_seconds: float
-    problem: Any = field(default=None, repr=False)  # the quadratic (``QuadraticProblem``), saved as problem.npz
+    problem: QuadraticProblem | None = field(default=None, repr=False)  # a quadratic's, saved as problem.npz
 
     def targets(self) -> list[dict]:
         """summary.json's ``targets``: per target the statistics and every predictor's score."""
@@ -88,7 +92,7 @@ class ValidationResult:
         """The number of distinct runs (learning rate, batch size, seed)."""
         return len({(r["lr"], r["batch_size"], r["seed"]) for r in self.rows})
 
-    def write(self, out: os.PathLike | Any) -> dict:
+    def write(self, out: OutputDir | Path) -> dict:
         """Write every output to ``out / NAME`` (an ``OutputDir`` or a folder); returns the summary."""
         from ..sweep import write_csv
 
@@ -113,7 +117,7 @@ class ValidationResult:
             fig.savefig(out / "fig11_validate.png", dpi=110)
         return summary
 
-    def report(self, summary: dict, out: object) -> str:
+    def report(self, summary: dict, out: OutputDir | Path) -> str:
         """The table printed at the end of a run and the line naming what was written to ``out``."""
         return "\n".join([
             format_table(summary["targets"]),
