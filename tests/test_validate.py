@@ -17,6 +17,7 @@ s.e. is itself noisy and z has heavy tails (a t-like law) even when the s.e. is 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -94,7 +95,7 @@ def test_peak_interval_covers_the_true_peak_68_percent(fall_runs):
 
 def test_wrong_quantiles_break_the_peak_coverage(monkeypatch):
     # The planted bug: a 95% interval reported as the 68% one; the coverage check above must see it.
-    monkeypatch.setattr(V, "QUANTILES", (0.025, 0.975))
+    monkeypatch.setattr(V.optimal_lr, "QUANTILES", (0.025, 0.975))  # where validate_target reads it
     hits = [v.peak_batch_size_ci[0] <= PEAK <= v.peak_batch_size_ci[1] for v, _ in _runs(True, 100, 3)]
     assert np.mean(hits) > 0.76
 
@@ -141,7 +142,7 @@ def test_vectorised_optimum_is_grid_optimum():
     lrs = np.exp(np.sort(gen.uniform(-5, 0, 7)))
     mean = gen.standard_normal((7, 200))
     mean[gen.random((7, 200)) < 0.1] = np.nan
-    got = V._log_optima(lrs, mean)
+    got = V.log_optima(lrs, mean)
     for r in range(200):
         lr, _ = grid_optimum(lrs, mean[:, r], maximize=True)
         assert (np.isnan(got[r]) and np.isnan(lr)) or got[r] == pytest.approx(math.log(lr), abs=1e-12)
@@ -151,7 +152,7 @@ def test_vectorised_eq22_is_theory_fit():
     gen = np.random.default_rng(1)
     B = np.array([4.0, 8, 16, 32, 64])
     S = 100 * (1 + 20 / B) * np.exp(0.1 * gen.standard_normal((30, 5)))
-    bn, s_min = V._fit22(B, S)
+    bn, s_min = V.fit_eq22(B, S)
     for r in range(30):
         want = theory.fit_noise_batch_size(S[r], B * S[r])
         assert bn[r] == pytest.approx(want[0], rel=1e-9) and s_min[r] == pytest.approx(want[1], rel=1e-9)
@@ -231,7 +232,7 @@ def test_probe_rule_se_is_calibrated(rule_name):
     gen = np.random.default_rng(7)
     values, ses = [], []
     for k in range(40):
-        probe = V.replace(base, lr_opt=truth * np.exp(gen.normal(0.0, log_se)))
+        probe = dataclasses.replace(base, lr_opt=truth * np.exp(gen.normal(0.0, log_se)))
         values.append(rule(probe))
         ses.append(V.probe_rule_se(probe, rule, replicates=60, seed=k))
     ratio = np.std(values, ddof=1) / np.sqrt(np.mean(np.square(ses)))
