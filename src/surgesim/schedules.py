@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 SCHEDULES = ("constant", "oracle", "online", "critical", "geometric")
-"""The schedules of the kernel's ``StepRule``s: ``default_variants``' default."""
+"""The schedules of the kernel's step rules (``StepRule``): the default of ``default_variants``."""
 PROBE_SCHEDULE = "probe"
 """The Adam schedule: B_t and lr_t from the multi-step probe at the state (``surgesim.probe_schedule``)."""
 KNOWN_SCHEDULES = SCHEDULES + (PROBE_SCHEDULE,)
