@@ -51,6 +51,7 @@ from sims import _cli
 
 SCHEDULE_NAMES = ("constant", "oracle", "online", "critical", "geometric")
 NETWORK_SCHEDULES = ("constant", "online", "critical", "geometric")
+PROBE = "probe"  # the Adam schedule (the multi-step probe at the state): only where --schedules names it
 WORKLOADS = ("cnn",)
 
 # Defaults of the quadratic (fractions of the initial loss) and of the CNN, sized for 2 idle cores
@@ -107,7 +108,10 @@ def build_parser() -> _cli.Parser:
                    help="comma-separated, from sign, adam (default sign,adam; with --workload: adam, as sign doubles "
                    "the time)")  # fmt: skip
     g.add_argument(
-        "--schedules", help=f"comma-separated, from {', '.join(SCHEDULE_NAMES)} (default all; oracle is quadratic-only)"
+        "--schedules",
+        help=f"comma-separated, from {', '.join(SCHEDULE_NAMES + (PROBE,))} (default all but probe, "
+        "the Adam schedule that follows the multi-step probe at the state, which costs a probe per loss decrease; "
+        "oracle is quadratic-only)",
     )
     g.add_argument("--multipliers", type=_cli.float_list, metavar="C1,C2,...",
                    help="c of the adaptive rules: quadratic B_t = c B_noise, critical 2c (default 0.5,1,2); "
@@ -197,13 +201,14 @@ def resolve(args) -> Options:
         raise _cli.UsageError(f"--targets must be distinct fractions in (0, 1), got {list(targets)}")
     if any(not (np.isfinite(c) and c > 0) for c in multipliers):
         raise _cli.UsageError(f"--multipliers must be finite and > 0, got {list(multipliers)}")
-    allowed = NETWORK_SCHEDULES if network else SCHEDULE_NAMES
+    defaults = NETWORK_SCHEDULES if network else SCHEDULE_NAMES
+    allowed = defaults + (PROBE,)
     if network and args.schedules is not None and "oracle" in args.schedules.split(","):
         raise _cli.UsageError("--schedules oracle needs the exact state: quadratic only (drop it or --workload)")
     if args.schedules is not None and not args.schedules.strip(" ,"):
         raise _cli.UsageError(f"--schedules is empty: name one or more of {', '.join(allowed)}, or leave it out "
                               "for all")  # fmt: skip
-    schedules = _names(args.schedules or ",".join(allowed), allowed, "--schedules")
+    schedules = _names(args.schedules or ",".join(defaults), allowed, "--schedules")
     if "constant" not in schedules:
         raise _cli.UsageError("--schedules must include constant: the front every schedule is measured against")
     lrs = batch_sizes = tune_seeds = dims = seed = None

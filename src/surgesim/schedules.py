@@ -45,10 +45,13 @@ import numpy as np
 
 from .dynamics import DEFAULT_OPTIMIZERS, default_lr_grid, initial_delta
 from .kernels.dynamics import Optimizer, StepRule, run_trajectories, trajectory_key
+from .probe_schedule import ProbeRule, run_probe_schedule
 from .problem import QuadraticProblem
 
 __all__ = [
     "SCHEDULES",
+    "PROBE_SCHEDULE",
+    "KNOWN_SCHEDULES",
     "ROW_COLUMNS",
     "Variant",
     "ScheduleExperiment",
@@ -61,30 +64,36 @@ __all__ = [
 ]
 
 SCHEDULES = ("constant", "oracle", "online", "critical", "geometric")
+"""The schedules of the kernel's step rules (``StepRule``): the default of ``default_variants``."""
+PROBE_SCHEDULE = "probe"
+"""The Adam schedule: B_t and lr_t from the multi-step probe at the state (``surgesim.probe_schedule``)."""
+KNOWN_SCHEDULES = SCHEDULES + (PROBE_SCHEDULE,)
 ROW_COLUMNS = ("schedule", "variant", "optimizer", "target_loss", "seed", "steps", "examples", "batch_size", "lr")
 """Columns of schedules.csv: one row per evaluation run and target. batch_size: the constant B,
 the multiplier c, or B_0 (geometric); lr: the learning rate, the multiplier k of eq 9 / eq 13, or
 lr_0. steps and examples are empty where the target was not reached within max_steps."""
 
+PROBE_MULTIPLIERS = tuple(2.0 ** (j / 2) for j in range(-2, 5))
+"""k of the probe schedule, lr_t = k lr*_T(B_t): 0.5 .. 4 in half octaves (k = 1 is the probe's T-step optimum)."""
 _TUNE_OFFSET = 1 << 20  # tuning runs use replicates from here on: never the evaluation streams
 BOOTSTRAP = 200
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One schedule with its parameters: ``rule`` (a ``StepRule`` on the quadratic, a
-    ``surgesim.workloads.schedules.ScheduleRule`` on a network), the batch value (B, c or B_0)
-    and the grid of learning rates (or multipliers) it is tuned over."""
+    """One schedule with its parameters: ``rule`` (a ``StepRule`` on the quadratic, or the probe
+    schedule's ``ProbeRule``; a ``surgesim.workloads.schedules.ScheduleRule`` on a network), the
+    batch value (B, c or B_0) and the grid of learning rates (or multipliers) it is tuned over."""
 
     schedule: str
     label: str
-    rule: Any  # StepRule or ScheduleRule
+    rule: Any  # StepRule, ProbeRule or ScheduleRule
     batch: float
     lrs: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.schedule not in KNOWN_SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(KNOWN_SCHEDULES)}, got {self.schedule!r}")
         if not (np.isfinite(self.batch) and self.batch > 0):
             raise ValueError(f"{self.schedule}: batch value (B, c or B_0) must be finite and > 0, got {self.batch!r}")
         if not self.lrs or not all(np.isfinite(x) and x > 0 for x in self.lrs):
@@ -105,11 +114,13 @@ def default_variants(
     c in ``multipliers``; critical: c in 2 x ``multipliers`` (B_crit starts below B_noise on the
     default problem); all three with k in 2^(j/2), j = -6 .. 4 (sign, lion) or -4 .. 8 (adam, whose
     steps are shorter); geometric: B_0 = 32, the batch doubled every K in (100, 300) steps, gamma
-    in (1, 1/sqrt 2), lr_0 on ``default_lr_grid`` at B_0. Schedules clip B_t to the grid's range.
+    in (1, 1/sqrt 2), lr_0 on ``default_lr_grid`` at B_0; probe (only where named: each run
+    probes): c in ``multipliers``, k in 2^(j/2), j = -2 .. 4, the probe over ``batch_sizes``.
+    Schedules clip B_t to the grid's range (oracle and probe: [1, max B]).
     """
     for s in schedules:
-        if s not in SCHEDULES:
-            raise ValueError(f"unknown schedule {s!r}; choose from {', '.join(SCHEDULES)}")
+        if s not in KNOWN_SCHEDULES:
+            raise ValueError(f"unknown schedule {s!r}; choose from {', '.join(KNOWN_SCHEDULES)}")
     for c in multipliers:
         if not (np.isfinite(c) and c > 0):
             raise ValueError(f"multipliers c must be finite and > 0, got {c!r}")
@@ -133,6 +144,9 @@ def default_variants(
             for gamma in (1.0, 2**-0.5):
                 rule = StepRule("geometric", "geometric", interval=K, batch_factor=2.0, lr_factor=gamma, batch_max=hi)
                 out.append(Variant("geometric", f"B0=32,K={K},gamma={gamma:.2g}", rule, 32.0, grid))
+    if PROBE_SCHEDULE in schedules:
+        rule = ProbeRule(batch_min=1.0, batch_max=hi, batch_sizes=tuple(bs))
+        out += [Variant(PROBE_SCHEDULE, f"c={c:g}", rule, float(c), PROBE_MULTIPLIERS) for c in multipliers]
     return tuple(out)
 
 
@@ -206,16 +220,19 @@ def run_task(params: Mapping, problem: QuadraticProblem) -> list[dict]:
     """Run one task: every learning rate and seed of one (optimizer, variant). One row per
     (lr, seed, target), ``ROW_COLUMNS``; a pure function of (params, problem)."""
     opt = Optimizer(str(params["optimizer"]), float(params["beta1"]), float(params["beta2"]), float(params["eps"]))
-    rule = StepRule(**params["rule"])
     lrs = np.asarray(params["lrs"], dtype=np.float64)
     n = int(params["seeds"])
     offset = _TUNE_OFFSET if params["phase"] == "tune" else 0
     keys = np.array([trajectory_key(int(params["seed"]), 0, offset + r) for r in range(n)], dtype=np.uint64)
     targets = np.asarray(params["targets"], dtype=np.float64)
-    res = run_trajectories(
-        problem.hessian, problem.sigma, initial_delta(problem), np.tile(keys, lrs.size), np.repeat(lrs, n),
-        float(params["batch"]), opt, targets, 0, int(params["max_steps"]), rule=rule,
-    )  # fmt: skip
+    if params["schedule"] == PROBE_SCHEDULE:
+        res = _probe_runs(problem, opt, ProbeRule(**params["rule"]), float(params["batch"]), np.repeat(lrs, n),
+                          np.tile(keys, lrs.size), targets, int(params["max_steps"]))  # fmt: skip
+    else:
+        res = run_trajectories(
+            problem.hessian, problem.sigma, initial_delta(problem), np.tile(keys, lrs.size), np.repeat(lrs, n),
+            float(params["batch"]), opt, targets, 0, int(params["max_steps"]), rule=StepRule(**params["rule"]),
+        )  # fmt: skip
     rows = []
     for t in range(lrs.size * n):
         for j, target in enumerate(targets):
@@ -227,6 +244,24 @@ def run_task(params: Mapping, problem: QuadraticProblem) -> list[dict]:
                 "lr": float(lrs[t // n]),
             })  # fmt: skip
     return rows
+
+
+@dataclass(frozen=True)
+class _Runs:
+    """The part of a ``TrajectoryResult`` that ``run_task`` and ``schedule_traces`` read."""
+
+    steps: np.ndarray
+    examples_at: np.ndarray
+    batch_trace: np.ndarray
+    lr_trace: np.ndarray
+
+
+def _probe_runs(problem, opt, rule: ProbeRule, c: float, ks, keys, targets, max_steps: int, trace_steps: int = 0):
+    """The probe schedule's runs (``probe_schedule.run_probe_schedule``), one per (k, key)."""
+    runs = [run_probe_schedule(problem, opt, rule, c, float(k), int(key), initial_delta(problem), targets,
+                               max_steps, trace_steps) for k, key in zip(ks, keys, strict=True)]  # fmt: skip
+    return _Runs(np.array([r.steps for r in runs]), np.array([r.examples for r in runs]),
+                 np.array([r.batch_trace for r in runs]), np.array([r.lr_trace for r in runs]))  # fmt: skip
 
 
 def _steps(rows: Sequence[Mapping]) -> np.ndarray:
@@ -384,10 +419,13 @@ def schedule_traces(
             lr = chosen[(o.name, v.schedule, v.label, f)]
             if lr is None:
                 continue
-            res = run_trajectories(
-                experiment.problem.hessian, experiment.problem.sigma, delta0, key, lr, v.batch, o, [target], 0,
-                experiment.max_steps, trace_steps=n, rule=v.rule,
-            )  # fmt: skip
+            if v.schedule == PROBE_SCHEDULE:
+                res = _probe_runs(experiment.problem, o, v.rule, v.batch, [lr], key, [target], experiment.max_steps, n)
+            else:
+                res = run_trajectories(
+                    experiment.problem.hessian, experiment.problem.sigma, delta0, key, lr, v.batch, o, [target], 0,
+                    experiment.max_steps, trace_steps=n, rule=v.rule,
+                )  # fmt: skip
             out.append({"optimizer": o.name, "schedule": v.schedule, "variant": v.label,
                         "batch": res.batch_trace[0], "lr": res.lr_trace[0]})  # fmt: skip
     return out

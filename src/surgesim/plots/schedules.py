@@ -26,6 +26,7 @@ SCHEDULE_STYLE = {
     "online": dict(color="C0", marker="s"),
     "critical": dict(color="C2", marker="^"),
     "geometric": dict(color="C1", marker="D"),
+    "probe": dict(color="C4", marker="P"),  # the Adam schedule (surgesim.probe_schedule)
 }
 
 

@@ -20,7 +20,10 @@ is sign-SGD up to eps. Schedules (``ScheduleRule.batch``):
   d'Hd / (1/n1 + 1/n2) with d = g1 - g2, and g1'Hg2 (the minibatch Hessian shares the examples
   of g1, g2, so these are unbiased only where H does not depend on the examples, as on a
   quadratic); lr_t = lr;
-- ``geometric``: B_t = B_0 batch_factor^floor(t / K), lr_t = lr_0 lr_factor^floor(t / K).
+- ``geometric``: B_t = B_0 batch_factor^floor(t / K), lr_t = lr_0 lr_factor^floor(t / K);
+- ``probe`` (the Adam schedule, only where named): every K = ``interval`` steps the multi-step
+  probe (T = 4 Adam steps) at the run's weights and buffers sets B_t = c B_peak and lr_t = k
+  lr*_T(B_t), k the task's lr (``probe_schedule``).
 
 The adaptive rules hold B_t at ``batch_start`` for the first ``warmup`` steps, then round c times
 the estimate and clip it to [``batch_min``, ``batch_max``] (B_t stays where it was while a
@@ -54,6 +57,7 @@ import torch
 
 from ..kernels.dynamics import Optimizer
 from ..schedules import Variant
+from .probe_schedule import PROBE_LR0, probe_setting, probe_trainer, probe_window
 from .protocol import RunSpec, Trainer, follow_targets
 
 __all__ = [
@@ -70,8 +74,9 @@ __all__ = [
     "traces",
 ]
 
-BATCH_RULES = ("constant", "simple", "critical", "geometric")
-SCHEDULE_OF_RULE = {"constant": "constant", "simple": "online", "critical": "critical", "geometric": "geometric"}
+BATCH_RULES = ("constant", "simple", "critical", "geometric", "probe")
+SCHEDULE_OF_RULE = {"constant": "constant", "simple": "online", "critical": "critical", "geometric": "geometric",
+                    "probe": "probe"}  # fmt: skip
 TRACE_COLUMNS = ("batch_trace", "lr_trace")
 """Extra keys of the first row of a seed-0 run: B_t and lr_t along the run (not in schedules.csv)."""
 
@@ -119,7 +124,9 @@ class ScheduleRule:
 
     def start_batch(self, batch: float) -> int:
         """B_0, the batch size of the stream key: B (constant), B_0 (geometric), batch_start."""
-        return self.batch_start if self.adaptive else self.clip(batch) if self.batch == "geometric" else int(batch)
+        if self.adaptive or self.batch == "probe":
+            return self.batch_start
+        return self.clip(batch) if self.batch == "geometric" else int(batch)
 
 
 class NoiseScaleEstimator:
@@ -206,7 +213,7 @@ class ScheduleTrainer(Trainer):
     steps; ``batch_trace`` and ``lr_trace`` hold B_t and lr_t.
     """
 
-    def __init__(self, spec: RunSpec, rule: ScheduleRule, multiplier: float) -> None:
+    def __init__(self, spec: RunSpec, rule: ScheduleRule, multiplier: float, probe=probe_trainer) -> None:
         if not (math.isfinite(multiplier) and multiplier > 0):
             raise ValueError(f"the multiplier (c, B or B_0) must be finite and > 0, got {multiplier!r}")
         super().__init__(spec)
@@ -216,6 +223,7 @@ class ScheduleTrainer(Trainer):
         self.batch_trace: list[int] = []
         self.lr_trace: list[float] = []
         self._batch = spec.batch_size
+        self._probe, self._probe_lr, self.probes = probe, math.nan, 0  # the probe rule's lr*_T(B_t), probes made
 
     def next_batch(self) -> int:
         t, r = len(self.batch_trace), self.rule
@@ -223,15 +231,35 @@ class ScheduleTrainer(Trainer):
             return self.spec.batch_size
         if r.batch == "geometric":
             return r.clip(self.multiplier * r.batch_factor ** (t // r.interval))
+        if r.batch == "probe":
+            if t % r.interval == 0:
+                self._probe_step(t)
+            return self._batch
         if t >= r.warmup:
             est = self.estimator.b_simple if r.batch == "simple" else self.estimator.b_crit
             if est > 0:  # nan or not positive: B_t stays where it was
                 self._batch = r.clip(self.multiplier * est)
         return self._batch
 
+    def _probe_step(self, t: int) -> None:
+        """The probe rule at step t: (B_t, lr*_T(B_t)) from the probe at the current state
+        (``probe_schedule``); where it finds no finite lr*_T, the last setting stays."""
+        r = self.rule
+        lr0 = self._probe_lr if math.isfinite(self._probe_lr) else PROBE_LR0
+        lrs = self._probe(self, probe_window(self._batch, r.batch_min, r.batch_max), self.spec.seed * 1_000_003 + t,
+                          lr0)  # fmt: skip
+        self.probes += 1
+        try:
+            self._batch, self._probe_lr = probe_setting(lrs, r.clip, self.multiplier, 1.0)
+        except ValueError:
+            if not math.isfinite(self._probe_lr):
+                raise
+
     def step(self) -> None:
         t = len(self.batch_trace)
         b, lr = self.next_batch(), self.rule.lr_at(t, self.spec.lr)
+        if self.rule.batch == "probe":
+            lr = self.spec.lr * self._probe_lr
         x, y = self.data.sample(self.gen, b)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -299,11 +327,15 @@ def default_variants(
     warmup: int = 5,
     beta: float = 0.98,
     hvp_every: int = 4,
+    probe_multipliers: Sequence[float] = (1.0,),
+    probe_every: int = 25,
 ) -> tuple[Variant, ...]:
     """The network's variants: constant at each of ``batch_sizes``, online and critical at c in
     ``multipliers``, geometric at each (B_0, K, gamma) with the batch doubled every K steps; every
-    one over the learning rates ``lrs``. Adaptive and geometric rules clip B_t to [2, max B]."""
-    known = ("constant", "online", "critical", "geometric")
+    one over the learning rates ``lrs``; probe (the Adam schedule) at c in ``multipliers`` with a
+    probe every ``probe_every`` steps, over the multipliers k in ``probe_multipliers`` of its lr.
+    Adaptive, geometric and probe rules clip B_t to [2, max B]."""
+    known = ("constant", "online", "critical", "geometric", "probe")
     for s in schedules:
         if s not in known:
             raise ValueError(f"unknown schedule {s!r} on a network; choose from {', '.join(known)}")
@@ -330,6 +362,11 @@ def default_variants(
             rule = ScheduleRule("geometric", interval=int(k), batch_factor=2.0, lr_factor=float(gamma),
                                 batch_min=2, batch_max=max(hi, 2))  # fmt: skip
             out.append(Variant("geometric", f"B0={b0},K={k},gamma={gamma:.2g}", rule, float(b0), lrs))
+    if "probe" in schedules:
+        rule = ScheduleRule("probe", interval=int(probe_every), batch_min=2, batch_max=max(hi, 2),
+                            batch_start=batch_start)  # fmt: skip
+        ks = tuple(float(x) for x in probe_multipliers)
+        out += [Variant("probe", f"c={c:g}", rule, float(c), ks) for c in multipliers]
     return tuple(out)
 
 
