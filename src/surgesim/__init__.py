@@ -18,7 +18,20 @@ Documentation that comes with the installed package:
 - ``surgesim COMMAND --help`` for each command (``surgesim --help`` lists them).
 
 In a source tree: the API reference built from these docstrings (``scripts/build-docs``, extra
-``docs``), and every output column and key in ``docs/outputs.md``.
+``docs``), with worked examples checked by hand (``docs/examples.rst``), and every output column
+and key in ``docs/outputs.md``.
+
+A problem whose B_noise (eq 14) is 100 by construction, and its surge (eq 2): the optimal learning
+rate peaks at B_noise and is symmetric in log B, a factor 4 either side giving
+eps_max / (1/2 (2 + 1/2)) = 0.8 eps_max (eq 16: eps_max):
+
+>>> import surgesim
+>>> p = surgesim.surge_problem(2000, noise_batch_size=100.0)
+>>> round(surgesim.noise_batch_size(p.mu, p.sigma, p.hessian), 6)
+100.0
+>>> lr = surgesim.surge_lr([25.0, 100.0, 400.0], p.mu, p.sigma, p.hessian)
+>>> [round(float(x / surgesim.peak_lr(p.mu, p.sigma, p.hessian)), 6) for x in lr]
+[0.8, 1.0, 0.8]
 """
 
 from importlib.metadata import PackageNotFoundError, version

@@ -16,4 +16,4 @@ def steplaw_grid() -> Path:
     >>> steplaw_grid().name
     'dense_lr_bs_loss.csv'
     """
-    return Path(str(resources.files(__name__).joinpath("steplaw", "dense_lr_bs_loss.csv")))
+    return Path(str(resources.files(__name__) / "steplaw" / "dense_lr_bs_loss.csv"))
