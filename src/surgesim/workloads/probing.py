@@ -27,8 +27,6 @@ from .probe_statistics import state_statistics
 from .quadratic import quadratic_state
 from .user_model import call_model_function, file_digest, load_model_function
 
-FULL_GRADIENT_EXAMPLES = 16384  # G exact on data sets up to this size, else a sample (error propagated)
-
 __all__ = [
     "FULL_GRADIENT_EXAMPLES",
     "DEFAULT_BATCH_SIZES",
