@@ -80,7 +80,7 @@ def checked_theory(problem: QuadraticProblem, batch_sizes) -> tuple[dict, dict]:
     B = np.asarray(batch_sizes, dtype=np.float64)
     try:
         values, scalars = th.curves_and_constants(B, problem.mu, problem.sigma, problem.hessian, strict=True)
-    except (FloatingPointError, OverflowError, ZeroDivisionError) as exc:
+    except (FloatingPointError, OverflowError, ZeroDivisionError, ValueError) as exc:  # ValueError: G'HG <= 0
         raise ValueError(f"the problem's closed forms are not finite ({exc}): mu, sigma and H must be of moderate "
                          "magnitude, and H must not vanish along mu") from None  # fmt: skip
     bad = sorted(k for k, v in values.items() if not np.all(np.isfinite(v)))
@@ -184,7 +184,9 @@ def run_surge(
         factory = cast(Callable[..., QuadraticProblem], FAMILIES[opts.hessian])
         problem = factory(opts.dims, opts.seed, **family)
     # O(d) passes at large d: the digest (for the store) runs beside the closed forms and the
-    # problem file is written beside the Monte Carlo (hashlib, zlib and file writes release the GIL)
+    # problem file is written beside the announcement (hashlib, zlib and file writes release the
+    # GIL); the file is complete before the store is opened, so that a failed save (disk full)
+    # leaves a fresh --out empty
     with ThreadPoolExecutor(max_workers=1) as pool:  # on an error, waits for the thread
         digest = pool.submit(problem.digest)
         theory, scalars = checked_theory(problem, opts.batch_sizes)  # eq 1-19 at every B, computed once
@@ -194,8 +196,8 @@ def run_surge(
             each = f"{opts.trials} trials each" if opts.trials else f"target rel. s.e. {opts.rel_se:g}"
             announce(f"problem: {problem.describe()}; B_noise = {scalars['noise_batch_size']:.4g}, validity bound = "
                      f"{scalars['validity_bound']:.4g}; {len(opts.batch_sizes)} batch sizes, {each}")  # fmt: skip
-        rows = _sweep(opts, problem, theory, digest.result(), out, scheduler, progress, connect_timeout)
         saved.result()
+        rows = _sweep(opts, problem, theory, digest.result(), out, scheduler, progress, connect_timeout)
     return SurgeResult(opts, problem, theory, rows, _summary(opts, problem, theory, scalars, rows, t_start))
 
 
