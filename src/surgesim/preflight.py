@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["available_memory", "format_bytes", "check_problem"]
+__all__ = ["available_memory", "format_bytes", "check_problem", "checked_closed_forms"]
 
 
 def available_memory() -> int:
@@ -51,19 +51,31 @@ def check_problem(problem: Any, batch_sizes: Sequence[float] = (1,)) -> dict:
 
     from . import theory
 
+    def curves() -> tuple[dict, None]:
+        with np.errstate(all="raise"):
+            return theory.curves(np.asarray(batch_sizes, dtype=np.float64), problem.mu, problem.sigma,
+                                 problem.hessian), None  # fmt: skip
+
+    return checked_closed_forms(problem, curves)[0]
+
+
+def checked_closed_forms(problem: Any, compute: Callable[[], tuple[dict, Any]],
+                         errors: tuple[type[Exception], ...] = (FloatingPointError, OverflowError, ZeroDivisionError),
+                         ) -> tuple[dict, Any]:  # fmt: skip
+    """``compute()`` (the closed forms as a dict of arrays, and anything else), refused with one
+    ``ValueError`` where mu vanishes, ``compute`` raises one of ``errors``, or a value is not finite."""
+    import numpy as np
+
     if not np.any(problem.mu):
         raise ValueError("mu is zero in every coordinate: the expected gradient vanishes, so no learning rate "
                          "improves the loss and there is nothing to optimise; give a problem with mu != 0")  # fmt: skip
     try:
-        with np.errstate(all="raise"):
-            values = theory.curves(
-                np.asarray(batch_sizes, dtype=np.float64), problem.mu, problem.sigma, problem.hessian
-            )
-    except (FloatingPointError, OverflowError, ZeroDivisionError) as exc:
+        values, extra = compute()
+    except errors as exc:
         raise ValueError(f"the problem's closed forms are not finite ({exc}): mu, sigma and H must be of moderate "
                          "magnitude, and H must not vanish along mu") from None  # fmt: skip
     bad = sorted(k for k, v in values.items() if not np.all(np.isfinite(v)))
     if bad:
         raise ValueError(f"the problem's closed forms {', '.join(bad)} are not finite: mu, sigma and H must be of "
                          "moderate magnitude, and H must not vanish along mu")  # fmt: skip
-    return values
+    return values, extra

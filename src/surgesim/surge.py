@@ -22,6 +22,7 @@ import numpy as np
 from . import theory as th
 from .estimate import Estimate, estimate_task
 from .outputs import OutputDir, atomic_path, dumps_json
+from .preflight import checked_closed_forms
 from .problem import FAMILIES, QuadraticProblem
 from .sweep import run_sweep, write_csv
 
@@ -74,20 +75,10 @@ def checked_theory(problem: QuadraticProblem, batch_sizes) -> tuple[dict, dict]:
     """The closed forms at every batch size (eq 1, 2, 8, 9, 10, 18) and the problem's constants
     (eq 14, 16, 17, 19), from ``theory.curves_and_constants``; ValueError for a problem whose
     closed forms overflow or divide by zero (checked before any Monte Carlo)."""
-    if not np.any(problem.mu):
-        raise ValueError("mu is zero in every coordinate: the expected gradient vanishes, so no learning rate "
-                         "improves the loss and there is nothing to optimise; give a problem with mu != 0")  # fmt: skip
     B = np.asarray(batch_sizes, dtype=np.float64)
-    try:
-        values, scalars = th.curves_and_constants(B, problem.mu, problem.sigma, problem.hessian, strict=True)
-    except (FloatingPointError, OverflowError, ZeroDivisionError, ValueError) as exc:  # ValueError: G'HG <= 0
-        raise ValueError(f"the problem's closed forms are not finite ({exc}): mu, sigma and H must be of moderate "
-                         "magnitude, and H must not vanish along mu") from None  # fmt: skip
-    bad = sorted(k for k, v in values.items() if not np.all(np.isfinite(v)))
-    if bad:
-        raise ValueError(f"the problem's closed forms {', '.join(bad)} are not finite: mu, sigma and H must be of "
-                         "moderate magnitude, and H must not vanish along mu")  # fmt: skip
-    return values, scalars
+    return checked_closed_forms(  # ValueError too: the constants refuse G'HG <= 0 (H vanishing along mu)
+        problem, lambda: th.curves_and_constants(B, problem.mu, problem.sigma, problem.hessian, strict=True),
+        errors=(FloatingPointError, OverflowError, ZeroDivisionError, ValueError))
 
 
 def result_row(e: Estimate, theory: dict[str, float]) -> dict:

@@ -22,27 +22,13 @@ from . import probing, protocol
 from .grid import GridOptions
 from .run_spec import RunSpec
 
-__all__ = ["PROBE_KEYS", "GridPlan", "GridEstimate", "GridRun", "finite_cells", "print_results"]
+__all__ = ["PROBE_KEYS", "GridPlan", "GridEstimate", "GridRun", "print_results"]
 
 PROBE_KEYS = (
     "b_simple", "b_simple_se", "b_crit", "b_crit_se", "peak_batch_size_probe", "peak_batch_size_probe_low",
     "peak_batch_size_probe_high", "peak_interior_probe", "peak_batch_size_gaussian", "peak_batch_size_independent",
 )  # fmt: skip
 SWEEP_PARAMS = {"fn": "surgesim.workloads.protocol.run_task"}
-
-
-def finite_cells(rows: list[dict]) -> list[dict]:
-    """NaN and inf cells as empty (None) in the CSV files; batch sizes that are whole numbers
-    (as in the grid) as integers, 4 not 4.0."""
-
-    def cell(k: str, v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if k in ("batch_size", "peak_batch_size") and isinstance(v, float) and v.is_integer():
-            return int(v)
-        return v
-
-    return [{k: cell(k, v) for k, v in r.items()} for r in rows]
 
 
 @dataclass
@@ -209,12 +195,12 @@ class GridRun:
 
         opts, est = self.opts, self.estimate
         write_csv(self.rows, out / "runs.csv", protocol.ROW_COLUMNS)
-        write_csv(finite_cells(self.results), out / "results.csv", ["target_loss", *gridfit.OPTIMUM_COLUMNS])
+        write_csv(gridfit.csv_cells(self.results), out / "results.csv", ["target_loss", *gridfit.OPTIMUM_COLUMNS])
         self.wall = time.perf_counter() - self.started
         summary = {
             "workload": opts.workload, "data": opts.data_dir or "demo", "optimizer": "adam",
             "beta1": opts.beta1, "beta2": opts.beta2, "runs": self.n_tasks,
-            "results": finite_cells(self.summary_rows),
+            "results": gridfit.csv_cells(self.summary_rows),
             "estimated_seconds": est.wall, "wall_seconds": self.wall, "workers": est.workers,
             "load_average_at_start": est.load,
         }  # fmt: skip
