@@ -9,6 +9,8 @@
                       constant-batch front (sims.schedules)
   fig6_*, fig9_*, fig10_cnn_*   the CNN demo (needs torch): a grid (sims.workloads), Lemma 1 measured
                       (sims.probe), schedules (sims.schedules --workload cnn)
+  fig11_validate_*    the surge on the CNN and GPT demos with statistics, every predictor scored (sims.validate;
+                      the full runs take hours on a 2-core CPU: README, "Validation on real networks")
   fig12_*             Adam's balance point against beta1 beside sign-SGD and SGD with momentum (sims.momentum)
 --quick: small, fast versions (for the tests), not the committed ones; run times: README, section "Figures".
 
@@ -40,7 +42,9 @@ class Options:
 
 BUILT = {"fig1": (fig1_figure, "fig1_surge"), "fig2": (fig2_figure, "fig2_erf"), "fig3": (fig3_figure, "fig3_families"),
          "fig4": (fig4_figure, "fig4_loss")}  # fmt: skip
-FROM_COMMANDS = {  # figures another command draws: (command, prefix of its files here, its arguments, --quick's)
+# Figures another command draws: (command, prefix of its files here, its arguments, --quick's), or a
+# list of such runs. A command in ONE_FIGURE writes one figure: kept as <prefix>.png/.pdf/.json.
+FROM_COMMANDS: dict[str, tuple[str, str, str, str] | list[tuple[str, str, str, str]]] = {
     "fig5": ("dynamics", "fig5_dynamics", "--seed {seed}",
              "--dims 64 --seeds 4 --lr-points 8 --batch-sizes 8,32,128,512,2048"),
     "fig6": ("workloads", "fig6_workload", "--workload cnn --demo", "--batch-sizes 8,32 --lrs 0.001,0.003 --seeds 1 "
@@ -52,18 +56,24 @@ FROM_COMMANDS = {  # figures another command draws: (command, prefix of its file
              "--stats-examples 16 --hessian-examples 4 --probes 2 --crit-examples 2 --full-gradient-examples 256"),
     "fig10": ("schedules", "fig10_cnn", "--workload cnn --demo", "--seeds 1 --lrs 1.6e-3 --batch-sizes 8,16 "
               "--multipliers 1 --targets 1.8 --max-steps 30 --workers 1"),
+    "fig11": [("validate", f"fig11_validate_{w}", f"--workload {w} --demo", "--quick") for w in ("cnn", "gpt")],
     "fig12": ("momentum", "fig12", "--seed {seed}", "--quick"),
 }  # fmt: skip
-FIGURES = [f"fig{k}" for k in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12)]
+ONE_FIGURE = {"validate"}
+FIGURES = [f"fig{k}" for k in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)]
 
 
 def make(name: str, opts: Options, out: OutputDir) -> list[Path]:
     """Draw one figure into ``out``: built here, or by its command (found by name, ``sims.<command>``)."""
     if name in BUILT:
         return save(BUILT[name][0](opts), out, BUILT[name][1])
-    command, prefix, args, quick = FROM_COMMANDS[name]
-    argv = (args.format(seed=opts.seed) + (" " + quick if opts.quick else "")).split()
-    return figures_of_command(importlib.import_module(f"sims.{command}").main, argv, out, prefix)
+    runs = FROM_COMMANDS[name]
+    paths = []
+    for command, prefix, args, quick in runs if isinstance(runs, list) else [runs]:
+        argv = (args.format(seed=opts.seed) + (" " + quick if opts.quick else "")).split()
+        main = importlib.import_module(f"sims.{command}").main
+        paths += figures_of_command(main, argv, out, prefix, one_figure=command in ONE_FIGURE)
+    return paths
 
 
 def _only(text: str) -> tuple[str, ...]:  # argparse type of --only: an empty list is an error, not every figure
@@ -93,9 +103,10 @@ def _main(args: argparse.Namespace) -> int:
     if unknown := set(opts.only) - set(FIGURES):
         raise _cli.UsageError(f"--only: unknown figure(s) {', '.join(sorted(unknown))}; choose from "
                               f"{', '.join(FIGURES)}")  # fmt: skip
-    if (not opts.only or {"fig6", "fig9", "fig10"} & set(opts.only)) and importlib.util.find_spec("torch") is None:
-        raise _cli.UsageError(f"fig6, fig9 and fig10 train a network and need torch: {TORCH} "
-                              "(or --only fig1,fig2,fig3,fig4,fig5,fig7,fig8)")  # fmt: skip
+    trains = {"fig6", "fig9", "fig10", "fig11"}
+    if (not opts.only or trains & set(opts.only)) and importlib.util.find_spec("torch") is None:
+        raise _cli.UsageError(f"fig6, fig9, fig10 and fig11 train a network and need torch: {TORCH} "
+                              "(or --only fig1,fig2,fig3,fig4,fig5,fig7,fig8,fig12)")  # fmt: skip
     out = _cli.out_dir(opts.out)
     for name in FIGURES:
         if not opts.only or name in opts.only:

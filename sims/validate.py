@@ -54,6 +54,12 @@ def build_parser() -> _cli.Parser:
     m = g.add_mutually_exclusive_group()
     m.add_argument("--probe-rel-se", type=_cli.finite(1e-4, 0.99), help="networks: probe's relative s.e. (0.2)")
     m.add_argument("--probe-draws", type=_cli.integer(2, 1 << 30), help="networks: fixed probe draws per B")
+    g.add_argument(
+        "--probe-adam-draws",
+        type=_cli.integer(0, 1 << 30),
+        metavar="N",
+        help="networks: fixed draws of the multi-step Adam probe (default 16; 0: as the sign probe)",
+    )
     g.add_argument("--probe-steps", type=_cli.integer(1, 10**4), default=4,
                    help="networks: real Adam steps per probe draw (T, default 4: the T that held on quadratics, "
                    "README 'Which batch size and learning rate for Adam'; 1 = one step)")  # fmt: skip

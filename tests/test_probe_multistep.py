@@ -101,3 +101,21 @@ def test_bad_options(problem):
     bad = quadratic_state(problem, adam=probe.AdamState.zeros(problem.dim, beta1=1.0))
     with pytest.raises(ValueError, match="beta1"):
         probe.multistep_batch_size(bad, 4, steps=2, draws=16)
+
+
+def test_loss_sample_is_the_loss_evaluated():
+    """``loss_sample``: the mean loss over those examples is the L of the decrease. All examples as
+    the sample give the full-data probe (the same draws and learning rates; the losses summed in
+    another order); a 16-example sample costs draws x lr points x 16 example-losses."""
+    from _mlp_exact import mlp_data
+
+    model, loss_fn, X, Y = mlp_data()
+    st = probe.model_state(model, loss_fn, X, Y)
+    full = probe.multistep_batch_size(st, 8, steps=2, draws=32, seed=3)
+    same = probe.multistep_batch_size(st, 8, steps=2, draws=32, seed=3, loss_sample=(X, Y))
+    assert same.lr_points == full.lr_points and same.draws == full.draws
+    np.testing.assert_allclose([same.lr, same.loss_improvement], [full.lr, full.loss_improvement], rtol=1e-5)
+    sub = probe.multistep_batch_size(st, 8, steps=2, draws=32, seed=3, loss_sample=(X[:16], Y[:16]))
+    assert sub.loss_examples == sub.draws * sub.lr_points * 16
+    assert full.loss_examples == full.draws * full.lr_points * X.shape[0]
+    assert sub.loss_improvement != full.loss_improvement  # another loss: a planted no-op fails here

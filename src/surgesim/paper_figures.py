@@ -155,9 +155,12 @@ def fig4_figure(opts: Settings) -> Any:
     return families_figure(_families(opts, loss=True), ylabel="optimal loss improvement per step")
 
 
-def figures_of_command(main: Callable[[list[str]], int], args: list[str], out: OutputDir, prefix: str) -> list[Path]:
+def figures_of_command(
+    main: Callable[[list[str]], int], args: list[str], out: OutputDir, prefix: str, *, one_figure: bool = False
+) -> list[Path]:
     """Run another command (its ``main(argv)``) from scratch in a temporary directory and keep its
-    figures (and its summary.json) as ``out/<prefix>_<name>``, each PNG with a PDF twin at ``DPI``."""
+    figures (and its summary.json) as ``out/<prefix>_<name>``, each PNG with a PDF twin at ``DPI``;
+    a command that writes ``one_figure``: as ``out/<prefix>.png``, ``.pdf`` and ``.json`` (its summary)."""
     import shutil
     import tempfile
 
@@ -166,10 +169,14 @@ def figures_of_command(main: Callable[[list[str]], int], args: list[str], out: O
             code = main(args + ["--out", tmp, "--quiet"])
         if code != 0:  # its error line is on stderr already
             raise Reported(code)
-        for old in out.path.glob(f"{prefix}_*"):  # removed when this run's figures are written
+        made = sorted(Path(tmp).glob("*.png")) + sorted(Path(tmp).glob("*.pdf")) + [Path(tmp) / "summary.json"]
+        if one_figure and len(made) != 3:
+            raise RuntimeError(f"{main.__module__} wrote {len(made) - 1} figure files, expected one PNG and one PDF")
+        # The old files are removed when this run's are written.
+        for old in [*out.path.glob(f"{prefix}_*"), *out.path.glob(f"{prefix}.*")]:
             out.remove(old.name)
         kept = []
-        for f in sorted(Path(tmp).glob("*.png")) + sorted(Path(tmp).glob("*.pdf")) + [Path(tmp) / "summary.json"]:
-            kept.append(out / f"{prefix}_{f.name}")
+        for f in made:
+            kept.append(out / (f"{prefix}{f.suffix}" if one_figure else f"{prefix}_{f.name}"))
             shutil.copyfile(f, kept[-1])
     return kept

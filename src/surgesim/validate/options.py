@@ -19,17 +19,19 @@ __all__ = ["DEFAULTS", "QUICK", "QUADRATIC", "DATA_FILES", "ValidationOptions", 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "cnn": dict(batch_sizes=(2, 4, 8, 16, 32, 64, 128, 256), lrs=(2e-4, 4e-4, 8e-4, 1.6e-3, 3.2e-3, 6.4e-3),
                 targets=(1.0, 0.6, 0.4), real_targets=(1.0, 0.6, 0.4), seeds=4, further_steps=20, max_steps=800,
-                eval_examples=128, probe_batch_sizes=(1, 4, 16, 64, 256), probe_rel_se=0.2),
+                eval_examples=128, probe_batch_sizes=(1, 4, 16, 64, 256), probe_rel_se=0.2, probe_adam_draws=16),
     "gpt": dict(batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128), lrs=(3e-4, 1e-3, 3e-3, 1e-2),
                 targets=(3.0, 2.7, 2.5), real_targets=(3.0, 2.7, 2.5), seeds=4, further_steps=50, max_steps=1000,
-                eval_examples=64, probe_batch_sizes=(1, 4, 16, 64), probe_rel_se=0.2),
+                eval_examples=64, probe_batch_sizes=(1, 4, 16, 64), probe_rel_se=0.2, probe_adam_draws=16),
 }  # fmt: skip
 """The full network runs' protocol, per workload."""
 QUICK: dict[str, dict[str, Any]] = {
     "cnn": dict(batch_sizes=(4, 16, 64), lrs=(8e-4, 1.6e-3, 3.2e-3), targets=(1.4,), seeds=2, further_steps=5,
-                max_steps=120, eval_examples=64, probe_batch_sizes=(64, 128, 256), probe_draws=8),
+                max_steps=120, eval_examples=64, probe_batch_sizes=(64, 128, 256), probe_draws=8,
+                probe_adam_draws=None),
     "gpt": dict(batch_sizes=(2, 8, 32), lrs=(1e-3, 3e-3, 1e-2), targets=(4.5,), seeds=2, further_steps=5,
-                max_steps=120, eval_examples=16, probe_batch_sizes=(8, 16, 32), probe_draws=8),
+                max_steps=120, eval_examples=16, probe_batch_sizes=(8, 16, 32), probe_draws=8,
+                probe_adam_draws=None),
     "quadratic": dict(dims=32, batch_sizes=(8, 16, 32, 64, 128, 256, 512, 1024), lr_points=6, seeds=4,
                       further_steps=20, max_steps=1500),
 }  # fmt: skip
@@ -68,6 +70,7 @@ class ValidationOptions:
     probe_batch_sizes: tuple[int, ...]
     probe_rel_se: float | None
     probe_draws: int | None
+    probe_adam_draws: int | None
     probe_steps: int
     predictors: bool
     beta1: float
@@ -128,7 +131,9 @@ def resolve_options(given: Mapping[str, Any]) -> ValidationOptions:
         further_steps=pick("further_steps"), max_steps=pick("max_steps"),
         eval_examples=v.get("eval_examples") or base.get("eval_examples", 0),
         probe_batch_sizes=tuple(sorted(v.get("probe_batch_sizes") or base.get("probe_batch_sizes", ()))),
-        probe_rel_se=probe_rel_se, probe_draws=probe_draws, probe_steps=v["probe_steps"],
+        probe_rel_se=probe_rel_se, probe_draws=probe_draws,
+        probe_adam_draws=(v["probe_adam_draws"] or None) if "probe_adam_draws" in v else base.get("probe_adam_draws"),
+        probe_steps=v["probe_steps"],
         predictors=v["predictors"], beta1=v["beta1"], beta2=v["beta2"], eps=v["eps"], seed=v["seed"],
         device=v["device"], threads=v["threads"], workers=v.get("workers") or os.cpu_count() or 1,
         scheduler=v.get("scheduler"), quick=quick,

@@ -50,27 +50,36 @@ class MultiStepPoint:
         return dataclasses.asdict(self)
 
 
-def _loss_evaluator(state: ProbeState) -> Callable[[dict], torch.Tensor]:
-    """f(params batched over k draws) -> (k,) the full-data loss: the population loss of the state
-    (``state.population_loss``) if it has one, else the mean loss over all examples (up to
-    ``_EVAL_EXAMPLES``; a fixed uniform sample beyond: the same for every draw and lr)."""
-    if state.population_loss is not None:
-        return vmap(state.population_loss)
-    n = state.n
-    m = min(n, _EVAL_EXAMPLES)
-    idx = torch.arange(n) if m == n else torch.randperm(n, generator=torch.Generator().manual_seed(2))[:m]
-    x, y = state.data.take(idx)
-    one = vmap(lambda p, xs, ys: state.batch_loss(p, xs, ys), in_dims=(0, None, None))
+def _loss_evaluator(
+    state: ProbeState, sample: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> tuple[Callable[[dict], torch.Tensor], int]:
+    """(f, m): f(params batched over k draws) -> (k,) the loss L, at a cost of m example-losses
+    per draw: the mean loss over the examples ``sample`` (x, y) if given, else the full-data loss:
+    the population loss of the state (``state.population_loss``) if it has one, else the mean loss
+    over all examples (up to ``_EVAL_EXAMPLES``; a fixed uniform sample beyond: the same for every
+    draw and lr)."""
+    if sample is not None:
+        x, y = sample
+    elif state.population_loss is not None:
+        return vmap(state.population_loss), 1
+    else:
+        n = state.n
+        m = min(n, _EVAL_EXAMPLES)
+        idx = torch.arange(n) if m == n else torch.randperm(n, generator=torch.Generator().manual_seed(2))[:m]
+        x, y = state.data.take(idx)
+    m = x.shape[0]
+    per = state.chunk * 4
 
-    def loss(params: dict) -> torch.Tensor:
+    def loss(params: dict) -> torch.Tensor:  # draw by draw: a batch of shared examples each
         k = next(iter(params.values())).shape[0]
-        per = max(1, (state.chunk * 64) // max(1, k))
         total = torch.zeros(k, dtype=torch.float64)
-        for s in range(0, m, per):
-            total += one(params, x[s : s + per], y[s : s + per]).to(torch.float64) * (min(per, m - s) / m)
+        for j in range(k):
+            p = {name: v[j] for name, v in params.items()}
+            for s in range(0, m, per):
+                total[j] += float(state.batch_loss(p, x[s : s + per], y[s : s + per])) * (min(per, m - s) / m)
         return total
 
-    return loss
+    return loss, m
 
 
 def multistep_batch_size(
@@ -84,6 +93,7 @@ def multistep_batch_size(
     max_draws: int = 1 << 14,
     seed: int = 0,
     lr0: float | None = None,
+    loss_sample: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> MultiStepPoint:
     """The optimal learning rate of T = ``steps`` real Adam steps from the state at batch size B
     (issue 21's multi-step probe; T = 1 is Lemma 1's optimum, eq 6, of one Adam step):
@@ -95,7 +105,9 @@ def multistep_batch_size(
     buffers evolving from the state's (``state.adam``: the checkpoint's buffers, which are the run's
     own history at this state; zeros for a fresh Adam); ``warmup`` W > 0 instead rebuilds them from
     zeros with W minibatch gradients of batch B at theta_0 (buffers as if the run had used batch B,
-    no parameter moves). L is the full-data loss (``_loss_evaluator``).
+    no parameter moves). L is the full-data loss, or the mean loss over the fixed examples
+    ``loss_sample`` (x, y) where given: the training loss as a grid of runs measures it
+    (``protocol``: a fixed sample), at a fraction of the cost (``_loss_evaluator``).
 
     Search: the draws (the T minibatches of each) are common random numbers across learning rates;
     a grid in log lr (factor 2 to bracket the largest mean decrease, then factor 2^(1/3) around it);
@@ -113,7 +125,7 @@ def multistep_batch_size(
     if not 0 <= adam.beta1 < 1 or not 0 <= adam.beta2 < 1:
         raise ValueError(f"need 0 <= beta1, beta2 < 1, got {adam.beta1}, {adam.beta2}")
     T, W = int(steps), int(warmup)
-    draws_of = _AdamDraws(state, adam, B, T, W, seed)
+    draws_of = _AdamDraws(state, adam, B, T, W, seed, loss_sample)
     values: dict[int, np.ndarray] = {}  # grid index -> (N,) decreases at lr = base * 2^(index / 3)
 
     def grow(n: int, idxs) -> None:
@@ -153,22 +165,26 @@ class _AdamDraws:
     minibatches come from ``draw_generator(seed, B, _MULTI_OFFSET + j)`` alone (common random
     numbers across learning rates). ``cost`` counts example-gradients and example-losses."""
 
-    def __init__(self, state: ProbeState, adam: AdamState, B: int, T: int, W: int, seed: int) -> None:
+    def __init__(
+        self, state: ProbeState, adam: AdamState, B: int, T: int, W: int, seed: int,
+        loss_sample: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:  # fmt: skip
         self.state, self.adam, self.B, self.T, self.W, self.seed = state, adam, B, T, W, seed
         self.theta0 = state.flat(state.params).to(torch.float64)
-        self.batched_grad = vmap(grad(state.batch_loss), in_dims=(0, 0, 0))
-        self.loss_of = _loss_evaluator(state)
+        self.grad = grad(state.batch_loss)
+        self.loss_of, self.loss_examples = _loss_evaluator(state, loss_sample)
         self.cost = {"grad": 0, "loss": 0}
         with torch.no_grad():
             self.L0 = float(self.loss_of({k: v[None] for k, v in state.params.items()})[0])
 
     def gradients(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        state, B, k = self.state, self.B, theta.shape[0]
-        per = max(1, state.chunk // B)
-        out = [state.flat(self.batched_grad(state.unflat(theta[i : i + per]), x[i : i + per], y[i : i + per]), True)
-               for i in range(0, k, per)]  # fmt: skip
-        self.cost["grad"] += k * B
-        return torch.cat(out).to(torch.float64)
+        """(k, d) float64: each draw's minibatch-mean gradient at its own parameters, draw by draw
+        (vmap over per-draw parameters turns convolutions into grouped ones: 50x slower on CPU
+        at B = 1 for the CNN)."""
+        state, k = self.state, theta.shape[0]
+        out = [state.flat(self.grad(state.unflat(theta[j]), x[j], y[j])) for j in range(k)]
+        self.cost["grad"] += k * self.B
+        return torch.stack(out).to(torch.float64)
 
     def block(self, j: int, lrs: list[float]) -> np.ndarray:
         """(block draws, len(lrs)) loss decreases of draw block j (its own random numbers)."""
@@ -198,7 +214,7 @@ class _AdamDraws:
                 th = th - lr * (mm / (1 - adam.beta1**s)) / (torch.sqrt(vv / (1 - adam.beta2**s)) + adam.eps)
             with torch.no_grad():
                 out[:, i] = self.L0 - self.loss_of(state.unflat(th)).numpy()
-            self.cost["loss"] += k * (1 if state.population_loss is not None else min(state.n, _EVAL_EXAMPLES))
+            self.cost["loss"] += k * self.loss_examples
         return out
 
 

@@ -64,7 +64,11 @@ def _cached(key: str, build: Callable[[], ProbeState], stats_options: str):
 
 
 def _curve_row(state: ProbeState, stats, params: dict) -> dict:
-    """One batch size: the probe, the Gaussian model and eq 9 from measured statistics."""
+    """One batch size: the probe, the Gaussian model and eq 9 from measured statistics. Optional
+    parameters: ``gaussian`` False skips the Gaussian model (its fields None; most of a sign
+    task's time at a network state); ``loss_examples`` m > 0 evaluates the multi-step probe's loss
+    on the data's fixed sample of m examples, the grid's training loss (``protocol``), instead of
+    the full data (``probe_multistep.multistep_batch_size``'s ``loss_sample``)."""
     B, seed = int(params["batch_size"]), int(params["seed"])
     plan = {k: params[k] for k in ("rel_se", "draws")}
     steps = int(params.get("steps", 1))
@@ -75,19 +79,22 @@ def _curve_row(state: ProbeState, stats, params: dict) -> dict:
                                  seed=seed, max_draws=params["max_draws"], **plan)  # fmt: skip
             multi = {}
         else:
+            m = int(params.get("loss_examples", 0))
+            sample = state.data.fixed(m, seed=0) if m else None
             p = multistep_batch_size(state, B, steps=steps, warmup=int(params.get("warmup", 0)), seed=seed,
-                                     max_draws=params["max_draws"], **plan)  # fmt: skip
+                                     max_draws=params["max_draws"], loss_sample=sample, **plan)  # fmt: skip
             multi = {"steps": steps, "lr_points_probe": p.lr_points, "gradient_examples_probe": p.gradient_examples}
     t1 = time.perf_counter()
     with part(0.8, 1.0):
-        g = gaussian_batch_size(state, stats, B, seed=seed, max_draws=params["max_draws"], **plan)
+        g = (gaussian_batch_size(state, stats, B, seed=seed, max_draws=params["max_draws"], **plan)
+             if params.get("gaussian", True) else None)  # fmt: skip
     t2 = time.perf_counter()
     ind = independent_curve(state, stats, [B])[0]
     return {
         "batch_size": B, "lr_probe": p.lr, "lr_probe_se": p.lr_se, "dl_probe": p.loss_improvement,
         "dl_probe_se": p.loss_improvement_se, "draws_probe": p.draws, "hessian_draws_probe": p.hessian_draws,
-        "converged_probe": p.converged, "lr_gaussian": g.lr, "lr_gaussian_se": g.lr_se,
-        "dl_gaussian": g.loss_improvement, "hessian_draws_gaussian": g.hessian_draws,
+        "converged_probe": p.converged, "lr_gaussian": g and g.lr, "lr_gaussian_se": g and g.lr_se,
+        "dl_gaussian": g and g.loss_improvement, "hessian_draws_gaussian": g and g.hessian_draws,
         "lr_independent": ind.lr, "dl_independent": ind.loss_improvement,
         "seconds_probe": t1 - t0, "seconds_gaussian": t2 - t1, **multi,
     }  # fmt: skip

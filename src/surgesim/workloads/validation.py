@@ -67,11 +67,18 @@ def network_tasks(base: protocol.RunSpec, lrs_by_batch: Mapping[float, Sequence[
 
 
 def predictor_tasks(
-    states: Sequence[dict], batch_sizes: Sequence[int], options: dict, probe_steps: int = 1
+    states: Sequence[dict],
+    batch_sizes: Sequence[int],
+    options: dict,
+    probe_steps: int = 1,
+    adam_draws: int | None = None,
 ) -> list[dict]:
     """``probing.probe_task`` parameters: per state its scales (batch size 0) and the sign probe at
-    every batch size, then the Adam probe at every batch size."""
+    every batch size, then the Adam probe at every batch size (with ``adam_draws`` fixed draws
+    where given: the multi-step probe costs draws x lr points x T x B example-gradients)."""
     adam = {**options, "update": "adam", **({"steps": int(probe_steps)} if probe_steps != 1 else {})}
+    if adam_draws is not None:
+        adam.update(rel_se=None, draws=int(adam_draws))
     sign = {**options, "update": "sign"}
     tasks = []
     for s in states:
@@ -225,6 +232,9 @@ class NetworkValidation:
             "hessian_examples": min(32, n), "stats_examples": min(256, n), "probes": 8,
             "crit_examples": min(32, n), "adam": {"beta1": o.beta1, "beta2": o.beta2, "eps": o.eps},
             "spec": self.base.to_params(), "full_gradient_examples": probing.FULL_GRADIENT_EXAMPLES,
+            # The predictors only: no Gaussian-model comparison; the multi-step probe's loss is the
+            # grid's training loss (its fixed sample of eval_examples), not the full data's.
+            "gaussian": False, "loss_examples": o.eval_examples,
         }  # fmt: skip
         if o.quick:
             # G exact where the data set is small (the CNN demo: no sampling-error term, whose
@@ -245,10 +255,11 @@ class NetworkValidation:
         o = self.options
         states = [{"checkpoint": str(os.path.abspath(r["checkpoint"])), "target_loss": r["target_loss"]}
                   for r in reached]  # fmt: skip
-        tasks = predictor_tasks(states, o.probe_batch_sizes, self._probe_options(), o.probe_steps)
+        tasks = predictor_tasks(states, o.probe_batch_sizes, self._probe_options(), o.probe_steps, o.probe_adam_draws)
         with progress_bar(quiet=o.quiet, desc="probe") as bar:
             prows = run_sweep(probing.probe_task, tasks, params={"fn": "surgesim.workloads.probing.probe_task"},
-                              store=store("probe.sqlite"), workers=1, progress=bar)  # fmt: skip
+                              store=store("probe.sqlite"), workers=1 if o.scheduler else o.workers,
+                              progress=bar)  # fmt: skip
         measured, curves = {}, []
         for t, m in measured_states(tasks, prows).items():
             measured[t] = {name: fn(m) for name, fn in NETWORK_PREDICTORS.items()}
