@@ -165,3 +165,18 @@ def test_validate_figure_plots_what_was_measured():
     x0, x1 = band.get_x(), band.get_x() + band.get_width()
     assert np.allclose([x0, x1], r.peak_batch_size_ci)
     assert f"p = {r.surge_p_value:.2g}" in ax.get_title()
+
+
+def test_validate_figure_leaves_cells_never_run_blank():
+    """Refinement adds learning rates per B: a cell that was never run is not "target not reached"."""
+    from surgesim.plots.validate import validate_figure
+
+    rows = [
+        {"lr": lr, "batch_size": B, "seed": s, "target_loss": 1.0, "steps": 10.0,
+         "further_decrease": 1 - math.log(lr / 3e-3) ** 2 + 0.01 * s}
+        for s in range(2) for B in (4, 16, 64) for lr in ((1e-3, 3e-3, 1e-2) if B != 16 else (2e-3, 3e-3, 5e-3))
+    ]  # fmt: skip
+    res = V.validate_rows(rows, [1.0], replicates=20)
+    labels = [t.get_text() for t in validate_figure(rows, res).legends[0].get_texts()]
+    assert any(t.startswith("blank: not in the grid") for t in labels), labels
+    assert not any("target not reached" in t for t in labels), labels  # every run has a value

@@ -13,8 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from ..gridfit import score_matrix
-from ._layout import legend_below
+from ..gridfit import grid_cells, score_matrix
 from .grid import heatmap_panel
 
 __all__ = ["validate_figure", "CURVE_LABELS"]
@@ -33,13 +32,17 @@ def validate_figure(
     n = len(results)
     if n == 0:
         raise ValueError("nothing to plot: no target has results")
-    fig = Figure(figsize=(4.6 * n, 4.6), layout="constrained")
+    fig = Figure(figsize=(4.6 * n, 5.0), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0]
     for ax, res in zip(axes, results, strict=True):
         sel = [r for r in rows if r["target_loss"] == res.target_loss]
         score = [np.nan if r["further_decrease"] is None else r["further_decrease"] for r in sel]
-        bs, lrs, z = score_matrix([r["lr"] for r in sel], [r["batch_size"] for r in sel], score, maximize=True)
-        heatmap_panel(ax, bs, lrs, z, normalize=True, noise_batch_size=res.noise_batch_size)
+        lr_b = [r["lr"] for r in sel], [r["batch_size"] for r in sel]
+        bs, lrs, z = score_matrix(*lr_b, score, maximize=True)
+        # Refinement adds learning rates per B: cells never run stay blank, only runs without a
+        # value are hatched.
+        heatmap_panel(ax, bs, lrs, z, normalize=True, noise_batch_size=res.noise_batch_size, ran=grid_cells(*lr_b)[2],
+                      missing="no value (target not reached, or no decrease after it)")  # fmt: skip
         ok = np.isfinite(res.lr_opt)
         b, lr = res.batch_sizes[ok], res.lr_opt[ok]
         ax.plot(b, lr, "o-", color="k", ms=4, lw=1.2, label="optimal lr (largest further decrease)", zorder=5)
@@ -55,14 +58,30 @@ def validate_figure(
         if np.isfinite(res.peak_batch_size):
             lo, hi = res.peak_batch_size_ci
             ax.axvspan(lo, hi, color="C3", alpha=0.18, lw=0, label="peak batch size, 68% interval", zorder=3)
-            ax.axvline(res.peak_batch_size, color="C3", lw=1.5, label=f"peak B = {res.peak_batch_size:.3g}", zorder=3)
-        p = res.surge_p_value
-        ax.set_title(f"target loss {res.target_loss:.3g}: surge p = {p:.2g}" if np.isfinite(p) else
-                     f"target loss {res.target_loss:.3g}", fontsize=9)  # fmt: skip
+            ax.axvline(res.peak_batch_size, color="C3", lw=1.5, label="peak B (its value: the title)", zorder=3)
+        ax.set_title(_panel_title(res), fontsize=9)
         ax.set_xlim(bs.min() / 1.5, bs.max() * 1.5)
         ax.set_xticks(bs, [f"{b:g}" for b in bs])
         ax.xaxis.set_minor_formatter(NullFormatter())
-        legend_below(ax, ncol=1)
+    seen: dict[str, object] = {}  # one legend for every panel, its entries from all of them
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault("$B_{noise}$ (eq 22 fit; its value: the title)" if "B_{noise}" in label else label, h)
+    fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=4, fontsize=7.5, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
+
+
+def _panel_title(res) -> str:
+    """Target, surge p-value, peak B with its 68% interval and eq 22's B_noise with its s.e."""
+    head = f"target loss {res.target_loss:.3g}"
+    if np.isfinite(res.surge_p_value):
+        head += f": surge p = {res.surge_p_value:.2g}"
+    parts = []
+    if np.isfinite(res.peak_batch_size):
+        lo, hi = res.peak_batch_size_ci
+        parts.append(f"peak B {res.peak_batch_size:.3g} (68%: {lo:.3g}-{hi:.3g})")
+    if np.isfinite(res.noise_batch_size):
+        parts.append(f"$B_{{noise}}$ {res.noise_batch_size:.3g} $\\pm$ {res.noise_batch_size_se:.2g}")
+    return head + ("\n" + ", ".join(parts) if parts else "")
