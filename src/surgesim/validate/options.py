@@ -16,13 +16,18 @@ __all__ = ["DEFAULTS", "QUICK", "QUADRATIC", "DATA_FILES", "ValidationOptions", 
 # ones (seconds to a minute). Networks: 8 batch sizes spanning 128x around the demo's balance
 # point (sims.workloads measured B_noise ~ 30-130 on the CNN demo), 6 coarse learning rates
 # (factor 2) refined once per side, 4 seeds (the issue's minimum), eval on a fixed 128-example sample.
+# The probe's G: over up to 16,384 examples (the CNN demo's 5,000: exact); the GPT's 466,209 from a
+# sample of 2,048, whose sampling-error term (per-example directional derivatives over the sample,
+# at every growth of the draws) would otherwise cost most of the probe stage.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "cnn": dict(batch_sizes=(2, 4, 8, 16, 32, 64, 128, 256), lrs=(2e-4, 4e-4, 8e-4, 1.6e-3, 3.2e-3, 6.4e-3),
                 targets=(1.0, 0.6, 0.4), real_targets=(1.0, 0.6, 0.4), seeds=4, further_steps=20, max_steps=800,
-                eval_examples=128, probe_batch_sizes=(1, 4, 16, 64, 256), probe_rel_se=0.2, probe_adam_draws=16),
+                eval_examples=128, probe_batch_sizes=(1, 4, 16, 64, 256), probe_rel_se=0.2, probe_adam_draws=16,
+                probe_gradient_examples=16384),
     "gpt": dict(batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128), lrs=(3e-4, 1e-3, 3e-3, 1e-2),
                 targets=(3.0, 2.7, 2.5), real_targets=(3.0, 2.7, 2.5), seeds=4, further_steps=50, max_steps=1000,
-                eval_examples=64, probe_batch_sizes=(1, 4, 16, 64), probe_rel_se=0.2, probe_adam_draws=16),
+                eval_examples=64, probe_batch_sizes=(1, 4, 16, 64), probe_rel_se=0.2, probe_adam_draws=16,
+                probe_gradient_examples=2048),
 }  # fmt: skip
 """The full network runs' protocol, per workload."""
 QUICK: dict[str, dict[str, Any]] = {
@@ -71,6 +76,7 @@ class ValidationOptions:
     probe_rel_se: float | None
     probe_draws: int | None
     probe_adam_draws: int | None
+    probe_gradient_examples: int
     probe_steps: int
     predictors: bool
     beta1: float
@@ -133,6 +139,7 @@ def resolve_options(given: Mapping[str, Any]) -> ValidationOptions:
         probe_batch_sizes=tuple(sorted(v.get("probe_batch_sizes") or base.get("probe_batch_sizes", ()))),
         probe_rel_se=probe_rel_se, probe_draws=probe_draws,
         probe_adam_draws=(v["probe_adam_draws"] or None) if "probe_adam_draws" in v else base.get("probe_adam_draws"),
+        probe_gradient_examples=v.get("probe_gradient_examples") or base.get("probe_gradient_examples", 0),
         probe_steps=v["probe_steps"],
         predictors=v["predictors"], beta1=v["beta1"], beta2=v["beta2"], eps=v["eps"], seed=v["seed"],
         device=v["device"], threads=v["threads"], workers=v.get("workers") or os.cpu_count() or 1,

@@ -231,7 +231,7 @@ class NetworkValidation:
             "rel_se": o.probe_rel_se, "draws": o.probe_draws, "max_draws": 1 << 16, "seed": 0,
             "hessian_examples": min(32, n), "stats_examples": min(256, n), "probes": 8,
             "crit_examples": min(32, n), "adam": {"beta1": o.beta1, "beta2": o.beta2, "eps": o.eps},
-            "spec": self.base.to_params(), "full_gradient_examples": probing.FULL_GRADIENT_EXAMPLES,
+            "spec": self.base.to_params(), "full_gradient_examples": o.probe_gradient_examples,
             # The predictors only: no Gaussian-model comparison; the multi-step probe's loss is the
             # grid's training loss (its fixed sample of eval_examples), not the full data's.
             "gaussian": False, "loss_examples": o.eval_examples,
