@@ -62,7 +62,7 @@ def build_parser() -> _cli.Parser:
     )
     g.add_argument("--probe-gradient-examples", type=_cli.integer(1, 10**9), metavar="N",
                    help="networks: examples of the probe's full gradient G, a sample when fewer than the data "
-                   "(error propagated; default CNN 16384, GPT 2048)")  # fmt: skip
+                   "(error propagated; default CNN 16384, GPT 1024)")  # fmt: skip
     g.add_argument("--probe-steps", type=_cli.integer(1, 10**4), default=4,
                    help="networks: real Adam steps per probe draw (T, default 4: the T that held on quadratics, "
                    "README 'Which batch size and learning rate for Adam'; 1 = one step)")  # fmt: skip

@@ -17,8 +17,8 @@ __all__ = ["DEFAULTS", "QUICK", "QUADRATIC", "DATA_FILES", "ValidationOptions", 
 # point (sims.workloads measured B_noise ~ 30-130 on the CNN demo), 6 coarse learning rates
 # (factor 2) refined once per side, 4 seeds (the issue's minimum), eval on a fixed 128-example sample.
 # The probe's G: over up to 16,384 examples (the CNN demo's 5,000: exact); the GPT's 466,209 from a
-# sample of 2,048, whose sampling-error term (per-example directional derivatives over the sample,
-# at every growth of the draws) would otherwise cost most of the probe stage.
+# sample of 1,024, whose sampling-error term (per-example directional derivatives over the sample,
+# about 7 s per 128 examples here) would otherwise cost most of the probe stage.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "cnn": dict(batch_sizes=(2, 4, 8, 16, 32, 64, 128, 256), lrs=(2e-4, 4e-4, 8e-4, 1.6e-3, 3.2e-3, 6.4e-3),
                 targets=(1.0, 0.6, 0.4), real_targets=(1.0, 0.6, 0.4), seeds=4, further_steps=20, max_steps=800,
@@ -27,7 +27,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "gpt": dict(batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128), lrs=(3e-4, 1e-3, 3e-3, 1e-2),
                 targets=(3.0, 2.7, 2.5), real_targets=(3.0, 2.7, 2.5), seeds=4, further_steps=50, max_steps=1000,
                 eval_examples=64, probe_batch_sizes=(1, 4, 16, 64), probe_rel_se=0.2, probe_adam_draws=16,
-                probe_gradient_examples=2048),
+                probe_gradient_examples=1024),
 }  # fmt: skip
 """The full network runs' protocol, per workload."""
 QUICK: dict[str, dict[str, Any]] = {

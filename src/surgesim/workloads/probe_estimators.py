@@ -204,8 +204,15 @@ def probe_batch_size(
     extra = None
     if state.gradient_error is not None:
 
-        def extra(n: int) -> float:  # var(e'v) at v = the mean update, e the error of G
-            return state.gradient_error(update_sum / a.values.size)
+        # var(e'v), e the error of G, at v = the mean update of the first draws: one pass of
+        # per-example directional derivatives over G's sample per estimate (at every growth of the
+        # draws it held a GPT probe task for many minutes); later draws change v by their noise only.
+        first: list[float] = []
+
+        def extra(n: int) -> float:
+            if not first:
+                first.append(state.gradient_error(update_sum / a.values.size))
+            return first[0]
 
     with EvalMode(state.model):
         return _estimate(a, b, rel_se, draws, max_draws, (B + 3.0 * hessian_examples) / B, extra)

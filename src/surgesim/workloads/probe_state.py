@@ -273,10 +273,12 @@ def full_gradient(
 
 def _directional(model: nn.Module, loss_fn: LossFn, x, y, params: list, v: torch.Tensor) -> torch.Tensor:
     """g_j'v for each example j of the batch: J v by the double-backward trick, J v = d/du (J'u)'v
-    (two backward passes, no per-example gradients stored)."""
+    (two backward passes, no per-example gradients stored). The per-example losses come from one
+    vmapped call: a slice per example would make the backward pass add a zero tensor of the whole
+    output's size per example (quadratic in the batch: minutes per call on the GPT's logits)."""
     with EvalMode(model):
         out = model(x)
-        per = torch.stack([loss_fn(out[j : j + 1], y[j : j + 1]) for j in range(x.shape[0])])
+        per = vmap(lambda o, t: loss_fn(o[None], t[None]))(out, y)
         u = torch.zeros_like(per, requires_grad=True)
         g = torch.autograd.grad(per, params, grad_outputs=u, create_graph=True)
         vs = v.split([p.numel() for p in params])
