@@ -950,3 +950,43 @@ def test_a_finished_run_is_a_success_whatever_happens_to_its_console(capsys, tmp
 
     assert _cli.run(body) == 0
     assert (out / "results.csv").read_text() == "x\n"
+
+
+def test_sigterm_stops_the_tasks_in_flight_at_once(tmp_path):
+    """SIGTERM to a sweep on worker processes ends it in seconds, its workers too: before, it waited
+    for every task in flight (minutes for a probe task), since the signal does not reach them."""
+    import os
+    import signal
+
+    (tmp_path / "slow_task.py").write_text(
+        "import os, time\n"
+        "def task(params):\n"
+        "    open(os.path.join(params['dir'], f'pid-{os.getpid()}'), 'w').close()\n"
+        "    time.sleep(300)\n"
+        "    return {'x': 1}\n"
+    )  # fmt: skip
+    code = (
+        "import sys; from sims import _cli; from surgesim.sweep import run_sweep; import slow_task\n"
+        f"tasks = [{{'i': i, 'dir': {str(tmp_path)!r}}} for i in range(4)]\n"
+        f"sys.exit(_cli.run(lambda: run_sweep(slow_task.task, tasks, store={str(tmp_path / 's.sqlite')!r}, "
+        "workers=2) and 0))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{ROOT / 'src'}:{ROOT}"}
+    with subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True) as p:
+        try:
+            deadline = time.monotonic() + 120
+            while len(list(tmp_path.glob("pid-*"))) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            workers = [int(f.name[4:]) for f in tmp_path.glob("pid-*")]
+            assert len(workers) == 2, "the workers did not start"
+            t0 = time.monotonic()
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(timeout=60) == 128 + signal.SIGTERM
+            assert time.monotonic() - t0 < 30
+            assert "finished results are kept" in p.stderr.read()
+        finally:
+            p.kill()
+    time.sleep(1)
+    stat = [Path(f"/proc/{w}/stat") for w in workers]
+    running = [f for f in stat if f.exists() and f.read_text().split()[2] != "Z"]  # not even a zombie
+    assert not running, f"workers still running: {running}"

@@ -78,6 +78,12 @@ def run_processes(fn: Callable, pending: list[Task], shared: tuple, workers: int
             except Exception as exc:  # the pool itself failed: a worker died, or unpickling failed
                 outcome = failure(exc)
             yield futures[fut], outcome
+    except BaseException:
+        # An early exit (Ctrl-C, SIGTERM, an error in the caller): stop the tasks in flight too, whose
+        # results would be lost anyway, instead of waiting minutes for them (a signal sent to this
+        # process alone does not reach the workers).
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        raise
     finally:
-        # On an early exit (an error in the caller, Ctrl-C) drop the tasks not yet started.
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)  # drops the tasks not yet started
