@@ -987,6 +987,10 @@ def test_sigterm_stops_the_tasks_in_flight_at_once(tmp_path):
         finally:
             p.kill()
     time.sleep(1)
-    stat = [Path(f"/proc/{w}/stat") for w in workers]
-    running = [f for f in stat if f.exists() and f.read_text().split()[2] != "Z"]  # not even a zombie
-    assert not running, f"workers still running: {running}"
+    def running(pid: int) -> bool:  # alive and not a zombie
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+        except FileNotFoundError:
+            return False
+
+    assert not [w for w in workers if running(w)], "workers still running"
