@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +68,12 @@ def _options_of(exc: BaseException) -> tuple[int, str] | None:
 def run(main: Callable[[], int | None]) -> int:
     """Run a command's body under the shared handler (``surgesim.command.run``); its exit status."""
     return _run(main, _options_of)
+
+
+def flag_error(exc: ValueError) -> UsageError:
+    """A library's refusal of an option (e.g. ``surgesim.schedule_study.resolve_schedule_options``)
+    as the command's usage error: each option it names as `key` becomes the flag --key."""
+    return UsageError(re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: "--" + m[1].replace("_", "-"), str(exc)))
 
 
 def out_dir(path: str, command: str | None = None, inputs: dict | None = None) -> OutputDir:
