@@ -25,8 +25,7 @@ from surgesim.command import ISSUES, Interrupted, Reported, UsageError, open_out
 from surgesim.command import one_line as _one_line
 from surgesim.command import run as _run
 from surgesim.outputs import OutputDir, write_json  # noqa: F401
-from surgesim.preflight import available_memory, check_problem  # noqa: F401
-from surgesim.preflight import format_bytes as _bytes
+from surgesim.preflight import available_memory, check_memory, check_problem  # noqa: F401
 from surgesim.sweep import SchedulerTimeout, StoreMismatch, task_row  # noqa: F401
 
 SEED_LIMIT = 2**63
@@ -114,9 +113,10 @@ def say_if_compiling(*modules: Any, quiet: bool = False) -> None:
 
 def need_memory(nbytes: float, what: str) -> None:
     """Refuse a run whose arrays would need more memory than the machine has available."""
-    have = available_memory()
-    if not nbytes <= have:
-        raise UsageError(f"{what} needs about {_bytes(nbytes)} of memory, more than the {_bytes(have)} available")
+    try:
+        check_memory(nbytes, what)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 CONNECT_TIMEOUT: dict[str, Any] = {"type": None, "default": 10.0, "metavar": "SECONDS",  # type: set below

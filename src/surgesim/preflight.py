@@ -9,7 +9,8 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["available_memory", "format_bytes", "check_range", "check_problem", "checked_closed_forms"]
+__all__ = ["available_memory", "format_bytes", "check_memory", "check_range", "check_problem",
+           "checked_closed_forms"]  # fmt: skip
 
 
 def available_memory() -> int:
@@ -40,6 +41,15 @@ def format_bytes(n: float) -> str:
             return f"{n:.3g} {unit}"
         n /= 1000
     return f"{n:.3g} EB"
+
+
+def check_memory(nbytes: float, what: str) -> None:
+    """Refuse a run whose arrays would need more memory than the machine has available:
+    ValueError saying that ``what`` (e.g. "`dims` 1000") needs about ``nbytes``."""
+    have = available_memory()
+    if not nbytes <= have:
+        raise ValueError(f"{what} needs about {format_bytes(nbytes)} of memory, more than the {format_bytes(have)} "
+                         "available")  # fmt: skip
 
 
 def check_range(key: str, value: int, lo: int, hi: int) -> None:
