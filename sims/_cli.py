@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +25,7 @@ from surgesim.command import ISSUES, Interrupted, Reported, UsageError, open_out
 from surgesim.command import one_line as _one_line
 from surgesim.command import run as _run
 from surgesim.outputs import OutputDir, write_json  # noqa: F401
-from surgesim.preflight import available_memory, check_problem  # noqa: F401
-from surgesim.preflight import format_bytes as _bytes
+from surgesim.preflight import available_memory, check_memory, check_problem  # noqa: F401
 from surgesim.sweep import SchedulerTimeout, StoreMismatch, task_row  # noqa: F401
 
 SEED_LIMIT = 2**63
@@ -69,6 +69,12 @@ def run(main: Callable[[], int | None]) -> int:
     return _run(main, _options_of)
 
 
+def flag_error(exc: ValueError) -> UsageError:
+    """A library's refusal of an option (e.g. ``surgesim.schedule_study.resolve_schedule_options``)
+    as the command's usage error: each option it names as `key` becomes the flag --key."""
+    return UsageError(re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: "--" + m[1].replace("_", "-"), str(exc)))
+
+
 def out_dir(path: str, command: str | None = None, inputs: dict | None = None) -> OutputDir:
     """The command's output directory, created and locked (``surgesim.command.open_output``): write
     outputs to ``out / NAME`` (committed all at once when the command succeeds), a resumable store to
@@ -107,9 +113,10 @@ def say_if_compiling(*modules: Any, quiet: bool = False) -> None:
 
 def need_memory(nbytes: float, what: str) -> None:
     """Refuse a run whose arrays would need more memory than the machine has available."""
-    have = available_memory()
-    if not nbytes <= have:
-        raise UsageError(f"{what} needs about {_bytes(nbytes)} of memory, more than the {_bytes(have)} available")
+    try:
+        check_memory(nbytes, what)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 CONNECT_TIMEOUT: dict[str, Any] = {"type": None, "default": 10.0, "metavar": "SECONDS",  # type: set below

@@ -64,30 +64,19 @@ def build_parser() -> _cli.Parser:
 
 
 def resolve(args) -> tuple[SimpleNamespace, tuple]:
-    from surgesim.gridsearch import DEFAULT_BATCH_SIZES, OptimizerSpecError, parse_optimizers
+    from surgesim.gridsearch import resolve_grid_options
 
-    for name, (lo, hi) in LIMITS.items():
-        _cli.check_int("--" + name.replace("_", "-"), getattr(args, name), lo, hi)
     try:
-        optimizers = parse_optimizers(args.optimizers)
-    except OptimizerSpecError as e:
-        raise _cli.UsageError(f"--optimizers: {e}") from None
-    sizes = tuple(args.batch_sizes) if args.batch_sizes is not None else DEFAULT_BATCH_SIZES
-    if min(sizes) < 1 or len(set(sizes)) != len(sizes) or len(sizes) < 2:
-        raise _cli.UsageError(f"--batch-sizes must be at least 2 distinct integers >= 1, got {list(sizes)}")
-    if any(not 0 < f < 1 for f in args.targets) or len(set(args.targets)) != len(args.targets):
-        raise _cli.UsageError(f"--targets must be distinct fractions in (0, 1), got {args.targets}")
+        chosen, optimizers = resolve_grid_options(vars(args), LIMITS)
+    except ValueError as exc:
+        raise _cli.flag_error(exc) from None
     if args.problem is not None and not Path(args.problem).is_file():
         raise _cli.UsageError(f"--problem {args.problem!r}: no such file")
     runs = args.lr_points * args.seeds  # trajectories per task, each with a few d-vectors of state
-    rows = runs * len(args.targets) * len(sizes) * len(optimizers)
+    rows = runs * len(args.targets) * len(chosen["batch_sizes"]) * len(optimizers)
     need = 8 * args.dims * runs * (6 + len(args.targets)) + 200 * rows
     _cli.need_memory(need, f"--dims {args.dims} x --lr-points {args.lr_points} x --seeds {args.seeds}")
-    chosen = vars(args) | {
-        "optimizers": tuple(s.strip() for s in args.optimizers.split(",") if s.strip()),
-        "batch_sizes": tuple(sorted(sizes)), "targets": tuple(sorted(args.targets, reverse=True)),
-        "optimal_arm": not args.no_optimal_arm, "plot": not args.no_plot,
-    }  # fmt: skip
+    chosen |= {"optimal_arm": not args.no_optimal_arm, "plot": not args.no_plot}
     return SimpleNamespace(**{k: chosen[k] for k in OPTIONS}), optimizers  # OPTIONS: options.json's keys, in order
 
 

@@ -65,7 +65,7 @@ def build_parser() -> _cli.Parser:
 
 
 def resolve(args) -> tuple[SimpleNamespace, tuple]:
-    from surgesim.gridsearch import OptimizerSpecError, optimizer_spec, parse_optimizers
+    from surgesim.gridsearch import optimizer_spec, resolve_grid_options
     from surgesim.momentum_study import FAMILIES, STUDY_OPTIMIZERS
 
     if args.quick:  # the quick values, where the option was left at its default
@@ -73,28 +73,18 @@ def resolve(args) -> tuple[SimpleNamespace, tuple]:
         for k, v in QUICK.items():
             if getattr(args, k) == defaults.get_default(k):
                 setattr(args, k, v)
-    for name, (lo, hi) in LIMITS.items():
-        _cli.check_int("--" + name.replace("_", "-"), getattr(args, name), lo, hi)
+    text = ",".join(optimizer_spec(o) for o in STUDY_OPTIMIZERS) if args.optimizers is None else args.optimizers
+    try:
+        chosen, optimizers = resolve_grid_options(vars(args) | {"optimizers": text}, LIMITS, min_batch_sizes=3,
+                                                  default_batch_sizes=tuple(2**k for k in range(3, 14)))  # fmt: skip
+    except ValueError as exc:
+        raise _cli.flag_error(exc) from None
     fams = tuple(f.strip() for f in args.families.split(",") if f.strip())
     if not fams or any(f not in FAMILIES for f in fams) or len(set(fams)) != len(fams):
         raise _cli.UsageError(f"--families: choose distinct names from {', '.join(FAMILIES)}, got {args.families!r}")
-    text = ",".join(optimizer_spec(o) for o in STUDY_OPTIMIZERS) if args.optimizers is None else args.optimizers
-    try:
-        optimizers = parse_optimizers(text)
-    except OptimizerSpecError as e:
-        raise _cli.UsageError(f"--optimizers: {e}") from None
-    sizes = tuple(args.batch_sizes) if args.batch_sizes is not None else tuple(2**k for k in range(3, 14))
-    if min(sizes) < 1 or len(set(sizes)) != len(sizes) or len(sizes) < 3:
-        raise _cli.UsageError(f"--batch-sizes must be at least 3 distinct integers >= 1, got {list(sizes)}")
-    if any(not 0 < f < 1 for f in args.targets) or len(set(args.targets)) != len(args.targets):
-        raise _cli.UsageError(f"--targets must be distinct fractions in (0, 1), got {args.targets}")
     if any(t < 1 for t in args.probe_steps) or len(set(args.probe_steps)) != len(args.probe_steps):
         raise _cli.UsageError(f"--probe-steps must be distinct integers >= 1, got {args.probe_steps}")
-    chosen = vars(args) | {
-        "families": fams, "optimizers": tuple(s.strip() for s in text.split(",") if s.strip()),
-        "batch_sizes": tuple(sorted(sizes)), "targets": tuple(sorted(args.targets, reverse=True)),
-        "probe_steps": tuple(sorted(args.probe_steps)), "plot": not args.no_plot,
-    }  # fmt: skip
+    chosen |= {"families": fams, "probe_steps": tuple(sorted(args.probe_steps)), "plot": not args.no_plot}
     return SimpleNamespace(**{k: chosen[k] for k in OPTIONS}), optimizers  # OPTIONS: options.json's keys, in order
 
 

@@ -35,8 +35,6 @@ command to continue).
 
 from __future__ import annotations
 
-import math
-
 from sims import _cli
 
 try:  # the library's names, importable from here as before (COLUMNS, collect, _fmt, ...)
@@ -48,6 +46,7 @@ try:  # the library's names, importable from here as before (COLUMNS, collect, _
         SCALE_KEYS,
         collect,
         print_table,
+        resolve_probe_options,
         validity_disagreement,
     )  # fmt: skip
     from surgesim.workloads.probe_run import ProbeOptions as Options
@@ -110,54 +109,11 @@ def build_parser() -> _cli.Parser:
 
 
 def resolve(args) -> Options:
-    """The options, checked (a bad combination or value: UsageError naming the flag)."""
-
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            raise _cli.UsageError(message)
-
-    state_opts = args.demo or args.data_dir or args.checkpoint or args.targets
-    need(
-        not args.workload or args.demo or args.data_dir,
-        f"pass --data-dir DIR (the real {args.workload} data) or --demo",
-    )
-    need(
-        not (args.problem and state_opts),
-        "--demo, --data-dir, --checkpoint and --targets go with --workload, not --problem",
-    )
-    need(not (args.model and state_opts), "--targets, --demo, --data-dir and --checkpoint do not apply with --model: "
-         "FUNCTION() gives the weights and the data")  # fmt: skip
-    need(1 <= args.steps <= 1 << 20, f"--steps must be an integer >= 1, got {args.steps}")
-    need(args.steps == 1 or args.update == "adam", "--steps T > 1 is the multi-step Adam probe: add --update adam")
-    need(args.warmup >= 0 and not (args.warmup and args.steps == 1),
-         f"--warmup must be >= 0 and goes with --steps T > 1, got {args.warmup}")  # fmt: skip
-    sizes = tuple(args.batch_sizes or DEFAULT_BATCH_SIZES)
-    need(all(1 <= b <= 1 << 40 for b in sizes) and len(set(sizes)) == len(sizes),
-         f"batch sizes must be distinct integers in [1, 2^40], got {sizes}")  # fmt: skip
-    rel_se = None if args.draws is not None else (0.1 if args.rel_se is None else args.rel_se)
-    need(rel_se is None or 0 < rel_se < 1, f"--rel-se must be in (0, 1), got {rel_se}")
-    need(args.draws is None or 2 <= args.draws <= 1 << 30, f"--draws must be in [2, 2^30], got {args.draws}")
-    need(32 <= args.max_draws <= 1 << 30, f"--max-draws must be in [32, 2^30], got {args.max_draws}")
-    for name in ("hessian_examples", "stats_hessian_examples", "probes", "crit_examples"):
-        value = getattr(args, name)
-        need(
-            value >= (2 if name in ("probes", "crit_examples") else 1),
-            f"--{name.replace('_', '-')} is too small: {value}",
-        )
-    need(args.stats_examples >= 4, f"need --stats-examples >= 4, got {args.stats_examples}")
-    need(args.full_gradient_examples >= 0 and args.threads >= 0 and args.workers >= 1,
-         "--full-gradient-examples and --threads must be >= 0, --workers >= 1")  # fmt: skip
-    need(0 <= args.beta1 < 1 and 0 <= args.beta2 < 1 and args.eps >= 0, "need 0 <= --beta1, --beta2 < 1 and --eps >= 0")
-    need(not args.targets or all(math.isfinite(t) and t > 0 for t in args.targets),
-         f"targets must be finite losses > 0, got {args.targets}")  # fmt: skip
-    kept = ("problem", "workload", "model", "checkpoint", "draws", "max_draws", "update", "steps", "warmup", "beta1",
-            "beta2", "eps", "seed", "hessian_examples", "stats_examples", "stats_hessian_examples", "probes",
-            "crit_examples", "full_gradient_examples", "threads", "workers", "scheduler", "out", "quiet")  # fmt: skip
-    return Options(
-        data_dir="" if args.demo else (args.data_dir or ""), batch_sizes=tuple(sorted(sizes)), rel_se=rel_se,
-        targets=tuple(sorted(args.targets, reverse=True)) if args.targets else None, plot=not args.no_plot,
-        **{k: getattr(args, k) for k in kept},
-    )  # fmt: skip
+    """The options, checked (``resolve_probe_options``; a bad combination or value: UsageError naming the flag)."""
+    try:
+        return resolve_probe_options({**vars(args), "plot": not args.no_plot})
+    except ValueError as exc:
+        raise _cli.flag_error(exc) from None
 
 
 def main(argv: list[str] | None = None) -> int:

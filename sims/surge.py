@@ -18,12 +18,9 @@ Every column and key, with its unit and equation: docs/outputs.md.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
-
 from sims import _cli
 from surgesim.surge import SurgeOptions as Options
+from surgesim.surge import resolve_surge_options
 
 
 def build_parser() -> _cli.Parser:
@@ -63,32 +60,11 @@ def build_parser() -> _cli.Parser:
 
 
 def resolve(args) -> Options:
-    from surgesim.estimate import check_options
-    from surgesim.hessian import check_dense_dim
-
-    if args.batch_sizes is None and not (1 <= args.b_min <= args.b_max and args.b_num >= 1):
-        raise _cli.UsageError(f"need 1 <= --b-min <= --b-max and --b-num >= 1, got "
-                              f"{args.b_min:g}, {args.b_max:g}, {args.b_num}")  # fmt: skip
-    grid = np.logspace(np.log10(args.b_min), np.log10(args.b_max), args.b_num)
-    sizes = tuple(args.batch_sizes if args.batch_sizes is not None else (int(b) for b in np.unique(np.round(grid))))
-    if any(b < 1 for b in sizes):
-        raise _cli.UsageError(f"batch sizes must be >= 1, got {min(sizes)}")
-    rel_se = None if args.trials is not None else (0.01 if args.rel_se is None else args.rel_se)
-    if rel_se is not None and not 0 < rel_se < 1:
-        raise _cli.UsageError(f"--rel-se must be in (0, 1), got {rel_se}")
-    if args.problem is not None and not Path(args.problem).is_file():
-        raise _cli.UsageError(f"--problem {args.problem!r}: no such file")
-    dense = args.problem is None and args.hessian in ("dense", "powerlaw")
-    if args.noise_batch_size is not None and (args.problem is not None or args.hessian not in ("lowrank", "dense")):
-        raise _cli.UsageError("--noise-batch-size applies to a generated --hessian lowrank or dense problem")
-    if dense:
-        check_dense_dim(args.dims)
-    if args.problem is None:  # mu, sigma, the Hessian's factors (dense: d x d) and their temporaries
-        _cli.need_memory(8 * args.dims * (args.dims if dense else 16), f"--dims {args.dims}")
-    check_options(sizes, trials=args.trials, rel_se=rel_se, max_trials=args.max_trials, sampler=args.sampler)
-    return Options(args.dims, args.problem, args.hessian, args.noise_batch_size, sizes, args.trials, rel_se,
-                   args.max_trials, args.sampler, args.seed, args.out, args.backend, args.scheduler,
-                   not args.no_plot, args.quiet)  # fmt: skip
+    """The options, checked (``resolve_surge_options``; a refusal: UsageError naming the flag)."""
+    try:
+        return resolve_surge_options({**vars(args), "plot": not args.no_plot})
+    except ValueError as exc:
+        raise _cli.flag_error(exc) from None
 
 
 def main(argv: list[str] | None = None) -> int:

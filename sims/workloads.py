@@ -33,14 +33,11 @@ Every output column and key (meaning, unit, equation): docs/outputs.md.
 
 from __future__ import annotations
 
-import math
-import os
-
 from sims import _cli
 from surgesim.fitrun import fit_figure as figure
 
 try:
-    from surgesim.workloads.grid import WORKLOAD_DEFAULTS, GridOptions
+    from surgesim.workloads.grid import WORKLOAD_DEFAULTS, GridOptions, resolve_workload_options
 except ImportError:  # no torch: --help works, a run says what to install
     WORKLOAD_DEFAULTS, GridOptions = {"cnn": {}, "resnet18": {}, "gpt": {}}, None
 DEFAULTS = WORKLOAD_DEFAULTS  # the name before the grid's defaults moved to the library
@@ -103,40 +100,14 @@ def build_parser() -> _cli.Parser:
 
 
 def resolve(args) -> GridOptions:
-    if not args.demo and not args.data_dir:
-        raise _cli.UsageError(f"pass --data-dir DIR (the real {args.workload} data) or --demo")
-    dflt = WORKLOAD_DEFAULTS[args.workload]
-    pick = lambda value, key: dflt[key] if value is None else value  # noqa: E731
-    lrs, batch_sizes = tuple(pick(args.lrs, "lrs")), tuple(pick(args.batch_sizes, "batch_sizes"))
-    targets = tuple(sorted(pick(args.targets, "targets" if args.demo else "real_targets"), reverse=True))
-    grad_examples, probes = pick(args.grad_examples, "grad_examples"), pick(args.probes, "probes")
-    if any(not (math.isfinite(x) and x > 0) for x in lrs):
-        raise _cli.UsageError(f"learning rates must be finite and > 0, got {lrs}")
-    if any(b < 1 for b in batch_sizes):
-        raise _cli.UsageError(f"batch sizes must be >= 1, got {batch_sizes}")
-    if len(set(lrs)) != len(lrs) or len(set(batch_sizes)) != len(batch_sizes):
-        raise _cli.UsageError("learning rates and batch sizes must be distinct")
-    if args.seeds < 1:
-        raise _cli.UsageError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.probe and args.no_gradstats:
+    """The options, checked (``resolve_workload_options``; a refusal: UsageError naming the flag)."""
+    try:
+        opts = resolve_workload_options({**vars(args), "gradstats": not args.no_gradstats, "plot": not args.no_plot})
+    except ValueError as exc:
+        raise _cli.flag_error(exc) from None
+    if opts.probe and not opts.gradstats:
         raise _cli.UsageError("--probe measures at the reference run's states: drop --no-gradstats")
-    if not 0 < args.probe_rel_se < 1:
-        raise _cli.UsageError(f"--probe-rel-se must be in (0, 1), got {args.probe_rel_se}")
-    if probes < 2 or grad_examples < 4:
-        raise _cli.UsageError(f"need --probes >= 2 and --grad-examples >= 4, got {probes}, {grad_examples}")
-    workers = args.workers or os.cpu_count() or 1
-    return GridOptions(
-        workload=args.workload, data_dir="" if args.demo else args.data_dir, lrs=lrs, batch_sizes=batch_sizes,
-        seeds=args.seeds, targets=targets, further_steps=pick(args.further_steps, "further_steps"),
-        max_steps=pick(args.max_steps, "max_steps"), beta1=args.beta1, beta2=args.beta2, eps=args.eps,
-        eval_examples=pick(args.eval_examples, "eval_examples"), eval_rel=args.eval_rel,
-        grad_examples=grad_examples, probes=probes, gradstats=not args.no_gradstats, probe=args.probe,
-        probe_rel_se=args.probe_rel_se,
-        per_class=args.per_class, max_records=args.max_records, context=args.context, n_layer=args.n_layer,
-        d_model=args.d_model, n_head=args.n_head, device=args.device, threads=args.threads, workers=workers,
-        scheduler=args.scheduler, out=f"runs/workload-{args.workload}" if args.out is None else args.out,
-        plot=not args.no_plot, quiet=args.quiet, estimate_only=args.estimate_only,
-    )  # fmt: skip
+    return opts
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,8 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["available_memory", "format_bytes", "check_problem", "checked_closed_forms"]
+__all__ = ["available_memory", "format_bytes", "check_memory", "check_range", "check_problem",
+           "checked_closed_forms"]  # fmt: skip
 
 
 def available_memory() -> int:
@@ -40,6 +41,30 @@ def format_bytes(n: float) -> str:
             return f"{n:.3g} {unit}"
         n /= 1000
     return f"{n:.3g} EB"
+
+
+def check_memory(nbytes: float, what: str) -> None:
+    """Refuse a run whose arrays would need more memory than the machine has available:
+    ValueError saying that ``what`` (e.g. "`dims` 1000") needs about ``nbytes``."""
+    have = available_memory()
+    if not nbytes <= have:
+        raise ValueError(f"{what} needs about {format_bytes(nbytes)} of memory, more than the {format_bytes(have)} "
+                         "available")  # fmt: skip
+
+
+def check_range(key: str, value: int, lo: int, hi: int) -> None:
+    """Refuse an integer option outside [lo, hi] (sizes that would not fit in memory or time):
+    ValueError naming the option as `key`, which a command turns into its flag.
+
+    >>> check_range("seeds", 0, 1, 100)
+    Traceback (most recent call last):
+    ...
+    ValueError: `seeds` must be >= 1, got 0
+    """
+    if value < lo:
+        raise ValueError(f"`{key}` must be >= {lo}, got {value}")
+    if value > hi:
+        raise ValueError(f"`{key}` must be <= {hi}, got {value}")
 
 
 def check_problem(problem: Any, batch_sizes: Sequence[float] = (1,)) -> dict:

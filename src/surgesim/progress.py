@@ -22,13 +22,17 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
 from typing import IO
 
 from tqdm import tqdm
 
-__all__ = ["ProgressBar", "part", "progress_bar", "report", "within_task"]
+__all__ = ["Progress", "ProgressBar", "part", "progress_bar", "report", "within_task"]
+
+Progress = Callable[[str], AbstractContextManager[Callable[[int, int], None] | None]]
+"""Progress bars by description, for a run of several sweeps: ``lambda desc: progress_bar(desc=desc)``
+gives each a context holding its ``progress(done, total)`` callback (None: no bar)."""
 
 _within: Callable[[float], None] | None = None
 LINE_SECONDS = 30.0  # off a terminal: one plain progress line at most this often

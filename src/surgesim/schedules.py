@@ -205,7 +205,7 @@ class ScheduleExperiment:
         pairs = zip(self.optimizers, self.variants, strict=True)
         return [self._task(o, v, v.lrs, "tune") for o, vs in pairs for v in vs]
 
-    def eval_tasks(self, chosen: Mapping[tuple, float]) -> list[dict]:
+    def eval_tasks(self, chosen: Mapping[tuple, float | None]) -> list[dict]:
         """One task per (optimizer, variant, chosen learning rate) on the evaluation seeds; ``chosen``
         maps (optimizer name, schedule, variant label, target fraction) to the tuned lr (``choose``)."""
         tasks = []

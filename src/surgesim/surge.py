@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +22,17 @@ import numpy as np
 from . import theory as th
 from .estimate import Estimate, estimate_task
 from .outputs import OutputDir, atomic_path, dumps_json
-from .preflight import checked_closed_forms
+from .preflight import check_memory, checked_closed_forms
 from .problem import FAMILIES, QuadraticProblem
 from .sweep import run_sweep, write_csv
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["COLUMNS", "SurgeOptions", "SurgeResult", "checked_theory", "result_row", "run_surge", "small_pages"]
+__all__ = [
+    "COLUMNS", "SurgeOptions", "SurgeResult", "checked_theory", "resolve_surge_options", "result_row", "run_surge",
+    "small_pages",
+]  # fmt: skip
 
 COLUMNS = [
     "batch_size", "trials", "denominator_trials", "lr_mc", "lr_mc_se", "lr_mc_search", "lr_exact",
@@ -57,6 +60,50 @@ class SurgeOptions:
     scheduler: str | None
     plot: bool
     quiet: bool
+
+
+_DEFAULTS: dict[str, Any] = dict(
+    dims=1000, hessian="lowrank", b_min=1, b_max=2**20, b_num=25, max_trials=1 << 24, sampler="sign", seed=0,
+    out="runs/surge", backend="cpu", plot=True, quiet=False,
+)  # fmt: skip
+
+
+def resolve_surge_options(given: Mapping[str, Any]) -> SurgeOptions:
+    """The options of a surge run from the values given by ``SurgeOptions`` field name, with
+    ``b_min``, ``b_max``, ``b_num`` (the log grid of batch sizes where ``batch_sizes`` is not
+    given); a value None or absent takes its default (``rel_se`` 0.01 unless ``trials`` is given).
+    Other names are ignored. Raises ValueError, naming the option as `key`, for a value or
+    combination that cannot run, or arrays larger than the memory available."""
+    from .estimate import check_options
+    from .hessian import check_dense_dim
+
+    v: dict[str, Any] = {**_DEFAULTS, **{k: x for k, x in given.items() if x is not None}}
+    g = v.get
+    if g("batch_sizes") is None and not (1 <= v["b_min"] <= v["b_max"] and v["b_num"] >= 1):
+        raise ValueError(f"need 1 <= `b_min` <= `b_max` and `b_num` >= 1, got "
+                         f"{v['b_min']:g}, {v['b_max']:g}, {v['b_num']}")  # fmt: skip
+    grid = np.logspace(np.log10(v["b_min"]), np.log10(v["b_max"]), v["b_num"])
+    given_sizes = g("batch_sizes")
+    sizes = tuple(given_sizes if given_sizes is not None else (int(b) for b in np.unique(np.round(grid))))
+    if any(b < 1 for b in sizes):
+        raise ValueError(f"batch sizes must be >= 1, got {min(sizes)}")
+    rel_se = None if g("trials") is not None else g("rel_se", 0.01)
+    if rel_se is not None and not 0 < rel_se < 1:
+        raise ValueError(f"`rel_se` must be in (0, 1), got {rel_se}")
+    problem, dims = g("problem"), v["dims"]
+    if problem is not None and not Path(problem).is_file():
+        raise ValueError(f"`problem` {problem!r}: no such file")
+    dense = problem is None and v["hessian"] in ("dense", "powerlaw")
+    if g("noise_batch_size") is not None and (problem is not None or v["hessian"] not in ("lowrank", "dense")):
+        raise ValueError("`noise_batch_size` applies to a generated `hessian` lowrank or dense problem")
+    if dense:
+        check_dense_dim(dims)
+    if problem is None:  # mu, sigma, the Hessian's factors (dense: d x d) and their temporaries
+        check_memory(8 * dims * (dims if dense else 16), f"`dims` {dims}")
+    check_options(sizes, trials=g("trials"), rel_se=rel_se, max_trials=v["max_trials"], sampler=v["sampler"])
+    return SurgeOptions(dims, problem, v["hessian"], g("noise_batch_size"), sizes, g("trials"), rel_se,
+                        v["max_trials"], v["sampler"], v["seed"], v["out"], v["backend"], g("scheduler"), v["plot"],
+                        v["quiet"])  # fmt: skip
 
 
 def small_pages() -> None:

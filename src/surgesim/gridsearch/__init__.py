@@ -34,14 +34,16 @@ shared=problem)`` runs the same tasks on processes or Dask, resumably; ``run_exp
 here, one after the other (each task is itself parallel over trajectories).
 
 Modules: ``problem`` (the default problem, theta0 - theta*), ``spec`` (``Experiment``, its
-learning-rate grids and tasks), ``task`` (``run_task``, the rows), ``summary`` (``summarize``, the
-fits and the theory at the states reached), ``run`` (``run_dynamics``: one run end to end, its
-outputs). ``surgesim.dynamics`` re-exports the names it held before this package.
+learning-rate grids and tasks), ``options`` (``resolve_grid_options``: a command's options
+checked), ``task`` (``run_task``, the rows), ``summary`` (``summarize``, the fits and the theory at
+the states reached), ``run`` (``run_dynamics``: one run end to end, its outputs).
+``surgesim.dynamics`` re-exports the names it held before this package.
 """
 
 from __future__ import annotations
 
 from ..kernels.dynamics import Optimizer
+from .options import resolve_grid_options
 from .problem import default_problem, diag_trace_lmax, initial_delta
 from .run import DynamicsResult, describe_start, run_dynamics, start_quantities
 from .spec import (
@@ -81,6 +83,7 @@ __all__ = [
     "parse_optimizer",
     "parse_optimizers",
     "optimizer_spec",
+    "resolve_grid_options",
     "run_task",
     "run_experiment",
     "run_dynamics",

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -20,14 +19,12 @@ from ..gridsearch.summary import summarize
 from ..gridsearch.task import run_task
 from ..kernels.dynamics import Optimizer
 from ..outputs import OutputDir, atomic_path, dumps_json
+from ..progress import Progress
 from ..sweep import run_sweep, write_csv
 from .families import family_problem
 from .table import PREDICTOR_COLUMNS, STUDY_COLUMNS, ratio_summary, study_table
 
 __all__ = ["MomentumStudyResult", "run_momentum_study"]
-
-Progress = Callable[[str], AbstractContextManager[Callable[[int, int], None] | None]]
-"""A progress bar by description (``surgesim.progress.progress_bar``): a context giving a callback."""
 
 
 def run_momentum_study(

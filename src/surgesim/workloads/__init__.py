@@ -11,8 +11,8 @@ statistics that predict B_noise (eq 14) and eps_max (eq 16) from the network its
   ``surgesim.sweep.run_sweep``; ``gradient_task`` measures eq 14/16 along a reference run.
 - ``grid``, ``grid_cost``, ``grid_run``: the grid's defaults and reference run, its time estimate,
   and one grid run (``python -m sims.workloads``).
-- ``schedules``: batch-size and learning-rate schedules (constant, B_simple, B_crit, geometric) run
-  with the grid's protocol, for ``python -m sims.schedules --workload`` (issue 15).
+- ``schedules``, ``schedule_run``: batch-size and learning-rate schedules (constant, B_simple, B_crit,
+  geometric) run with the grid's protocol, and one study (``python -m sims.schedules --workload``).
 - the probe, Lemma 1 measured at a state (``python -m sims.probe``): the state (``probe_state``,
   ``probe_checkpoints``, ``user_model``), the estimators (``probe_statistics``: B_simple, B_crit,
   eq 14; ``probe_estimators``: lr*(B); ``probe_multistep``: T Adam steps; ``probe`` re-exports

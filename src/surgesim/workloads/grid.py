@@ -5,7 +5,9 @@ geometric, and the middle batch size, seed 0), which ``sims.probe`` probes too.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +15,7 @@ import numpy as np
 
 from .run_spec import RunSpec
 
-__all__ = ["WORKLOAD_DEFAULTS", "reference_spec"]
+__all__ = ["WORKLOAD_DEFAULTS", "GridOptions", "reference_spec", "resolve_workload_options"]
 
 # Small defaults per workload, sized for a 2-core CPU (the paper's Table 1 grids are 10 lrs x 12
 # batch sizes x 30-100 rounds). CNN: 6 x 6 x 2 runs in about 5 minutes; the demo's loss falls from
@@ -117,3 +119,49 @@ class GridOptions:
                   "threads", "per_class", "max_records", "context", "n_layer", "d_model", "n_head")  # fmt: skip
         return reference_spec(self.workload, self.data_dir, lrs=self.lrs, batch_sizes=self.batch_sizes,
                               targets=self.targets, **{k: getattr(self, k) for k in fields})  # fmt: skip
+
+
+_FIXED: dict[str, Any] = dict(
+    workload="cnn", seeds=2, beta1=0.9, beta2=0.999, eps=1e-8, eval_rel=0.1, gradstats=True, probe=False,
+    probe_rel_se=0.1, per_class=0, max_records=0, context=64, n_layer=2, d_model=128, n_head=4, device="cpu",
+    threads=1, workers=0, scheduler=None, plot=True, quiet=False, estimate_only=False,
+)  # fmt: skip
+"""The defaults of the options that do not depend on the workload (``sims.workloads``')."""
+
+
+def resolve_workload_options(given: Mapping[str, Any]) -> GridOptions:
+    """The options of a grid run from the values given by ``GridOptions`` field name (and
+    ``demo``: the workload's demo data); a value None or absent takes its default
+    (``WORKLOAD_DEFAULTS`` of the workload, the demo's targets or the real data's; workers 0: the
+    number of cores; out runs/workload-NAME). Other names are ignored. Raises ValueError, naming
+    the option as `key`, for a value or combination that cannot run."""
+    v: dict[str, Any] = {**_FIXED, **{k: x for k, x in given.items() if x is not None}}
+    w, demo = v["workload"], bool(v.get("demo"))
+    if not demo and not v.get("data_dir"):
+        raise ValueError(f"pass `data_dir` DIR (the real {w} data) or `demo`")
+    dflt = WORKLOAD_DEFAULTS[w]
+    pick = lambda key, default=None: v.get(key, dflt[default or key])  # noqa: E731
+    lrs, batch_sizes = tuple(pick("lrs")), tuple(pick("batch_sizes"))
+    targets = tuple(sorted(pick("targets", "targets" if demo else "real_targets"), reverse=True))
+    grad_examples, probes = pick("grad_examples"), pick("probes")
+    if any(not (math.isfinite(x) and x > 0) for x in lrs):
+        raise ValueError(f"learning rates must be finite and > 0, got {lrs}")
+    if any(b < 1 for b in batch_sizes):
+        raise ValueError(f"batch sizes must be >= 1, got {batch_sizes}")
+    if len(set(lrs)) != len(lrs) or len(set(batch_sizes)) != len(batch_sizes):
+        raise ValueError("learning rates and batch sizes must be distinct")
+    if v["seeds"] < 1:
+        raise ValueError(f"`seeds` must be >= 1, got {v['seeds']}")
+    if not 0 < v["probe_rel_se"] < 1:
+        raise ValueError(f"`probe_rel_se` must be in (0, 1), got {v['probe_rel_se']}")
+    if probes < 2 or grad_examples < 4:
+        raise ValueError(f"need `probes` >= 2 and `grad_examples` >= 4, got {probes}, {grad_examples}")
+    kept = ("seeds", "beta1", "beta2", "eps", "eval_rel", "gradstats", "probe", "probe_rel_se", "per_class",
+            "max_records", "context", "n_layer", "d_model", "n_head", "device", "threads", "scheduler", "plot",
+            "quiet", "estimate_only")  # fmt: skip
+    return GridOptions(
+        workload=w, data_dir="" if demo else v["data_dir"], lrs=lrs, batch_sizes=batch_sizes, targets=targets,
+        further_steps=pick("further_steps"), max_steps=pick("max_steps"), eval_examples=pick("eval_examples"),
+        grad_examples=grad_examples, probes=probes, workers=v["workers"] or os.cpu_count() or 1,
+        out=v.get("out", f"runs/workload-{w}"), **{k: v[k] for k in kept},
+    )  # fmt: skip

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZES",
     "FULL_GRADIENT_EXAMPLES",
     "ProbeOptions",
+    "resolve_probe_options",
     "ProbePlan",
     "ProbeRun",
     "prepare_probe",
@@ -96,6 +97,63 @@ class ProbeOptions:
             "warmup": self.warmup, "crit_examples": self.crit_examples,
             "adam": {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps},
         }  # fmt: skip
+
+
+_DEFAULTS: dict[str, Any] = dict(
+    max_draws=1 << 18, update="sign", steps=1, warmup=0, beta1=0.9, beta2=0.999, eps=1e-8, seed=0, hessian_examples=32,
+    stats_examples=256, stats_hessian_examples=32, probes=8, crit_examples=32,
+    full_gradient_examples=FULL_GRADIENT_EXAMPLES, threads=0, workers=1, out="runs/probe", plot=True, quiet=False,
+)  # fmt: skip
+_KEPT = ("problem", "workload", "model", "checkpoint", "draws", "max_draws", "update", "steps", "warmup", "beta1",
+         "beta2", "eps", "seed", "hessian_examples", "stats_examples", "stats_hessian_examples", "probes",
+         "crit_examples", "full_gradient_examples", "threads", "workers", "scheduler", "out", "plot",
+         "quiet")  # fmt: skip
+
+
+def resolve_probe_options(given: Mapping[str, Any]) -> ProbeOptions:
+    """The options of a probe run from the values given by ``ProbeOptions`` field name (and
+    ``demo``: the workload's demo data); a value None or absent takes its default (``rel_se`` 0.1
+    unless ``draws`` is given, ``DEFAULT_BATCH_SIZES``, ...). Other names are ignored. Raises
+    ValueError, naming the option as `key`, for a value or combination that cannot run."""
+    v: dict[str, Any] = {**_DEFAULTS, **{k: x for k, x in given.items() if x is not None}}
+    g = v.get
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ValueError(message)
+
+    state_opts = g("demo") or g("data_dir") or g("checkpoint") or g("targets")
+    need(not g("workload") or g("demo") or g("data_dir"),
+         f"pass `data_dir` DIR (the real {g('workload')} data) or `demo`")  # fmt: skip
+    need(not (g("problem") and state_opts), "`demo`, `data_dir`, `checkpoint` and `targets` go with `workload`, not "
+         "`problem`")  # fmt: skip
+    need(not (g("model") and state_opts), "`targets`, `demo`, `data_dir` and `checkpoint` do not apply with `model`: "
+         "FUNCTION() gives the weights and the data")  # fmt: skip
+    steps, warmup = v["steps"], v["warmup"]
+    need(1 <= steps <= 1 << 20, f"`steps` must be an integer >= 1, got {steps}")
+    need(steps == 1 or v["update"] == "adam", "`steps` T > 1 is the multi-step Adam probe: add `update` adam")
+    need(warmup >= 0 and not (warmup and steps == 1),
+         f"`warmup` must be >= 0 and goes with `steps` T > 1, got {warmup}")  # fmt: skip
+    sizes = tuple(g("batch_sizes") or DEFAULT_BATCH_SIZES)
+    need(all(1 <= b <= 1 << 40 for b in sizes) and len(set(sizes)) == len(sizes),
+         f"batch sizes must be distinct integers in [1, 2^40], got {sizes}")  # fmt: skip
+    rel_se = None if g("draws") is not None else g("rel_se", 0.1)
+    need(rel_se is None or 0 < rel_se < 1, f"`rel_se` must be in (0, 1), got {rel_se}")
+    need(g("draws") is None or 2 <= v["draws"] <= 1 << 30, f"`draws` must be in [2, 2^30], got {g('draws')}")
+    need(32 <= v["max_draws"] <= 1 << 30, f"`max_draws` must be in [32, 2^30], got {v['max_draws']}")
+    for name in ("hessian_examples", "stats_hessian_examples", "probes", "crit_examples"):
+        need(v[name] >= (2 if name in ("probes", "crit_examples") else 1), f"`{name}` is too small: {v[name]}")
+    need(v["stats_examples"] >= 4, f"need `stats_examples` >= 4, got {v['stats_examples']}")
+    need(v["full_gradient_examples"] >= 0 and v["threads"] >= 0 and v["workers"] >= 1,
+         "`full_gradient_examples` and `threads` must be >= 0, `workers` >= 1")  # fmt: skip
+    need(0 <= v["beta1"] < 1 and 0 <= v["beta2"] < 1 and v["eps"] >= 0, "need 0 <= `beta1`, `beta2` < 1 and `eps` >= 0")
+    targets = g("targets")
+    need(not targets or all(math.isfinite(t) and t > 0 for t in targets),
+         f"targets must be finite losses > 0, got {targets}")  # fmt: skip
+    return ProbeOptions(
+        data_dir="" if g("demo") else (g("data_dir") or ""), batch_sizes=tuple(sorted(sizes)), rel_se=rel_se,
+        targets=tuple(sorted(targets, reverse=True)) if targets else None, **{k: g(k) for k in _KEPT},
+    )  # fmt: skip
 
 
 @dataclass
