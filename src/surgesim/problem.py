@@ -12,6 +12,7 @@ import hashlib
 import os
 import zipfile
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -296,7 +297,11 @@ def power_law_problem(d: int, seed: int = 0, exponent: float = 1.0, snr: float =
     return QuadraticProblem(mu, sigma, Dense(H))
 
 
-FAMILIES = {
+class _ProblemFactory(Protocol):
+    def __call__(self, d: int, seed: int = 0) -> QuadraticProblem: ...
+
+
+FAMILIES: dict[str, _ProblemFactory] = {
     "lowrank": surge_problem,
     "dense": lambda d, seed=0, **kw: surge_problem(d, seed, dense=True, **kw),
     "diagonal": diagonal_problem,

@@ -21,6 +21,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from numpy.typing import ArrayLike
 
 from ._layout import hatch_holes, legend_below, legend_outside
 
@@ -210,12 +211,12 @@ def grid_figure(
 
 def peak_vs_target_figure(
     target_loss,
-    peaks: Mapping[str, np.ndarray],
+    peaks: Mapping[str, ArrayLike],
     *,
-    spread: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
-    fitted: Mapping[str, np.ndarray] | None = None,
-    predicted: Mapping[str, np.ndarray] | None = None,
-    predicted_se: Mapping[str, np.ndarray] | None = None,
+    spread: Mapping[str, tuple[ArrayLike, ArrayLike]] | None = None,
+    fitted: Mapping[str, ArrayLike] | None = None,
+    predicted: Mapping[str, ArrayLike] | None = None,
+    predicted_se: Mapping[str, ArrayLike] | None = None,
     title: str = "",
 ) -> Figure:
     """Peak batch size against target loss (x decreasing: training progresses to the right).
@@ -229,9 +230,9 @@ def peak_vs_target_figure(
     x = np.asarray(target_loss, dtype=np.float64)
     fig = Figure(figsize=(9.0, 4.5), layout="constrained")
     ax = fig.subplots()
-    for k, (label, y) in enumerate(peaks.items()):
+    for k, (label, peak) in enumerate(peaks.items()):
         color = f"C{k}"
-        y = np.asarray(y, dtype=np.float64)
+        y = np.asarray(peak, dtype=np.float64)
         yerr = None
         if spread and label in spread:
             lo, hi = (np.asarray(v, dtype=np.float64) for v in spread[label])

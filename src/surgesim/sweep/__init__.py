@@ -207,12 +207,13 @@ def run_sweep(
     store_path = None if store is None else Path(store)
     conn = None if store_path is None else open_store(store_path, params_json, task_list)
     try:
-        results = {} if conn is None else finished_rows(conn, store_path)
+        results = {} if conn is None or store_path is None else finished_rows(conn, store_path)
         pending = [t for t in task_list if t.position not in results]
         total = len(task_list)
         _log.info("sweep: %d tasks, %d already finished%s", total, len(results), f" in {store_path}" if conn else "")
         if progress is not None:
             progress(len(results), total)
+        done = len(results)
         if resolved is not None and pending:
             outcomes = run_dask(fn, pending, shared_args, resolved, connect_timeout)
         elif n_workers == 1 or not pending:
@@ -221,7 +222,6 @@ def run_sweep(
         else:
             outcomes = run_processes(fn, pending, shared_args, min(n_workers, len(pending)))
         failures: list[TaskFailure] = []
-        done = len(results)
         with closing(outcomes):  # shuts a pool or cluster down on any exit
             for position, outcome in outcomes:
                 failure = _record(conn, store_path, task_list[position], outcome, results)
@@ -246,14 +246,14 @@ def _record(conn: Any, store_path: Path | None, task: Task, outcome: Outcome, re
     status, text, extra = outcome
     if status == "ok":
         rows = json.loads(text)
-        if conn is not None:
+        if conn is not None and store_path is not None:
             with store_writes(store_path, len(results)):
                 _commit_done(conn, task, rows, extra)
         results[task.position] = rows
         return None
     failure = TaskFailure(task.position, task.task_id, json.loads(task.params_json), text, extra)
     _log.warning("task %d %s failed: %s", task.position, json.dumps(failure.params), text)
-    if conn is not None:
+    if conn is not None and store_path is not None:
         with store_writes(store_path, len(results)):
             _commit_failed(conn, task, text, extra)
     return failure

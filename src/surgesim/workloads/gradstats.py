@@ -25,8 +25,10 @@ the per-example gradients and the Hessian H of the loss. With r = mu / sigma:
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,7 +147,7 @@ def gradient_moments(
     return GradientMoments(total.mean, std, total.n, even.mean, odd.mean)
 
 
-def _split_like(v: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+def _split_like(v: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     out, i = [], 0
     for p in params:
         out.append(v[i : i + p.numel()].view_as(p).to(p.dtype))
@@ -174,7 +176,7 @@ def hessian_vector_product(
         x, y = inputs[start : start + chunk_size], targets[start : start + chunk_size]
         loss = loss_fn(model(x), y) * (x.shape[0] / n)
         g = torch.autograd.grad(loss, params, create_graph=True)
-        dot = sum((gi * vi).sum() for gi, vi in zip(g, vs, strict=True))
+        dot = functools.reduce(operator.add, [(gi * vi).sum() for gi, vi in zip(g, vs, strict=True)])
         h = torch.autograd.grad(dot, params)
         hv += torch.cat([hi.reshape(-1) for hi in h]).to(torch.float64)
     return hv

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from scipy import special
 
 from ..estimate import delta_method, plan_trials
@@ -324,9 +325,9 @@ def check_batch_size(b: float, n: int | None) -> int:
 
 
 def peak_batch_size(
-    batch_sizes: Sequence[float],
-    lr: Sequence[float],
-    lr_se: Sequence[float] | None = None,
+    batch_sizes: ArrayLike,
+    lr: ArrayLike,
+    lr_se: ArrayLike | None = None,
     *,
     draws: int = 2000,
     seed: int = 0,
