@@ -88,7 +88,7 @@ import pickle
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from .csvfile import write_csv
 from .errors import SchedulerTimeout, StoreError, StoreMismatch, SweepError, TaskFailure
@@ -145,6 +145,54 @@ def _check_picklable(fn: Callable, shared_args: tuple) -> None:
             f"fn and shared must be picklable to reach worker processes ({exc}): define fn at module "
             "level, or pass workers=1 to run in this process"
         ) from None
+
+
+@overload
+def run_sweep(
+    fn: Callable[..., dict | list[dict]],
+    tasks: Iterable[Mapping[str, Any]],
+    *,
+    params: Mapping[str, Any] | None = None,
+    store: str | os.PathLike | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    shared: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    per_task: Literal[False] = False,
+) -> list[dict]: ...
+
+
+@overload
+def run_sweep(
+    fn: Callable[..., dict | list[dict]],
+    tasks: Iterable[Mapping[str, Any]],
+    *,
+    params: Mapping[str, Any] | None = None,
+    store: str | os.PathLike | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    shared: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    per_task: Literal[True],
+) -> list[list[dict]]: ...
+
+
+@overload
+def run_sweep(
+    fn: Callable[..., dict | list[dict]],
+    tasks: Iterable[Mapping[str, Any]],
+    *,
+    params: Mapping[str, Any] | None = None,
+    store: str | os.PathLike | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    shared: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    per_task: bool = False,
+) -> list[dict] | list[list[dict]]: ...
 
 
 def run_sweep(

@@ -25,9 +25,7 @@ the per-example gradients and the Hessian H of the loss. With r = mu / sigma:
 
 from __future__ import annotations
 
-import functools
 import math
-import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -176,7 +174,9 @@ def hessian_vector_product(
         x, y = inputs[start : start + chunk_size], targets[start : start + chunk_size]
         loss = loss_fn(model(x), y) * (x.shape[0] / n)
         g = torch.autograd.grad(loss, params, create_graph=True)
-        dot = functools.reduce(operator.add, [(gi * vi).sum() for gi, vi in zip(g, vs, strict=True)])
+        dot = sum((gi * vi).sum() for gi, vi in zip(g, vs, strict=True))
+        if not isinstance(dot, torch.Tensor):  # sum() of nothing is the int 0
+            raise ValueError("the model has no trainable parameters")
         h = torch.autograd.grad(dot, params)
         hv += torch.cat([hi.reshape(-1) for hi in h]).to(torch.float64)
     return hv
