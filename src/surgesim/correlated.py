@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
-from .hessian import Dense, Diagonal, Hessian, as_hessian, finite_array
+from .hessian import Dense, Diagonal, DiagonalPlusLowRank, Hessian, as_hessian, finite_array
 
 __all__ = [
     "Covariance",
@@ -248,7 +248,7 @@ def _hessian(H, d: int) -> Hessian:
     return op
 
 
-def _hessian_rows(op: Hessian, i0: int, i1: int) -> np.ndarray:
+def _hessian_rows(op: Dense | DiagonalPlusLowRank, i0: int, i1: int) -> np.ndarray:
     if isinstance(op, Dense):
         return op.matrix[i0:i1]
     out = op.factor[i0:i1] @ op.factor.T

@@ -91,7 +91,7 @@ class _Sampler:
         H = problem.hessian
         d = problem.dim
         self.dense = isinstance(H, Dense)
-        if self.dense:
+        if isinstance(H, Dense):
             self.h, self.Ut = np.zeros(d), np.zeros((0, d))
             self.H32 = H.matrix.astype(np.float32)
         elif isinstance(H, Diagonal):
@@ -237,6 +237,8 @@ def estimate_batch_size(
         s.grow(int(trials), int(trials))
         converged = True
     else:
+        if rel_se is None:  # check_options has rejected it: narrows rel_se to float
+            raise ValueError("give exactly one of trials (fixed) or rel_se (adaptive)")
         d = problem.dim
         dense_cost = 1.0 + d / 50.0 if s.dense else None  # a d x d GEMM row vs d random words
         n = m = _MIN_TRIALS

@@ -84,6 +84,8 @@ def _fit(model: str, curve, b: np.ndarray, y: np.ndarray) -> CurveFit:
         res = optimize.least_squares(resid, x0, method="lm")
         if best is None or res.cost < best.cost:
             best = res
+    if best is None:  # the loop above runs 9 times
+        raise RuntimeError("no least-squares fit was run")
     r = resid(best.x)
     rss = float(r @ r)
     n = b.size

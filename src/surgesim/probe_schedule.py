@@ -181,9 +181,11 @@ def run_probe_schedule(
         if setting is None or loss <= rule.loss_factor * probe_loss:
             new = phase_setting(problem, optimizer, RunState(delta, m, v, s, loss), rule, c, k, probe_seed(key, probes))
             probes += 1
-            if new is None and setting is None:
+            if new is not None:
+                setting = new
+            elif setting is None:
                 break
-            setting, probe_loss = new or setting, loss
+            probe_loss = loss
         n = min(rule.interval, max_steps - s)
         res = run_trajectories(H, sigma, delta, np.array([phase_key(key, phase)]), setting.lr, setting.batch_size,
                                optimizer, tg[j:], 0, n, n, m0=m, v0=v, start_step=s)  # fmt: skip

@@ -12,6 +12,7 @@ import hashlib
 import os
 import zipfile
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -81,7 +82,7 @@ class QuadraticProblem:
         arrays = (H.matrix,) if isinstance(H, Dense) else (H.h,) if isinstance(H, Diagonal) else (H.h, H.factor)
         for a in (self.mu, self.sigma, *arrays):
             h.update(str(a.shape).encode())
-            h.update(np.ascontiguousarray(a, dtype=np.float64))  # the buffer itself: no copy
+            h.update(np.ascontiguousarray(a, dtype=np.float64).data)  # the buffer itself: no copy
         return h.hexdigest()
 
     def describe(self) -> str:
@@ -102,7 +103,7 @@ class QuadraticProblem:
         else:
             arrays["h_diag"], arrays["h_factor"] = H.h, H.factor
         with open(path, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy stub: mypy matches **dict against allow_pickle: bool
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> QuadraticProblem:
@@ -153,8 +154,11 @@ def _headers(data: np.lib.npyio.NpzFile) -> tuple[dict[str, tuple[int, ...]], li
     """The shape of each ``.npy`` member, read from its header without the data, and a message for
     each array whose header declares more values than its member holds."""
     shapes, oversized = {}, []
-    for info in data.zip.infolist():
-        with data.zip.open(info) as member:
+    archive = data.zip
+    if archive is None:
+        raise ValueError("the .npz file is closed")
+    for info in archive.infolist():
+        with archive.open(info) as member:
             version = np.lib.format.read_magic(member)
             read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
             if version not in read:
@@ -267,6 +271,8 @@ def diagonal_problem(d: int, seed: int = 0, snr: tuple[float, float] = (0.004, 0
     the control case with no surge.
     """
     p = surge_problem(d, seed, snr=snr)
+    if not isinstance(p.hessian, DiagonalPlusLowRank):
+        raise TypeError(f"surge_problem gave a {type(p.hessian).__name__} Hessian, expected diagonal plus low rank")
     return QuadraticProblem(p.mu, p.sigma, Diagonal(p.hessian.h))
 
 
@@ -291,7 +297,11 @@ def power_law_problem(d: int, seed: int = 0, exponent: float = 1.0, snr: float =
     return QuadraticProblem(mu, sigma, Dense(H))
 
 
-FAMILIES = {
+class _ProblemFactory(Protocol):
+    def __call__(self, d: int, seed: int = 0) -> QuadraticProblem: ...
+
+
+FAMILIES: dict[str, _ProblemFactory] = {
     "lowrank": surge_problem,
     "dense": lambda d, seed=0, **kw: surge_problem(d, seed, dense=True, **kw),
     "diagonal": diagonal_problem,

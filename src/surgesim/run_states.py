@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .gridfit import GridFit
 from .kernels.dynamics import Optimizer, run_trajectories, trajectory_key
@@ -61,7 +62,7 @@ def run_states(
     lr: float,
     batch_size: int,
     losses: Sequence[float],
-    keys: Sequence[int] | np.ndarray,
+    keys: ArrayLike,
     delta0: np.ndarray,
     max_steps: int = 100_000,
 ) -> list[list[RunState | None]]:

@@ -100,11 +100,14 @@ class Variant:
             raise ValueError(f"{self.schedule}: learning rates must be finite and > 0, got {self.lrs}")
 
 
+_OCTAVES = tuple(2**k for k in range(3, 14))  # 8 .. 8192
+
+
 def default_variants(
     problem: QuadraticProblem,
     optimizer: Optimizer,
     schedules: Sequence[str] = SCHEDULES,
-    batch_sizes: Sequence[int] = tuple(2**k for k in range(3, 14)),
+    batch_sizes: Sequence[int] = _OCTAVES,
     multipliers: Sequence[float] = (0.5, 1.0, 2.0),
     lr_points: int = 12,
 ) -> tuple[Variant, ...]:
@@ -145,8 +148,8 @@ def default_variants(
                 rule = StepRule("geometric", "geometric", interval=K, batch_factor=2.0, lr_factor=gamma, batch_max=hi)
                 out.append(Variant("geometric", f"B0=32,K={K},gamma={gamma:.2g}", rule, 32.0, grid))
     if PROBE_SCHEDULE in schedules:
-        rule = ProbeRule(batch_min=1.0, batch_max=hi, batch_sizes=tuple(bs))
-        out += [Variant(PROBE_SCHEDULE, f"c={c:g}", rule, float(c), PROBE_MULTIPLIERS) for c in multipliers]
+        probe_rule = ProbeRule(batch_min=1.0, batch_max=hi, batch_sizes=tuple(bs))
+        out += [Variant(PROBE_SCHEDULE, f"c={c:g}", probe_rule, float(c), PROBE_MULTIPLIERS) for c in multipliers]
     return tuple(out)
 
 
@@ -165,6 +168,7 @@ class ScheduleExperiment:
     tune_seeds: int = 8
     seed: int = 0
     max_steps: int = 3000
+    _initial_loss: float = dataclasses.field(init=False, repr=False)  # set by __post_init__
 
     def __post_init__(self) -> None:
         if not isinstance(self.problem, QuadraticProblem):
@@ -211,7 +215,8 @@ class ScheduleExperiment:
         tasks = []
         for o, vs in zip(self.optimizers, self.variants, strict=True):
             for v in vs:
-                lrs = sorted({chosen[(o.name, v.schedule, v.label, f)] for f in self.target_fractions} - {None})
+                tuned = {chosen[(o.name, v.schedule, v.label, f)] for f in self.target_fractions}
+                lrs = sorted(x for x in tuned if x is not None)
                 tasks += [self._task(o, v, [x], "eval") for x in lrs]
         return tasks
 

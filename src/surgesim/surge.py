@@ -253,7 +253,7 @@ def _sweep(opts: SurgeOptions, problem, theory, digest: str, out, scheduler, pro
         connect_timeout=connect_timeout, per_task=True,
     )  # fmt: skip
     rows = []
-    for i, (b, r) in enumerate(zip(opts.batch_sizes, cast(list[list[dict]], stored), strict=True)):
+    for i, (b, r) in enumerate(zip(opts.batch_sizes, stored, strict=True)):
         if len(r) != 1 or r[0].get("batch_size") != b:  # a store that lost or mixed rows
             raise StoreError(f"the store's result for batch size {b} is missing or belongs to another task: the "
                              "store is damaged; move store.sqlite away and rerun")  # fmt: skip

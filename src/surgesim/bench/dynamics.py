@@ -43,7 +43,9 @@ def bench_dynamics(
     import numba
 
     from surgesim.dynamics import DEFAULT_OPTIMIZERS, initial_delta
+    from surgesim.hessian import DiagonalPlusLowRank
     from surgesim.kernels.dynamics import (
+        Optimizer,
         StepRule,
         run_trajectories,
         step_normals,
@@ -56,6 +58,8 @@ def bench_dynamics(
     delta0 = initial_delta(p)
     keys = np.array([trajectory_key(0, 64, r) for r in range(trajectories)], dtype=np.uint64)
     T, d = trajectories, dims
+    if not isinstance(p.hessian, DiagonalPlusLowRank):
+        raise TypeError(f"surge_problem gave a {type(p.hessian).__name__} Hessian, expected diagonal plus low rank")
     out: dict = {"dims": d, "rank": p.hessian.rank, "trajectories": T, "steps": steps, "numpy_steps": numpy_steps,
                  "threads": numba.get_num_threads()}  # fmt: skip
     t = best_time(lambda: step_normals(keys, steps, d), repeat)
@@ -72,19 +76,28 @@ def bench_dynamics(
     }
     for name in optimizers:
         opt = DEFAULT_OPTIMIZERS[name]
-        tk = best_time(lambda o=opt: run_trajectories(p.hessian, p.sigma, delta0, keys, lr, 64, o, max_steps=steps,
-                                                  min_steps=steps), repeat)  # fmt: skip
-        tn = best_time(lambda o=opt: numpy_trajectories(p.hessian, p.sigma, delta0, keys, lr, 64, o, numpy_steps,
-                                                    normals=np.random.default_rng(1)), repeat)  # fmt: skip
+
+        def kernel(o: Optimizer = opt) -> object:
+            return run_trajectories(p.hessian, p.sigma, delta0, keys, lr, 64, o, max_steps=steps, min_steps=steps)
+
+        def numpy_run(o: Optimizer = opt) -> object:
+            return numpy_trajectories(p.hessian, p.sigma, delta0, keys, lr, 64, o, numpy_steps,
+                                      normals=np.random.default_rng(1))  # fmt: skip
+
+        tk = best_time(kernel, repeat)
+        tn = best_time(numpy_run, repeat)
         kernel_rate, numpy_rate = T * steps * d / tk, T * numpy_steps * d / tn
         out[name] = {
             "kernel_s": tk, "numpy_s": tn, "kernel_updates_per_s": kernel_rate, "numpy_updates_per_s": numpy_rate,
             "kernel_vs_numpy": kernel_rate / numpy_rate, "kernel_vs_normals": out["normals_per_s"] / kernel_rate,
         }  # fmt: skip
         for label, (rule, x, b) in rules.items():
-            kw = {"max_steps": steps, "min_steps": steps, "rule": rule}
-            t = best_time(lambda o=opt, x=x, b=b, kw=kw: run_trajectories(
-                p.hessian, p.sigma, delta0, keys, x, b, o, **kw), repeat)  # fmt: skip
+
+            def ruled(o: Optimizer = opt, x: float = x, b: float = b, rule: StepRule = rule) -> object:
+                return run_trajectories(p.hessian, p.sigma, delta0, keys, x, b, o, max_steps=steps, min_steps=steps,
+                                        rule=rule)  # fmt: skip
+
+            t = best_time(ruled, repeat)
             out[name][f"{label}_s"] = t
             out[name][f"{label}_vs_constant"] = t / tk
     return out

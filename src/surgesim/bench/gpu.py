@@ -58,12 +58,12 @@ def _one_step(mod: Any, xp: Any, sync: Any, problem: Any, sampler: str, B: int, 
         V = xp.empty((n, d), dtype=np.float32)
         out = {}
 
-        def run() -> None:
+        def run_dense() -> None:
             mod.trial_signs(code, key, np.uint64(0), B, mu, sigma, thr, rare, a, V)
             out["b"] = mod.quad_rows_f32(V, H32)
             sync()
 
-        return run, lambda: (a, out["b"])
+        return run_dense, lambda: (a, out["b"])
     h, Ut = xp.asarray(H.h), xp.asarray(np.ascontiguousarray(H.factor.T))
     b = xp.empty(n)
     work = np.empty(((n + 15) // 16, d), dtype=np.float32)  # CPU scratch (the GPU ignores it)
@@ -85,12 +85,14 @@ def bench_gpu(dims: int = 1000, trials: int = 1 << 16, repeat: int = 3, cpu_thre
 
     from surgesim import backend
     from surgesim.kernels import onestep as cpu
-    from surgesim.problem import FAMILIES
+    from surgesim.problem import FAMILIES, QuadraticProblem
 
     backend.resolve("gpu")
-    threads = numba.config.NUMBA_NUM_THREADS if cpu_threads is None else int(cpu_threads)
-    if not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
-        raise ValueError(f"cpu_threads must be in 1 .. {numba.config.NUMBA_NUM_THREADS}, got {cpu_threads}")
+    # numba sets NUMBA_NUM_THREADS in config at import (through globals()): not in its types
+    max_threads: int = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+    threads = max_threads if cpu_threads is None else int(cpu_threads)
+    if not 1 <= threads <= max_threads:
+        raise ValueError(f"cpu_threads must be in 1 .. {max_threads}, got {cpu_threads}")
     import cupy as cp
 
     from surgesim.gpu import onestep as gpu
@@ -98,7 +100,8 @@ def bench_gpu(dims: int = 1000, trials: int = 1 << 16, repeat: int = 3, cpu_thre
     def sync() -> None:
         cp.cuda.Device().synchronize()
 
-    rows, problems = [], {}
+    rows: list[dict] = []
+    problems: dict[str, QuadraticProblem] = {}
     for family, sampler, B in CASES:
         if family == "dense" and dims > DENSE_MAX_DIMS:
             continue

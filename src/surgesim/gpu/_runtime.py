@@ -8,6 +8,7 @@ the reason.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +72,7 @@ def check_output(out, shape: tuple[int, ...], dtype) -> None:
                          f"got {tuple(out.shape)} {out.dtype}")  # fmt: skip
 
 
-def output(out, shape: tuple[int, ...], dtype) -> object:
+def output(out, shape: tuple[int, ...], dtype) -> Any:
     """A device buffer for ``out``: ``out`` itself when it is a C-contiguous CuPy array of the right
     dtype, else a new one (``store`` then copies it into ``out``)."""
     check_output(out, shape, dtype)

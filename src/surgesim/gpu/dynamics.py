@@ -19,7 +19,10 @@ the CPU module's.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..kernels import dynamics as _cpu
 from ..kernels.dynamics import (
@@ -73,7 +76,9 @@ def _run(
     k = int(ut.shape[0]) if kind == DIAG_LOWRANK else 0
     if kind not in (DIAG_LOWRANK, DENSE) or opt not in OPTIMIZER_CODES.values():
         raise ValueError(f"unknown Hessian kind {kind} or optimizer code {opt}")
-    inputs = {"sigma": (sigma, (d,)), "keys": (keys, (T,)), "lr": (lr, (T,)), "inv_sqrt_b": (inv_sqrt_b, (T,))}
+    inputs: dict[str, tuple[Any, tuple[int, ...]]] = {
+        "sigma": (sigma, (d,)), "keys": (keys, (T,)), "lr": (lr, (T,)), "inv_sqrt_b": (inv_sqrt_b, (T,))
+    }  # fmt: skip
     inputs |= {"hd": (hd, (d, d))} if kind == DENSE else {"h": (h, (d,)), "ut": (ut, (k, d))}
     for name, (x, shape) in inputs.items():
         if tuple(x.shape) != shape:
@@ -121,10 +126,10 @@ def run_trajectories(
     sigma: np.ndarray,
     delta0: np.ndarray,
     keys: np.ndarray,
-    lr: np.ndarray,
-    batch_size: np.ndarray,
+    lr: ArrayLike,
+    batch_size: ArrayLike,
     optimizer: Optimizer,
-    targets: np.ndarray = (),
+    targets: ArrayLike = (),
     further_steps: int = 0,
     max_steps: int = 1000,
     min_steps: int = 0,

@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 
@@ -53,11 +52,11 @@ def run_dynamics(
     ``started``: the ``time.perf_counter()`` the run's wall time counts from (default: now)."""
     started = time.perf_counter() if started is None else started
     problem = experiment.problem
-    rows = cast(list[dict], run_sweep(
+    rows = run_sweep(
         run_task, experiment.tasks(), params={"problem_sha256": problem.digest()}, store=store,
         scheduler=scheduler, workers=None if scheduler else 1, shared=problem, progress=progress,
         connect_timeout=connect_timeout,
-    ))  # fmt: skip
+    )  # fmt: skip
     return DynamicsResult(experiment, rows, summarize(experiment, rows), started)
 
 

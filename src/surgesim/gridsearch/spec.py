@@ -4,7 +4,7 @@ targets of an ``Experiment`` and its independent tasks (``Experiment.tasks``).""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -101,6 +101,8 @@ class Experiment:
     seed: int = 0
     backend: str = "cpu"
     optimal_arm: bool = True
+    _delta0: np.ndarray = field(init=False, repr=False)  # set by __post_init__
+    _initial_loss: float = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.problem, QuadraticProblem):

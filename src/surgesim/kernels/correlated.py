@@ -94,6 +94,8 @@ def gaussian_noise(Sigma) -> Noise:
     if cov.is_diagonal:
         return Noise(GAUSSIAN, 0.0, cov.sd.copy(), np.zeros((d, 0)), False, "gaussian (diagonal)")
     if cov.dense is None:
+        if cov.diag is None or cov.factor is None:
+            raise ValueError("a correlated Covariance without its dense form needs diag and factor (as_covariance)")
         return Noise(GAUSSIAN, 0.0, np.sqrt(cov.diag), np.ascontiguousarray(cov.factor), False, "gaussian (D, F)")
     try:
         L = np.linalg.cholesky(cov.dense)

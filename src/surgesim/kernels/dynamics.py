@@ -53,6 +53,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 from numba import prange
+from numpy.typing import ArrayLike
 
 from .._jit import jit, jit_inline, jit_parallel
 from ..hessian import Dense, Diagonal, DiagonalPlusLowRank, Hessian
@@ -653,10 +654,10 @@ def run_trajectories(
     sigma: np.ndarray,
     delta0: np.ndarray,
     keys: np.ndarray,
-    lr: np.ndarray,
-    batch_size: np.ndarray,
+    lr: ArrayLike,
+    batch_size: ArrayLike,
     optimizer: Optimizer,
-    targets: np.ndarray = (),
+    targets: ArrayLike = (),
     further_steps: int = 0,
     max_steps: int = 1000,
     min_steps: int = 0,

@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 
@@ -48,11 +47,11 @@ def run_momentum_study(
         exp = default_experiment(problem, list(optimizers), batch_sizes, lr_points, targets, 50, max_steps, seeds,
                                  seed, "cpu", False)  # fmt: skip
         with bar(f"{fam} grid") as tick:
-            rows = cast(list[dict], run_sweep(
+            rows = run_sweep(
                 run_task, exp.tasks(), params={"problem_sha256": problem.digest()},
                 store=None if store is None else store(f"store_{fam}.sqlite"), scheduler=scheduler,
                 workers=None if scheduler else 1, shared=problem, progress=tick, connect_timeout=connect_timeout,
-            ))  # fmt: skip
+            )  # fmt: skip
         results = summarize(exp, rows)
         with bar(f"{fam} predictors") as tick:
             rows_f, preds_f = study_table(exp, rows, results, fam, bootstrap, probe_steps, probe_states, probe_trials,

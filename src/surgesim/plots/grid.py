@@ -15,18 +15,20 @@ Pure builders: arrays in, a matplotlib ``Figure`` out (no pyplot, nothing comput
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from numpy.typing import ArrayLike
 
 from ._layout import hatch_holes, legend_below, legend_outside
 
 __all__ = ["CURVE_STYLE", "heatmap_panel", "eq22_panel", "eq22_fit_quality", "grid_figure", "peak_vs_target_figure"]
 
 # One style per fitted curve, shared by every figure (keys as in surgesim.fit.compare_curves).
-CURVE_STYLE = {
+CURVE_STYLE: dict[str, dict[str, Any]] = {  # Line2D keyword arguments (matplotlib types them Any)
     "surge": dict(color="C3", lw=2.0, ls="-", label="surge curve, eq 2 (Adam)"),
     "sgd_alpha_0.5": dict(color="C1", lw=1.5, ls="--", label=r"SGD curve, $\alpha$ = 0.5"),
     "sgd_alpha_1": dict(color="C0", lw=1.5, ls=":", label=r"SGD curve, $\alpha$ = 1"),
@@ -88,9 +90,7 @@ def heatmap_panel(
         with np.errstate(invalid="ignore", divide="ignore"):
             best = np.nanmax(np.where(np.isfinite(z), z, -np.inf), axis=1, keepdims=True)
             z = np.where(best > 0, z / best, np.nan)
-    color = dict(cmap="viridis", vmin=0.0, vmax=1.0) if normalize else dict(cmap="viridis")
-    if not normalize:
-        color.update(vmin=np.nanmin(z), vmax=np.nanmax(z))
+    vmin, vmax = (0.0, 1.0) if normalize else (float(np.nanmin(z)), float(np.nanmax(z)))
     ran = None if ran is None else np.asarray(ran, dtype=bool)
     scattered = ran is not None and not ran.all()
     if scattered:  # per batch size, a column over its own learning rates
@@ -98,29 +98,29 @@ def heatmap_panel(
         mesh = None
         for i in np.flatnonzero(ran.any(axis=1)):
             j = np.flatnonzero(ran[i])
-            mesh = ax.pcolormesh(be[i : i + 2], _log_edges(lr[j]), z[i, j][:, None], **color)
+            mesh = ax.pcolormesh(be[i : i + 2], _log_edges(lr[j]), z[i, j][:, None], cmap="viridis", vmin=vmin,
+                                 vmax=vmax)  # fmt: skip
             edges = _log_edges(lr[j])
             for k in np.flatnonzero(~np.isfinite(z[i, j])):  # run, but without a value
                 ax.add_patch(Rectangle((be[i], edges[k]), be[i + 1] - be[i], edges[k + 1] - edges[k], facecolor="0.8",
                                        edgecolor="0.55", hatch="///", lw=0, zorder=1.5))  # fmt: skip
     else:
-        mesh = ax.pcolormesh(_log_edges(b), _log_edges(lr), z.T, **color)
+        mesh = ax.pcolormesh(_log_edges(b), _log_edges(lr), z.T, cmap="viridis", vmin=vmin, vmax=vmax)
     line_b = np.geomspace(b.min(), b.max(), 200)
     for name, curve in (curves or {}).items():
         style = CURVE_STYLE.get(name, dict(label=name))
         ax.plot(line_b, curve(line_b), **style)
-    for k, (label, pts) in enumerate((optima or {}).items()):
+    for n, (label, pts) in enumerate((optima or {}).items()):
         pb, plr = np.asarray(pts[0], dtype=np.float64), np.asarray(pts[1], dtype=np.float64)
         yerr = None
         if len(pts) > 2 and pts[2] is not None:
             se = np.nan_to_num(np.asarray(pts[2], dtype=np.float64))
             yerr = np.vstack([plr * (1 - np.exp(-2 * se)), plr * (np.exp(2 * se) - 1)])
         ax.errorbar(
-            pb, plr, yerr=yerr, fmt=_MARKERS[k % len(_MARKERS)] + "-", ms=5, lw=1, color="w", mec="k",
+            pb, plr, yerr=yerr, fmt=_MARKERS[n % len(_MARKERS)] + "-", ms=5, lw=1, color="w", mec="k",
             ecolor="k", capsize=2, label=label, zorder=5,
         )  # fmt: skip
-    in_range = noise_batch_size is not None and b.min() / 2 <= noise_batch_size <= 2 * b.max()  # False for NaN
-    if in_range:
+    if noise_batch_size is not None and b.min() / 2 <= noise_batch_size <= 2 * b.max():  # False for NaN
         ax.axvline(noise_batch_size, color="r", ls="--", lw=1.2, label=f"$B_{{noise}}$ = {noise_batch_size:.3g}")
     if scattered:
         if (ran & ~np.isfinite(z)).any():
@@ -131,8 +131,9 @@ def heatmap_panel(
         hatch_holes(ax, missing)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlim(_log_edges(b)[[0, -1]])
-    ax.set_ylim(_log_edges(lr)[[0, -1]])
+    b_edges, lr_edges = _log_edges(b), _log_edges(lr)
+    ax.set_xlim(b_edges[0], b_edges[-1])
+    ax.set_ylim(lr_edges[0], lr_edges[-1])
     ax.set_xlabel("batch size B")
     ax.set_ylabel("learning rate")
     return mesh
@@ -210,12 +211,12 @@ def grid_figure(
 
 def peak_vs_target_figure(
     target_loss,
-    peaks: Mapping[str, np.ndarray],
+    peaks: Mapping[str, ArrayLike],
     *,
-    spread: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
-    fitted: Mapping[str, np.ndarray] | None = None,
-    predicted: Mapping[str, np.ndarray] | None = None,
-    predicted_se: Mapping[str, np.ndarray] | None = None,
+    spread: Mapping[str, tuple[ArrayLike, ArrayLike]] | None = None,
+    fitted: Mapping[str, ArrayLike] | None = None,
+    predicted: Mapping[str, ArrayLike] | None = None,
+    predicted_se: Mapping[str, ArrayLike] | None = None,
     title: str = "",
 ) -> Figure:
     """Peak batch size against target loss (x decreasing: training progresses to the right).
@@ -229,9 +230,9 @@ def peak_vs_target_figure(
     x = np.asarray(target_loss, dtype=np.float64)
     fig = Figure(figsize=(9.0, 4.5), layout="constrained")
     ax = fig.subplots()
-    for k, (label, y) in enumerate(peaks.items()):
+    for k, (label, peak) in enumerate(peaks.items()):
         color = f"C{k}"
-        y = np.asarray(y, dtype=np.float64)
+        y = np.asarray(peak, dtype=np.float64)
         yerr = None
         if spread and label in spread:
             lo, hi = (np.asarray(v, dtype=np.float64) for v in spread[label])

@@ -97,6 +97,8 @@ def regime_maps_figure(maps: Sequence, tols: Sequence[float] = TOLS, floor: floa
         if undefined.any():  # cells without a value (e.g. B < 1 example) are hatched grey, not blank
             hatch_holes(ax, "undefined (B < 1 example)" if "bound" in m.name else "no value")
         legend_below(ax, ncol=2)
+    if mesh is None:
+        raise ValueError("regime_maps_figure needs at least one map")
     fig.colorbar(mesh, ax=axes[0].tolist(), label="|relative error| (contours: 5% solid, 20% dashed)",
                  shrink=0.9, pad=0.01, fraction=0.025, aspect=25)  # fmt: skip
     return fig

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from matplotlib.artist import Artist
 from matplotlib.figure import Figure
 from matplotlib.ticker import Formatter, FuncFormatter, LogLocator
 
@@ -47,6 +48,8 @@ class _Ticks(Formatter):
     is in [1e-3, 1e5), else all of them as 5e3, 2e5, 1e6 (never "50000" beside "2e5")."""
 
     def __call__(self, v: float, pos=None) -> str:
+        if self.axis is None:
+            raise RuntimeError("_Ticks formats the ticks of an axis: set it on one (set_major_formatter)")
         lo, hi = sorted(self.axis.get_view_interval())
         if 1e-3 <= lo and hi < 1e5:
             return f"{v:g}"
@@ -103,7 +106,7 @@ def schedules_front_figure(entries: Sequence[Mapping], title: str = "") -> Figur
                      fontsize=9)  # fmt: skip
         ax.grid(True, which="both", alpha=0.2)
     # one legend entry per schedule variant, from every panel (a variant may miss a target)
-    seen: dict[str, object] = {}
+    seen: dict[str, Artist] = {}
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(lab, h)

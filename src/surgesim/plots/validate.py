@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from matplotlib.artist import Artist
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
@@ -63,7 +64,7 @@ def validate_figure(
         ax.set_xlim(bs.min() / 1.5, bs.max() * 1.5)
         ax.set_xticks(bs, [f"{b:g}" for b in bs])
         ax.xaxis.set_minor_formatter(NullFormatter())
-    seen: dict[str, object] = {}  # one legend for every panel, its entries from all of them
+    seen: dict[str, Artist] = {}  # one legend for every panel, its entries from all of them
     for ax in axes:
         for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
             seen.setdefault("$B_{noise}$ (eq 22 fit; its value: the title)" if "B_{noise}" in label else label, h)

@@ -38,22 +38,28 @@ def signs(
         if key_b is not None:
             u = np.stack([uniforms(derive_key(key_b, t), d) for t in trials])
         else:
-            u = generator.random((n, d))
+            u = _generator(generator).random((n, d))
         return np.where(u < q, rare, -rare)
     if sampler == "batch_mean":
         if key_b is not None:
             z = np.stack([normals(derive_key(key_b, t), d) for t in trials])
         else:
-            z = generator.standard_normal((n, d))
+            z = _generator(generator).standard_normal((n, d))
         return np.sign(mu + sigma / np.sqrt(B) * z)
     if sampler == "per_example":
         if key_b is not None:
             z = np.stack([normals(derive_key(key_b, t), d * B) for t in trials])
         else:
-            z = generator.standard_normal((n, d * B))
+            z = _generator(generator).standard_normal((n, d * B))
         # normal j = i * B + e is example e of coordinate i
         return np.sign(B * mu + sigma * z.reshape(n, d, B).sum(axis=2))
     raise ValueError(f"unknown sampler {sampler!r}")
+
+
+def _generator(generator: np.random.Generator | None) -> np.random.Generator:
+    if generator is None:
+        raise ValueError("signs needs key_b or generator: neither was given")
+    return generator
 
 
 def moments(

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -104,11 +104,11 @@ def run_schedules(
 
     def run(tasks: list[dict], store: str, desc: str) -> list[dict]:
         with bar(desc) as tick:
-            return cast(list[dict], run_sweep(
+            return run_sweep(
                 schedules.run_task, tasks, params={"problem_sha256": digest}, store=out.final(store),
                 scheduler=scheduler, workers=None if scheduler else 1, shared=problem, progress=tick,
                 connect_timeout=connect_timeout,
-            ))  # fmt: skip
+            )  # fmt: skip
 
     chosen = schedules.choose(exp, run(exp.tune_tasks(), "tuning.sqlite", "tuning"))
     rows = run(exp.eval_tasks(chosen), "store.sqlite", "evaluation")

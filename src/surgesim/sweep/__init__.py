@@ -88,7 +88,7 @@ import pickle
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from .csvfile import write_csv
 from .errors import SchedulerTimeout, StoreError, StoreMismatch, SweepError, TaskFailure
@@ -145,6 +145,54 @@ def _check_picklable(fn: Callable, shared_args: tuple) -> None:
             f"fn and shared must be picklable to reach worker processes ({exc}): define fn at module "
             "level, or pass workers=1 to run in this process"
         ) from None
+
+
+@overload
+def run_sweep(
+    fn: Callable[..., dict | list[dict]],
+    tasks: Iterable[Mapping[str, Any]],
+    *,
+    params: Mapping[str, Any] | None = None,
+    store: str | os.PathLike | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    shared: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    per_task: Literal[False] = False,
+) -> list[dict]: ...
+
+
+@overload
+def run_sweep(
+    fn: Callable[..., dict | list[dict]],
+    tasks: Iterable[Mapping[str, Any]],
+    *,
+    params: Mapping[str, Any] | None = None,
+    store: str | os.PathLike | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    shared: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    per_task: Literal[True],
+) -> list[list[dict]]: ...
+
+
+@overload
+def run_sweep(
+    fn: Callable[..., dict | list[dict]],
+    tasks: Iterable[Mapping[str, Any]],
+    *,
+    params: Mapping[str, Any] | None = None,
+    store: str | os.PathLike | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    shared: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    per_task: bool = False,
+) -> list[dict] | list[list[dict]]: ...
 
 
 def run_sweep(
@@ -207,12 +255,13 @@ def run_sweep(
     store_path = None if store is None else Path(store)
     conn = None if store_path is None else open_store(store_path, params_json, task_list)
     try:
-        results = {} if conn is None else finished_rows(conn, store_path)
+        results = {} if conn is None or store_path is None else finished_rows(conn, store_path)
         pending = [t for t in task_list if t.position not in results]
         total = len(task_list)
         _log.info("sweep: %d tasks, %d already finished%s", total, len(results), f" in {store_path}" if conn else "")
         if progress is not None:
             progress(len(results), total)
+        done = len(results)
         if resolved is not None and pending:
             outcomes = run_dask(fn, pending, shared_args, resolved, connect_timeout)
         elif n_workers == 1 or not pending:
@@ -221,7 +270,6 @@ def run_sweep(
         else:
             outcomes = run_processes(fn, pending, shared_args, min(n_workers, len(pending)))
         failures: list[TaskFailure] = []
-        done = len(results)
         with closing(outcomes):  # shuts a pool or cluster down on any exit
             for position, outcome in outcomes:
                 failure = _record(conn, store_path, task_list[position], outcome, results)
@@ -246,14 +294,14 @@ def _record(conn: Any, store_path: Path | None, task: Task, outcome: Outcome, re
     status, text, extra = outcome
     if status == "ok":
         rows = json.loads(text)
-        if conn is not None:
+        if conn is not None and store_path is not None:
             with store_writes(store_path, len(results)):
                 _commit_done(conn, task, rows, extra)
         results[task.position] = rows
         return None
     failure = TaskFailure(task.position, task.task_id, json.loads(task.params_json), text, extra)
     _log.warning("task %d %s failed: %s", task.position, json.dumps(failure.params), text)
-    if conn is not None:
+    if conn is not None and store_path is not None:
         with store_writes(store_path, len(results)):
             _commit_failed(conn, task, text, extra)
     return failure

@@ -8,7 +8,7 @@ import json
 import multiprocessing
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import as_completed as _futures_as_completed
 from typing import Any
@@ -51,7 +51,7 @@ def _run_pooled_task(fn: Callable, params_json: str) -> Outcome:
 
 def run_serial(
     fn: Callable, pending: list[Task], shared: tuple, within: Callable[[float], None] | None = None
-) -> Iterator[tuple[int, Outcome]]:
+) -> Generator[tuple[int, Outcome], None, None]:
     """The tasks in this process, in order; ``within`` receives their ``progress.report`` calls."""
     from ..progress import within_task
 
@@ -61,7 +61,9 @@ def run_serial(
         yield t.position, outcome
 
 
-def run_processes(fn: Callable, pending: list[Task], shared: tuple, workers: int) -> Iterator[tuple[int, Outcome]]:
+def run_processes(
+    fn: Callable, pending: list[Task], shared: tuple, workers: int
+) -> Generator[tuple[int, Outcome], None, None]:
     """The tasks on a pool of ``workers`` processes (forkserver where available, else spawn)."""
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     pool = ProcessPoolExecutor(

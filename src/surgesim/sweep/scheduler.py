@@ -8,7 +8,7 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import ExitStack
 from typing import Any
 
@@ -68,7 +68,7 @@ def probe_scheduler(distributed: Any, address: str, timeout: float) -> None:
 
 def run_dask(
     fn: Callable, pending: list[Task], shared: tuple, scheduler: str, connect_timeout: float = CONNECT_TIMEOUT
-) -> Iterator[tuple[int, Outcome]]:
+) -> Generator[tuple[int, Outcome], None, None]:
     """The tasks as futures on a Dask cluster (``local:N`` started here, or a running one)."""
     distributed = import_distributed(scheduler)
     with ExitStack() as stack:

@@ -26,7 +26,7 @@ the per-example gradients and the Hessian H of the loss. With r = mu / sigma:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,7 +145,7 @@ def gradient_moments(
     return GradientMoments(total.mean, std, total.n, even.mean, odd.mean)
 
 
-def _split_like(v: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+def _split_like(v: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     out, i = [], 0
     for p in params:
         out.append(v[i : i + p.numel()].view_as(p).to(p.dtype))
@@ -175,6 +175,8 @@ def hessian_vector_product(
         loss = loss_fn(model(x), y) * (x.shape[0] / n)
         g = torch.autograd.grad(loss, params, create_graph=True)
         dot = sum((gi * vi).sum() for gi, vi in zip(g, vs, strict=True))
+        if not isinstance(dot, torch.Tensor):  # sum() of nothing is the int 0
+            raise ValueError("the model has no trainable parameters")
         h = torch.autograd.grad(dot, params)
         hv += torch.cat([hi.reshape(-1) for hi in h]).to(torch.float64)
     return hv

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from scipy import special
 
 from ..estimate import delta_method, plan_trials
@@ -113,14 +114,16 @@ def _estimate(
     """lr = mean(a) / mean(b) from independent draws of a (N) and b (M), grown until lr's relative
     standard error is at most ``rel_se`` with N and M planned by ``estimate.plan_trials`` (cost of
     a b-draw ``b_cost`` a-draws), or ``draws`` of each; ``a`` a float: its exact mean."""
-    exact = not isinstance(a, DrawStream)
+    stream = a if isinstance(a, DrawStream) else None  # None: a is the exact mean
+    a_mean = 0.0 if isinstance(a, DrawStream) else float(a)
+    exact = stream is None
 
     def stats(n: int, m: int) -> dict:
         bv = b.take(m)
         st = {"m": m, "mb": float(bv.mean()), "vb": float(np.var(bv - bv[0], ddof=1)), "cab": 0.0}
-        if exact:
-            return {**st, "n": m, "ma": float(a), "va": 0.0}
-        av = a.take(n)
+        if stream is None:
+            return {**st, "n": m, "ma": a_mean, "va": 0.0}
+        av = stream.take(n)
         va = float(np.var(av, ddof=1)) + (n * a_extra_var(n) if a_extra_var else 0.0)
         return {**st, "n": n, "ma": float(av.mean()), "va": va}
 
@@ -128,7 +131,9 @@ def _estimate(
         n = m = int(draws)
         converged = True
     else:
-        n = 0 if exact else round_draws(MIN_DRAWS, a.block)
+        if rel_se is None:
+            raise ValueError("give rel_se (adaptive) or draws (fixed)")
+        n = 0 if stream is None else round_draws(MIN_DRAWS, stream.block)
         m = round_draws(MIN_DRAWS, b.block)
         while True:
             st = stats(n, m)
@@ -142,7 +147,9 @@ def _estimate(
                 want_n, want_m = plan_trials(st, rel_se, b_cost)
             goal = max(min(float(max_draws), 1.15 * want_m), 2.0 * m)  # progress: draws against the plan
             report(math.log(m / MIN_DRAWS + 1) / math.log(goal / MIN_DRAWS + 1))
-            n_new = 0 if exact else min(max_draws, round_draws(min(max(1.15 * want_n, n), 8 * n), a.block))
+            n_new = 0
+            if stream is not None:
+                n_new = min(max_draws, round_draws(min(max(1.15 * want_n, n), 8 * n), stream.block))
             m_new = min(max_draws, round_draws(min(max(1.15 * want_m, m), 8 * m), b.block))
             if (n_new, m_new) == (n, m):  # the plan is met but the noise says not yet
                 n_new, m_new = (0 if exact else min(max_draws, 2 * n)), min(max_draws, 2 * m)
@@ -201,18 +208,20 @@ def probe_batch_size(
 
     a = DrawStream(a_values, seed, B, 0, round_draws(_BLOCK_EXAMPLES / B, BLOCK))  # a function of B alone
     b = DrawStream(b_values, seed, B, 1 << 32, BLOCK)
-    extra = None
-    if state.gradient_error is not None:
-
+    extra: Callable[[int], float] | None = None
+    gradient_error = state.gradient_error
+    if gradient_error is not None:
         # var(e'v), e the error of G, at v = the mean update of the first draws: one pass of
         # per-example directional derivatives over G's sample per estimate (at every growth of the
         # draws it held a GPT probe task for many minutes); later draws change v by their noise only.
         first: list[float] = []
 
-        def extra(n: int) -> float:
+        def extra_var(n: int) -> float:
             if not first:
-                first.append(state.gradient_error(update_sum / a.values.size))
+                first.append(gradient_error(update_sum / a.values.size))
             return first[0]
+
+        extra = extra_var
 
     with EvalMode(state.model):
         return _estimate(a, b, rel_se, draws, max_draws, (B + 3.0 * hessian_examples) / B, extra)
@@ -300,8 +309,8 @@ def _jackknife_rel_var(G, C, B, num, b: DrawStream, randoms, forms, seed: int, o
         bg = forms(Cg, w[:, keep], hx, hy)
         f.append(math.log(float(G @ _sign_mean(B, G, sigma)) / num) - math.log(bg.mean() / base.mean()))
         noise.append(float(np.var(bg / bg.mean() - base / base.mean(), ddof=1)) / J)  # MC part of f[g]
-    f = np.array(f)
-    return max(0.0, (K - 1) / K * (float(((f - f.mean()) ** 2).sum()) - (K - 1) / K * sum(noise)))
+    fa = np.array(f)
+    return max(0.0, (K - 1) / K * (float(((fa - fa.mean()) ** 2).sum()) - (K - 1) / K * sum(noise)))
 
 
 def independent_curve(state: ProbeState, stats: StateStatistics, batch_sizes: Sequence[int]) -> list[CurvePoint]:
@@ -331,9 +340,9 @@ def check_batch_size(b: float, n: int | None) -> int:
 
 
 def peak_batch_size(
-    batch_sizes: Sequence[float],
-    lr: Sequence[float],
-    lr_se: Sequence[float] | None = None,
+    batch_sizes: ArrayLike,
+    lr: ArrayLike,
+    lr_se: ArrayLike | None = None,
     *,
     draws: int = 2000,
     seed: int = 0,

@@ -116,7 +116,9 @@ def resolve_probe_options(given: Mapping[str, Any]) -> ProbeOptions:
     unless ``draws`` is given, ``DEFAULT_BATCH_SIZES``, ...). Other names are ignored. Raises
     ValueError, naming the option as `key`, for a value or combination that cannot run."""
     v: dict[str, Any] = {**_DEFAULTS, **{k: x for k, x in given.items() if x is not None}}
-    g = v.get
+
+    def g(key: str, default: Any = None) -> Any:
+        return v.get(key, default)
 
     def need(ok: bool, message: str) -> None:
         if not ok:
@@ -220,8 +222,12 @@ def prepare_probe(opts: ProbeOptions) -> ProbePlan:
         options.update(model=opts.model, model_sha256=probing.file_digest(opts.model),
                        full_gradient_examples=opts.full_gradient_examples)  # fmt: skip
         n = probing.check_model(options).n  # a bad file, tuple, loss or weights fail here
+        if n is None:  # model_state holds the model's examples: a finite data set
+            raise ValueError(f"{opts.model}: the model's data has no size")
         _check_sizes(opts, n, model=True)
         return ProbePlan(opts, probing.model_task, None, {"model": opts.model}, options)
+    if opts.workload is None:
+        raise ValueError("give a problem, a model or a workload to probe")
     spec = reference_spec(opts.workload, opts.data_dir, targets=opts.targets)
     data = protocol.load_data(spec)  # a missing or malformed dataset fails here
     _check_sizes(opts, data.n, model=False)
@@ -266,7 +272,7 @@ class ProbeRun:
 
     @property
     def columns(self) -> list[str]:
-        skip = ("target_loss",) if self.quadratic else ("lr_exact", "z_probe")
+        skip: tuple[str, ...] = ("target_loss",) if self.quadratic else ("lr_exact", "z_probe")
         if self.opts.model:
             skip = ("target_loss", "lr_exact", "z_probe")
         return [c for c in COLUMNS if c not in skip] + (list(MULTI_COLUMNS) if self.opts.steps > 1 else [])
@@ -278,7 +284,7 @@ class ProbeRun:
     def summary(self) -> dict[str, Any]:
         """summary.json: the state, the update, and its scales and peaks (docs/outputs.md)."""
         opts = self.opts
-        summary = {
+        summary: dict[str, Any] = {
             "state": self.state_name,
             "update": opts.update,
             "steps": opts.steps,

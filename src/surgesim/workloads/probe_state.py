@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -29,6 +29,8 @@ __all__ = [
     "AdamState",
     "ProbeState",
     "TensorData",
+    "ExampleSet",
+    "ExampleStream",
     "model_state",
     "full_gradient",
     "distinct_rows",
@@ -36,6 +38,24 @@ __all__ = [
 ]
 
 UPDATES = ("sign", "adam")
+
+
+class ExampleSet(Protocol):
+    """A finite data set (``TensorData``, the workloads' data): ``n`` examples, ``take(indices)``."""
+
+    @property
+    def n(self) -> int: ...
+
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class ExampleStream(Protocol):
+    """An endless stream of i.i.d. examples, ``n`` None: ``draw(generator, count)``."""
+
+    @property
+    def n(self) -> None: ...
+
+    def draw(self, gen: torch.Generator, count: int) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 @dataclass(frozen=True)
@@ -76,7 +96,7 @@ class ProbeState:
 
     model: nn.Module
     loss_fn: LossFn
-    data: object
+    data: ExampleSet | ExampleStream
     gradient: torch.Tensor
     gradient_error: Callable[[torch.Tensor], float] | None = None
     adam: AdamState | None = None
@@ -112,10 +132,11 @@ class ProbeState:
     # -- data ----------------------------------------------------------------------------------
     def minibatches(self, gen: torch.Generator, k: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """k minibatches of ``batch_size`` distinct examples, inputs shaped (k, B, ...)."""
-        if self.n is None:
-            x, y = self.data.draw(gen, k * batch_size)
+        data = self.data
+        if data.n is None:
+            x, y = data.draw(gen, k * batch_size)
         else:
-            x, y = self.data.take(distinct_rows(gen, self.n, k, batch_size).reshape(-1))
+            x, y = data.take(distinct_rows(gen, data.n, k, batch_size).reshape(-1))
         return x.reshape(k, batch_size, *x.shape[1:]), y.reshape(k, batch_size, *y.shape[1:])
 
     # -- derivatives ---------------------------------------------------------------------------
@@ -264,8 +285,11 @@ def full_gradient(
         return total, None
 
     def error(v: torch.Tensor) -> float:
-        proj = torch.cat([_directional(model, loss_fn, *data.take(idx[s : s + chunk]), params, v)
-                          for s in range(0, m, chunk)])  # fmt: skip
+        parts = []
+        for s in range(0, m, chunk):
+            x, y = data.take(idx[s : s + chunk])
+            parts.append(_directional(model, loss_fn, x, y, params, v))
+        proj = torch.cat(parts)
         return float(proj.var()) / m * (1 - m / n)
 
     return total, error

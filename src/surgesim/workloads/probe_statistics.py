@@ -62,25 +62,28 @@ def statistics_sample(
     ``hessian_examples`` distinct examples each, drawn from the rest of the data set (disjoint from
     the statistics sample; fresh i.i.d. examples for an endless stream)."""
     gen = draw_generator(seed, _STATS_BLOCK, 0)
-    if state.n is None:
-        x, y = state.data.draw(gen, examples)
+    data = state.data
+    if data.n is None:
+        stream = data
+        x, y = stream.draw(gen, examples)
 
-        def sample(g: torch.Generator, k: int) -> tuple:
-            hx, hy = state.data.draw(g, k * hessian_examples)
+        def fresh_sample(g: torch.Generator, k: int) -> tuple:
+            hx, hy = stream.draw(g, k * hessian_examples)
             return hx.reshape(k, hessian_examples, *hx.shape[1:]), hy.reshape(k, hessian_examples, *hy.shape[1:])
 
-        return x, y, sample
-    if examples + hessian_examples > state.n:
+        return x, y, fresh_sample
+    examples_set = data
+    if examples + hessian_examples > data.n:
         raise ValueError(
             f"examples + hessian_examples = {examples + hessian_examples} is larger than the data set "
             f"({state.n}): the Hessian samples must be disjoint from the statistics sample"
         )
-    perm = torch.randperm(state.n, generator=gen)
-    x, y = state.data.take(perm[:examples])
+    perm = torch.randperm(data.n, generator=gen)
+    x, y = examples_set.take(perm[:examples])
     pool = perm[examples:]
 
     def sample(g: torch.Generator, k: int) -> tuple:
-        hx, hy = state.data.take(pool[distinct_rows(g, pool.numel(), k, hessian_examples).reshape(-1)])
+        hx, hy = examples_set.take(pool[distinct_rows(g, pool.numel(), k, hessian_examples).reshape(-1)])
         return hx.reshape(k, hessian_examples, *hx.shape[1:]), hy.reshape(k, hessian_examples, *hy.shape[1:])
 
     return x, y, sample

@@ -30,6 +30,11 @@ __all__ = ["QuadraticModel", "GaussianExamples", "quadratic_state", "mean_loss"]
 class QuadraticModel(nn.Module):
     """Per-example losses (mu + n)'theta + theta'H theta / 2 of a batch of noise vectors (N, d)."""
 
+    mu: torch.Tensor  # buffers (register_buffer in __init__)
+    h: torch.Tensor
+    dense: torch.Tensor
+    factor: torch.Tensor
+
     def __init__(self, problem: QuadraticProblem) -> None:
         super().__init__()
         H = problem.hessian

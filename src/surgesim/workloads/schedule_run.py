@@ -10,7 +10,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from typing import cast
 
 from .. import schedules as quadratic
 from ..outputs import OutputDir
@@ -57,11 +56,11 @@ def run_network_schedules(
         say(f"{opts.workload} on {opts.data_dir or 'demo data'}: {len(tasks)} runs ({', '.join(opts.optimizers)}; "
             f"{sum(len(v.lrs) for v in variants) * opts.seeds} per optimizer), load average {load:.1f}")  # fmt: skip
     with (progress or (lambda desc: contextlib.nullcontext(None)))("runs") as tick:
-        rows = cast(list[dict], run_sweep(
+        rows = run_sweep(
             ws.run_task, tasks, params={"fn": "surgesim.workloads.schedules.run_task"}, store=out.final("store.sqlite"),
             scheduler=scheduler, workers=None if scheduler else opts.workers, progress=tick,
             connect_timeout=connect_timeout,
-        ))  # fmt: skip
+        )  # fmt: skip
     chosen = quadratic.choose(exp, rows)
     head = {"workload": opts.workload, "data": opts.data_dir or "demo", "seeds": opts.seeds,
             "targets": list(exp.targets), "optimizers": [o.label for o in optimizers], "runs": len(tasks)}  # fmt: skip

@@ -51,6 +51,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -170,7 +171,10 @@ class NoiseScaleEstimator:
 
 
 def _dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:
-    return sum((x.double() * y.double()).sum() for x, y in zip(a, b, strict=True))
+    total = sum((x.double() * y.double()).sum() for x, y in zip(a, b, strict=True))
+    if not isinstance(total, torch.Tensor):  # sum() of nothing is the int 0
+        raise ValueError("a dot product of no tensors: the model has no trainable parameters")
+    return total
 
 
 def half_batch_estimates(model, loss_fn, x, y, curvature: bool = False) -> dict[str, float]:
@@ -236,6 +240,8 @@ class ScheduleTrainer(Trainer):
                 self._probe_step(t)
             return self._batch
         if t >= r.warmup:
+            if self.estimator is None:  # made for every adaptive rule: simple and critical are
+                raise RuntimeError(f"batch rule {r.batch!r} runs without its noise-scale estimator")
             est = self.estimator.b_simple if r.batch == "simple" else self.estimator.b_crit
             if est > 0:  # nan or not positive: B_t stays where it was
                 self._batch = r.clip(self.multiplier * est)
@@ -297,7 +303,7 @@ def run_task(params: dict) -> list[dict]:
         eval_rel=spec.eval_rel, dense_steps=spec.dense_steps, diverge_factor=spec.diverge_factor,
         stall_factor=spec.stall_factor,
     )  # fmt: skip
-    rows = []
+    rows: list[dict[str, Any]] = []
     for r in records:
         ok = math.isfinite(r.steps)
         row = {
@@ -351,11 +357,10 @@ def default_variants(
         out += [
             Variant("constant", f"B={b}", ScheduleRule(), float(b), lrs) for b in sorted(int(b) for b in batch_sizes)
         ]
-    adaptive = dict(batch_min=2, batch_max=max(hi, 2), batch_start=batch_start, warmup=warmup, beta=beta,
-                    hvp_every=hvp_every)  # fmt: skip
     for name, batch in (("online", "simple"), ("critical", "critical")):
         if name in schedules:
-            rule = ScheduleRule(batch, **adaptive)
+            rule = ScheduleRule(batch, batch_min=2, batch_max=max(hi, 2), batch_start=batch_start, warmup=warmup,
+                                beta=beta, hvp_every=hvp_every)  # fmt: skip
             out += [Variant(name, f"c={c:g}", rule, float(c), lrs) for c in multipliers]
     if "geometric" in schedules:
         for b0, k, gamma in geometric:

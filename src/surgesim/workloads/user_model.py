@@ -29,6 +29,8 @@ def load_model_function(spec: str) -> Callable[[], tuple]:
             if not path.is_file():
                 raise ValueError(f"no such file: {where}")
             mod_spec = importlib.util.spec_from_file_location(f"_surgesim_model_{path.stem}", path)
+            if mod_spec is None or mod_spec.loader is None:
+                raise ValueError(f"cannot load {where} as a Python module")
             module = importlib.util.module_from_spec(mod_spec)
             mod_spec.loader.exec_module(module)
         else:
