@@ -44,13 +44,14 @@ WORKLOADS = ("cnn",)
 # B_0 = 8 doubled every 20 steps span the front's 4 .. 128 within the runs' 15-150 steps.
 QUADRATIC: dict[str, Any] = dict(optimizers="sign,adam", multipliers=(0.5, 1.0, 2.0), targets=(0.5, 0.25, 0.125),
                                  seeds=16, tune_seeds=8, max_steps=3000, dims=256, seed=0)  # fmt: skip
-"""The quadratic's defaults (targets: fractions of the initial loss)."""
+"""The quadratic's defaults; its target losses are fractions of the initial loss."""
 NETWORK: dict[str, dict[str, Any]] = {
     "cnn": dict(optimizers="adam", multipliers=(1.0, 2.0), targets=(1.0, 0.6, 0.4), seeds=4, max_steps=800,
                 lrs=(4e-4, 8e-4, 1.6e-3, 3.2e-3), batch_sizes=(4, 8, 16, 32, 64, 128), eval_examples=128,
                 geometric=((8, 20, 1.0),), batch_start=8),
 }  # fmt: skip
-"""Each network's defaults (targets: training losses), with its evaluation sample and geometric rule."""
+"""Each network's defaults (its target losses are training losses), with its evaluation sample and
+geometric rule."""
 
 
 @dataclass(frozen=True)
