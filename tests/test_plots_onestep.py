@@ -41,6 +41,22 @@ def test_infinite_noise_batch_size_and_bound_are_not_drawn():
     assert not any("B_{noise}" in n for n in names) and "B > validity bound" not in names
 
 
+def test_one_batch_size_gets_a_readable_x_range_and_no_warning(tmp_path):
+    """One batch size, given twice 1 ulp apart as logspace(log10(64), log10(64)) does: the x axis
+    spans 64/1.5 .. 64*1.5 (not 1 ulp, which made matplotlib divide by zero)."""
+    import warnings
+
+    B1 = np.unique(np.logspace(np.log10(64.0), np.log10(64.0), 60))
+    curves = {"lr_exact": np.full(B1.size, 2e-4)}
+    fig = lr_vs_batch_figure(B1, curves, np.array([64.0]), np.array([2e-4]), np.array([1e-6]),
+                             noise_batch_size=86.0, plateau=2e-5, validity_bound=1e4)  # fmt: skip
+    lo, hi = fig.axes[0].get_xlim()
+    np.testing.assert_allclose([lo, hi], [64 / 1.5, 64 * 1.5], rtol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig.savefig(tmp_path / "one.png")
+
+
 def test_erf_figure_shows_both_functions_and_the_maximum_error():
     x = np.linspace(0, 4, 401)
     fig = erf_figure(x, B, {"p": 0.01 * np.ones_like(B)})

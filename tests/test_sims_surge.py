@@ -52,6 +52,13 @@ def test_small_run_writes_every_output(tmp_path):
     assert json.loads((tmp_path / "options.json").read_text())["dims"] == 200
 
 
+def test_one_batch_size_runs_without_warnings(tmp_path):
+    """A single --batch-sizes value: no warning line (its figure once drew a 1-ulp x range)."""
+    r = run_cli("--dims", "300", "--batch-sizes", "64", "--trials", "256", "--out", str(tmp_path), "--quiet")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert (tmp_path / "surge.png").stat().st_size > 10_000
+
+
 def test_problem_file_round_trip(tmp_path):
     path = tmp_path / "p.npz"
     surge_problem(60, 9, dense=True).save(path)

@@ -171,9 +171,10 @@ class SurgeResult:
 
         p, s = self.problem, self.summary
         B = np.asarray(self.options.batch_sizes, dtype=np.float64)
-        # the lines on 400 points, fewer at large d (each point is a pass over the coordinates)
+        # the lines on 400 points, fewer at large d (each point is a pass over the coordinates); one
+        # batch size is one point (logspace would give it twice, 1 ulp apart: a new curve, no x range)
         points = int(np.clip(4e8 / p.dim, 60, 400))
-        B_line = np.unique(np.logspace(np.log10(B.min()), np.log10(B.max()), points))
+        B_line = B if B.size == 1 else np.unique(np.logspace(np.log10(B.min()), np.log10(B.max()), points))
         lines = self.theory if np.array_equal(B_line, B) else th.curves(B_line, p.mu, p.sigma, p.hessian)
         curves = {k: v for k, v in lines.items() if k.startswith("lr_")}
         return lr_vs_batch_figure(

@@ -67,7 +67,7 @@ def curves_panel(
     lo, hi = B_line.min(), B_line.max()
     if B_points is not None and len(B_points):
         lo, hi = min(lo, np.min(B_points)), max(hi, np.max(B_points))
-    pad = (hi / lo) ** X_PAD if hi > lo else 1.5
+    pad = (hi / lo) ** X_PAD if hi > 1.01 * lo else 1.5  # one B (or rounding apart): a factor 1.5 each side
     if validity_bound is not None and np.isfinite(validity_bound) and validity_bound < hi:
         ax.axvspan(validity_bound, hi * pad, color="0.9", zorder=0, label="B > validity bound")
     ax.set_xscale("log")
