@@ -237,3 +237,17 @@ def test_probe_rule_se_is_calibrated(rule_name):
         ses.append(V.probe_rule_se(probe, rule, replicates=60, seed=k))
     ratio = np.std(values, ddof=1) / np.sqrt(np.mean(np.square(ses)))
     assert 0.7 <= ratio <= 1.4, ratio
+
+
+def test_reference_batch_size_default_given_and_middle():
+    """The GPT's reference run stays at B = 8 (its default, in the grid); a grid without it takes
+    its middle B; a given value wins; the quadratic has none."""
+    from surgesim.validate.options import resolve_options
+
+    assert resolve_options({"workload": "gpt", "demo": True}).reference_batch_size == 8
+    assert resolve_options({"workload": "gpt", "batch_sizes": (2, 4, 16, 32, 64)}).reference_batch_size == 16
+    assert resolve_options({"workload": "cnn", "demo": True}).reference_batch_size == 16  # 2..256: the middle
+    assert resolve_options({"workload": "cnn", "reference_batch_size": 64}).reference_batch_size == 64
+    assert resolve_options({}).reference_batch_size is None
+    with pytest.raises(ValueError, match="reference batch size"):
+        resolve_options({"workload": "cnn", "reference_batch_size": 0})

@@ -534,3 +534,15 @@ def test_sims_workloads_errors(tmp_path, capsys):
     assert sims_workloads.main(["--workload", "cnn", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "train-images-idx3-ubyte" in err and err.count("\n") == 1
+
+
+def test_reference_checkpoints_of_another_run_are_refused(tmp_path):
+    """A checkpoint directory written by a reference run of another spec (here batch size 4, now 8)
+    is refused with a line naming the difference, not silently probed as this run's states."""
+    from surgesim.workloads.probe_checkpoints import reference_checkpoints
+
+    first = reference_checkpoints(tiny_gpt(), tmp_path)
+    assert first and all(r["steps"] > 0 for r in first)
+    assert reference_checkpoints(tiny_gpt(), tmp_path) == first  # the same run resumes
+    with pytest.raises(ValueError, match=r"another reference run \(batch_size 4 \(now 8\)\)"):
+        reference_checkpoints(tiny_gpt(batch_size=8), tmp_path)

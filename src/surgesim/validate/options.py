@@ -24,12 +24,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                 targets=(1.0, 0.6, 0.4), real_targets=(1.0, 0.6, 0.4), seeds=4, further_steps=20, max_steps=800,
                 eval_examples=128, probe_batch_sizes=(1, 4, 16, 64, 256), probe_rel_se=0.2, probe_adam_draws=16,
                 probe_gradient_examples=16384),
-    "gpt": dict(batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128), lrs=(3e-4, 1e-3, 3e-3, 1e-2),
+    "gpt": dict(batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256), lrs=(3e-4, 1e-3, 3e-3, 1e-2),
+                reference_batch_size=8,
                 targets=(3.0, 2.7, 2.5), real_targets=(3.0, 2.7, 2.5), seeds=4, further_steps=50, max_steps=1000,
                 eval_examples=64, probe_batch_sizes=(1, 4, 16, 64), probe_rel_se=0.2, probe_adam_draws=16,
                 probe_gradient_examples=1024),
 }  # fmt: skip
-"""The full network runs' protocol, per workload."""
+"""The full network runs' protocol, per workload. ``reference_batch_size``: the reference run's B
+(whose checkpoints are the probed states), where it is one of the grid's; by default the grid's
+middle B. The GPT's stays at 8, its middle before B = 256 joined the grid, so that the probe's
+states (and tasks) are the same as before."""
 QUICK: dict[str, dict[str, Any]] = {
     "cnn": dict(batch_sizes=(4, 16, 64), lrs=(8e-4, 1.6e-3, 3.2e-3), targets=(1.4,), seeds=2, further_steps=5,
                 max_steps=120, eval_examples=64, probe_batch_sizes=(64, 128, 256), probe_draws=8,
@@ -62,6 +66,7 @@ class ValidationOptions:
     dims: int
     data_dir: str
     batch_sizes: tuple[int, ...]
+    reference_batch_size: int | None
     lrs: tuple[float, ...] | None
     lr_points: int
     seeds: int
@@ -132,6 +137,7 @@ def resolve_options(given: Mapping[str, Any]) -> ValidationOptions:
     return ValidationOptions(
         workload=w, problem=v.get("problem"), dims=v.get("dims") or base.get("dims", 256),
         data_dir=v.get("data_dir") or "", batch_sizes=batch_sizes, lrs=lrs,
+        reference_batch_size=_reference_batch_size(v.get("reference_batch_size"), base, batch_sizes) if w else None,
         lr_points=v.get("lr_points") or base.get("lr_points", 12), seeds=pick("seeds"), targets=targets,
         refine_points=v["refine_points"], replicates=v["replicates"], top=v.get("top"),
         further_steps=pick("further_steps"), max_steps=pick("max_steps"),
@@ -147,3 +153,14 @@ def resolve_options(given: Mapping[str, Any]) -> ValidationOptions:
         out=v["out"] if "out" in v else f"runs/validate-{kind}{'-quick' if quick else ''}",
         plot=v["plot"], quiet=v["quiet"],
     )  # fmt: skip
+
+
+def _reference_batch_size(given: int | None, base: Mapping[str, Any], batch_sizes: tuple[int, ...]) -> int:
+    """The reference run's batch size: ``given``, else the workload's default where the grid holds
+    it, else the grid's middle B (the lower of the two middles)."""
+    if given is not None:
+        if given < 1:
+            raise ValueError(f"the reference batch size must be >= 1, got {given}")
+        return int(given)
+    default = base.get("reference_batch_size")
+    return default if default in batch_sizes else batch_sizes[(len(batch_sizes) - 1) // 2]

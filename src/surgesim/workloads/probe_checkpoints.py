@@ -76,6 +76,9 @@ def reference_checkpoints(
     ``loss`` and ``checkpoint`` (path); targets not reached within ``max_steps`` are left out."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = {t: protocol.checkpoint_path(directory, t) for t in spec.targets}
+    for p in paths.values():
+        if p.exists():
+            _check_same_reference(p, spec)
     if not all(p.exists() for p in paths.values()):
         trainer = protocol.Trainer(spec)
         start = time.perf_counter()
@@ -96,6 +99,18 @@ def reference_checkpoints(
             meta = torch.load(p, weights_only=True, map_location="cpu")
             out.append({"target_loss": t, "steps": meta["steps"], "loss": meta["loss"], "checkpoint": str(p)})
     return out
+
+
+def _check_same_reference(path: Path, spec: protocol.RunSpec) -> None:
+    """Refuse (ValueError) a checkpoint that another reference run wrote: reusing it would probe
+    states that this run's spec did not train (say, after the grid's middle batch size moved)."""
+    saved = torch.load(path, weights_only=True, map_location="cpu").get("spec")
+    want = spec.to_params()
+    if isinstance(saved, dict) and saved != want:
+        diff = ", ".join(f"{k} {saved.get(k)!r} (now {want.get(k)!r})" for k in sorted(saved.keys() | want.keys())
+                         if saved.get(k) != want.get(k))  # fmt: skip
+        raise ValueError(f"{path} was written by another reference run ({diff}): choose another --out, or delete "
+                         f"{path.parent} to train this run's reference")  # fmt: skip
 
 
 def workload_state(

@@ -152,7 +152,7 @@ class NetworkValidation:
     seed), every target from the same run) over a coarse grid, then the refinement
     (``surgesim.validate.refinement``); the statistics per target (``validate_rows``); the
     predictors (``NETWORK_PREDICTORS``) and the probe's curves at the reference run's checkpoints
-    (the grid's middle B and lr, seed 0).
+    (the grid's middle lr, ``options.reference_batch_size``, seed 0).
 
     Construction checks the device and loads the data (``DataNotFound``, ``DeviceUnavailable``,
     ValueError for a batch size larger than the data set) before any training; ``run`` does the
@@ -167,7 +167,8 @@ class NetworkValidation:
         self.options = o
         mid = lambda xs: sorted(xs)[(len(xs) - 1) // 2]  # noqa: E731
         self.base = protocol.RunSpec(
-            workload=o.workload, lr=mid(o.lrs), batch_size=mid(o.batch_sizes), seed=0, targets=o.targets,
+            workload=o.workload, lr=mid(o.lrs), batch_size=o.reference_batch_size or mid(o.batch_sizes), seed=0,
+            targets=o.targets,
             data_dir=o.data_dir, beta1=o.beta1, beta2=o.beta2, eps=o.eps, further_steps=o.further_steps,
             max_steps=o.max_steps, eval_examples=o.eval_examples, device=o.device, threads=o.threads,
             context=64 if o.workload == "gpt" else 128,
@@ -176,7 +177,7 @@ class NetworkValidation:
             self.data = protocol.load_data(self.base)  # a missing or malformed dataset fails here
         except FileNotFoundError as exc:
             raise DataNotFound(str(exc)) from None
-        too_big = [b for b in (*o.batch_sizes, *o.probe_batch_sizes) if b > self.data.n]
+        too_big = [b for b in (*o.batch_sizes, *o.probe_batch_sizes, self.base.batch_size) if b > self.data.n]
         if too_big:
             raise ValueError(f"batch size {max(too_big)} is larger than the data set ({self.data.n} examples)")
 
