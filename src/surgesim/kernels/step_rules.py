@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._jit import jit, jit_inline
-from .hessian_products import _quad
+from .hessian_products import _off_diagonal, _quad
+from .optimizers import SGD
 
 __all__ = ["LR_RULES", "BATCH_RULES", "StepRule"]
 
@@ -108,6 +109,132 @@ def _grad_products(kind, h, ut, hd, hdiag, bt, gm, c, sigma, z, sgh, g):  # noqa
         tr += sgh[i] * sgh[i]
         trh += hdiag[i] * sgh[i] * sgh[i]
     return gg - tr / bt, _quad(kind, h, ut, hd, g) - trh / bt
+
+
+@jit_inline
+def _state_scalars(kind, ut, hd, sigma, gm, e, needed):
+    """(off, S) at the state: eq 14's sum and S = sum mu^2 / sigma, at r = mu / sigma (left in e);
+    (0, 0) unless ``needed``."""
+    off = 0.0
+    sig_s = 0.0
+    if needed:
+        for i in range(gm.shape[0]):
+            e[i] = gm[i] / sigma[i]
+            sig_s += gm[i] * e[i]
+        off = _off_diagonal(kind, ut, hd, e)
+    return off, sig_s
+
+
+@jit_inline
+def _choose_batch(  # noqa: PLR0913
+    batch_rule, b, inv_sqrt_b, s, k_geo, bt, off, pwa, a_off, a_ghg, beta, trace_h, hdiag, sgh, batch_factor, warmup,
+    b_start, b_min, b_max,
+):  # fmt: skip
+    """(B_s, B_s^-1/2, pwa, a_off) of step s by ``batch_rule`` (b: the trajectory's batch size or
+    multiplier; bt: the previous B_s); the oracle rule ``noise`` advances the average of off."""
+    if batch_rule == BATCH_CONSTANT:
+        bt = b
+        c = inv_sqrt_b
+    else:
+        if batch_rule == BATCH_NOISE:
+            # eq 14 with off averaged over the recent states (the state's own off-diagonal
+            # sum fluctuates from step to step, often through 0)
+            pwa *= beta
+            a_off = beta * a_off + (1.0 - beta) * off
+            o = a_off / (1.0 - pwa)
+            x = b * np.pi * trace_h / (2.0 * o) if o > 0 else bt
+        elif batch_rule == BATCH_GEOMETRIC:
+            x = b * batch_factor**k_geo
+        elif s < warmup:
+            x = b_start
+        elif batch_rule == BATCH_NOISE_ESTIMATED:
+            o = a_off / (1.0 - pwa)
+            x = b * np.pi * trace_h / (2.0 * o) if o > 0 else bt
+        else:  # BATCH_CRIT_ESTIMATED: tr(H Sigma) / G'HG (McCandlish et al. 2018)
+            num = 0.0
+            for i in range(hdiag.shape[0]):
+                num += hdiag[i] * sgh[i] * sgh[i]
+            den = a_ghg / (1.0 - pwa)
+            x = b * num / den if den > 0 else bt
+        bt = _batch(x, b_min, b_max)
+        c = 1.0 / np.sqrt(bt)
+    return bt, c, pwa, a_off
+
+
+@jit_inline
+def _update_estimates(  # noqa: PLR0913
+    kind, h, ut, hd, hdiag, s, bt, c, sigma, gm, z, w, es, sgh, e, em, t, beta, pwa, q, a_off, a_gg, a_ghg,
+):  # fmt: skip
+    """Step s's update of the running estimates from its half-batch normals w and batch-mean
+    gradient gm + c sigma z; returns the new (pwa, q, a_s, a_off, a_gg, a_ghg)."""
+    _estimate(kind, h, ut, hd, hdiag, s, bt, c, sigma, gm, z, w, es, sgh, e, t)
+    pwa *= beta
+    q = beta * beta * q + (1.0 - beta) * (1.0 - beta) / bt
+    bc = 1.0 / (1.0 - pwa)
+    a_s = _signal(em, gm, c, sigma, z, sgh, beta, bc, q * bc * bc) / bc
+    a_off = beta * a_off + (1.0 - beta) * _off_diagonal(kind, ut, hd, e)
+    gg, ghg = _grad_products(kind, h, ut, hd, hdiag, bt, gm, c, sigma, z, sgh, e)
+    a_gg = beta * a_gg + (1.0 - beta) * gg
+    a_ghg = beta * a_ghg + (1.0 - beta) * ghg
+    return pwa, q, a_s, a_off, a_gg, a_ghg
+
+
+@jit_inline
+def _choose_lr(  # noqa: PLR0913
+    lr_rule, opt, lr, lr_factor, k_geo, kind, h, ut, hd, hdiag, bt, gm, sigma, e, sgh, trace_h, pwa, a_s, a_off, a_gg,
+    a_ghg,
+):  # fmt: skip
+    """The learning rate of a step by ``lr_rule`` (lr: the trajectory's rate or multiplier); 0
+    where no signal is estimated (yet)."""
+    if lr_rule == LR_CONSTANT:
+        step_lr = lr
+    elif lr_rule == LR_GEOMETRIC:
+        step_lr = lr * lr_factor**k_geo
+    elif lr_rule == LR_OPTIMAL:
+        if opt == SGD:
+            step_lr = lr * _sgd_optimal_lr(kind, h, ut, hd, hdiag, bt, gm, sigma)
+        else:
+            step_lr = lr * _sign_optimal_lr(kind, h, ut, hd, hdiag, bt, gm, sigma, e)
+    else:  # LR_ESTIMATED: eq 13 (sign-like) or eq 1 (sgd) from the running estimates
+        bc = 1.0 / (1.0 - pwa)
+        if opt == SGD:
+            num = 0.0
+            for i in range(gm.shape[0]):
+                num += hdiag[i] * sgh[i] * sgh[i]
+            step_lr = lr * a_gg * bc / (a_ghg * bc + num / bt)
+        else:
+            step_lr = lr * (np.sqrt(2.0 * bt / np.pi) * a_s * bc / (trace_h + 2.0 * bt / np.pi * max(a_off * bc, 0.0)))
+    if not (step_lr > 0.0):  # no signal estimated (yet): no step
+        step_lr = 0.0
+    return step_lr
+
+
+@jit_inline
+def _sgd_path_terms(needed, kind, h, ut, hd, gm):
+    """(G'G, G'HG) at the state before an SGD step, for its path integrals; (0, 0) unless ``needed``."""
+    g2 = 0.0
+    ghg = 0.0
+    if needed:
+        for i in range(gm.shape[0]):
+            g2 += gm[i] * gm[i]
+        ghg = _quad(kind, h, ut, hd, gm)
+    return g2, ghg
+
+
+@jit_inline
+def _path_step(sgd, dl, g2, ghg, off, sig_s, ths, trace_h, ids, ibds):
+    """The integrals of ds = dL / dL_max and B_noise ds (eq 44-45) after a step that lowered the
+    loss by dl; returns the new (ids, ibds)."""
+    if sgd:
+        # McCandlish: dL_max = (G'G)^2 / (2 G'HG), B_noise = tr(H Sigma) / G'HG
+        if g2 > 0:
+            ids += 2.0 * ghg * dl / (g2 * g2)
+            ibds += 2.0 * ths * dl / (g2 * g2)
+    elif sig_s > 0:
+        # eq 19: dL_max = S^2 / (2 off); eq 14: B_noise ds = pi tr(H) dL / S^2
+        ids += 2.0 * off * dl / (sig_s * sig_s)
+        ibds += np.pi * trace_h * dl / (sig_s * sig_s)
+    return ids, ibds
 
 
 @dataclass(frozen=True)

@@ -8,24 +8,19 @@ from numba import prange
 
 from .._jit import jit_inline, jit_parallel
 from ..rng import normal_pair
-from .hessian_products import _off_diagonal, _quad, _refresh
+from .hessian_products import _refresh
 from .optimizers import SGD, _update
 from .step_rules import (
-    BATCH_CONSTANT,
     BATCH_CRIT_ESTIMATED,
-    BATCH_GEOMETRIC,
     BATCH_NOISE,
     BATCH_NOISE_ESTIMATED,
-    LR_CONSTANT,
     LR_ESTIMATED,
-    LR_GEOMETRIC,
-    LR_OPTIMAL,
-    _batch,
-    _estimate,
-    _grad_products,
-    _sgd_optimal_lr,
-    _sign_optimal_lr,
-    _signal,
+    _choose_batch,
+    _choose_lr,
+    _path_step,
+    _sgd_path_terms,
+    _state_scalars,
+    _update_estimates,
 )
 
 
@@ -39,7 +34,7 @@ def _fill_normals(key, base, z):
 
 
 @jit_parallel
-def _run(  # noqa: C901, PLR0912, PLR0913, PLR0915
+def _run(  # noqa: PLR0913
     kind, h, ut, hd, sigma, keys, lr, inv_sqrt_b, opt, b1, b2, eps,
     targets, further, min_steps, max_steps,
     delta, m, v, gm, z, p,
@@ -80,108 +75,40 @@ def _run(  # noqa: C901, PLR0912, PLR0913, PLR0915
         loss = _refresh(kind, h, ut, hd, dt, gmt, pt)
         if n_trace > 0:
             trace[t, 0] = loss
-        j = 0  # next target to reach
-        jf = 0  # next reached target waiting for its further-steps loss
-        s = 0
+        j = jf = s = 0  # j: the next target to reach; jf: the next reached one awaiting its further loss
         pw1 = b1**step0  # b^t of the bias corrections: the buffers m, v already hold step0 steps
         pw2 = b2**step0
-        pwa = 1.0  # beta^n: bias correction of the running averages
-        a_off = 0.0  # running averages: off (oracle: exact; estimated: per-step unbiased estimates),
-        a_s = 0.0  # S = sum mu^2 / sigma (from the averaged gradient em), G'G and G'HG (estimated)
-        q = 0.0  # sum of the squared weights / B_s of the average em: its noise variance / sigma^2
-        a_gg = 0.0
-        a_ghg = 0.0
-        ex = 0.0
-        ids = 0.0
-        ibds = 0.0
+        # pwa = beta^n, the bias correction of the running averages of off (oracle: exact; estimated:
+        # per-step unbiased estimates), S = sum mu^2 / sigma (from the averaged gradient em), G'G and
+        # G'HG (estimated); q: sum of the squared weights / B_s of em (its noise variance / sigma^2)
+        pwa, a_off, a_s, q, a_gg, a_ghg = 1.0, 0.0, 0.0, 0.0, 0.0, 0.0
+        ex, ids, ibds = 0.0, 0.0, 0.0  # examples, and the path integrals of ds and B_noise ds
         bt = b_start  # a running average that is not positive (yet) keeps the previous batch size
         while True:
-            while j < n_t and s <= max_steps and loss <= targets[j]:
-                steps[t, j] = s
-                loss_at[t, j] = loss
-                examples_at[t, j] = ex
-                path_ds[t, j] = ids
-                path_bds[t, j] = ibds
-                for i in range(d):
-                    delta_at[t, j, i] = dt[i]
-                j += 1
-            while jf < j and steps[t, jf] + further == s:
-                loss_after[t, jf] = loss
-                jf += 1
+            j, jf = _record_targets(t, s, loss, ex, ids, ibds, dt, j, jf, n_t, targets, further, max_steps, steps,
+                                    loss_at, loss_after, delta_at, examples_at, path_ds, path_bds)  # fmt: skip
             if not np.isfinite(loss):
                 break
             if s >= min_steps and jf == j and (j == n_t or s >= max_steps):
                 break
-            # the state's scalars: off = eq 14's sum and S = sum mu^2 / sigma at r = mu / sigma
-            off = 0.0
-            sig_s = 0.0
-            if path or batch_rule == BATCH_NOISE:
-                for i in range(d):
-                    et[i] = gmt[i] / sigma[i]
-                    sig_s += gmt[i] * et[i]
-                off = _off_diagonal(kind, ut, hd, et)
+            off, sig_s = _state_scalars(kind, ut, hd, sigma, gmt, et, path or batch_rule == BATCH_NOISE)
             k_geo = s // interval
-            if batch_rule == BATCH_CONSTANT:
-                bt = batch_size[t]
-                c = inv_sqrt_b[t]
-            else:
-                if batch_rule == BATCH_NOISE:
-                    # eq 14 with off averaged over the recent states (the state's own off-diagonal
-                    # sum fluctuates from step to step, often through 0)
-                    pwa *= beta
-                    a_off = beta * a_off + (1.0 - beta) * off
-                    o = a_off / (1.0 - pwa)
-                    x = batch_size[t] * np.pi * trace_h / (2.0 * o) if o > 0 else bt
-                elif batch_rule == BATCH_GEOMETRIC:
-                    x = batch_size[t] * batch_factor**k_geo
-                elif s < warmup:
-                    x = b_start
-                elif batch_rule == BATCH_NOISE_ESTIMATED:
-                    o = a_off / (1.0 - pwa)
-                    x = batch_size[t] * np.pi * trace_h / (2.0 * o) if o > 0 else bt
-                else:  # BATCH_CRIT_ESTIMATED: tr(H Sigma) / G'HG (McCandlish et al. 2018)
-                    num = 0.0
-                    for i in range(d):
-                        num += hdiag[i] * sgt[i] * sgt[i]
-                    den = a_ghg / (1.0 - pwa)
-                    x = batch_size[t] * num / den if den > 0 else bt
-                bt = _batch(x, b_min, b_max)
-                c = 1.0 / np.sqrt(bt)
+            bt, c, pwa, a_off = _choose_batch(
+                batch_rule, batch_size[t], inv_sqrt_b[t], s, k_geo, bt, off, pwa, a_off, a_ghg, beta, trace_h, hdiag,
+                sgt, batch_factor, warmup, b_start, b_min, b_max,
+            )  # fmt: skip
             base = np.uint64(s) * np.uint64(half)
             _fill_normals(key, base, zt)
             if estimate:
                 _fill_normals(keys_w[t], base, wt)
-                _estimate(kind, h, ut, hd, hdiag, s, bt, c, sigma, gmt, zt, wt, es, sgt, et, t)
-                pwa *= beta
-                q = beta * beta * q + (1.0 - beta) * (1.0 - beta) / bt
-                bc = 1.0 / (1.0 - pwa)
-                a_s = _signal(em[t], gmt, c, sigma, zt, sgt, beta, bc, q * bc * bc) / bc
-                a_off = beta * a_off + (1.0 - beta) * _off_diagonal(kind, ut, hd, et)
-                gg, ghg = _grad_products(kind, h, ut, hd, hdiag, bt, gmt, c, sigma, zt, sgt, et)
-                a_gg = beta * a_gg + (1.0 - beta) * gg
-                a_ghg = beta * a_ghg + (1.0 - beta) * ghg
-            if lr_rule == LR_CONSTANT:
-                step_lr = lr[t]
-            elif lr_rule == LR_GEOMETRIC:
-                step_lr = lr[t] * lr_factor**k_geo
-            elif lr_rule == LR_OPTIMAL:
-                if opt == SGD:
-                    step_lr = lr[t] * _sgd_optimal_lr(kind, h, ut, hd, hdiag, bt, gmt, sigma)
-                else:
-                    step_lr = lr[t] * _sign_optimal_lr(kind, h, ut, hd, hdiag, bt, gmt, sigma, et)
-            else:  # LR_ESTIMATED: eq 13 (sign-like) or eq 1 (sgd) from the running estimates
-                bc = 1.0 / (1.0 - pwa)
-                if opt == SGD:
-                    num = 0.0
-                    for i in range(d):
-                        num += hdiag[i] * sgt[i] * sgt[i]
-                    step_lr = lr[t] * a_gg * bc / (a_ghg * bc + num / bt)
-                else:
-                    step_lr = lr[t] * (
-                        np.sqrt(2.0 * bt / np.pi) * a_s * bc / (trace_h + 2.0 * bt / np.pi * max(a_off * bc, 0.0))
-                    )
-            if not (step_lr > 0.0):  # no signal estimated (yet): no step
-                step_lr = 0.0
+                pwa, q, a_s, a_off, a_gg, a_ghg = _update_estimates(
+                    kind, h, ut, hd, hdiag, s, bt, c, sigma, gmt, zt, wt, es, sgt, et, em[t], t, beta,
+                    pwa, q, a_off, a_gg, a_ghg,
+                )  # fmt: skip
+            step_lr = _choose_lr(
+                lr_rule, opt, lr[t], lr_factor, k_geo, kind, h, ut, hd, hdiag, bt, gmt, sigma, et, sgt, trace_h,
+                pwa, a_s, a_off, a_gg, a_ghg,
+            )  # fmt: skip
             if s < n_trace:
                 batch_trace[t, s] = bt
                 lr_trace[t, s] = step_lr
@@ -189,29 +116,38 @@ def _run(  # noqa: C901, PLR0912, PLR0913, PLR0915
             pw2 *= b2
             _update(opt, step_lr, c, b1, b2, eps, 1.0 - pw1, 1.0 - pw2, sigma, gmt, zt, dt, mt, vt)
             ex += bt
-            g2 = 0.0
-            ghg = 0.0
-            if path and opt == SGD:
-                for i in range(d):
-                    g2 += gmt[i] * gmt[i]
-                ghg = _quad(kind, h, ut, hd, gmt)
+            g2, ghg = _sgd_path_terms(path and opt == SGD, kind, h, ut, hd, gmt)
             s += 1
             new = _refresh(kind, h, ut, hd, dt, gmt, pt)
             if path:
-                dl = loss - new
-                if opt == SGD:
-                    # McCandlish: dL_max = (G'G)^2 / (2 G'HG), B_noise = tr(H Sigma) / G'HG
-                    if g2 > 0:
-                        ids += 2.0 * ghg * dl / (g2 * g2)
-                        ibds += 2.0 * ths * dl / (g2 * g2)
-                elif sig_s > 0:
-                    # eq 19: dL_max = S^2 / (2 off); eq 14: B_noise ds = pi tr(H) dL / S^2
-                    ids += 2.0 * off * dl / (sig_s * sig_s)
-                    ibds += np.pi * trace_h * dl / (sig_s * sig_s)
+                ids, ibds = _path_step(opt == SGD, loss - new, g2, ghg, off, sig_s, ths, trace_h, ids, ibds)
             loss = new
             if s < n_trace:
                 trace[t, s] = loss
         n_steps[t] = s
+
+
+@jit_inline
+def _record_targets(  # noqa: PLR0913
+    t, s, loss, ex, ids, ibds, dt, j, jf, n_t, targets, further, max_steps, steps, loss_at, loss_after, delta_at,
+    examples_at, path_ds, path_bds,
+):  # fmt: skip
+    """Record the targets that step s reaches (from target j on) and the losses ``further`` steps
+    after a target (from target jf on); returns the new (j, jf)."""
+    d = dt.shape[0]
+    while j < n_t and s <= max_steps and loss <= targets[j]:
+        steps[t, j] = s
+        loss_at[t, j] = loss
+        examples_at[t, j] = ex
+        path_ds[t, j] = ids
+        path_bds[t, j] = ibds
+        for i in range(d):
+            delta_at[t, j, i] = dt[i]
+        j += 1
+    while jf < j and steps[t, jf] + further == s:
+        loss_after[t, jf] = loss
+        jf += 1
+    return j, jf
 
 
 @jit_parallel
