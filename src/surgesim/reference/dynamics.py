@@ -93,7 +93,7 @@ def run_trajectories(
 
 
 def _rule_batch(rule: StepRule, s: int, b: float, bt: float, off: float, trace_h: float, hdiag, sig_hat, avg, weight):
-    """(B_s, weight) by ``rule.batch`` (the batch rule of ``surgesim.kernels.trajectory_loop._run``); the oracle
+    """(B_s, weight) by ``rule.batch`` (``surgesim.kernels.step_rules._choose_batch``); the oracle
     ``noise`` rule also advances avg["off"] and the weight 1 - beta^n."""
     beta = rule.beta
     if rule.batch == "constant":
@@ -117,8 +117,7 @@ def _rule_batch(rule: StepRule, s: int, b: float, bt: float, off: float, trace_h
 
 
 class _Estimates:
-    """The running estimates of the estimated rules (``surgesim.kernels.step_rules._estimate`` and the averages of
-    ``surgesim.kernels.trajectory_loop._run``)."""
+    """The running estimates of the estimated rules (``surgesim.kernels.step_rules._update_estimates``)."""
 
     def __init__(self, d: int) -> None:
         self.var_sum, self.sig_hat, self.g_avg, self.q = np.zeros(d), np.zeros(d), np.zeros(d), 0.0
@@ -156,7 +155,7 @@ class _Problem(NamedTuple):
 
 def _rule_lr(rule: StepRule, optimizer: Optimizer, s: int, lr: float, bt: float, mu, problem: _Problem, sig_hat,
              avg: dict, weight: float) -> float:  # fmt: skip
-    """The learning rate of step s by ``rule.lr`` (the lr rule of ``surgesim.kernels.trajectory_loop._run``)."""
+    """The learning rate of step s by ``rule.lr`` (``surgesim.kernels.step_rules._choose_lr``)."""
     H, sigma, hdiag, trace_h = problem
     if rule.lr == "constant":
         step_lr = lr
