@@ -1,0 +1,112 @@
+"""Hessian products of the dynamics kernels (``surgesim.kernels.dynamics``): H = diag(h) + U U' as
+``DIAG_LOWRANK`` (h (d,), ut = U' (k, d)) or ``DENSE`` (hd (d, d))."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._jit import jit, jit_inline
+from ..hessian import Dense, Diagonal, DiagonalPlusLowRank, Hessian
+
+__all__ = ["DIAG_LOWRANK", "DENSE", "hessian_arrays"]
+
+DIAG_LOWRANK, DENSE = 0, 1
+
+
+def hessian_arrays(H: Hessian) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """(kind, h, ut, hd) for the kernel: diag(h) + ut'ut, or hd dense (unused arrays are empty)."""
+    empty1, empty2 = np.zeros(0), np.zeros((0, 0))
+    if isinstance(H, Dense):
+        return DENSE, empty1, empty2, np.ascontiguousarray(H.matrix)
+    if isinstance(H, Diagonal):
+        return DIAG_LOWRANK, H.h, np.zeros((0, H.dim)), empty2
+    if isinstance(H, DiagonalPlusLowRank):
+        return DIAG_LOWRANK, H.h, np.ascontiguousarray(H.factor.T), empty2
+    raise TypeError(f"H must be Dense, Diagonal or DiagonalPlusLowRank, got {type(H).__name__}")
+
+
+@jit_inline
+def _refresh(kind, h, ut, hd, delta, gm, p):
+    """gm = H delta (and p = U'delta for low rank); returns the loss 1/2 delta'H delta.
+
+    Low-rank factors go four at a time (k = 4 costs one pass for U'delta and one for H delta
+    instead of eight), the remaining k mod 4 one at a time.
+    """
+    d = delta.shape[0]
+    if kind == DENSE:
+        for i in range(d):
+            s = 0.0
+            for j in range(d):
+                s += hd[i, j] * delta[j]
+            gm[i] = s
+    else:
+        for i in range(d):
+            gm[i] = h[i] * delta[i]
+        k = ut.shape[0]
+        for c in range(0, k - k % 4, 4):
+            s0 = s1 = s2 = s3 = 0.0
+            for i in range(d):
+                x = delta[i]
+                s0 += ut[c, i] * x
+                s1 += ut[c + 1, i] * x
+                s2 += ut[c + 2, i] * x
+                s3 += ut[c + 3, i] * x
+            p[c], p[c + 1], p[c + 2], p[c + 3] = s0, s1, s2, s3
+            for i in range(d):
+                gm[i] += ut[c, i] * s0 + ut[c + 1, i] * s1 + ut[c + 2, i] * s2 + ut[c + 3, i] * s3
+        for c in range(k - k % 4, k):
+            s0 = 0.0
+            for i in range(d):
+                s0 += ut[c, i] * delta[i]
+            p[c] = s0
+            for i in range(d):
+                gm[i] += ut[c, i] * s0
+    loss = 0.0
+    for i in range(d):
+        loss += delta[i] * gm[i]
+    return 0.5 * loss
+
+
+@jit
+def _quad(kind, h, ut, hd, x):
+    """x'Hx: O(d k) for diag(h) + U U', O(d^2) dense."""
+    d = x.shape[0]
+    s = 0.0
+    if kind == DENSE:
+        for i in range(d):
+            a = 0.0
+            for j in range(d):
+                a += hd[i, j] * x[j]
+            s += a * x[i]
+        return s
+    for i in range(d):
+        s += h[i] * x[i] * x[i]
+    for c in range(ut.shape[0]):
+        a = 0.0
+        for i in range(d):
+            a += ut[c, i] * x[i]
+        s += a * a
+    return s
+
+
+@jit
+def _off_diagonal(kind, ut, hd, x):
+    """sum_{i != j} x_i x_j H_ij, eq 14's sum, summed without the diagonal (0 for a diagonal H)."""
+    d = x.shape[0]
+    s = 0.0
+    if kind == DENSE:
+        for i in range(d):
+            a = 0.0
+            for j in range(d):
+                a += hd[i, j] * x[j]
+            s += (a - hd[i, i] * x[i]) * x[i]
+        return s
+    for c in range(ut.shape[0]):
+        a = 0.0
+        b = 0.0
+        for i in range(d):
+            y = ut[c, i] * x[i]
+            a += y
+            b += y * y
+        s += a * a - b
+    return s
