@@ -60,9 +60,7 @@ def resolve(args) -> Options:
                    args.seed_col, args.include_edges, args.out, not args.no_plot, args.quiet)  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return _cli.run(lambda: _main(args))
+main = _cli.main_of(__name__)
 
 
 def _main(args) -> int:
@@ -70,8 +68,7 @@ def _main(args) -> int:
 
     opts = resolve(args)
     result = run_fit(opts)
-    out = _cli.out_dir(opts.out, command="sims.fit", inputs=opts.inputs())
-    _cli.save_options(opts, out / "options.json")
+    out = _cli.out_dir(opts.out, command="sims.fit", inputs=opts.inputs(), options=opts)
     figures = result.write(out)
     for note in result.notes():
         _cli.warn(note)

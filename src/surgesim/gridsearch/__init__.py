@@ -43,7 +43,7 @@ the states reached), ``run`` (``run_dynamics``: one run end to end, its outputs)
 from __future__ import annotations
 
 from ..kernels.dynamics import Optimizer
-from .options import resolve_grid_options
+from .options import resolve_dynamics_options, resolve_grid_options
 from .problem import default_problem, diag_trace_lmax, initial_delta
 from .run import DynamicsResult, describe_start, run_dynamics, start_quantities
 from .spec import (
@@ -84,6 +84,7 @@ __all__ = [
     "parse_optimizers",
     "optimizer_spec",
     "resolve_grid_options",
+    "resolve_dynamics_options",
     "run_task",
     "run_experiment",
     "run_dynamics",
