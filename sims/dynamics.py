@@ -72,20 +72,15 @@ def _main(args) -> int:
     from surgesim import backend as backends
     from surgesim import gridsearch, rng
     from surgesim.kernels import dynamics as kernels
-    from surgesim.problem import QuadraticProblem
     from surgesim.progress import progress_bar
 
     opts, optimizers = resolve(args)
     backend = backends.resolve(opts.backend)  # clear error before any work when the GPU is unusable
     scheduler = _cli.checked_scheduler(opts.scheduler, args.connect_timeout)  # a bad one before any work
     t_start = time.perf_counter()
-    problem = QuadraticProblem.load(opts.problem) if opts.problem else gridsearch.default_problem(opts.dims, opts.seed)
-    _cli.check_problem(problem, opts.batch_sizes)  # before the experiment's lr grids, built from its theory
-    exp = gridsearch.default_experiment(problem, optimizers, opts.batch_sizes, opts.lr_points, opts.targets,
-                                        opts.further_steps, opts.max_steps, opts.seeds, opts.seed, backend,
-                                        opts.optimal_arm)  # fmt: skip
+    exp = gridsearch.options_experiment(opts, optimizers, backend)  # its problem checked
     out = _cli.out_dir(opts.out, command="sims.dynamics")  # after every check
-    problem.save(out / "problem.npz")
+    exp.problem.save(out / "problem.npz")
     _cli.write_json(vars(opts), out / "options.json")
     if not opts.quiet:
         print(gridsearch.describe_start(exp, opts.lr_points))

@@ -23,7 +23,15 @@ import argparse
 import time
 
 from sims import _cli
-from surgesim.paper_figures import FIGURES, check_figures, fig1_figure, fig2_figure, make_figure  # noqa: F401
+from surgesim.paper_figures import (  # noqa: F401 - the figure builders, kept importable from here
+    FIGURES,
+    check_figures,
+    fig1_figure,
+    fig2_figure,
+    fig3_figure,
+    fig4_figure,
+    make_figure,
+)
 from surgesim.paper_figures import FigureOptions as Options
 
 

@@ -54,6 +54,7 @@ from .spec import (
     default_experiment,
     default_lr_grid,
     optimizer_spec,
+    options_experiment,
     parse_optimizer,
     parse_optimizers,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "default_lr_grid",
     "default_problem",
     "default_experiment",
+    "options_experiment",
     "parse_optimizer",
     "parse_optimizers",
     "optimizer_spec",
