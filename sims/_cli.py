@@ -4,7 +4,7 @@ the names commands use from the command plumbing (``surgesim.command``: ``run``,
 
 A command defines ``build_parser()`` and ``_main(args)``, and ``main = _cli.main_of(__name__)``: it
 parses ``argv`` and runs ``_main`` under ``run``. ``_main`` checks everything first (the argparse
-types, ``check_int``, ``need_memory``, ``check_problem``, ``out_file``), then writes every output to
+types, ``flag_checked``, ``need_memory``, ``check_problem``, ``out_file``), then writes every output to
 ``out / NAME`` of ``out = out_dir(...)``. ``run`` commits them when it succeeds and makes any
 failure one ``error:`` line naming the option.
 """
