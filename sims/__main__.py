@@ -8,6 +8,7 @@ import importlib
 import sys
 
 from sims import _cli
+from surgesim.console import tolerant_console
 
 COMMANDS = {
     "surge": "optimal learning rate vs batch size on a quadratic: Monte Carlo and closed forms",
@@ -39,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         print(usage() + "\nerror: no command given; choose one of the commands above", file=sys.stderr)
         return 2
     if args[0] in ("-h", "--help", "--version"):
-        print(f"surgesim {_cli.version()}" if args[0] == "--version" else usage())
+        with tolerant_console():  # surgesim --help | head: the reader may go first
+            print(f"surgesim {_cli.version()}" if args[0] == "--version" else usage(), flush=True)
         return 0
     name = args[0]
     if name not in COMMANDS:

@@ -1,32 +1,44 @@
 """Argument parsing shared by every ``sims`` command: the parser, the option types and groups, and
-the names commands use from the command plumbing (``surgesim.command``: ``run``, ``out_dir``, ...).
+the names commands use from the command plumbing (``surgesim.command``: ``run``, ``out_dir``,
+``need_memory``, ``checked_scheduler``, ...).
 
-A command's ``main(argv)`` is ``args = build_parser().parse_args(argv); return _cli.run(lambda:
-_main(args))``; ``_main`` checks everything first (the argparse types, ``check_int``, ``need_memory``,
-``check_problem``, ``out_file``), then writes every output to ``out / NAME`` of ``out = out_dir(...)``.
-``run`` commits them when it succeeds and makes any failure one ``error:`` line naming the option.
+A command defines ``build_parser()`` and ``_main(args)``, and ``main = _cli.main_of(__name__)``: it
+parses ``argv`` and runs ``_main`` under ``run``. ``_main`` checks everything first (the argparse
+types, ``flag_checked``, ``need_memory``, ``check_problem``, ``out_file``), then writes every output to
+``out / NAME`` of ``out = out_dir(...)``. ``run`` commits them when it succeeds and makes any
+failure one ``error:`` line naming the option.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import importlib
 import math
-import os
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from surgesim._jit import uncached_kernels
-from surgesim.backend import BackendUnavailable
-from surgesim.command import ISSUES, Interrupted, Reported, UsageError, open_output, sub_command, version, warn  # noqa: F401
+from surgesim.command import (  # noqa: F401
+    UsageError,
+    checked_scheduler,
+    flag_checked,
+    need_memory,
+    option_error,
+    out_dir,
+    out_file,
+    out_opener,
+    save_options,
+    say_if_compiling,
+    scheduler_address,
+    torch_module,
+    version,
+    warn,
+)
 from surgesim.command import one_line as _one_line
 from surgesim.command import run as _run
-from surgesim.outputs import OutputDir, write_json  # noqa: F401
-from surgesim.preflight import available_memory, check_memory, check_problem  # noqa: F401
-from surgesim.sweep import SchedulerTimeout, StoreMismatch, task_row  # noqa: F401
+from surgesim.outputs import write_json  # noqa: F401
+from surgesim.preflight import available_memory, check_problem  # noqa: F401
 
 SEED_LIMIT = 2**63
 
@@ -52,71 +64,27 @@ def parser(module: str, doc: str) -> Parser:
                   formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
 
 
-def _options_of(exc: BaseException) -> tuple[int, str] | None:
-    """The error line of a library error that came from an option, naming the option."""
-    if isinstance(exc, StoreMismatch):  # a rerun into the --out of another run
-        return 2, (f"--out {exc.path.parent} holds the results of a different sweep: choose another --out, or delete "
-                   f"{exc.path} to start over ({exc.difference})")  # fmt: skip
-    if isinstance(exc, BackendUnavailable):
-        return 2, f"--backend {exc.backend}: {exc.reason}"
-    if isinstance(exc, SchedulerTimeout):
-        return 2, str(exc).replace("connect_timeout sets", "connect_timeout / --connect-timeout sets")
-    return None
-
-
 def run(main: Callable[[], int | None]) -> int:
     """Run a command's body under the shared handler (``surgesim.command.run``); its exit status."""
-    return _run(main, _options_of)
+    return _run(main, option_error)
 
 
-def flag_error(exc: ValueError) -> UsageError:
-    """A library's refusal of an option (e.g. ``surgesim.schedule_study.resolve_schedule_options``)
-    as the command's usage error: each option it names as `key` becomes the flag --key."""
-    return UsageError(re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: "--" + m[1].replace("_", "-"), str(exc)))
+def main_of(module: str) -> Callable[[list[str] | None], int]:
+    """The ``main(argv)`` of the command ``module``: its ``build_parser()`` parses ``argv``, then its
+    ``_main(args)`` runs under ``run``; the exit status."""
+
+    def main(argv: list[str] | None = None) -> int:
+        command = sys.modules[module]
+        args = command.build_parser().parse_args(argv)
+        return run(lambda: command._main(args))
+
+    main.__module__ = module  # the command that a sub-command's error line names
+    return main
 
 
-def out_dir(path: str, command: str | None = None, inputs: dict | None = None) -> OutputDir:
-    """The command's output directory, created and locked (``surgesim.command.open_output``): write
-    outputs to ``out / NAME`` (committed all at once when the command succeeds), a resumable store to
-    ``out.final(NAME)``. Call it after every check, inside ``run``. ``command`` (e.g. "sims.fit") and
-    ``inputs`` (a JSON-serialisable dict) go to its manifest: another command's directory, or a rerun
-    with other inputs, is refused."""
-    if path is None or str(path).strip() == "":
-        raise UsageError("--out must be a non-empty path")
-    return open_output(path, command=command, inputs=inputs)
-
-
-def out_file(path: str) -> Path:
-    """A single output file (``--out FILE``), checked before any work: a writable directory must
-    hold it and it must not be a directory."""
-    p = Path(path)
-    if str(path).strip() == "" or p.is_dir():
-        raise UsageError(f"--out {path!r} must be a file path")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {path!r}: directory {str(parent)!r} does not exist or is not writable")
-    return p
-
-
-def save_options(opts: Any, path: str | os.PathLike) -> None:
-    """The resolved options (a dataclass) as strict JSON beside the outputs."""
-    write_json(dataclasses.asdict(opts), path)
-
-
-def say_if_compiling(*modules: Any, quiet: bool = False) -> None:
-    """Say, before a first run compiles them, that the modules' Numba kernels are not cached yet."""
-    missing = 0 if quiet else uncached_kernels(*modules)
-    if missing:
-        print(f"compiling {missing} kernels for this machine (first run only: later runs load them from the "
-              "cache)...", file=sys.stderr, flush=True)  # fmt: skip
-
-
-def need_memory(nbytes: float, what: str) -> None:
-    """Refuse a run whose arrays would need more memory than the machine has available."""
-    try:
-        check_memory(nbytes, what)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+def command_main(name: str) -> Callable[[list[str]], int]:
+    """The ``main(argv)`` of the command ``sims.NAME`` (a command that runs another finds it here)."""
+    return importlib.import_module(f"sims.{name}").main
 
 
 CONNECT_TIMEOUT: dict[str, Any] = {"type": None, "default": 10.0, "metavar": "SECONDS",  # type: set below
@@ -142,12 +110,6 @@ def dask_options(group: Any, default: str = "this process") -> None:
     group.add_argument("--connect-timeout", **CONNECT_TIMEOUT)
 
 
-def scheduler_address(scheduler: str | None) -> str | None:
-    """The scheduler a command's tasks run on: ``--scheduler``, else ``DASK_SCHEDULER_ADDRESS``,
-    else None (this process). Check it first with ``surgesim.sweep.check_scheduler``."""
-    return scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
-
-
 def _integer(text: str) -> int:
     """An integer written as digits, or in floating form when exact (1e6); not 1.5, inf, nan."""
     try:
@@ -161,14 +123,6 @@ def _integer(text: str) -> int:
     if not math.isfinite(value) or not value.is_integer() or abs(value) >= 2**53:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
     return int(value)
-
-
-def check_int(flag: str, value: int, lo: int, hi: int) -> None:
-    """Refuse an integer option outside [lo, hi] (sizes that would not fit in memory or time)."""
-    if value < lo:
-        raise UsageError(f"{flag} must be >= {lo}, got {value}")
-    if value > hi:
-        raise UsageError(f"{flag} must be <= {hi}, got {value}")
 
 
 def integer(lo: int, hi: int) -> Callable[[str], int]:

@@ -41,9 +41,7 @@ def build_parser() -> _cli.Parser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return _cli.run(lambda: _main(args))
+main = _cli.main_of(__name__)
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -17,23 +17,22 @@ from sims import _cli
 from surgesim.bench.dynamics import bench_dynamics
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> _cli.Parser:
     p = _cli.parser("sims.bench_dynamics", __doc__)
     p.add_argument("--dims", type=int, default=1000, help="dimension d (default 1000)")
     p.add_argument("--trajectories", type=int, default=64, help="trajectories T (default 64)")
     p.add_argument("--steps", type=int, default=2000, help="kernel steps (default 2000)")
     p.add_argument("--repeat", type=int, default=3, help="timed repetitions, best kept (default 3)")
-    args = p.parse_args(argv)
+    return p
 
-    def run() -> int:
-        for name in ("dims", "trajectories", "steps", "repeat"):
-            value, least = getattr(args, name), 2 if name == "dims" else 1
-            if value < least:
-                raise _cli.UsageError(f"--{name} must be >= {least}, got {value}")
-        print(json.dumps(bench_dynamics(args.dims, args.trajectories, args.steps, repeat=args.repeat), indent=2))
-        return 0
 
-    return _cli.run(run)
+main = _cli.main_of(__name__)
+
+
+def _main(args) -> int:
+    report = _cli.flag_checked(bench_dynamics, args.dims, args.trajectories, args.steps, repeat=args.repeat)
+    print(json.dumps(report, indent=2))
+    return 0
 
 
 if __name__ == "__main__":

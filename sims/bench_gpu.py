@@ -10,19 +10,11 @@ Every output column and key (meaning, unit, equation): docs/outputs.md.
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 from sims import _cli
 from surgesim.bench.gpu import CASES, GOAL_DIMS, GOAL_RATIO, bench_gpu, print_report  # noqa: F401 - re-exported
-
-
-@dataclass(frozen=True)
-class Options:
-    dims: int
-    trials: int
-    repeat: int
-    cpu_threads: int | None
-    out: str | None
+from surgesim.bench.gpu import GpuBenchOptions as Options
 
 
 def build_parser() -> _cli.Parser:
@@ -35,20 +27,13 @@ def build_parser() -> _cli.Parser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return _cli.run(lambda: _main(args))
+main = _cli.main_of(__name__)
 
 
 def _main(args: argparse.Namespace) -> int:
-    if args.dims < 2 or args.trials < 1 or args.repeat < 1:
-        raise _cli.UsageError(f"need --dims >= 2, --trials >= 1, --repeat >= 1, got "
-                              f"{args.dims}, {args.trials}, {args.repeat}")  # fmt: skip
-    if args.cpu_threads < 0:
-        raise _cli.UsageError(f"--cpu-threads must be >= 0, got {args.cpu_threads}")
-    if args.out:
-        _cli.out_file(args.out)  # before minutes of benchmarking
-    opts = Options(args.dims, args.trials, args.repeat, args.cpu_threads or None, args.out)
+    opts = _cli.flag_checked(Options, args.dims, args.trials, args.repeat, args.cpu_threads or None, args.out)
+    if opts.out:
+        _cli.out_file(opts.out)  # before minutes of benchmarking
     report = bench_gpu(opts.dims, opts.trials, opts.repeat, opts.cpu_threads)
     print_report(report)
     if opts.out:

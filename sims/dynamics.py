@@ -25,15 +25,9 @@ Every output column and key (meaning, unit, equation): docs/outputs.md.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 from sims import _cli
-
-LIMITS = {"dims": (2, 2**40), "lr_points": (3, 10**4), "further_steps": (0, 10**9), "max_steps": (1, 10**9),
-          "seeds": (1, 2**31), "seed": (0, _cli.SEED_LIMIT - 1)}  # fmt: skip
-OPTIONS = ("dims", "problem", "optimizers", "batch_sizes", "lr_points", "targets", "further_steps", "max_steps",
-           "seeds", "seed", "out", "scheduler", "backend", "optimal_arm", "plot", "quiet")  # fmt: skip
 
 
 def build_parser() -> _cli.Parser:
@@ -64,50 +58,32 @@ def build_parser() -> _cli.Parser:
 
 
 def resolve(args) -> tuple[SimpleNamespace, tuple]:
-    from surgesim.gridsearch import resolve_grid_options
+    """The options, checked (``resolve_dynamics_options``; a refusal: UsageError naming the flag)."""
+    from surgesim.gridsearch import resolve_dynamics_options
 
-    try:
-        chosen, optimizers = resolve_grid_options(vars(args), LIMITS)
-    except ValueError as exc:
-        raise _cli.flag_error(exc) from None
-    if args.problem is not None and not Path(args.problem).is_file():
-        raise _cli.UsageError(f"--problem {args.problem!r}: no such file")
-    runs = args.lr_points * args.seeds  # trajectories per task, each with a few d-vectors of state
-    rows = runs * len(args.targets) * len(chosen["batch_sizes"]) * len(optimizers)
-    need = 8 * args.dims * runs * (6 + len(args.targets)) + 200 * rows
-    _cli.need_memory(need, f"--dims {args.dims} x --lr-points {args.lr_points} x --seeds {args.seeds}")
-    chosen |= {"optimal_arm": not args.no_optimal_arm, "plot": not args.no_plot}
-    return SimpleNamespace(**{k: chosen[k] for k in OPTIONS}), optimizers  # OPTIONS: options.json's keys, in order
+    given = {**vars(args), "optimal_arm": not args.no_optimal_arm, "plot": not args.no_plot}
+    return _cli.flag_checked(resolve_dynamics_options, given)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return _cli.run(lambda: _main(args))
+main = _cli.main_of(__name__)
 
 
 def _main(args) -> int:
     from surgesim import backend as backends
     from surgesim import gridsearch, rng
     from surgesim.kernels import dynamics as kernels
-    from surgesim.problem import QuadraticProblem
     from surgesim.progress import progress_bar
-    from surgesim.sweep import check_scheduler
 
     opts, optimizers = resolve(args)
     backend = backends.resolve(opts.backend)  # clear error before any work when the GPU is unusable
-    check_scheduler(opts.scheduler, args.connect_timeout)  # a bad one (or DASK_SCHEDULER_ADDRESS) before any work
+    scheduler = _cli.checked_scheduler(opts.scheduler, args.connect_timeout)  # a bad one before any work
     t_start = time.perf_counter()
-    problem = QuadraticProblem.load(opts.problem) if opts.problem else gridsearch.default_problem(opts.dims, opts.seed)
-    _cli.check_problem(problem, opts.batch_sizes)  # before the experiment's lr grids, built from its theory
-    exp = gridsearch.default_experiment(problem, optimizers, opts.batch_sizes, opts.lr_points, opts.targets,
-                                        opts.further_steps, opts.max_steps, opts.seeds, opts.seed, backend,
-                                        opts.optimal_arm)  # fmt: skip
+    exp = gridsearch.options_experiment(opts, optimizers, backend)  # its problem checked
     out = _cli.out_dir(opts.out, command="sims.dynamics")  # after every check
-    problem.save(out / "problem.npz")
+    exp.problem.save(out / "problem.npz")
     _cli.write_json(vars(opts), out / "options.json")
     if not opts.quiet:
         print(gridsearch.describe_start(exp, opts.lr_points))
-    scheduler = _cli.scheduler_address(opts.scheduler)
     if not scheduler:
         _cli.say_if_compiling(rng, kernels, quiet=opts.quiet)
     with progress_bar(quiet=opts.quiet, desc="tasks") as bar:

@@ -20,60 +20,19 @@ Every output column and key (meaning, unit, equation): docs/outputs.md.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 from sims import _cli
-from surgesim._install import TORCH
-from surgesim.outputs import OutputDir
-from surgesim.paper_figures import fig1_figure, fig2_figure, fig3_figure, fig4_figure, figures_of_command, save
-
-
-@dataclass(frozen=True)
-class Options:
-    out: str
-    quick: bool
-    seed: int
-    only: tuple[str, ...]
-    quiet: bool
-
-
-BUILT = {"fig1": (fig1_figure, "fig1_surge"), "fig2": (fig2_figure, "fig2_erf"), "fig3": (fig3_figure, "fig3_families"),
-         "fig4": (fig4_figure, "fig4_loss")}  # fmt: skip
-# Figures another command draws: (command, prefix of its files here, its arguments, --quick's), or a
-# list of such runs. A command in ONE_FIGURE writes one figure: kept as <prefix>.png/.pdf/.json.
-FROM_COMMANDS: dict[str, tuple[str, str, str, str] | list[tuple[str, str, str, str]]] = {
-    "fig5": ("dynamics", "fig5_dynamics", "--seed {seed}",
-             "--dims 64 --seeds 4 --lr-points 8 --batch-sizes 8,32,128,512,2048"),
-    "fig6": ("workloads", "fig6_workload", "--workload cnn --demo", "--batch-sizes 8,32 --lrs 0.001,0.003 --seeds 1 "
-             "--max-steps 80 --no-gradstats --eval-examples 128 --workers 1 --targets 1.0,0.6,0.4"),
-    "fig7": ("limits", "fig7", "--seed {seed}", "--quick"),
-    "fig8": ("schedules", "fig8", "--seed {seed}", "--dims 32 --seeds 3 --tune-seeds 2 --max-steps 400 "
-             "--multipliers 1"),
-    "fig9": ("probe", "fig9", "--workload cnn --demo --seed {seed}", "--targets 1.0 --batch-sizes 1,16 --draws 16 "
-             "--stats-examples 16 --hessian-examples 4 --probes 2 --crit-examples 2 --full-gradient-examples 256"),
-    "fig10": ("schedules", "fig10_cnn", "--workload cnn --demo", "--seeds 1 --lrs 1.6e-3 --batch-sizes 8,16 "
-              "--multipliers 1 --targets 1.8 --max-steps 30 --workers 1"),
-    "fig11": [("validate", f"fig11_validate_{w}", f"--workload {w} --demo", "--quick") for w in ("cnn", "gpt")],
-    "fig12": ("momentum", "fig12", "--seed {seed}", "--quick"),
-}  # fmt: skip
-ONE_FIGURE = {"validate"}
-FIGURES = [f"fig{k}" for k in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)]
-
-
-def make(name: str, opts: Options, out: OutputDir) -> list[Path]:
-    """Draw one figure into ``out``: built here, or by its command (found by name, ``sims.<command>``)."""
-    if name in BUILT:
-        return save(BUILT[name][0](opts), out, BUILT[name][1])
-    runs = FROM_COMMANDS[name]
-    paths = []
-    for command, prefix, args, quick in runs if isinstance(runs, list) else [runs]:
-        argv = (args.format(seed=opts.seed) + (" " + quick if opts.quick else "")).split()
-        main = importlib.import_module(f"sims.{command}").main
-        paths += figures_of_command(main, argv, out, prefix, one_figure=command in ONE_FIGURE)
-    return paths
+from surgesim.paper_figures import (  # noqa: F401 - the figure builders, kept importable from here
+    FIGURES,
+    check_figures,
+    fig1_figure,
+    fig2_figure,
+    fig3_figure,
+    fig4_figure,
+    make_figure,
+)
+from surgesim.paper_figures import FigureOptions as Options
 
 
 def _only(text: str) -> tuple[str, ...]:  # argparse type of --only: an empty list is an error, not every figure
@@ -93,25 +52,17 @@ def build_parser() -> _cli.Parser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return _cli.run(lambda: _main(args))
+main = _cli.main_of(__name__)
 
 
 def _main(args: argparse.Namespace) -> int:
     opts = Options(args.out, args.quick, args.seed, args.only, args.quiet)
-    if unknown := set(opts.only) - set(FIGURES):
-        raise _cli.UsageError(f"--only: unknown figure(s) {', '.join(sorted(unknown))}; choose from "
-                              f"{', '.join(FIGURES)}")  # fmt: skip
-    trains = {"fig6", "fig9", "fig10", "fig11"}
-    if (not opts.only or trains & set(opts.only)) and importlib.util.find_spec("torch") is None:
-        raise _cli.UsageError(f"fig6, fig9, fig10 and fig11 train a network and need torch: {TORCH} "
-                              "(or --only fig1,fig2,fig3,fig4,fig5,fig7,fig8,fig12)")  # fmt: skip
+    _cli.flag_checked(check_figures, opts.only)
     out = _cli.out_dir(opts.out)
     for name in FIGURES:
         if not opts.only or name in opts.only:
             t = time.perf_counter()
-            paths = make(name, opts, out)
+            paths = make_figure(name, opts, out, _cli.command_main)
             if not opts.quiet:
                 print(f"{name}: {', '.join(p.name for p in paths)} ({time.perf_counter() - t:.1f} s)")
     return 0

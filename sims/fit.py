@@ -26,8 +26,6 @@ fit_<group>.png and .pdf per group, options.json. Every column: docs/outputs.md.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from sims import _cli
 from surgesim.fitrun import FitOptions as Options
 from surgesim.fitrun import fit_figure as figure  # noqa: F401  (its old place)
@@ -50,19 +48,13 @@ def build_parser() -> _cli.Parser:
 
 
 def resolve(args) -> Options:
-    from surgesim.data import steplaw_grid
+    """The options, checked (``resolve_fit_options``: a grid file that does not exist is refused)."""
+    from surgesim.fitrun import resolve_fit_options
 
-    grid = str(steplaw_grid()) if args.grid == "steplaw" else args.grid
-    if not Path(grid).is_file():
-        raise _cli.UsageError(f"{grid!r}: no such file")
-    groups = tuple(c.strip() for c in args.group_cols.split(",") if c.strip())
-    return Options(grid, args.lr_col, args.batch_col, args.loss_col, args.maximize, groups, args.steps_col,
-                   args.seed_col, args.include_edges, args.out, not args.no_plot, args.quiet)  # fmt: skip
+    return resolve_fit_options({**vars(args), "plot": not args.no_plot})
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return _cli.run(lambda: _main(args))
+main = _cli.main_of(__name__)
 
 
 def _main(args) -> int:
@@ -70,8 +62,7 @@ def _main(args) -> int:
 
     opts = resolve(args)
     result = run_fit(opts)
-    out = _cli.out_dir(opts.out, command="sims.fit", inputs=opts.inputs())
-    _cli.save_options(opts, out / "options.json")
+    out = _cli.out_dir(opts.out, command="sims.fit", inputs=opts.inputs(), options=opts)
     figures = result.write(out)
     for note in result.notes():
         _cli.warn(note)

@@ -34,18 +34,14 @@ def build_parser() -> _cli.Parser:
 
 
 def resolve(args) -> Options:
+    """The options, checked (``limits_options``; a refusal: UsageError naming the flag)."""
     from surgesim.limits_study import limits_options
 
-    _cli.check_int("--dims", args.dims, 2, 2**40)
-    if not 0 <= args.seed < 2**63:
-        raise _cli.UsageError(f"--seed must be in [0, 2^63), got {args.seed}")
-    return limits_options(out=args.out, quick=args.quick, dims=args.dims, seed=args.seed, plot=not args.no_plot,
-                          quiet=args.quiet)  # fmt: skip
+    return _cli.flag_checked(limits_options, out=args.out, quick=args.quick, dims=args.dims, seed=args.seed,
+                             plot=not args.no_plot, quiet=args.quiet)  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return _cli.run(lambda: _main(args))
+main = _cli.main_of(__name__)
 
 
 def _main(args) -> int:
@@ -54,8 +50,7 @@ def _main(args) -> int:
 
     opts = resolve(args)
     _cli.need_memory(8 * opts.dims * opts.dims * 4, f"--dims {opts.dims} (dense and power-law families)")
-    out = _cli.out_dir(opts.out, command="sims.limits")
-    _cli.save_options(opts, out / "options.json")
+    out = _cli.out_dir(opts.out, command="sims.limits", options=opts)
     with progress_bar(quiet=opts.quiet, desc="limits") as bar:
         result = run_limits(opts, progress=bar)
     result.write(out)

@@ -26,16 +26,6 @@ from types import SimpleNamespace
 
 from sims import _cli
 
-QUICK = {  # --quick: a smoke run of a few seconds; options given explicitly win
-    "optimizers": "sign,sgd:0.9,adam:0:0.999,adam:0.9:0.999", "batch_sizes": [16, 64, 256, 1024],
-    "lr_points": 6, "seeds": 3, "targets": [0.5], "max_steps": 1500, "bootstrap": 20, "probe_steps": [1, 4],
-    "probe_states": 2, "probe_trials": 4,
-}  # fmt: skip
-LIMITS = {"lr_points": (3, 10**4), "max_steps": (1, 10**9), "seeds": (2, 2**31), "seed": (0, _cli.SEED_LIMIT - 1),
-          "bootstrap": (2, 10**6), "probe_states": (1, 10**4), "probe_trials": (2, 10**6)}  # fmt: skip
-OPTIONS = ("families", "optimizers", "batch_sizes", "lr_points", "targets", "max_steps", "seeds", "seed", "bootstrap",
-           "probe_steps", "probe_states", "probe_trials", "out", "scheduler", "quick", "plot", "quiet")  # fmt: skip
-
 
 def build_parser() -> _cli.Parser:
     p = _cli.parser("sims.momentum", __doc__)
@@ -65,32 +55,14 @@ def build_parser() -> _cli.Parser:
 
 
 def resolve(args) -> tuple[SimpleNamespace, tuple]:
-    from surgesim.gridsearch import optimizer_spec, resolve_grid_options
-    from surgesim.momentum_study import FAMILIES, STUDY_OPTIMIZERS
+    """The options, checked (``resolve_momentum_options``; a refusal: UsageError naming the flag)."""
+    from surgesim.momentum_study import resolve_momentum_options
 
-    if args.quick:  # the quick values, where the option was left at its default
-        defaults = build_parser()
-        for k, v in QUICK.items():
-            if getattr(args, k) == defaults.get_default(k):
-                setattr(args, k, v)
-    text = ",".join(optimizer_spec(o) for o in STUDY_OPTIMIZERS) if args.optimizers is None else args.optimizers
-    try:
-        chosen, optimizers = resolve_grid_options(vars(args) | {"optimizers": text}, LIMITS, min_batch_sizes=3,
-                                                  default_batch_sizes=tuple(2**k for k in range(3, 14)))  # fmt: skip
-    except ValueError as exc:
-        raise _cli.flag_error(exc) from None
-    fams = tuple(f.strip() for f in args.families.split(",") if f.strip())
-    if not fams or any(f not in FAMILIES for f in fams) or len(set(fams)) != len(fams):
-        raise _cli.UsageError(f"--families: choose distinct names from {', '.join(FAMILIES)}, got {args.families!r}")
-    if any(t < 1 for t in args.probe_steps) or len(set(args.probe_steps)) != len(args.probe_steps):
-        raise _cli.UsageError(f"--probe-steps must be distinct integers >= 1, got {args.probe_steps}")
-    chosen |= {"families": fams, "probe_steps": tuple(sorted(args.probe_steps)), "plot": not args.no_plot}
-    return SimpleNamespace(**{k: chosen[k] for k in OPTIONS}), optimizers  # OPTIONS: options.json's keys, in order
+    given, parser = {**vars(args), "plot": not args.no_plot}, build_parser()
+    return _cli.flag_checked(resolve_momentum_options, given, {k: parser.get_default(k) for k in given})
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return _cli.run(lambda: _main(args))
+main = _cli.main_of(__name__)
 
 
 def _main(args) -> int:

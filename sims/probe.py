@@ -36,6 +36,7 @@ command to continue).
 from __future__ import annotations
 
 from sims import _cli
+from surgesim._install import TORCH
 
 try:  # the library's names, importable from here as before (COLUMNS, collect, _fmt, ...)
     from surgesim.workloads.probe_run import (  # noqa: F401
@@ -110,36 +111,23 @@ def build_parser() -> _cli.Parser:
 
 def resolve(args) -> Options:
     """The options, checked (``resolve_probe_options``; a bad combination or value: UsageError naming the flag)."""
-    try:
-        return resolve_probe_options({**vars(args), "plot": not args.no_plot})
-    except ValueError as exc:
-        raise _cli.flag_error(exc) from None
+    return _cli.flag_checked(resolve_probe_options, {**vars(args), "plot": not args.no_plot})
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return _cli.run(lambda: _main(args))
+main = _cli.main_of(__name__)
 
 
 def _main(args) -> int:
-    try:
-        from surgesim.workloads import probe_run
-    except ImportError as exc:
-        from surgesim._install import TORCH
-
-        raise _cli.UsageError(f"{exc} (sims.probe needs PyTorch: {TORCH})") from None
-    from surgesim.sweep import check_scheduler
-
+    probe_run = _cli.torch_module("surgesim.workloads.probe_run", f" (sims.probe needs PyTorch: {TORCH})")
     opts = resolve(args)
     if opts.scheduler:  # (--workers runs local processes, whatever DASK_SCHEDULER_ADDRESS says)
-        check_scheduler(opts.scheduler, args.connect_timeout)  # a bad one before any work
+        _cli.checked_scheduler(opts.scheduler, args.connect_timeout)  # a bad one before any work
     plan = probe_run.prepare_probe(opts)
     if plan.problem is not None:  # a block of 16 minibatches of B examples of d float64 values: a lower bound
         _cli.check_problem(plan.problem, opts.batch_sizes)
         _cli.need_memory(16 * max(opts.batch_sizes) * plan.problem.dim * 8,
                          f"--batch-sizes {max(opts.batch_sizes)} at d = {plan.problem.dim}")  # fmt: skip
-    out = _cli.out_dir(opts.out, command="sims.probe")
-    _cli.save_options(opts, out / "options.json")
+    out = _cli.out_dir(opts.out, command="sims.probe", options=opts)
     result = plan.run(
         out, say=lambda s: None if opts.quiet else print(s, flush=True), connect_timeout=args.connect_timeout
     )

@@ -108,46 +108,30 @@ def build_parser() -> _cli.Parser:
 
 def resolve(args) -> Options:
     """The options, checked (``resolve_schedule_options``; a refusal: UsageError naming the flag)."""
-    try:
-        return resolve_schedule_options({**vars(args), "plot": not args.no_plot})
-    except ValueError as exc:
-        raise _cli.flag_error(exc) from None
+    return _cli.flag_checked(resolve_schedule_options, {**vars(args), "plot": not args.no_plot})
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return _cli.run(lambda: _main(args))
+main = _cli.main_of(__name__)
 
 
 def _main(args) -> int:
     from surgesim.progress import progress_bar
-    from surgesim.sweep import check_scheduler
 
     opts = resolve(args)
-    check_scheduler(opts.scheduler, args.connect_timeout)  # a bad one (or DASK_SCHEDULER_ADDRESS) before any work
+    scheduler = _cli.checked_scheduler(opts.scheduler, args.connect_timeout)  # a bad one before any work
     if opts.workload:
-        try:
-            from surgesim.workloads.schedule_run import run_network_schedules as run_study
-        except ImportError as exc:
-            raise _cli.UsageError(str(exc)) from None
+        run_study = _cli.torch_module("surgesim.workloads.schedule_run").run_network_schedules
         extra = {"say": None if opts.quiet else lambda text: print(text, flush=True)}
     else:
         from surgesim.schedule_study import run_schedules as run_study
 
         extra = {}
-    out = []
-
-    def open_out():  # after every check
-        out.append(_cli.out_dir(opts.out, command="sims.schedules"))
-        _cli.save_options(opts, out[0] / "options.json")
-        return out[0]
-
-    result = run_study(opts, open_out, scheduler=_cli.scheduler_address(opts.scheduler),
-                       connect_timeout=args.connect_timeout,
+    out = _cli.out_opener(opts.out, "sims.schedules", opts)  # opened after every check
+    result = run_study(opts, out, scheduler=scheduler, connect_timeout=args.connect_timeout,
                        progress=lambda desc: progress_bar(quiet=opts.quiet, desc=desc), **extra)  # fmt: skip
-    figures = result.write(out[0])
+    figures = result.write(out())
     if not opts.quiet:
-        result.report(out[0], figures)
+        result.report(out(), figures)
     return 0
 
 

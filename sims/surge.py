@@ -61,55 +61,35 @@ def build_parser() -> _cli.Parser:
 
 def resolve(args) -> Options:
     """The options, checked (``resolve_surge_options``; a refusal: UsageError naming the flag)."""
-    try:
-        return resolve_surge_options({**vars(args), "plot": not args.no_plot})
-    except ValueError as exc:
-        raise _cli.flag_error(exc) from None
+    return _cli.flag_checked(resolve_surge_options, {**vars(args), "plot": not args.no_plot})
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return _cli.run(lambda: _main(args))
+main = _cli.main_of(__name__)
 
 
 def _main(args) -> int:
     from surgesim import backend, rng
+    from surgesim._surge_notes import surge_warnings
     from surgesim.kernels import onestep
     from surgesim.progress import progress_bar
     from surgesim.surge import run_surge, small_pages
-    from surgesim.sweep import check_scheduler
 
     opts = resolve(args)
     backend.resolve(opts.backend)  # clear error before any work when the GPU is unusable
-    check_scheduler(opts.scheduler, args.connect_timeout)  # a bad one (or DASK_SCHEDULER_ADDRESS) before any work
-    scheduler = _cli.scheduler_address(opts.scheduler)
+    scheduler = _cli.checked_scheduler(opts.scheduler, args.connect_timeout)  # a bad one before any work
     small_pages()
-    out = []
-
-    def open_out():  # after every check
-        out.append(_cli.out_dir(opts.out, command="sims.surge"))
-        _cli.save_options(opts, out[0] / "options.json")
-        return out[0]
-
+    out = _cli.out_opener(opts.out, "sims.surge", opts)  # opened after every check
     if not scheduler:
         _cli.say_if_compiling(rng, onestep, quiet=opts.quiet)
     with progress_bar(quiet=opts.quiet, desc="batch sizes") as bar:
-        result = run_surge(opts, open_out, scheduler=scheduler, progress=bar, connect_timeout=args.connect_timeout,
+        result = run_surge(opts, out, scheduler=scheduler, progress=bar, connect_timeout=args.connect_timeout,
                            announce=None if opts.quiet else print)  # fmt: skip
-    result.write(out[0])
-    if result.short:
-        _cli.warn(f"--rel-se {opts.rel_se:g} was not reached at {len(result.short)} of {len(result.rows)} batch sizes "
-                  f"(B = {', '.join(str(r['batch_size']) for r in result.short[:6])}"
-                  f"{', ...' if len(result.short) > 6 else ''}): they stopped at --max-trials {opts.max_trials} with "
-                  f"rel. s.e. up to {max(r['lr_mc_se'] / abs(r['lr_mc']) for r in result.short):.2g} "
-                  "(converged = False in results.csv)")  # fmt: skip
-    bn, bound = result.summary["noise_batch_size"], result.summary["validity_bound"]
-    if result.summary["noise_batch_size_beyond_validity"]:
-        _cli.warn(f"B_noise (eq 14) = {bn:.4g} exceeds the validity bound {bound:.4g}: the peak lies outside "
-                  "Theorem 3's regime (B << bound), where eq 2 and eq 14 need not hold")  # fmt: skip
+    result.write(out())
+    for note in surge_warnings(result):
+        _cli.warn(note)
     if not opts.quiet:
         print(result.report())
-        print(f"wrote {out[0]}/results.csv, summary.json, problem.npz" + (", surge.png" if opts.plot else ""))
+        print(f"wrote {out()}/results.csv, summary.json, problem.npz" + (", surge.png" if opts.plot else ""))
     return 0
 
 

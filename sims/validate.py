@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from sims import _cli
 from surgesim._install import TORCH
+from surgesim._validate_checks import check_combination, check_top
 from surgesim.dynamics import default_problem
 from surgesim.problem import QuadraticProblem
 from surgesim.validate import DATA_FILES, DEFAULTS, QuadraticValidation, ValidationOptions, resolve_options
@@ -78,25 +79,16 @@ def build_parser() -> _cli.Parser:
 
 
 def resolve(args) -> ValidationOptions:
-    w = args.workload
-    if w and not (args.demo or args.data_dir):
-        raise _cli.UsageError(f"pass --data-dir (the real {w} data: {DATA_FILES[w]}) or --demo")
-    if not w and (args.demo or args.data_dir):
-        raise _cli.UsageError("--demo and --data-dir go with --workload")
-    if w and (args.dims or args.lr_points):
-        raise _cli.UsageError("--dims and --lr-points are for the quadratic, not --workload")
-    if args.problem and args.dims:
-        raise _cli.UsageError("--dims sets the default quadratic; --problem gives its own")
+    """The options, checked (``resolve_options``; a combination that does not go together, or a
+    --top with no batch size below it: UsageError naming the flags)."""
+    _cli.flag_checked(check_combination, vars(args))
     opts = resolve_options({**vars(args), "predictors": not args.no_predictors, "plot": not args.no_plot,
                             "scheduler": _cli.scheduler_address(args.scheduler)})  # fmt: skip
-    if args.top is not None and args.top >= len(opts.batch_sizes):
-        raise _cli.UsageError(f"--top {args.top} leaves no batch size below the top group of {len(opts.batch_sizes)}")
+    _cli.flag_checked(check_top, args.top, opts.batch_sizes)
     return opts
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return _cli.run(lambda: _main(args))
+main = _cli.main_of(__name__)
 
 
 def _main(args) -> int:
@@ -117,12 +109,8 @@ def _main(args) -> int:
 
 
 def _network(opts: ValidationOptions):
-    try:
-        import torch  # noqa: F401
-
-        from surgesim.workloads import validation
-    except ImportError as exc:
-        raise _cli.UsageError(f"{exc} (networks need PyTorch: {TORCH})") from None
+    _cli.torch_module("torch", f" (networks need PyTorch: {TORCH})")
+    validation = _cli.torch_module("surgesim.workloads.validation", f" (networks need PyTorch: {TORCH})")
     try:
         return validation.NetworkValidation(opts)
     except validation.DataNotFound as exc:

@@ -101,29 +101,20 @@ def build_parser() -> _cli.Parser:
 
 def resolve(args) -> GridOptions:
     """The options, checked (``resolve_workload_options``; a refusal: UsageError naming the flag)."""
-    try:
-        opts = resolve_workload_options({**vars(args), "gradstats": not args.no_gradstats, "plot": not args.no_plot})
-    except ValueError as exc:
-        raise _cli.flag_error(exc) from None
-    if opts.probe and not opts.gradstats:
-        raise _cli.UsageError("--probe measures at the reference run's states: drop --no-gradstats")
-    return opts
+    given = {**vars(args), "gradstats": not args.no_gradstats, "plot": not args.no_plot}
+    return _cli.flag_checked(resolve_workload_options, given)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return _cli.run(lambda: _main(args))
+main = _cli.main_of(__name__)
 
 
 def _main(args) -> int:
-    try:
-        from surgesim.workloads import grid_run
-    except ImportError as exc:
-        raise _cli.UsageError(str(exc)) from None
+    grid_run = _cli.torch_module("surgesim.workloads.grid_run")
     from surgesim.sweep import check_store
+    from surgesim.workloads.training import check_device
 
     opts = resolve(args)
-    _check_device(opts.device)
+    _cli.flag_checked(check_device, opts.device)
     plan = grid_run.GridPlan(opts)  # a missing or malformed dataset fails here, before any training
     out = _cli.out_dir(opts.out, command="sims.workloads")
     # A rerun into the --out of a different grid is refused before the reference run retrains.
@@ -140,16 +131,6 @@ def _main(args) -> int:
     if not opts.quiet:
         result.report(out)
     return 0
-
-
-def _check_device(device: str) -> None:
-    """A torch device that exists here, checked before any data is read."""
-    import torch
-
-    try:
-        torch.empty(1, device=torch.device(device))
-    except (RuntimeError, AssertionError, ValueError) as exc:
-        raise _cli.UsageError(f"--device {device!r} is not usable here: {exc}") from None
 
 
 if __name__ == "__main__":

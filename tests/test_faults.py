@@ -994,3 +994,14 @@ def test_sigterm_stops_the_tasks_in_flight_at_once(tmp_path):
             return False
 
     assert not [w for w in workers if running(w)], "workers still running"
+
+
+@pytest.mark.parametrize("argv", [["sims", "--help"], ["sims", "--version"], ["sims.validate", "--help"]])
+def test_help_into_a_pipe_that_has_gone_is_exit_0_without_a_traceback(argv):
+    # `surgesim --help | head -1`: the reader may close the pipe before the usage is written;
+    # the dispatcher's --help printed a BrokenPipeError traceback with exit status 1
+    with subprocess.Popen([sys.executable, "-m", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        proc.stdout.close()  # before the child has written (it is still importing)
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

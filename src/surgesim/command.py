@@ -15,29 +15,47 @@ body into an exit status.
 - a console that has gone (a closed pipe, a hung-up terminal) fails nothing (``surgesim.console``).
 
 The caller may pass ``translate``: its own wording (exit status, message) of some failures, e.g.
-naming the command-line option behind a library error; the library's own errors never name one.
+naming the command-line option behind a library error (``option_error``); the library's own errors
+never name one.
+
+Below ``run``, what every command checks and opens before its work, written once: its output
+directory or file (``out_dir``, ``out_file``, ``save_options``), its memory (``need_memory``), its
+integer sizes (``check_int``), its Dask scheduler (``checked_scheduler``), PyTorch where it trains
+(``torch_module``), and a library's refusal of an option as a usage error naming the flag
+(``flag_error``). Each raises ``UsageError``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import errno
+import functools
+import importlib
 import json
 import logging
 import os
+import re
 import signal
 import sqlite3
 import sys
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
 
 from .console import Console, tolerant_console
 from .outputs import CommitIncomplete, OutputDir
 
 __all__ = ["run", "open_output", "warn", "sub_command", "one_line", "version", "UsageError", "Reported",
-           "Interrupted", "ISSUES"]  # fmt: skip
+           "Interrupted", "ISSUES", "option_error", "flag_error", "flag_checked", "out_dir", "out_opener", "out_file",
+           "save_options", "say_if_compiling", "need_memory", "scheduler_address", "checked_scheduler", "check_int",
+           "torch_module"]  # fmt: skip
+
+_T = TypeVar("_T")
 
 ISSUES = "https://github.com/surgesim/surgesim/issues"
 MESSAGE_LIMIT = 400  # characters of an error message shown (a bad 200,000-character field is cut)
@@ -264,3 +282,130 @@ def _reemit(caught: list[warnings.WarningMessage]) -> None:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     finally:
         warnings.formatwarning = original
+
+
+# The checks every command makes before its work, written once: each raises UsageError naming
+# the command-line option as the user wrote it.
+
+
+def option_error(exc: BaseException) -> tuple[int, str] | None:
+    """The (exit status, error line) of a library error that came from an option, naming the
+    option; None for any other error (``surgesim.command.run``'s ``translate``)."""
+    from .backend import BackendUnavailable
+    from .sweep import SchedulerTimeout, StoreMismatch
+
+    if isinstance(exc, StoreMismatch):  # a rerun into the --out of another run
+        return 2, (f"--out {exc.path.parent} holds the results of a different sweep: choose another --out, or delete "
+                   f"{exc.path} to start over ({exc.difference})")  # fmt: skip
+    if isinstance(exc, BackendUnavailable):
+        return 2, f"--backend {exc.backend}: {exc.reason}"
+    if isinstance(exc, SchedulerTimeout):
+        return 2, str(exc).replace("connect_timeout sets", "connect_timeout / --connect-timeout sets")
+    return None
+
+
+def flag_error(exc: ValueError) -> UsageError:
+    """A library's refusal of an option (e.g. ``surgesim.schedule_study.resolve_schedule_options``)
+    as the command's usage error: each option it names as `key` becomes the flag --key."""
+    return UsageError(re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: "--" + m[1].replace("_", "-"), str(exc)))
+
+
+def out_dir(path: str, command: str | None = None, inputs: dict | None = None, options: Any = None) -> OutputDir:
+    """The command's output directory, created and locked (``surgesim.command.open_output``): write
+    outputs to ``out / NAME`` (committed all at once when the command succeeds), a resumable store to
+    ``out.final(NAME)``. Call it after every check, inside ``run``. ``command`` (e.g. "sims.fit") and
+    ``inputs`` (a JSON-serialisable dict) go to its manifest: another command's directory, or a rerun
+    with other inputs, is refused. ``options`` (a dataclass), if given, is saved as options.json."""
+    if path is None or str(path).strip() == "":
+        raise UsageError("--out must be a non-empty path")
+    out = open_output(path, command=command, inputs=inputs)
+    if options is not None:
+        save_options(options, out / "options.json")
+    return out
+
+
+def out_opener(path: str, command: str, options: Any = None) -> Callable[[], OutputDir]:
+    """``out_dir(path, command, options=options)`` for a library that opens the output directory
+    itself after its own checks (e.g. ``surgesim.surge.run_surge``): opened on the first call, the
+    same directory on every later call."""
+    return functools.cache(lambda: out_dir(path, command, options=options))
+
+
+def flag_checked(check: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """``check(*args, **kwargs)`` (a library's resolution of a command's options), its refusal
+    (ValueError) as ``flag_error``'s usage error naming the flag."""
+    try:
+        return check(*args, **kwargs)
+    except ValueError as exc:
+        raise flag_error(exc) from None
+
+
+def out_file(path: str) -> Path:
+    """A single output file (``--out FILE``), checked before any work: a writable directory must
+    hold it and it must not be a directory."""
+    p = Path(path)
+    if str(path).strip() == "" or p.is_dir():
+        raise UsageError(f"--out {path!r} must be a file path")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {path!r}: directory {str(parent)!r} does not exist or is not writable")
+    return p
+
+
+def save_options(opts: Any, path: str | os.PathLike) -> None:
+    """The resolved options (a dataclass) as strict JSON beside the outputs."""
+    from .outputs import write_json
+
+    write_json(dataclasses.asdict(opts), path)
+
+
+def say_if_compiling(*modules: Any, quiet: bool = False) -> None:
+    """Say, before a first run compiles them, that the modules' Numba kernels are not cached yet."""
+    from ._jit import uncached_kernels
+
+    missing = 0 if quiet else uncached_kernels(*modules)
+    if missing:
+        print(f"compiling {missing} kernels for this machine (first run only: later runs load them from the "
+              "cache)...", file=sys.stderr, flush=True)  # fmt: skip
+
+
+def need_memory(nbytes: float, what: str) -> None:
+    """Refuse a run whose arrays would need more memory than the machine has available."""
+    from .preflight import check_memory
+
+    try:
+        check_memory(nbytes, what)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def scheduler_address(scheduler: str | None) -> str | None:
+    """The scheduler a command's tasks run on: ``--scheduler``, else ``DASK_SCHEDULER_ADDRESS``,
+    else None (this process). Check it first with ``surgesim.sweep.check_scheduler``."""
+    return scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+
+
+def checked_scheduler(scheduler: str | None, connect_timeout: float) -> str | None:
+    """``scheduler_address(scheduler)``, checked first (``surgesim.sweep.check_scheduler``: a bad
+    ``--scheduler`` or ``DASK_SCHEDULER_ADDRESS`` is refused before any work)."""
+    from .sweep import check_scheduler
+
+    check_scheduler(scheduler, connect_timeout)
+    return scheduler_address(scheduler)
+
+
+def check_int(flag: str, value: int, lo: int, hi: int) -> None:
+    """Refuse an integer option outside [lo, hi] (sizes that would not fit in memory or time)."""
+    if value < lo:
+        raise UsageError(f"{flag} must be >= {lo}, got {value}")
+    if value > hi:
+        raise UsageError(f"{flag} must be <= {hi}, got {value}")
+
+
+def torch_module(name: str, hint: str = "") -> ModuleType:
+    """The library module ``name`` that needs PyTorch, imported; without PyTorch a usage error:
+    the ImportError's message, then ``hint`` (e.g. " (sims.probe needs PyTorch: ...)")."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise UsageError(f"{exc}{hint}") from None

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from .sweep import write_csv
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["FitOptions", "FitResult", "run_fit", "fit_figure", "readable"]
+__all__ = ["FitOptions", "FitResult", "run_fit", "fit_figure", "readable", "resolve_fit_options"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,20 @@ class FitOptions:
         digest = hashlib.sha256(Path(self.grid).read_bytes()).hexdigest()
         keep = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("grid", "out", "plot", "quiet")}
         return {"grid_sha256": digest, **keep}
+
+
+def resolve_fit_options(given: Mapping[str, Any]) -> FitOptions:
+    """The options of ``python -m sims.fit`` by name (``FitOptions``' fields; ``grid`` "steplaw":
+    the shipped StepLaw grid; ``group_cols`` comma-separated), checked: ValueError for a grid file
+    that does not exist."""
+    from .data import steplaw_grid
+
+    grid = str(steplaw_grid()) if given["grid"] == "steplaw" else given["grid"]
+    if not Path(grid).is_file():
+        raise ValueError(f"{grid!r}: no such file")
+    groups = tuple(c.strip() for c in given["group_cols"].split(",") if c.strip())
+    fields = {f.name: given[f.name] for f in dataclasses.fields(FitOptions)}
+    return FitOptions(**fields | {"grid": grid, "group_cols": groups})
 
 
 def readable(v) -> str:

@@ -21,6 +21,7 @@ import numpy as np
 from . import limits as lim
 from . import theory as th
 from .outputs import OutputDir, atomic_path, dumps_json
+from .preflight import check_range
 from .problem import FAMILIES, QuadraticProblem, power_law_problem, surge_problem
 from .sweep import write_csv
 
@@ -57,7 +58,11 @@ class LimitsOptions:
 
 
 def limits_options(*, out: str, quick: bool, dims: int, seed: int, plot: bool, quiet: bool) -> LimitsOptions:
-    """The study's grids: the full ones, or coarse grids and few trials with ``quick``."""
+    """The study's grids: the full ones, or coarse grids and few trials with ``quick``. A ``dims``
+    outside [2, 2^40] or a ``seed`` outside [0, 2^63) is refused: ValueError naming it as `key`."""
+    check_range("dims", dims, 2, 2**40)
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"`seed` must be in [0, 2^63), got {seed}")
     q = quick
 
     def grid(lo: float, hi: float, n: int) -> tuple[float, ...]:

@@ -1,23 +1,27 @@
 """The paper's figures as files: figures 1-4 built from the closed forms (eq 1, eq 2, eq 8-10,
 eq 18) and Monte Carlo estimates, each saved as PNG and PDF at ``DPI``, and the figures of another
 command kept under a figure's prefix (``figures_of_command``). What ``python -m sims.figures``
-draws; each ``figN_figure`` takes settings with ``quick`` (small, fast versions) and ``seed``."""
+draws (``FIGURES``, each by ``make_figure``); each ``figN_figure`` takes settings with ``quick``
+(small, fast versions) and ``seed``."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from ._install import TORCH
 from .command import Reported, sub_command
 from .outputs import OutputDir
 
 __all__ = ["DPI", "Settings", "save", "png_and_pdf", "figures_of_command", "fig1_figure", "fig2_figure", "fig3_figure",
-           "fig4_figure"]  # fmt: skip
+           "fig4_figure", "FigureOptions", "FIGURES", "FROM_COMMANDS", "check_figures", "make_figure"]  # fmt: skip
 
 
 class Settings(Protocol):
@@ -180,3 +184,67 @@ def figures_of_command(
             kept.append(out / (f"{prefix}{f.suffix}" if one_figure else f"{prefix}_{f.name}"))
             shutil.copyfile(f, kept[-1])
     return kept
+
+
+@dataclass(frozen=True)
+class FigureOptions:
+    """The settings of ``python -m sims.figures``: where, small or full, the seed, which figures
+    (empty: every one of ``FIGURES``), and whether to print."""
+
+    out: str
+    quick: bool
+    seed: int
+    only: tuple[str, ...]
+    quiet: bool
+
+
+BUILT = {"fig1": (fig1_figure, "fig1_surge"), "fig2": (fig2_figure, "fig2_erf"), "fig3": (fig3_figure, "fig3_families"),
+         "fig4": (fig4_figure, "fig4_loss")}  # fmt: skip
+"""The figures built here: (builder, the files' name)."""
+# Figures another command draws: (command, prefix of its files here, its arguments, --quick's), or a
+# list of such runs. A command in ONE_FIGURE writes one figure: kept as <prefix>.png/.pdf/.json.
+FROM_COMMANDS: dict[str, tuple[str, str, str, str] | list[tuple[str, str, str, str]]] = {
+    "fig5": ("dynamics", "fig5_dynamics", "--seed {seed}",
+             "--dims 64 --seeds 4 --lr-points 8 --batch-sizes 8,32,128,512,2048"),
+    "fig6": ("workloads", "fig6_workload", "--workload cnn --demo", "--batch-sizes 8,32 --lrs 0.001,0.003 --seeds 1 "
+             "--max-steps 80 --no-gradstats --eval-examples 128 --workers 1 --targets 1.0,0.6,0.4"),
+    "fig7": ("limits", "fig7", "--seed {seed}", "--quick"),
+    "fig8": ("schedules", "fig8", "--seed {seed}", "--dims 32 --seeds 3 --tune-seeds 2 --max-steps 400 "
+             "--multipliers 1"),
+    "fig9": ("probe", "fig9", "--workload cnn --demo --seed {seed}", "--targets 1.0 --batch-sizes 1,16 --draws 16 "
+             "--stats-examples 16 --hessian-examples 4 --probes 2 --crit-examples 2 --full-gradient-examples 256"),
+    "fig10": ("schedules", "fig10_cnn", "--workload cnn --demo", "--seeds 1 --lrs 1.6e-3 --batch-sizes 8,16 "
+              "--multipliers 1 --targets 1.8 --max-steps 30 --workers 1"),
+    "fig11": [("validate", f"fig11_validate_{w}", f"--workload {w} --demo", "--quick") for w in ("cnn", "gpt")],
+    "fig12": ("momentum", "fig12", "--seed {seed}", "--quick"),
+}  # fmt: skip
+ONE_FIGURE = {"validate"}
+FIGURES = [f"fig{k}" for k in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)]
+"""Every figure, in the order they are drawn."""
+
+
+def check_figures(only: Sequence[str]) -> None:
+    """Refuse (ValueError naming the option as `only`) figures not in ``FIGURES``, and figures that
+    train a network when torch is not installed (``only`` empty: every figure)."""
+    if unknown := set(only) - set(FIGURES):
+        raise ValueError(f"`only`: unknown figure(s) {', '.join(sorted(unknown))}; choose from {', '.join(FIGURES)}")
+    trains = {"fig6", "fig9", "fig10", "fig11"}
+    if (not only or trains & set(only)) and importlib.util.find_spec("torch") is None:
+        raise ValueError(f"fig6, fig9, fig10 and fig11 train a network and need torch: {TORCH} "
+                         "(or `only` fig1,fig2,fig3,fig4,fig5,fig7,fig8,fig12)")  # fmt: skip
+
+
+def make_figure(
+    name: str, opts: FigureOptions, out: OutputDir, command_main: Callable[[str], Callable[[list[str]], int]]
+) -> list[Path]:
+    """Draw the figure ``name`` into ``out``: built here (``BUILT``), or by the command that draws
+    it (``FROM_COMMANDS``: ``command_main(command)`` is its ``main(argv)``, run by
+    ``figures_of_command``)."""
+    if name in BUILT:
+        return save(BUILT[name][0](opts), out, BUILT[name][1])
+    runs = FROM_COMMANDS[name]
+    paths = []
+    for command, prefix, args, quick in runs if isinstance(runs, list) else [runs]:
+        argv = (args.format(seed=opts.seed) + (" " + quick if opts.quick else "")).split()
+        paths += figures_of_command(command_main(command), argv, out, prefix, one_figure=command in ONE_FIGURE)
+    return paths

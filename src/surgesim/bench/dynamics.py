@@ -38,8 +38,13 @@ def bench_dynamics(
     NumPy runs ``numpy_steps`` steps (its rate per step does not depend on how many). Returns a
     dict: the work, then per optimizer ``kernel_s``, ``numpy_s``, the coordinate-update rates and
     their ratio, and ``kernel_vs_normals`` (normals-alone rate / kernel rate: 1 means the kernel
-    costs no more than its random numbers).
+    costs no more than its random numbers). A ``dims`` below 2 or a ``trajectories``, ``steps`` or
+    ``repeat`` below 1 is refused first: ValueError naming it as `key`.
     """
+    for key, value, least in (("dims", dims, 2), ("trajectories", trajectories, 1), ("steps", steps, 1),
+                              ("repeat", repeat, 1)):  # fmt: skip
+        if value < least:
+            raise ValueError(f"`{key}` must be >= {least}, got {value}")
     import numba
 
     from surgesim.dynamics import DEFAULT_OPTIMIZERS, initial_delta

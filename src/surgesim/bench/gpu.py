@@ -20,13 +20,14 @@ Every output column and key (meaning, unit, equation): docs/outputs.md.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import best_time
 
-__all__ = ["CASES", "DENSE_MAX_DIMS", "GOAL_RATIO", "GOAL_DIMS", "bench_gpu", "print_report"]
+__all__ = ["CASES", "DENSE_MAX_DIMS", "GOAL_RATIO", "GOAL_DIMS", "bench_gpu", "print_report", "GpuBenchOptions"]
 
 CASES = (  # (Hessian family, sampler, B): the surge's rise, its peak region, the plateau; dense
     ("lowrank", "sign", 1),
@@ -73,6 +74,25 @@ def _one_step(mod: Any, xp: Any, sync: Any, problem: Any, sampler: str, B: int, 
         sync()
 
     return run, lambda: (a, b)
+
+
+@dataclass(frozen=True)
+class GpuBenchOptions:
+    """The options of ``python -m sims.bench_gpu`` (``cpu_threads`` None: every core), checked:
+    ValueError naming an option as `key`."""
+
+    dims: int
+    trials: int
+    repeat: int
+    cpu_threads: int | None
+    out: str | None
+
+    def __post_init__(self) -> None:
+        if self.dims < 2 or self.trials < 1 or self.repeat < 1:
+            raise ValueError(f"need `dims` >= 2, `trials` >= 1, `repeat` >= 1, got "
+                             f"{self.dims}, {self.trials}, {self.repeat}")  # fmt: skip
+        if self.cpu_threads is not None and self.cpu_threads < 0:
+            raise ValueError(f"`cpu_threads` must be >= 0, got {self.cpu_threads}")
 
 
 def bench_gpu(dims: int = 1000, trials: int = 1 << 16, repeat: int = 3, cpu_threads: int | None = 2) -> dict:

@@ -43,7 +43,7 @@ the states reached), ``run`` (``run_dynamics``: one run end to end, its outputs)
 from __future__ import annotations
 
 from ..kernels.dynamics import Optimizer
-from .options import resolve_grid_options
+from .options import resolve_dynamics_options, resolve_grid_options
 from .problem import default_problem, diag_trace_lmax, initial_delta
 from .run import DynamicsResult, describe_start, run_dynamics, start_quantities
 from .spec import (
@@ -54,6 +54,7 @@ from .spec import (
     default_experiment,
     default_lr_grid,
     optimizer_spec,
+    options_experiment,
     parse_optimizer,
     parse_optimizers,
 )
@@ -80,10 +81,12 @@ __all__ = [
     "default_lr_grid",
     "default_problem",
     "default_experiment",
+    "options_experiment",
     "parse_optimizer",
     "parse_optimizers",
     "optimizer_spec",
     "resolve_grid_options",
+    "resolve_dynamics_options",
     "run_task",
     "run_experiment",
     "run_dynamics",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +20,7 @@ __all__ = [
     "Experiment",
     "OptimizerSpecError",
     "default_experiment",
+    "options_experiment",
     "default_lr_grid",
     "optimizer_spec",
     "parse_optimizer",
@@ -215,6 +217,19 @@ def default_experiment(
         problem, tuple(opts), Bs, lrs, tuple(target_fractions), further_steps, max_steps, seeds, seed, backend,
         optimal_arm,
     )  # fmt: skip
+
+
+def options_experiment(opts: Any, optimizers: Sequence[Optimizer], backend: str) -> Experiment:
+    """The experiment of ``sims.dynamics``' resolved options (``resolve_dynamics_options``): its
+    problem loaded from ``opts.problem`` or ``default_problem(opts.dims, opts.seed)``, checked
+    (``surgesim.preflight.check_problem``: ValueError) at the batch sizes before the learning-rate
+    grids are built from its theory, then ``default_experiment``."""
+    from ..preflight import check_problem
+
+    problem = QuadraticProblem.load(opts.problem) if opts.problem else default_problem(opts.dims, opts.seed)
+    check_problem(problem, opts.batch_sizes)
+    return default_experiment(problem, optimizers, opts.batch_sizes, opts.lr_points, opts.targets, opts.further_steps,
+                              opts.max_steps, opts.seeds, opts.seed, backend, opts.optimal_arm)  # fmt: skip
 
 
 class OptimizerSpecError(ValueError):

@@ -1,29 +1,74 @@
 """The momentum study end to end (``python -m sims.momentum``): per problem family the grid search
 (``surgesim.gridsearch``, resumable on ``surgesim.sweep``), its summary and the study's rows
 (``study_table``); the outputs momentum.csv, predictors.csv, summary.json, momentum.png and the
-printed table (``MomentumStudyResult``)."""
+printed table (``MomentumStudyResult``); the study's options checked (``resolve_momentum_options``)."""
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
-from ..gridsearch.spec import default_experiment
+from ..gridsearch.options import resolve_grid_options
+from ..gridsearch.spec import default_experiment, optimizer_spec
 from ..gridsearch.summary import summarize
 from ..gridsearch.task import run_task
 from ..kernels.dynamics import Optimizer
 from ..outputs import OutputDir, atomic_path, dumps_json
 from ..progress import Progress
 from ..sweep import run_sweep, write_csv
-from .families import family_problem
+from .families import FAMILIES, STUDY_OPTIMIZERS, family_problem
 from .table import PREDICTOR_COLUMNS, STUDY_COLUMNS, ratio_summary, study_table
 
-__all__ = ["MomentumStudyResult", "run_momentum_study"]
+__all__ = ["MomentumStudyResult", "run_momentum_study", "resolve_momentum_options", "MOMENTUM_QUICK",
+           "MOMENTUM_LIMITS", "MOMENTUM_OPTIONS"]  # fmt: skip
+
+MOMENTUM_QUICK = {  # --quick: a smoke run of a few seconds; options given explicitly win
+    "optimizers": "sign,sgd:0.9,adam:0:0.999,adam:0.9:0.999", "batch_sizes": [16, 64, 256, 1024],
+    "lr_points": 6, "seeds": 3, "targets": [0.5], "max_steps": 1500, "bootstrap": 20, "probe_steps": [1, 4],
+    "probe_states": 2, "probe_trials": 4,
+}  # fmt: skip
+"""The options of the study's quick form (``quick``), where they were left at their defaults."""
+MOMENTUM_LIMITS = {"lr_points": (3, 10**4), "max_steps": (1, 10**9), "seeds": (2, 2**31), "seed": (0, 2**63 - 1),
+                   "bootstrap": (2, 10**6), "probe_states": (1, 10**4), "probe_trials": (2, 10**6)}  # fmt: skip
+"""The [lo, hi] of each integer option of the study."""
+MOMENTUM_OPTIONS = ("families", "optimizers", "batch_sizes", "lr_points", "targets", "max_steps", "seeds", "seed",
+                    "bootstrap", "probe_steps", "probe_states", "probe_trials", "out", "scheduler", "quick", "plot",
+                    "quiet")  # fmt: skip
+"""The keys of the resolved options (the study's options.json), in order."""
+
+
+def resolve_momentum_options(
+    given: Mapping[str, Any], defaults: Mapping[str, Any]
+) -> tuple[SimpleNamespace, tuple[Optimizer, ...]]:
+    """The study's options (``python -m sims.momentum``), given by name, ``defaults`` the value of
+    each option when not given: with ``quick``, ``MOMENTUM_QUICK``'s values where an option was
+    left at its default; ``optimizers`` None: ``STUDY_OPTIMIZERS``; checked by
+    ``resolve_grid_options`` within ``MOMENTUM_LIMITS`` (at least 3 batch sizes, default 8 ..
+    8192 in octaves), ``families`` distinct names of ``FAMILIES``, ``probe_steps`` distinct
+    integers >= 1. Returns the ``MOMENTUM_OPTIONS`` of the result, in order, and the parsed
+    optimizers. Raises ValueError naming the option as `key`."""
+    given = dict(given)
+    if given["quick"]:
+        given |= {k: v for k, v in MOMENTUM_QUICK.items() if given[k] == defaults[k]}
+    if given["optimizers"] is None:
+        given["optimizers"] = ",".join(optimizer_spec(o) for o in STUDY_OPTIMIZERS)
+    chosen, optimizers = resolve_grid_options(given, MOMENTUM_LIMITS, min_batch_sizes=3,
+                                              default_batch_sizes=tuple(2**k for k in range(3, 14)))  # fmt: skip
+    fams = tuple(f.strip() for f in given["families"].split(",") if f.strip())
+    if not fams or any(f not in FAMILIES for f in fams) or len(set(fams)) != len(fams):
+        raise ValueError(f"`families`: choose distinct names from {', '.join(FAMILIES)}, got {given['families']!r}")
+    steps = given["probe_steps"]
+    if any(t < 1 for t in steps) or len(set(steps)) != len(steps):
+        raise ValueError(f"`probe_steps` must be distinct integers >= 1, got {steps}")
+    chosen |= {"families": fams, "probe_steps": tuple(sorted(steps))}
+    return SimpleNamespace(**{k: chosen[k] for k in MOMENTUM_OPTIONS}), optimizers
 
 
 def run_momentum_study(

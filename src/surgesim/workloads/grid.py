@@ -134,7 +134,8 @@ def resolve_workload_options(given: Mapping[str, Any]) -> GridOptions:
     ``demo``: the workload's demo data); a value None or absent takes its default
     (``WORKLOAD_DEFAULTS`` of the workload, the demo's targets or the real data's; workers 0: the
     number of cores; out runs/workload-NAME). Other names are ignored. Raises ValueError, naming
-    the option as `key`, for a value or combination that cannot run."""
+    the option as `key`, for a value or combination that cannot run (``probe`` without
+    ``gradstats`` among them)."""
     v: dict[str, Any] = {**_FIXED, **{k: x for k, x in given.items() if x is not None}}
     w, demo = v["workload"], bool(v.get("demo"))
     if not demo and not v.get("data_dir"):
@@ -159,9 +160,12 @@ def resolve_workload_options(given: Mapping[str, Any]) -> GridOptions:
     kept = ("seeds", "beta1", "beta2", "eps", "eval_rel", "gradstats", "probe", "probe_rel_se", "per_class",
             "max_records", "context", "n_layer", "d_model", "n_head", "device", "threads", "scheduler", "plot",
             "quiet", "estimate_only")  # fmt: skip
-    return GridOptions(
+    opts = GridOptions(
         workload=w, data_dir="" if demo else v["data_dir"], lrs=lrs, batch_sizes=batch_sizes, targets=targets,
         further_steps=pick("further_steps"), max_steps=pick("max_steps"), eval_examples=pick("eval_examples"),
         grad_examples=grad_examples, probes=probes, workers=v["workers"] or os.cpu_count() or 1,
         out=v.get("out", f"runs/workload-{w}"), **{k: v[k] for k in kept},
     )  # fmt: skip
+    if opts.probe and not opts.gradstats:
+        raise ValueError("`probe` measures at the reference run's states: drop `no_gradstats`")
+    return opts

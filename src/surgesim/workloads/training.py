@@ -20,7 +20,16 @@ from . import data as datasets
 from .models import CausalTransformer, FiveLayerCNN, ResNet18
 from .run_spec import RunSpec
 
-__all__ = ["Trainer", "ImageBatches", "TextBatches", "load_data", "build_model", "stream_seed"]
+__all__ = ["Trainer", "ImageBatches", "TextBatches", "load_data", "build_model", "stream_seed", "check_device"]
+
+
+def check_device(device: str) -> None:
+    """Refuse a torch device that does not exist here (ValueError naming the option as `device`),
+    before any data is read."""
+    try:
+        torch.empty(1, device=torch.device(device))
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        raise ValueError(f"`device` {device!r} is not usable here: {exc}") from None
 
 # --- data --------------------------------------------------------------------------------------
 
