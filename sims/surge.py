@@ -69,10 +69,9 @@ main = _cli.main_of(__name__)
 
 def _main(args) -> int:
     from surgesim import backend, rng
-    from surgesim._surge_notes import surge_warnings
     from surgesim.kernels import onestep
     from surgesim.progress import progress_bar
-    from surgesim.surge import run_surge, small_pages
+    from surgesim.surge import run_surge, small_pages, surge_warnings
 
     opts = resolve(args)
     backend.resolve(opts.backend)  # clear error before any work when the GPU is unusable

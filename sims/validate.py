@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from sims import _cli
 from surgesim._install import TORCH
-from surgesim._validate_checks import check_combination, check_top
 from surgesim.dynamics import default_problem
 from surgesim.problem import QuadraticProblem
 from surgesim.validate import DATA_FILES, DEFAULTS, QuadraticValidation, ValidationOptions, resolve_options
+from surgesim.validate.options import check_combination, check_top
 
 
 def build_parser() -> _cli.Parser:

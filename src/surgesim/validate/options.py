@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["DEFAULTS", "QUICK", "QUADRATIC", "DATA_FILES", "ValidationOptions", "resolve_options"]
+__all__ = ["DEFAULTS", "QUICK", "QUADRATIC", "DATA_FILES", "ValidationOptions", "resolve_options", "check_combination",
+           "check_top"]
 
 # Full runs, sized for a 2-core CPU (about 45 minutes idle each; see the README) and the quick
 # ones (seconds to a minute). Networks: 8 batch sizes spanning 128x around the demo's balance
@@ -164,3 +165,24 @@ def _reference_batch_size(given: int | None, base: Mapping[str, Any], batch_size
         return int(given)
     default = base.get("reference_batch_size")
     return default if default in batch_sizes else batch_sizes[(len(batch_sizes) - 1) // 2]
+
+
+def check_combination(given: Mapping[str, Any]) -> None:
+    """Refuse options that do not go together: a network (``workload``) needs ``data_dir`` or
+    ``demo`` and takes no ``dims`` or ``lr_points``; a quadratic takes neither ``demo`` nor
+    ``data_dir``, and ``dims`` only without ``problem``."""
+    w = given["workload"]
+    if w and not (given["demo"] or given["data_dir"]):
+        raise ValueError(f"pass `data_dir` (the real {w} data: {DATA_FILES[w]}) or `demo`")
+    if not w and (given["demo"] or given["data_dir"]):
+        raise ValueError("`demo` and `data_dir` go with `workload`")
+    if w and (given["dims"] or given["lr_points"]):
+        raise ValueError("`dims` and `lr_points` are for the quadratic, not `workload`")
+    if given["problem"] and given["dims"]:
+        raise ValueError("`dims` sets the default quadratic; `problem` gives its own")
+
+
+def check_top(top: int | None, batch_sizes: Sequence[int]) -> None:
+    """Refuse a surge test's top group (``top`` largest batch sizes) that leaves none below it."""
+    if top is not None and top >= len(batch_sizes):
+        raise ValueError(f"`top` {top} leaves no batch size below the top group of {len(batch_sizes)}")
