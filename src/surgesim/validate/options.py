@@ -13,8 +13,8 @@ from typing import Any
 __all__ = ["DEFAULTS", "QUICK", "QUADRATIC", "DATA_FILES", "ValidationOptions", "resolve_options", "check_combination",
            "check_top"]
 
-# Full runs, sized for a 2-core CPU (about 45 minutes idle each; see the README) and the quick
-# ones (seconds to a minute). Networks: 8 batch sizes spanning 128x around the demo's balance
+# Full runs (on a 2-core CPU about 1.3 hours for the CNN and 4 for the GPT, measured: see the README)
+# and the quick ones (seconds to a minute). Networks: 8-9 batch sizes spanning 128-256x around the demo's balance
 # point (sims.workloads measured B_noise ~ 30-130 on the CNN demo), 6 coarse learning rates
 # (factor 2) refined once per side, 4 seeds (the minimum), eval on a fixed 128-example sample.
 # The probe's G: over up to 16,384 examples (the CNN demo's 5,000: exact); the GPT's 466,209 from a

@@ -104,8 +104,13 @@ def reference_checkpoints(
 def _check_same_reference(path: Path, spec: protocol.RunSpec) -> None:
     """Refuse (ValueError) a checkpoint that another reference run wrote: reusing it would probe
     states that this run's spec did not train (say, after the grid's middle batch size moved)."""
-    saved = torch.load(path, weights_only=True, map_location="cpu").get("spec")
-    want = spec.to_params()
+    try:
+        ckpt = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - any unreadable file: one line naming it
+        lines = str(exc).strip().splitlines()
+        raise ValueError(f"cannot read checkpoint {path} (a damaged or truncated file?): "
+                         f"{lines[0] if lines else type(exc).__name__}") from None  # fmt: skip
+    saved, want = ckpt.get("spec") if isinstance(ckpt, dict) else None, spec.to_params()
     if isinstance(saved, dict) and saved != want:
         diff = ", ".join(f"{k} {saved.get(k)!r} (now {want.get(k)!r})" for k in sorted(saved.keys() | want.keys())
                          if saved.get(k) != want.get(k))  # fmt: skip
