@@ -24,20 +24,7 @@ def load_checkpoint(path: str | os.PathLike, spec: protocol.RunSpec) -> tuple[to
 
     Raises ValueError naming the file when it is unreadable or does not match the model.
     """
-    with open(path, "rb") as f:  # FileNotFoundError as it is
-        head = f.read(4)
-    if not head:
-        raise ValueError(f"checkpoint {path} is an empty file, not a PyTorch checkpoint (torch.save)")
-    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save's zip format, or the legacy pickle
-        raise ValueError(f"checkpoint {path} is not a PyTorch checkpoint (torch.save): it starts with {head!r}")
-    try:
-        ckpt = torch.load(path, map_location=spec.device, weights_only=True)
-    except Exception as exc:
-        lines = str(exc).strip().splitlines()
-        detail = lines[0] if lines else type(exc).__name__
-        raise ValueError(f"cannot read checkpoint {path} (a damaged or truncated file?): {detail}") from None
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a state_dict")
+    ckpt = _read(path, spec)
     state_dict = ckpt.get("model", ckpt)
     model = protocol.build_model(spec)
     try:
@@ -67,6 +54,26 @@ def _adam_state(sd, model: torch.nn.Module, spec: protocol.RunSpec, path) -> Ada
         raise ValueError(f"checkpoint {path}: the optimizer state is not Adam's for this model ({exc})") from None
 
 
+def _read(path: str | os.PathLike, spec: protocol.RunSpec | None = None) -> dict:
+    """The dict a ``torch.save`` file holds, on ``spec``'s device (CPU without a spec); ValueError
+    naming the file for anything else (checked before ``spec`` is used)."""
+    with open(path, "rb") as f:  # FileNotFoundError as it is
+        head = f.read(4)
+    if not head:
+        raise ValueError(f"checkpoint {path} is an empty file, not a PyTorch checkpoint (torch.save)")
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save's zip format, or the legacy pickle
+        raise ValueError(f"checkpoint {path} is not a PyTorch checkpoint (torch.save): it starts with {head!r}")
+    try:
+        ckpt = torch.load(path, map_location=spec.device if spec else "cpu", weights_only=True)
+    except Exception as exc:
+        lines = str(exc).strip().splitlines()
+        detail = lines[0] if lines else type(exc).__name__
+        raise ValueError(f"cannot read checkpoint {path} (a damaged or truncated file?): {detail}") from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a state_dict")
+    return ckpt
+
+
 def reference_checkpoints(
     spec: protocol.RunSpec, directory: Path, say: Callable[[str], None] = lambda s: None
 ) -> list[dict]:
@@ -76,10 +83,8 @@ def reference_checkpoints(
     ``loss`` and ``checkpoint`` (path); targets not reached within ``max_steps`` are left out."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = {t: protocol.checkpoint_path(directory, t) for t in spec.targets}
-    for p in paths.values():
-        if p.exists():
-            _check_same_reference(p, spec)
-    if not all(p.exists() for p in paths.values()):
+    saved = {t: _same_reference(p, spec) for t, p in paths.items() if p.exists()}
+    if len(saved) < len(paths):
         trainer = protocol.Trainer(spec)
         start = time.perf_counter()
 
@@ -93,29 +98,23 @@ def reference_checkpoints(
             eval_rel=spec.eval_rel, dense_steps=spec.dense_steps, diverge_factor=spec.diverge_factor,
             stall_factor=spec.stall_factor, on_cross=save,
         )  # fmt: skip
-    out = []
-    for t, p in paths.items():
-        if p.exists():
-            meta = torch.load(p, weights_only=True, map_location="cpu")
-            out.append({"target_loss": t, "steps": meta["steps"], "loss": meta["loss"], "checkpoint": str(p)})
-    return out
+        saved = {t: _read(p) for t, p in paths.items() if p.exists()}  # this run's
+    return [{"target_loss": t, "steps": m["steps"], "loss": m["loss"], "checkpoint": str(paths[t])}
+            for t, m in saved.items()]  # fmt: skip
 
 
-def _check_same_reference(path: Path, spec: protocol.RunSpec) -> None:
-    """Refuse (ValueError) a checkpoint that another reference run wrote: reusing it would probe
-    states that this run's spec did not train (say, after the grid's middle batch size moved)."""
-    try:
-        ckpt = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 - any unreadable file: one line naming it
-        lines = str(exc).strip().splitlines()
-        raise ValueError(f"cannot read checkpoint {path} (a damaged or truncated file?): "
-                         f"{lines[0] if lines else type(exc).__name__}") from None  # fmt: skip
-    saved, want = ckpt.get("spec") if isinstance(ckpt, dict) else None, spec.to_params()
+def _same_reference(path: Path, spec: protocol.RunSpec) -> dict:
+    """The checkpoint at ``path``, refused (ValueError) when another reference run wrote it: reusing
+    it would probe states that this run's spec did not train (say, after the grid's middle batch
+    size moved)."""
+    ckpt = _read(path)
+    saved, want = ckpt.get("spec"), spec.to_params()
     if isinstance(saved, dict) and saved != want:
         diff = ", ".join(f"{k} {saved.get(k)!r} (now {want.get(k)!r})" for k in sorted(saved.keys() | want.keys())
                          if saved.get(k) != want.get(k))  # fmt: skip
         raise ValueError(f"{path} was written by another reference run ({diff}): choose another --out, or delete "
                          f"{path.parent} to train this run's reference")  # fmt: skip
+    return ckpt
 
 
 def workload_state(
