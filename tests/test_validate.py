@@ -249,5 +249,6 @@ def test_reference_batch_size_default_given_and_middle():
     assert resolve_options({"workload": "cnn", "demo": True}).reference_batch_size == 16  # 2..256: the middle
     assert resolve_options({"workload": "cnn", "reference_batch_size": 64}).reference_batch_size == 64
     assert resolve_options({}).reference_batch_size is None
-    with pytest.raises(ValueError, match="reference batch size"):
-        resolve_options({"workload": "cnn", "reference_batch_size": 0})
+    for bad in (0, 8.5):
+        with pytest.raises(ValueError, match="reference batch size"):
+            resolve_options({"workload": "cnn", "reference_batch_size": bad})

@@ -160,8 +160,8 @@ def _reference_batch_size(given: int | None, base: Mapping[str, Any], batch_size
     """The reference run's batch size: ``given``, else the workload's default where the grid holds
     it, else the grid's middle B (the lower of the two middles)."""
     if given is not None:
-        if given < 1:
-            raise ValueError(f"the reference batch size must be >= 1, got {given}")
+        if int(given) != given or given < 1:
+            raise ValueError(f"the reference batch size must be an integer >= 1, got {given}")
         return int(given)
     default = base.get("reference_batch_size")
     return default if default in batch_sizes else batch_sizes[(len(batch_sizes) - 1) // 2]
