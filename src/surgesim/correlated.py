@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
-from .hessian import Dense, Diagonal, DiagonalPlusLowRank, Hessian, as_hessian, finite_array
+from .hessian import Hessian, as_hessian, finite_array
 
 __all__ = [
     "Covariance",
@@ -248,19 +248,11 @@ def _hessian(H, d: int) -> Hessian:
     return op
 
 
-def _hessian_rows(op: Dense | DiagonalPlusLowRank, i0: int, i1: int) -> np.ndarray:
-    if isinstance(op, Dense):
-        return op.matrix[i0:i1]
-    out = op.factor[i0:i1] @ op.factor.T
-    out[np.arange(i1 - i0), np.arange(i0, i1)] += op.h[i0:i1]
-    return out
-
-
 def _correlated_pairs(cov: Covariance, op: Hessian | None) -> Iterator[tuple[np.ndarray, ...]]:
     """Blocks of pairs i < j with rho_ij != 0 (and H_ij != 0 when ``op`` is given):
     (i, j, rho_ij, H_ij) as flat arrays (H_ij = 1 when ``op`` is None)."""
     d = cov.dim
-    if cov.is_diagonal or isinstance(op, Diagonal):
+    if cov.is_diagonal or (op is not None and op.is_diagonal):
         return
     rows = max(1, _PAIR_BLOCK // d)
     for i0 in range(0, d - 1, rows):
@@ -269,7 +261,7 @@ def _correlated_pairs(cov: Covariance, op: Hessian | None) -> Iterator[tuple[np.
         keep = (np.arange(d)[None, :] > np.arange(i0, i1)[:, None]) & (R != 0)
         Hr = None
         if op is not None:
-            Hr = _hessian_rows(op, i0, i1)
+            Hr = op.rows(i0, i1)
             keep &= Hr != 0
         ii, jj = np.nonzero(keep)
         if ii.size:

@@ -30,7 +30,6 @@ import numpy as np
 from scipy import optimize
 
 from . import backend as backends
-from .hessian import Dense, Diagonal
 from .problem import QuadraticProblem
 from .progress import report
 
@@ -89,15 +88,11 @@ class _Sampler:
         self.key = onestep.batch_key(seed, self.B)
         self.thr, self.rare = onestep.sign_thresholds(self.B, problem.mu, problem.sigma)
         H = problem.hessian
-        d = problem.dim
-        self.dense = isinstance(H, Dense)
-        if isinstance(H, Dense):
-            self.h, self.Ut = np.zeros(d), np.zeros((0, d))
-            self.H32 = H.matrix.astype(np.float32)
-        elif isinstance(H, Diagonal):
-            self.h, self.Ut = H.h, np.zeros((0, d))
-        else:
-            self.h, self.Ut = H.h, H.factor.T  # a view: the kernel reads the factor in place
+        dense = H.dense_part()  # H = diag(h) + U U' + D; b of a dense H by float32 GEMMs (_dense_b)
+        self.dense = dense.size > 0
+        self.h, self.Ut = H.diagonal_part(), H.low_rank_factor().T  # a view: the kernel reads U in place
+        if self.dense:
+            self.H32 = dense.astype(np.float32)
         self.a = np.empty(0)
         self.b = np.empty(0)
         self._b_blocks = np.empty(0)  # dense: b for whole aligned GEMM blocks of trials

@@ -5,18 +5,29 @@ many rows x at once, and the off-diagonal sum_{i != j} x_i x_j H_ij of eq 14); e
 gives them at the cost its structure allows, so a ``DiagonalPlusLowRank`` Hessian
 H = diag(h) + U U' of dimension d and rank k costs O(d k) and is never densified.
 
+Every operator follows the ``HessianOperator`` protocol: the library asks the operator for what it
+needs (products, a solve, its largest eigenvalue, the arrays it is saved as, the arrays a kernel
+takes) and never branches on its type. For the kernels an operator is written as
+H = diag(h) + U U' + D with ``diagonal_part`` h (d,), ``low_rank_factor`` U (d, k) and
+``dense_part`` D (d, d): a dense H is (0, k = 0, D), a diagonal one (h, k = 0, D empty (0, 0)), a
+diagonal plus low-rank one (h, U, D empty); kernels branch on which arrays are present (data),
+not on the operator's class.
+
 Products use ``np.einsum`` (NumPy's own loops), not a multi-threaded BLAS call: the result is the
 same bit for bit whatever the number of BLAS threads, so theory columns are reproducible too.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 __all__ = [
+    "HessianOperator",
     "Dense",
     "Diagonal",
     "DiagonalPlusLowRank",
@@ -89,6 +100,97 @@ def check_dense_dim(d: int) -> None:
         )
 
 
+@runtime_checkable
+class HessianOperator(Protocol):
+    """What the library needs of a Hessian H (d, d), symmetric positive semi-definite.
+
+    ``Dense``, ``Diagonal`` and ``DiagonalPlusLowRank`` implement it, each at the cost its
+    structure allows; code that takes a Hessian calls these methods and never tests the type
+    (``tests/test_hessian_protocol.py`` greps the package for it). Arrays returned by
+    ``diagonal_part``, ``low_rank_factor``, ``dense_part``, ``rows`` and ``named_arrays`` may be
+    the operator's own: do not modify them. ``isinstance(x, HessianOperator)`` is the check that
+    ``x`` is an operator (``as_hessian``).
+    """
+
+    @property
+    def dim(self) -> int:
+        """d."""
+        ...
+
+    @property
+    def is_diagonal(self) -> bool:
+        """Whether H is diagonal by construction (every H_ij, i != j, is 0 without looking)."""
+        ...
+
+    def diag(self) -> np.ndarray:
+        """The diagonal H_ii (d,), a copy."""
+        ...
+
+    def trace(self) -> float:
+        """tr(H)."""
+        ...
+
+    def matvec(self, x: np.ndarray) -> np.ndarray:
+        """H x for x of shape (d,) or (..., d) (rows)."""
+        ...
+
+    def quad_rows(self, x: np.ndarray) -> np.ndarray:
+        """x'Hx for each row of x (shape (..., d)) -> shape (...)."""
+        ...
+
+    def quad_off_diagonal(self, x: np.ndarray) -> float:
+        """sum_{i != j} x_i x_j H_ij for x of shape (d,) (eq 14's sum), summed without the diagonal."""
+        ...
+
+    def trace_product(self, sigma: np.ndarray) -> float:
+        """tr(H Sigma) for a (d, d) matrix Sigma."""
+        ...
+
+    def rows(self, i0: int, i1: int) -> np.ndarray:
+        """The rows H[i0:i1] as a dense (i1 - i0, d) array."""
+        ...
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        """H^-1 b for b of shape (d,); ValueError when H is singular (for the structured kinds,
+        when a diagonal entry h_i is not > 0)."""
+        ...
+
+    def max_eigenvalue(self) -> float:
+        """The largest eigenvalue of H."""
+        ...
+
+    def to_dense(self) -> np.ndarray:
+        """H as a dense (d, d) array, a copy."""
+        ...
+
+    def diagonal_part(self) -> np.ndarray:
+        """h (d,) in H = diag(h) + U U' + D (zeros for a dense H)."""
+        ...
+
+    def low_rank_factor(self) -> np.ndarray:
+        """U (d, k) in H = diag(h) + U U' + D (k = 0 unless diagonal plus low rank)."""
+        ...
+
+    def dense_part(self) -> np.ndarray:
+        """D in H = diag(h) + U U' + D: the (d, d) matrix of a dense H, an empty (0, 0) array
+        otherwise."""
+        ...
+
+    def named_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays that define H, in order, under their names in a problem file (``H``;
+        ``h_diag``; or ``h_diag`` and ``h_factor``)."""
+        ...
+
+    def describe(self) -> str:
+        """The kind in words: "dense", "diagonal" or "diagonal + rank k"."""
+        ...
+
+    def with_psd_check(self) -> HessianOperator:
+        """H, checked to be positive semi-definite where its construction does not ensure it
+        (ValueError otherwise)."""
+        ...
+
+
 @dataclass(frozen=True, eq=False)
 class Dense:
     """A dense symmetric Hessian H (d, d).
@@ -152,6 +254,44 @@ class Dense:
     def to_dense(self) -> np.ndarray:
         return self.matrix.copy()
 
+    @property
+    def is_diagonal(self) -> bool:
+        return False
+
+    def trace_product(self, sigma: np.ndarray) -> float:
+        """tr(H Sigma) = sum_ij H_ij Sigma_ji: O(d^2), not a d^3 product."""
+        return float(np.einsum("ij,ji->", self.matrix, sigma))
+
+    def rows(self, i0: int, i1: int) -> np.ndarray:
+        return self.matrix[i0:i1]
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        try:
+            return np.linalg.solve(self.matrix, b)
+        except np.linalg.LinAlgError:
+            raise ValueError("H is singular: H^-1 b is undefined") from None
+
+    def max_eigenvalue(self) -> float:
+        return float(np.linalg.eigvalsh(self.matrix)[-1])
+
+    def diagonal_part(self) -> np.ndarray:
+        return np.zeros(self.dim)
+
+    def low_rank_factor(self) -> np.ndarray:
+        return np.zeros((self.dim, 0))
+
+    def dense_part(self) -> np.ndarray:
+        return self.matrix
+
+    def named_arrays(self) -> dict[str, np.ndarray]:
+        return {"H": self.matrix}
+
+    def describe(self) -> str:
+        return "dense"
+
+    def with_psd_check(self) -> Dense:
+        return self if self.check_psd else Dense(self.matrix, check_psd=True)
+
 
 @dataclass(frozen=True, eq=False)
 class Diagonal:
@@ -191,6 +331,44 @@ class Diagonal:
 
     def to_dense(self) -> np.ndarray:
         return np.diag(self.h)
+
+    @property
+    def is_diagonal(self) -> bool:
+        return True
+
+    def trace_product(self, sigma: np.ndarray) -> float:
+        """tr(H Sigma) = sum_i h_i Sigma_ii."""
+        return float(np.trace(self.matvec(sigma)))
+
+    def rows(self, i0: int, i1: int) -> np.ndarray:
+        out = np.zeros((i1 - i0, self.dim))
+        out[np.arange(i1 - i0), np.arange(i0, i1)] = self.h[i0:i1]
+        return out
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        _check_solvable(self.h)
+        return b / self.h
+
+    def max_eigenvalue(self) -> float:
+        return float(self.h.max())
+
+    def diagonal_part(self) -> np.ndarray:
+        return self.h
+
+    def low_rank_factor(self) -> np.ndarray:
+        return np.zeros((self.dim, 0))
+
+    def dense_part(self) -> np.ndarray:
+        return np.zeros((0, 0))
+
+    def named_arrays(self) -> dict[str, np.ndarray]:
+        return {"h_diag": self.h}
+
+    def describe(self) -> str:
+        return "diagonal"
+
+    def with_psd_check(self) -> Diagonal:
+        return self  # h >= 0 is checked when built
 
 
 @dataclass(frozen=True, eq=False)
@@ -247,17 +425,78 @@ class DiagonalPlusLowRank:
     def to_dense(self) -> np.ndarray:
         return np.diag(self.h) + self.factor @ self.factor.T
 
+    @property
+    def is_diagonal(self) -> bool:
+        return False
 
-Hessian = Dense | Diagonal | DiagonalPlusLowRank
+    def trace_product(self, sigma: np.ndarray) -> float:
+        """tr(H Sigma): O(d^2 k)."""
+        return float(np.trace(self.matvec(sigma)))
+
+    def rows(self, i0: int, i1: int) -> np.ndarray:
+        out = self.factor[i0:i1] @ self.factor.T
+        out[np.arange(i1 - i0), np.arange(i0, i1)] += self.h[i0:i1]
+        return out
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        """(D + U U')^-1 b = D^-1 b - D^-1 U (I + U'D^-1 U)^-1 U'D^-1 b (Woodbury identity),
+        O(d k^2), with D = diag(h): needs h > 0."""
+        _check_solvable(self.h)
+        U, dinv = self.factor, 1.0 / self.h
+        small = np.eye(U.shape[1]) + (U.T * dinv) @ U
+        y = dinv * b
+        return y - dinv * (U @ np.linalg.solve(small, U.T @ y))
+
+    def max_eigenvalue(self) -> float:
+        """By power iteration from the normalised ones vector (until the relative change is at most
+        1e-12, at most 500 products)."""
+        x = np.ones(self.dim) / math.sqrt(self.dim)
+        lam = 0.0
+        for _ in range(500):
+            y = self.matvec(x)
+            new = float(np.linalg.norm(y))
+            x = y / new
+            if abs(new - lam) <= 1e-12 * new:
+                break
+            lam = new
+        return new
+
+    def diagonal_part(self) -> np.ndarray:
+        return self.h
+
+    def low_rank_factor(self) -> np.ndarray:
+        return self.factor
+
+    def dense_part(self) -> np.ndarray:
+        return np.zeros((0, 0))
+
+    def named_arrays(self) -> dict[str, np.ndarray]:
+        return {"h_diag": self.h, "h_factor": self.factor}
+
+    def describe(self) -> str:
+        return f"diagonal + rank {self.rank}"
+
+    def with_psd_check(self) -> DiagonalPlusLowRank:
+        return self  # positive semi-definite by construction: h >= 0 is checked when built
 
 
-def as_hessian(H) -> Hessian:
+def _check_solvable(h: np.ndarray) -> None:
+    if np.any(h <= 0):
+        raise ValueError(f"H's diagonal part must be > 0 to solve with it, min is {h.min():.3g}")
+
+
+Hessian = HessianOperator
+"""The type of a Hessian operator in annotations (``Dense``, ``Diagonal``, ``DiagonalPlusLowRank``,
+or any class following ``HessianOperator``); formerly the union of the three classes."""
+
+
+def as_hessian(H: object) -> HessianOperator:
     """Return H as an operator: operators pass through, a 2-d array becomes ``Dense``.
 
     Symmetry is checked here; positive semi-definiteness (O(d^3)) is checked where it matters,
     when a ``QuadraticProblem`` is built.
     """
-    if isinstance(H, (Dense, Diagonal, DiagonalPlusLowRank)):
+    if isinstance(H, HessianOperator):
         return H
     arr = np.asarray(H)
     if arr.ndim != 2:

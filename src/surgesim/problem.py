@@ -51,11 +51,7 @@ class QuadraticProblem:
             raise ValueError(f"sigma must have the shape of mu {mu.shape}, got {sigma.shape}")
         if np.any(sigma <= 0):
             raise ValueError(f"sigma must be > 0, min is {sigma.min():.3g} at index {int(np.argmin(sigma))}")
-        H = self.hessian
-        if not isinstance(H, (Dense, Diagonal, DiagonalPlusLowRank)):
-            H = as_hessian(H)
-        if isinstance(H, Dense) and not H.check_psd:
-            H = Dense(H.matrix, check_psd=True)
+        H = as_hessian(self.hessian).with_psd_check()
         if H.dim != mu.size:
             raise ValueError(f"H has dimension {H.dim} but mu has {mu.size}")
         object.__setattr__(self, "mu", mu)
@@ -78,30 +74,19 @@ class QuadraticProblem:
     def digest(self) -> str:
         """sha256 of the Hessian kind and every array: identifies the problem in sweep stores."""
         h = hashlib.sha256(type(self.hessian).__name__.encode())
-        H = self.hessian
-        arrays = (H.matrix,) if isinstance(H, Dense) else (H.h,) if isinstance(H, Diagonal) else (H.h, H.factor)
-        for a in (self.mu, self.sigma, *arrays):
+        for a in (self.mu, self.sigma, *self.hessian.named_arrays().values()):
             h.update(str(a.shape).encode())
             h.update(np.ascontiguousarray(a, dtype=np.float64).data)  # the buffer itself: no copy
         return h.hexdigest()
 
     def describe(self) -> str:
-        H = self.hessian
-        kind = {Dense: "dense", Diagonal: "diagonal"}.get(type(H), f"diagonal + rank {getattr(H, 'rank', 0)}")
-        return f"d = {self.dim}, H {kind}"
+        return f"d = {self.dim}, H {self.hessian.describe()}"
 
     # --- files ----------------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the ``.npz`` format described in the module docstring."""
-        H = self.hessian
-        arrays = {"mu": self.mu, "sigma": self.sigma}
-        if isinstance(H, Dense):
-            arrays["H"] = H.matrix
-        elif isinstance(H, Diagonal):
-            arrays["h_diag"] = H.h
-        else:
-            arrays["h_diag"], arrays["h_factor"] = H.h, H.factor
+        arrays = {"mu": self.mu, "sigma": self.sigma, **self.hessian.named_arrays()}
         with open(path, "wb") as f:
             np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy stub: mypy matches **dict against allow_pickle: bool
 
@@ -270,10 +255,8 @@ def diagonal_problem(d: int, seed: int = 0, snr: tuple[float, float] = (0.004, 0
     Eq 14's off-diagonal sum is 0, so B_noise = inf and eq 9 rises monotonically to eq 17:
     the control case with no surge.
     """
-    p = surge_problem(d, seed, snr=snr)
-    if not isinstance(p.hessian, DiagonalPlusLowRank):
-        raise TypeError(f"surge_problem gave a {type(p.hessian).__name__} Hessian, expected diagonal plus low rank")
-    return QuadraticProblem(p.mu, p.sigma, Diagonal(p.hessian.h))
+    p = surge_problem(d, seed, snr=snr)  # diagonal plus low rank: its diagonal part is h
+    return QuadraticProblem(p.mu, p.sigma, Diagonal(p.hessian.diagonal_part()))
 
 
 def power_law_problem(d: int, seed: int = 0, exponent: float = 1.0, snr: float = 0.01) -> QuadraticProblem:

@@ -19,9 +19,10 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import special, stats
 
-from .hessian import Dense, DiagonalPlusLowRank, Hessian, as_hessian, finite_array
+from .hessian import Hessian, as_hessian, finite_array
 
 __all__ = [
     "sign_mean",
@@ -147,23 +148,24 @@ def _numerator_denominator(b: np.ndarray, mu: np.ndarray, sigma: np.ndarray, op:
     flat = b.reshape(-1)
     num, den = np.empty(flat.shape), np.empty(flat.shape)
     d = mu.size
+    # H = diag(h) + U U' + D (``HessianOperator``): a dense part needs every coordinate at once
+    h, U, dense = op.diagonal_part(), op.low_rank_factor(), op.dense_part().size > 0
     for q in range(0, flat.size, _ROWS):
         rows = flat[q : q + _ROWS]
         # einsum, not BLAS: reproducible across thread counts
-        if isinstance(op, Dense):
+        if dense:
             E = mean(rows, mu / sigma)
             n = np.einsum("...i,i->...", E, mu)
             dn = np.einsum("...i,i->...", 1.0 - E * E, op.diag()) + op.quad_rows(E)
         else:
-            U = op.factor if isinstance(op, DiagonalPlusLowRank) else np.zeros((d, 0))
             n, s1, s2, proj = 0.0, 0.0, 0.0, 0.0
             for c in range(0, d, _COORDS):
                 sl = slice(c, c + _COORDS)
                 E = mean(rows, mu[sl] / sigma[sl])
                 Uc = U[sl]
                 n = n + np.einsum("...i,i->...", E, mu[sl])
-                s1 = s1 + np.einsum("...i,i->...", 1.0 - E * E, op.h[sl] + np.einsum("ik,ik->i", Uc, Uc))
-                s2 = s2 + np.einsum("...i,i->...", E * E, op.h[sl])
+                s1 = s1 + np.einsum("...i,i->...", 1.0 - E * E, h[sl] + np.einsum("ik,ik->i", Uc, Uc))
+                s2 = s2 + np.einsum("...i,i->...", E * E, h[sl])
                 proj = proj + np.einsum("...i,ik->...k", E, Uc)
             dn = s1 + (s2 + np.einsum("...k,...k->...", proj, proj))
         num[q : q + rows.size], den[q : q + rows.size] = n, dn
@@ -316,7 +318,7 @@ def validity_bound(mu, sigma) -> float:
 # --- McCandlish et al. (eq 1) --------------------------------------------------------------------
 
 
-def sgd_optimal_lr(B, G, Sigma, H) -> np.ndarray:
+def sgd_optimal_lr(B: ArrayLike, G: ArrayLike, Sigma: ArrayLike, H: object) -> np.ndarray:
     """Eq 1 (McCandlish et al. 2018, eq 2.6-2.8): eps_opt(B) = eps_max / (1 + B_noise / B) for SGD,
 
     with eps_max = G'G / G'HG and B_noise = tr(H Sigma) / G'HG, where Sigma is the per-example
@@ -333,10 +335,7 @@ def sgd_optimal_lr(B, G, Sigma, H) -> np.ndarray:
             raise ValueError("Sigma (variances) must be >= 0")
         tr_h_sigma = float(np.dot(op.diag(), Sig))
     elif Sig.shape == (G.size, G.size):
-        if isinstance(op, Dense):  # tr(H Sigma) = sum_ij H_ij Sigma_ji: O(d^2), not a d^3 product
-            tr_h_sigma = float(np.einsum("ij,ji->", op.matrix, Sig))
-        else:  # O(d^2 k) for diagonal + low rank
-            tr_h_sigma = float(np.trace(op.matvec(Sig)))
+        tr_h_sigma = op.trace_product(Sig)  # O(d^2) dense, O(d^2 k) diagonal + low rank
     else:
         raise ValueError(f"Sigma must have shape ({G.size},) or ({G.size}, {G.size}), got {Sig.shape}")
     ghg = float(op.quad_rows(G))

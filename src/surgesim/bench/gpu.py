@@ -44,7 +44,6 @@ GOAL_RATIO, GOAL_DIMS = 20.0, 100_000  # low-rank one-step: GPU (device) rate / 
 def _one_step(mod: Any, xp: Any, sync: Any, problem: Any, sampler: str, B: int, n: int) -> tuple[Any, Any]:
     """A call running trials 0 .. n-1 of (problem, sampler, B, seed 0) with kernel module ``mod``
     on arrays of ``xp`` (numpy or cupy), and the arrays (a, b) it fills."""
-    from surgesim.hessian import Dense
     from surgesim.kernels import onestep
 
     key = onestep.batch_key(0, B)
@@ -54,8 +53,9 @@ def _one_step(mod: Any, xp: Any, sync: Any, problem: Any, sampler: str, B: int, 
     d = problem.dim
     a = xp.empty(n)
     H = problem.hessian
-    if isinstance(H, Dense):
-        H32 = xp.asarray(H.matrix.astype(np.float32))
+    dense = H.dense_part()  # H = diag(h) + U U' + D: a dense H by a float32 GEMM, the others in the kernel
+    if dense.size:
+        H32 = xp.asarray(dense.astype(np.float32))
         V = xp.empty((n, d), dtype=np.float32)
         out = {}
 
@@ -65,7 +65,7 @@ def _one_step(mod: Any, xp: Any, sync: Any, problem: Any, sampler: str, B: int, 
             sync()
 
         return run_dense, lambda: (a, out["b"])
-    h, Ut = xp.asarray(H.h), xp.asarray(np.ascontiguousarray(H.factor.T))
+    h, Ut = xp.asarray(H.diagonal_part()), xp.asarray(np.ascontiguousarray(H.low_rank_factor().T))
     b = xp.empty(n)
     work = np.empty(((n + 15) // 16, d), dtype=np.float32)  # CPU scratch (the GPU ignores it)
 

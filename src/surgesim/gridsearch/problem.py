@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ..hessian import Dense, Diagonal, Hessian
+from ..hessian import Hessian
 from ..problem import QuadraticProblem, surge_problem
 
 __all__ = ["initial_delta", "diag_trace_lmax", "default_problem"]
@@ -19,40 +19,17 @@ def initial_delta(problem: QuadraticProblem) -> np.ndarray:
     Diagonal and diagonal + low-rank H are solved in O(d k^2) (Woodbury identity); they need
     h > 0. Raises ValueError when H is singular.
     """
-    H, mu = problem.hessian, problem.mu
-    if isinstance(H, Dense):
-        try:
-            return np.linalg.solve(H.matrix, mu)
-        except np.linalg.LinAlgError:
-            raise ValueError("H is singular: theta0 = theta* + H^-1 mu is undefined") from None
-    if np.any(H.h <= 0):
-        raise ValueError(f"H's diagonal part must be > 0 to solve for theta0, min is {H.h.min():.3g}")
-    if isinstance(H, Diagonal):
-        return mu / H.h
-    # (D + U U')^-1 mu = D^-1 mu - D^-1 U (I + U'D^-1 U)^-1 U'D^-1 mu
-    U, dinv = H.factor, 1.0 / H.h
-    small = np.eye(U.shape[1]) + (U.T * dinv) @ U
-    y = dinv * mu
-    return y - dinv * (U @ np.linalg.solve(small, U.T @ y))
+    try:
+        return problem.hessian.solve(problem.mu)
+    except ValueError as e:
+        raise ValueError(f"theta0 = theta* + H^-1 mu is undefined: {e}") from None
 
 
 
 def diag_trace_lmax(H: Hessian) -> tuple[np.ndarray, float, float]:
-    """diag(H), tr(H) and the largest eigenvalue (power iteration for the structured kinds)."""
-    if isinstance(H, Dense):
-        return H.diag(), H.trace(), float(np.linalg.eigvalsh(H.matrix)[-1])
-    if isinstance(H, Diagonal):
-        return H.diag(), H.trace(), float(H.h.max())
-    x = np.ones(H.dim) / math.sqrt(H.dim)
-    lam = 0.0
-    for _ in range(500):
-        y = H.matvec(x)
-        new = float(np.linalg.norm(y))
-        x = y / new
-        if abs(new - lam) <= 1e-12 * new:
-            break
-        lam = new
-    return H.diag(), H.trace(), new
+    """diag(H), tr(H) and the largest eigenvalue (``max_eigenvalue``: power iteration for the
+    diagonal plus low-rank kind)."""
+    return H.diag(), H.trace(), H.max_eigenvalue()
 
 
 

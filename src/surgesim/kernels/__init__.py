@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from ..hessian import Dense, Diagonal
 from . import dynamics, onestep
 from .onestep import BATCH_MEAN, PER_EXAMPLE, SAMPLERS, SIGN, batch_key, trial_moments, trial_signs
+
+if TYPE_CHECKING:
+    from ..problem import QuadraticProblem
 
 __all__ = [
     "dynamics",
@@ -22,7 +26,9 @@ __all__ = [
 ]
 
 
-def one_step_moments(problem, batch_size: int, trials: int, seed: int = 0, sampler: str = "sign"):
+def one_step_moments(
+    problem: QuadraticProblem, batch_size: int, trials: int, seed: int = 0, sampler: str = "sign"
+) -> tuple[np.ndarray, np.ndarray]:
     """Raw Monte Carlo moments of one sign-SGD step: per trial t, a_t = mu'V_t and b_t = V_t'HV_t.
 
     The one-step loss improvement at learning rate eps is exactly eps a_t - eps^2/2 b_t (eq 30-31),
@@ -58,14 +64,12 @@ def one_step_moments(problem, batch_size: int, trials: int, seed: int = 0, sampl
     key = onestep.batch_key(int(seed), B)
     thr, rare = onestep.sign_thresholds(B, problem.mu, problem.sigma)
     H = problem.hessian
-    if isinstance(H, Diagonal | Dense):
-        h, Ut = (np.zeros(d) if isinstance(H, Dense) else H.h), np.zeros((0, d))
-    else:
-        h, Ut = H.h, np.ascontiguousarray(H.factor.T)
+    h, Ut = H.diagonal_part(), np.ascontiguousarray(H.low_rank_factor().T)  # H = diag(h) + U U' + D
     a, b = np.empty(n), np.empty(n)
     code, step = SAMPLERS[sampler], 8 * onestep.DENSE_BLOCK  # trials per call: bounds the scratch memory
     work = np.empty(((min(n, step) + 15) // 16, d), dtype=np.float32)
-    H32 = H.matrix.astype(np.float32) if isinstance(H, Dense) else None
+    dense = H.dense_part()
+    H32 = dense.astype(np.float32) if dense.size else None
     for s in range(0, n, step):
         m = min(step, n - s)
         trial_moments(code, key, np.uint64(s), B, problem.mu, problem.sigma, thr, rare, h, Ut, a[s : s + m],

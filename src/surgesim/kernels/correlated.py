@@ -32,10 +32,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import prange
+from numpy.typing import ArrayLike
 
 from .._jit import jit, jit_inline, jit_parallel
 from ..correlated import as_covariance
-from ..hessian import Dense, Diagonal, as_hessian
+from ..hessian import as_hessian
 from ..rng import derive_key, normal_pair, probability_threshold, random_bits, uniform
 from .onestep import batch_key, quad_rows_f32, row_moments
 
@@ -305,7 +306,9 @@ def signs(noise: Noise, B: int, mu, trials: int, seed: int, start: int = 0) -> n
     return out
 
 
-def moments(noise: Noise, B: int, mu, H, trials: int, seed: int, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def moments(
+    noise: Noise, B: int, mu: ArrayLike, H: object, trials: int, seed: int, start: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-trial (a, b) = (mu'V_t, V_t'HV_t) for trials start .. start + trials - 1.
 
     The one-step loss change at learning rate eps is eps a_t - eps^2/2 b_t exactly (eq 30-31),
@@ -317,16 +320,17 @@ def moments(noise: Noise, B: int, mu, H, trials: int, seed: int, start: int = 0)
     if op.dim != noise.dim:
         raise ValueError(f"H has dimension {op.dim} but the noise model has {noise.dim}")
     n = int(trials)
-    if isinstance(op, Dense):
-        H32 = op.matrix.astype(np.float32)
+    dense = op.dense_part()  # H = diag(h) + U U' + D: a dense H by a float32 GEMM, the others in the kernel
+    if dense.size:
+        H32 = dense.astype(np.float32)
         a, b = np.empty(n), np.empty(n)
         for s in range(0, n, _BLOCK):
             V = signs(noise, B, mu, min(_BLOCK, n - s), seed, start + s)
             a[s : s + V.shape[0]] = V.astype(np.float64) @ mu
             b[s : s + V.shape[0]] = quad_rows_f32(V, H32)
         return a, b
-    h = op.h
-    Ut = np.zeros((0, noise.dim)) if isinstance(op, Diagonal) else np.ascontiguousarray(op.factor.T)
+    h = op.diagonal_part()
+    Ut = np.ascontiguousarray(op.low_rank_factor().T)
     key = batch_key(seed, B)
     a, b = np.empty(n), np.empty(n)
     for s in range(0, n, _BLOCK):

@@ -6,23 +6,23 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import jit, jit_inline
-from ..hessian import Dense, Diagonal, DiagonalPlusLowRank, Hessian
+from ..hessian import HessianOperator
 
 __all__ = ["DIAG_LOWRANK", "DENSE", "hessian_arrays"]
 
 DIAG_LOWRANK, DENSE = 0, 1
 
 
-def hessian_arrays(H: Hessian) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-    """(kind, h, ut, hd) for the kernel: diag(h) + ut'ut, or hd dense (unused arrays are empty)."""
+def hessian_arrays(H: HessianOperator) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """(kind, h, ut, hd) for the kernel: diag(h) + ut'ut, or hd dense (unused arrays are empty),
+    from the operator's parts H = diag(h) + U U' + D (``HessianOperator``)."""
+    if not isinstance(H, HessianOperator):
+        raise TypeError(f"H must be a Hessian operator (Dense, Diagonal, DiagonalPlusLowRank), got {type(H).__name__}")
     empty1, empty2 = np.zeros(0), np.zeros((0, 0))
-    if isinstance(H, Dense):
-        return DENSE, empty1, empty2, np.ascontiguousarray(H.matrix)
-    if isinstance(H, Diagonal):
-        return DIAG_LOWRANK, H.h, np.zeros((0, H.dim)), empty2
-    if isinstance(H, DiagonalPlusLowRank):
-        return DIAG_LOWRANK, H.h, np.ascontiguousarray(H.factor.T), empty2
-    raise TypeError(f"H must be Dense, Diagonal or DiagonalPlusLowRank, got {type(H).__name__}")
+    hd = H.dense_part()
+    if hd.size:
+        return DENSE, empty1, empty2, np.ascontiguousarray(hd)
+    return DIAG_LOWRANK, H.diagonal_part(), np.ascontiguousarray(H.low_rank_factor().T), empty2
 
 
 @jit_inline

@@ -13,9 +13,9 @@ sign probability, a by a matrix-vector product, b by a GEMM (float64, or float32
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import DTypeLike
 from scipy import special
 
-from ..hessian import Dense
 from ..problem import QuadraticProblem
 from ..rng import derive_key, normals, uniforms
 
@@ -63,10 +63,10 @@ def _generator(generator: np.random.Generator | None) -> np.random.Generator:
 
 
 def moments(
-    problem: QuadraticProblem, V: np.ndarray, dtype=np.float64,
+    problem: QuadraticProblem, V: np.ndarray, dtype: DTypeLike = np.float64,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(a, b) per row of V: a = V mu, b = rowwise V H V' with H densified, GEMM in ``dtype``."""
-    H = problem.hessian.matrix if isinstance(problem.hessian, Dense) else problem.hessian.to_dense()
+    H = problem.hessian.to_dense()
     a = V @ problem.mu
     Vd = V.astype(dtype)
     b = np.einsum("ij,ij->i", Vd @ H.astype(dtype), Vd, dtype=np.float64)

@@ -20,7 +20,6 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ..hessian import Dense, Diagonal
 from ..problem import QuadraticProblem
 from .probe import AdamState, ProbeState
 
@@ -41,15 +40,10 @@ class QuadraticModel(nn.Module):
         d = problem.dim
         self.theta = nn.Parameter(torch.zeros(d, dtype=torch.float64))
         self.register_buffer("mu", torch.from_numpy(problem.mu.copy()))
-        if isinstance(H, Dense):
-            self.register_buffer("h", torch.zeros(d, dtype=torch.float64))
-            self.register_buffer("dense", torch.from_numpy(np.array(H.matrix, dtype=np.float64)))
-            self.register_buffer("factor", torch.zeros(d, 0, dtype=torch.float64))
-        else:
-            self.register_buffer("h", torch.from_numpy(np.array(H.h, dtype=np.float64)))
-            self.register_buffer("dense", torch.zeros(0, 0, dtype=torch.float64))
-            f = np.zeros((d, 0)) if isinstance(H, Diagonal) else H.factor
-            self.register_buffer("factor", torch.from_numpy(np.array(f, dtype=np.float64)))
+        # H = diag(h) + U U' + D, unused parts zero or empty (HessianOperator)
+        self.register_buffer("h", torch.from_numpy(np.array(H.diagonal_part(), dtype=np.float64)))
+        self.register_buffer("dense", torch.from_numpy(np.array(H.dense_part(), dtype=np.float64)))
+        self.register_buffer("factor", torch.from_numpy(np.array(H.low_rank_factor(), dtype=np.float64)))
 
     def hessian_matvec(self, v: torch.Tensor) -> torch.Tensor:
         out = self.h * v + self.factor @ (self.factor.T @ v)
