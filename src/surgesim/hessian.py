@@ -110,6 +110,12 @@ class HessianOperator(Protocol):
     ``diagonal_part``, ``low_rank_factor``, ``dense_part``, ``rows`` and ``named_arrays`` may be
     the operator's own: do not modify them. ``isinstance(x, HessianOperator)`` is the check that
     ``x`` is an operator (``as_hessian``).
+
+    >>> H = DiagonalPlusLowRank([1.0, 2.0], [[1.0], [1.0]])
+    >>> H.describe(), isinstance(H, HessianOperator), H.solve(H.matvec(np.array([1.0, -1.0]))).round(12).tolist()
+    ('diagonal + rank 1', True, [1.0, -1.0])
+    >>> H.rows(0, 2).tolist() == H.to_dense().tolist(), round(H.max_eigenvalue(), 9)
+    (True, 3.618033989)
     """
 
     @property
