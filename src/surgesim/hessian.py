@@ -121,80 +121,62 @@ class HessianOperator(Protocol):
     @property
     def dim(self) -> int:
         """d."""
-        ...
 
     @property
     def is_diagonal(self) -> bool:
         """Whether H is diagonal by construction (every H_ij, i != j, is 0 without looking)."""
-        ...
 
     def diag(self) -> np.ndarray:
         """The diagonal H_ii (d,), a copy."""
-        ...
 
     def trace(self) -> float:
         """tr(H)."""
-        ...
 
     def matvec(self, x: np.ndarray) -> np.ndarray:
         """H x for x of shape (d,) or (..., d) (rows)."""
-        ...
 
     def quad_rows(self, x: np.ndarray) -> np.ndarray:
         """x'Hx for each row of x (shape (..., d)) -> shape (...)."""
-        ...
 
     def quad_off_diagonal(self, x: np.ndarray) -> float:
         """sum_{i != j} x_i x_j H_ij for x of shape (d,) (eq 14's sum), summed without the diagonal."""
-        ...
 
     def trace_product(self, sigma: np.ndarray) -> float:
         """tr(H Sigma) for a (d, d) matrix Sigma."""
-        ...
 
     def rows(self, i0: int, i1: int) -> np.ndarray:
         """The rows H[i0:i1] as a dense (i1 - i0, d) array."""
-        ...
 
     def solve(self, b: np.ndarray) -> np.ndarray:
         """H^-1 b for b of shape (d,); ValueError when H is singular (for the structured kinds,
         when a diagonal entry h_i is not > 0)."""
-        ...
 
     def max_eigenvalue(self) -> float:
         """The largest eigenvalue of H."""
-        ...
 
     def to_dense(self) -> np.ndarray:
         """H as a dense (d, d) array, a copy."""
-        ...
 
     def diagonal_part(self) -> np.ndarray:
         """h (d,) in H = diag(h) + U U' + D (zeros for a dense H)."""
-        ...
 
     def low_rank_factor(self) -> np.ndarray:
         """U (d, k) in H = diag(h) + U U' + D (k = 0 unless diagonal plus low rank)."""
-        ...
 
     def dense_part(self) -> np.ndarray:
         """D in H = diag(h) + U U' + D: the (d, d) matrix of a dense H, an empty (0, 0) array
         otherwise."""
-        ...
 
     def named_arrays(self) -> dict[str, np.ndarray]:
         """The arrays that define H, in order, under their names in a problem file (``H``;
         ``h_diag``; or ``h_diag`` and ``h_factor``)."""
-        ...
 
     def describe(self) -> str:
         """The kind in words: "dense", "diagonal" or "diagonal + rank k"."""
-        ...
 
     def with_psd_check(self) -> HessianOperator:
         """H, checked to be positive semi-definite where its construction does not ensure it
         (ValueError otherwise)."""
-        ...
 
 
 @dataclass(frozen=True, eq=False)
