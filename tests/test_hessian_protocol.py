@@ -202,3 +202,20 @@ def test_no_module_but_hessian_branches_on_the_operator_type():
         for line in type_branches(path.read_text()):
             offenders.append(f"{path.parent.name}/{path.name}:{line}")
     assert not offenders, "type branches on the Hessian operators outside hessian.py: " + ", ".join(offenders)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_gpu_bench_one_step_runs_every_kind_as_the_kernels_do(kind):
+    """``bench.gpu._one_step`` on the CPU module (numpy arrays) gives ``one_step_moments``'s (a, b)
+    for every kind (it read ``H.factor`` of a diagonal H before, an AttributeError)."""
+    from surgesim.bench.gpu import _one_step
+    from surgesim.kernels import one_step_moments, onestep
+
+    rng = np.random.default_rng(3)
+    p = QuadraticProblem(rng.normal(0, 0.1, 9), rng.uniform(0.5, 2.0, 9), random_operator(kind, 9, 2))
+    run, result = _one_step(onestep, np, lambda: None, p, "sign", 4, 64)
+    run()
+    a, b = result()
+    want_a, want_b = one_step_moments(p, 4, 64, seed=0)
+    np.testing.assert_array_equal(a, want_a)
+    np.testing.assert_array_equal(b, want_b)
