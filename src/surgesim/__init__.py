@@ -37,7 +37,7 @@ eps_max / (1/2 (2 + 1/2)) = 0.8 eps_max (eq 16: eps_max):
 from importlib.metadata import PackageNotFoundError, version
 
 from . import backend, estimate, fit, hessian, kernels, problem, progress, rng, sweep, theory
-from .hessian import Dense, Diagonal, DiagonalPlusLowRank, as_hessian
+from .hessian import Dense, Diagonal, DiagonalPlusLowRank, HessianOperator, as_hessian
 from .problem import QuadraticProblem, diagonal_problem, power_law_problem, surge_problem
 from .theory import (
     estimate_peak_lr,
@@ -71,6 +71,7 @@ __all__ = [
     "Dense",
     "Diagonal",
     "DiagonalPlusLowRank",
+    "HessianOperator",
     "QuadraticProblem",
     "as_hessian",
     "diagonal_problem",
