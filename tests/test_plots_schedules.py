@@ -4,6 +4,7 @@ constant batch sizes in order of B, a legend off the data, and distinguishable v
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from surgesim.plots.schedules import SCHEDULE_STYLE, schedule_traces_figure, schedules_front_figure
 
@@ -42,3 +43,17 @@ def test_traces_figure_tells_variants_of_one_schedule_apart():
     assert all(ln.get_color() == SCHEDULE_STYLE["online"]["color"] for ln in lines)
     np.testing.assert_array_equal(lines[1].get_ydata(), 2 * (steps + 2))
     assert top.get_legend() is None and len(fig.legends) == 1
+
+
+def test_traces_figure_of_one_optimizer_keeps_title_legend_and_panels_apart():
+    steps = np.arange(5.0)
+    traces = [{"optimizer": "adam", "schedule": s, "variant": v, "batch": b * (steps + 2), "lr": np.full(5, 1e-3)}
+              for s, v, b in (("constant", "B=4", 4), ("constant", "B=128", 128), ("probe", "c=1", 8))]  # fmt: skip
+    fig = schedule_traces_figure(traces, "B_t and lr_t along each schedule (lr chosen for loss 0.4, seed 0)")
+    FigureCanvasAgg(fig).draw()  # the constrained layout, as savefig runs it
+    renderer = fig.canvas.get_renderer()
+    title, legend = fig._suptitle.get_window_extent(renderer), fig.legends[0].get_window_extent(renderer)
+    panels = [ax.get_window_extent(renderer) for ax in fig.axes]
+    assert not title.overlaps(legend)  # the one-column figure had its title run into the legend
+    assert not any(legend.overlaps(p) for p in panels)
+    assert min(p.width for p in panels) > 0.5 * fig.bbox.width  # the panels, not the legend, get the width

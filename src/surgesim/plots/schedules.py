@@ -10,6 +10,7 @@ Pure builders: data in, a matplotlib ``Figure`` out.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -121,7 +122,8 @@ def schedules_front_figure(entries: Sequence[Mapping], title: str = "") -> Figur
 def schedule_traces_figure(traces: Sequence[Mapping], title: str = "") -> Figure:
     """B_t (top) and lr_t (bottom) along each schedule (``surgesim.schedules.schedule_traces``)."""
     opts = sorted({t["optimizer"] for t in traces})
-    fig = Figure(figsize=(5.0 * len(opts), 6.4), layout="constrained")
+    # the legend sits right of the panels, in room of its own, under a title wrapped to the panels' width
+    fig = Figure(figsize=(5.0 * len(opts) + 2.6, 6.4), layout="constrained")
     axes = np.atleast_2d(fig.subplots(2, len(opts), squeeze=False))
     for k, name in enumerate(opts):
         count: dict[str, int] = {}
@@ -141,5 +143,5 @@ def schedule_traces_figure(traces: Sequence[Mapping], title: str = "") -> Figure
         axes[1, k].set_xlabel("step t")
     legend_outside(fig, axes[0, 0], "right", fontsize=7)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(textwrap.fill(title, 75 * len(opts)), fontsize=10)
     return fig
