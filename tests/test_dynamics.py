@@ -176,9 +176,43 @@ def test_step_rule_rejects_bad_input_and_the_gpu_loop_refuses_rules():
     def other_backend(*args):
         raise AssertionError("must not be called")
 
+    constant_only = kd.TrajectoryLoop(other_backend, general=False)
     with pytest.raises(ValueError, match="CPU backend only"):
-        kd._trajectories(other_backend, HESSIANS["dense"], SIGMA, DELTA0, KEYS, 0.01, 4.0, Optimizer("sign"), (), 0,
-                         10, 0, 0, StepRule("optimal"))  # fmt: skip
+        kd.drive_trajectories(constant_only, HESSIANS["dense"], SIGMA, DELTA0, KEYS, 0.01, 4.0, Optimizer("sign"),
+                              rule=StepRule("optimal"))  # fmt: skip
+
+
+def test_drive_trajectories_hands_a_loop_seven_groups_built_once():
+    # The host driver that both backends share: one call of the loop with the seven groups of
+    # loop_arguments, targets sorted in decreasing order, scalars as Python int/float/bool (one
+    # compiled signature), and through the Numba loop the same results as run_trajectories, every
+    # record written (the loop unpacks the groups outside its prange, numba/numba#5872).
+    from surgesim.kernels import dynamics as kd
+    from surgesim.kernels import loop_arguments as la
+
+    calls = []
+
+    def spy(*groups):
+        calls.append(groups)
+        kd.NUMBA_LOOP.run(*groups)
+
+    opt, lr = OPTIMIZERS["adam"]
+    kw = dict(targets=(0.5, 2.0), further_steps=2, max_steps=60, trace_steps=5, rule=StepRule("optimal"), path=True)
+    got = kd.drive_trajectories(kd.TrajectoryLoop(spy, general=True), HESSIANS["lowrank"], SIGMA, DELTA0, KEYS, lr,
+                                BATCH, opt, **kw)  # fmt: skip
+    want = run_trajectories(HESSIANS["lowrank"], SIGMA, DELTA0, KEYS, lr, BATCH, opt, **kw)
+    assert len(calls) == 1
+    groups = la.LoopArguments(*calls[0])
+    assert [type(g) for g in groups] == [la.Quadratic, la.OptimizerConstants, la.RuleConstants, la.Horizon,
+                                         la.PerTrajectory, la.State, la.Records]  # fmt: skip
+    assert groups.horizon.targets.tolist() == [2.0, 0.5]
+    for group in groups:
+        for name, x in group._asdict().items():
+            assert isinstance(x, np.ndarray) or type(x) in (int, float, bool), (type(group).__name__, name, type(x))
+    for name in got.__dataclass_fields__:
+        assert np.array_equal(getattr(got, name), getattr(want, name), equal_nan=True), name
+    reached = got.steps[:, 1] >= 0
+    assert np.all(got.n_steps == 60) and reached.any() and np.all(np.isfinite(got.path_ds[reached, 1]))
 
 
 # --- the closed forms of the protocol against surgesim.theory ------------------------------------

@@ -285,23 +285,28 @@ def test_gpu_arguments_are_checked_before_cupy_is_needed(no_cupy, change, messag
 
 
 def test_gpu_dynamics_arguments_are_checked_before_cupy_is_needed(no_cupy):
+    from surgesim.kernels import loop_arguments as la
+
     T, d, n_t = 3, 4, 2
-    ok = dict(
-        kind=dynamics.DIAG_LOWRANK, h=np.ones(d), ut=np.zeros((1, d)), hd=np.zeros((0, 0)), sigma=np.ones(d),
-        keys=np.zeros(T, np.uint64), lr=np.ones(T), inv_sqrt_b=np.ones(T), opt=dynamics.ADAM, b1=0.9, b2=0.99,
-        eps=1e-8, targets=np.ones(n_t), further=0, min_steps=0, max_steps=10, delta=np.zeros((T, d)),
-        m=np.zeros((T, d)), v=np.zeros((T, d)), gm=None, z=None, p=None, steps=np.zeros((T, n_t), np.int64),
-        loss_at=np.zeros((T, n_t)), loss_after=np.zeros((T, n_t)), delta_at=np.zeros((T, n_t, d)),
-        n_steps=np.zeros(T, np.int64), trace=np.zeros((T, 5)),
+    rows, per_target = np.zeros((T, d)), np.zeros((T, n_t))
+    ok = la.LoopArguments(
+        la.Quadratic(dynamics.DIAG_LOWRANK, np.ones(d), np.zeros((1, d)), np.zeros((0, 0)), np.ones(d), np.ones(d)),
+        la.OptimizerConstants(dynamics.ADAM, 0.9, 0.99, 1e-8),
+        la.RuleConstants(0, 0, 1, 1.0, 1.0, 1.0, 1.0, 1.0, 0, 0.9, False, False),
+        la.Horizon(np.ones(n_t), 0, 0, 10, 0),
+        la.PerTrajectory(np.zeros(T, np.uint64), np.zeros(0, np.uint64), np.ones(T), np.ones(T), np.ones(T)),
+        la.State(rows, rows.copy(), rows.copy(), *([None] * 8)),
+        la.Records(np.zeros((T, n_t), np.int64), per_target, per_target.copy(), np.zeros((T, n_t, d)), None, None,
+                   None, np.zeros(T, np.int64), np.zeros((T, 5)), None, None),
     )  # fmt: skip
     with pytest.raises(ValueError, match=r"ut must have shape \(1, 4\), got \(1, 5\)"):
-        gpu_dynamics._run(**{**ok, "ut": np.zeros((1, 5))})
+        gpu_dynamics._run(*ok._replace(quadratic=ok.quadratic._replace(ut=np.zeros((1, 5)))))
     with pytest.raises(ValueError, match=r"output must have shape \(3, 2\) and dtype int64, got \(3, 2\) float64"):
-        gpu_dynamics._run(**{**ok, "steps": np.zeros((T, n_t))})
+        gpu_dynamics._run(*ok._replace(records=ok.records._replace(steps=np.zeros((T, n_t)))))
     with pytest.raises(ValueError, match="unknown Hessian kind 0 or optimizer code 7"):
-        gpu_dynamics._run(**{**ok, "opt": 7})
+        gpu_dynamics._run(*ok._replace(optimizer=ok.optimizer._replace(code=7)))
     with pytest.raises(ImportError, match="needs CuPy"):  # valid arguments: now CuPy is needed
-        gpu_dynamics._run(**ok)
+        gpu_dynamics._run(*ok)
 
 
 @pytest.mark.parametrize(

@@ -44,14 +44,17 @@ a diagonal H; each product O(d k)), or ``DENSE`` with ``hd`` (d, d) (O(d^2)).
 Speed (``python -m sims.bench_dynamics``): the kernel is bound by its random numbers, within about
 2x of drawing the normals alone, and several times a vectorised NumPy implementation.
 
-Layout: this module holds the host side (checks, buffers, results) and every public name; the
+Layout: this module holds the host side (checks, buffers, results: ``drive_trajectories``, which
+the CPU and GPU backends share, each with its ``TrajectoryLoop``) and every public name; the
 compiled parts live in ``optimizers`` (``Optimizer`` and the update of one step), ``step_rules``
 (``StepRule`` and its compiled pieces), ``hessian_products`` (the products with H) and
-``trajectory_loop`` (``_run``, the loop over trajectories and steps).
+``trajectory_loop`` (``_run``, the loop over trajectories and steps); ``loop_arguments`` names the
+seven groups of arguments that a loop takes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numba
@@ -61,6 +64,16 @@ from numpy.typing import ArrayLike
 from ..hessian import Hessian
 from ..rng import derive_key, normal_pair, stream_key
 from .hessian_products import DENSE, DIAG_LOWRANK, hessian_arrays
+from .loop_arguments import (
+    Horizon,
+    LoopArguments,
+    OptimizerConstants,
+    PerTrajectory,
+    Quadratic,
+    Records,
+    RuleConstants,
+    State,
+)
 from .optimizers import ADAM, LION, OPTIMIZER_CODES, SGD, SIGN, Optimizer
 from .step_rules import BATCH_CONSTANT as BATCH_CONSTANT
 from .step_rules import BATCH_CRIT_ESTIMATED as BATCH_CRIT_ESTIMATED
@@ -90,6 +103,10 @@ __all__ = [
     "trajectory_key",
     "hessian_arrays",
     "run_trajectories",
+    "TrajectoryLoop",
+    "NUMBA_LOOP",
+    "drive_trajectories",
+    "LoopArguments",
     "step_normals",
     "normal_pair",
 ]
@@ -184,13 +201,28 @@ def run_trajectories(
     Returns:
         A ``TrajectoryResult``; targets are reported in the order given.
     """
-    return _trajectories(
-        _run_numba, H, sigma, delta0, keys, lr, batch_size, optimizer, targets, further_steps, max_steps,
+    return drive_trajectories(
+        NUMBA_LOOP, H, sigma, delta0, keys, lr, batch_size, optimizer, targets, further_steps, max_steps,
         min_steps, trace_steps, rule, path, m0, v0, start_step,
     )  # fmt: skip
 
 
-def _run_numba(*args) -> None:
+@dataclass(frozen=True)
+class TrajectoryLoop:
+    """A backend's loop over trajectories, as ``drive_trajectories`` runs it.
+
+    run: a function of the seven groups of ``LoopArguments`` (``loop_arguments``) that advances
+    every trajectory and fills ``state`` and ``records`` in place. general: whether it runs
+    per-step rules, path integrals, SGD with momentum and given optimizer buffers; a loop that
+    does not runs the constant rule only, and the driver fills its per-step records (examples,
+    batch sizes, learning rates) from the constants.
+    """
+
+    run: Callable[..., None]
+    general: bool
+
+
+def _run_numba(*args: object) -> None:
     # Trajectories differ in length (a large lr reaches the targets sooner, a failing one runs to
     # max_steps): hand them to the threads one at a time so that both stay busy.
     previous = numba.set_parallel_chunksize(1)
@@ -200,20 +232,39 @@ def _run_numba(*args) -> None:
         numba.set_parallel_chunksize(previous)
 
 
+NUMBA_LOOP = TrajectoryLoop(_run_numba, general=True)  # the CPU loop (trajectory_loop._run)
+
 _W_TAG = 0x57  # the sub-stream of the half-batch difference normals of estimated rules
 
 
 _PER_TARGET = ("steps", "loss_at", "loss_after", "delta_at", "examples_at", "path_ds", "path_bds")
 
 
-def _trajectories(
-    run, H, sigma, delta0, keys, lr, batch_size, optimizer, targets, further_steps, max_steps, min_steps, trace_steps,
-    rule: StepRule = _CONSTANT_RULE, path: bool = False, m0=None, v0=None, start_step: int = 0,
-) -> TrajectoryResult:  # fmt: skip
-    """``run_trajectories``'s checks, set-up and results around ``run``, a function with ``_run``'s
-    arguments and in-place outputs (the Numba loop here; ``surgesim.gpu.dynamics`` passes its own,
-    which takes the arguments up to ``trace`` and supports only the constant rule without path)."""
-    _check_backend(run, optimizer, rule, path)
+def drive_trajectories(
+    loop: TrajectoryLoop,
+    H: Hessian,
+    sigma: np.ndarray,
+    delta0: np.ndarray,
+    keys: np.ndarray,
+    lr: ArrayLike,
+    batch_size: ArrayLike,
+    optimizer: Optimizer,
+    targets: ArrayLike = (),
+    further_steps: int = 0,
+    max_steps: int = 1000,
+    min_steps: int = 0,
+    trace_steps: int = 0,
+    rule: StepRule = _CONSTANT_RULE,
+    path: bool = False,
+    m0: np.ndarray | None = None,
+    v0: np.ndarray | None = None,
+    start_step: int = 0,
+) -> TrajectoryResult:
+    """``run_trajectories`` (same arguments after ``loop``, checks and results) on a backend's loop:
+    the host side that the CPU and GPU backends share. It checks the arguments (what a loop that
+    is not ``general`` cannot run is a ValueError), packs them into ``LoopArguments`` once, runs
+    ``loop.run`` on them and returns the records in the order of the targets given."""
+    _check_backend(loop, optimizer, rule, path)
     sigma, delta0, keys, lr, bs = _checked_arrays(H, sigma, delta0, keys, lr, batch_size, rule)
     further = _check_int("further_steps", further_steps, 0)
     max_steps = _check_int("max_steps", max_steps, 0)
@@ -223,47 +274,40 @@ def _trajectories(
     if not np.all(np.isfinite(tg)):
         raise ValueError(f"targets must be finite, got {tg}")
     order = np.argsort(-tg, kind="stable")
-    kind, h, ut, hd = hessian_arrays(H)
-    T, d = keys.shape[0], delta0.shape[0]
-    delta = np.repeat(delta0[None, :], T, axis=0)
+    quad = Quadratic(*hessian_arrays(H), sigma, np.ascontiguousarray(H.diag(), dtype=np.float64))
     start_step = _check_int("start_step", start_step, 0)
-    mom, vel = _optimizer_buffers(m0, v0, T, d)
-    if run is not _run_numba and (m0 is not None or v0 is not None or start_step):
+    state = _state(quad, delta0, keys.shape[0], rule.estimates, m0, v0)
+    if not loop.general and (m0 is not None or v0 is not None or start_step):
         raise ValueError("starting from given optimizer buffers runs on the CPU backend only")
-    gm = np.empty((T, d))
-    z = np.empty((T, d + (d & 1)))
-    p = np.empty((T, max(ut.shape[0], 1)))
-    o = _result_buffers(T, tg.size, n_trace, d)
-    common = (
-        kind, h, ut, hd, sigma, keys, lr, 1.0 / np.sqrt(np.maximum(bs, 1.0)), optimizer.code,
-        float(optimizer.beta1), float(optimizer.beta2), float(optimizer.eps),
-        np.ascontiguousarray(tg[order]), further, min_steps, max_steps,
-        delta, mom, vel, gm, z, p, o["steps"], o["loss_at"], o["loss_after"], o["delta_at"], o["n_steps"], o["trace"],
-    )  # fmt: skip
-    if run is not _run_numba:  # another backend's loop: constant rule, no path (checked above)
-        run(*common)
+    args = LoopArguments(
+        quad,
+        OptimizerConstants(optimizer.code, float(optimizer.beta1), float(optimizer.beta2), float(optimizer.eps)),
+        _rule_constants(rule, path),
+        Horizon(np.ascontiguousarray(tg[order]), further, min_steps, max_steps, start_step),
+        _per_trajectory(keys, lr, bs, rule.estimates),
+        state,
+        _records(keys.shape[0], tg.size, n_trace, delta0.shape[0]),
+    )
+    loop.run(*args)
+    o = args.records._asdict()
+    if not loop.general:  # the constant rule without path (checked above): its per-step records
         reached = o["steps"] >= 0
         o["examples_at"][reached] = (o["steps"] * bs[:, None])[reached]
         o["batch_trace"][:] = np.where(np.isfinite(o["trace"]), bs[:, None], np.nan)
         o["lr_trace"][:] = np.where(np.isfinite(o["trace"]), lr[:, None], np.nan)
-    else:
-        run(
-            *common, *_rule_arguments(rule, H, keys, bs, path, start_step, z.shape[1]),
-            o["examples_at"], o["path_ds"], o["path_bds"], o["batch_trace"], o["lr_trace"],
-        )  # fmt: skip
     inv = np.argsort(order)
     o = {name: a[:, inv] if name in _PER_TARGET else a for name, a in o.items()}
-    return TrajectoryResult(delta=delta, m=mom, v=vel, **o)
+    return TrajectoryResult(delta=state.delta, m=state.m, v=state.v, **o)
 
 
-def _check_backend(run, optimizer: Optimizer, rule: StepRule, path: bool) -> None:
-    """What only the Numba loop runs: SGD with momentum, per-step rules and path integrals."""
+def _check_backend(loop: TrajectoryLoop, optimizer: Optimizer, rule: StepRule, path: bool) -> None:
+    """What only a general loop runs: SGD with momentum, per-step rules and path integrals."""
     if not isinstance(rule, StepRule):
         raise TypeError(f"rule must be a StepRule, got {type(rule).__name__}")
     general = not rule.is_constant or bool(path)
-    if run is not _run_numba and optimizer.name == "sgd" and optimizer.beta1 > 0:
+    if not loop.general and optimizer.name == "sgd" and optimizer.beta1 > 0:
         raise ValueError("SGD with momentum runs on the CPU backend only")
-    if general and run is not _run_numba:
+    if general and not loop.general:
         raise ValueError("per-step rules (optimal lr, batch-size schedules) and path integrals run on the CPU "
                          "backend only")  # fmt: skip
 
@@ -295,8 +339,10 @@ def _checked_arrays(
     return sigma, delta0, keys, lr, bs
 
 
-def _optimizer_buffers(m0, v0, T: int, d: int) -> tuple[np.ndarray, np.ndarray]:
-    """(m, v), (T, d): m0 and v0 broadcast (zeros where not given), checked."""
+def _state(quad: Quadratic, delta0: np.ndarray, T: int, estimates: bool, m0, v0) -> State:
+    """The loop's state: delta0 and the optimizer buffers m0, v0 broadcast to (T, d) (zeros where
+    not given; checked), and the scratch (the estimated rules' empty without estimates)."""
+    d = delta0.shape[0]
     mom = np.zeros((T, d))
     vel = np.zeros((T, d))
     for name, given, buf in (("m0", m0, mom), ("v0", v0, vel)):
@@ -307,43 +353,46 @@ def _optimizer_buffers(m0, v0, T: int, d: int) -> tuple[np.ndarray, np.ndarray]:
             if name == "v0" and np.any(arr < 0):
                 raise ValueError("v0 must be >= 0 (a second moment)")
             buf[:] = arr
-    return mom, vel
-
-
-def _result_buffers(T: int, n_t: int, n_trace: int, d: int) -> dict[str, np.ndarray]:
-    """The loop's outputs, by their ``TrajectoryResult`` names, before any step: -1 and nan."""
-    return {
-        "steps": np.full((T, n_t), -1, dtype=np.int64),
-        "loss_at": np.full((T, n_t), np.nan),
-        "loss_after": np.full((T, n_t), np.nan),
-        "delta_at": np.full((T, n_t, d), np.nan),
-        "n_steps": np.zeros(T, dtype=np.int64),
-        "trace": np.full((T, n_trace), np.nan),
-        "examples_at": np.full((T, n_t), np.nan),
-        "path_ds": np.full((T, n_t), np.nan),
-        "path_bds": np.full((T, n_t), np.nan),
-        "batch_trace": np.full((T, n_trace), np.nan),
-        "lr_trace": np.full((T, n_trace), np.nan),
-    }
-
-
-def _rule_arguments(rule: StepRule, H: Hessian, keys: np.ndarray, bs: np.ndarray, path: bool, start_step: int,
-                    n_z: int) -> tuple:  # fmt: skip
-    """``_run``'s arguments from ``lr_rule`` to ``em``: the rule, the half-batch streams, and the
-    scratch of the estimated rules (empty without estimates)."""
-    T, d = keys.shape[0], H.dim
-    est = rule.estimates
-    keys_w = np.array([derive_key(kk, np.uint64(_W_TAG)) for kk in keys], dtype=np.uint64)
+    n_z = d + (d & 1)
 
     def scratch(n: int) -> np.ndarray:
-        return np.zeros((T, n) if est else (T, 0))
+        return np.zeros((T, n) if estimates else (T, 0))
 
-    return (
-        LR_RULES[rule.lr], BATCH_RULES[rule.batch], bs, int(rule.interval), float(rule.batch_factor),
-        float(rule.lr_factor), float(rule.batch_min), float(rule.batch_max), float(rule.batch_start),
-        int(rule.warmup), float(rule.beta), keys_w, np.ascontiguousarray(H.diag(), dtype=np.float64),
-        bool(path), start_step, scratch(n_z), np.zeros((T, d)), scratch(d), scratch(d), scratch(d),
+    return State(
+        np.repeat(delta0[None, :], T, axis=0), mom, vel, np.empty((T, d)), np.empty((T, n_z)),
+        np.empty((T, max(quad.ut.shape[0], 1))), scratch(n_z), np.zeros((T, d)), scratch(d), scratch(d), scratch(d),
     )  # fmt: skip
+
+
+def _rule_constants(rule: StepRule, path: bool) -> RuleConstants:
+    return RuleConstants(
+        LR_RULES[rule.lr], BATCH_RULES[rule.batch], int(rule.interval), float(rule.batch_factor),
+        float(rule.lr_factor), float(rule.batch_min), float(rule.batch_max), float(rule.batch_start),
+        int(rule.warmup), float(rule.beta), bool(rule.estimates), bool(path),
+    )  # fmt: skip
+
+
+def _per_trajectory(keys: np.ndarray, lr: np.ndarray, bs: np.ndarray, estimates: bool) -> PerTrajectory:
+    """The per-trajectory inputs; the half-batch streams' keys only with estimates (else empty)."""
+    keys_w = [derive_key(kk, np.uint64(_W_TAG)) for kk in keys] if estimates else []
+    return PerTrajectory(keys, np.array(keys_w, dtype=np.uint64), lr, bs, 1.0 / np.sqrt(np.maximum(bs, 1.0)))
+
+
+def _records(T: int, n_t: int, n_trace: int, d: int) -> Records:
+    """The loop's outputs before any step: -1 and nan."""
+    return Records(
+        steps=np.full((T, n_t), -1, dtype=np.int64),
+        loss_at=np.full((T, n_t), np.nan),
+        loss_after=np.full((T, n_t), np.nan),
+        delta_at=np.full((T, n_t, d), np.nan),
+        examples_at=np.full((T, n_t), np.nan),
+        path_ds=np.full((T, n_t), np.nan),
+        path_bds=np.full((T, n_t), np.nan),
+        n_steps=np.zeros(T, dtype=np.int64),
+        trace=np.full((T, n_trace), np.nan),
+        batch_trace=np.full((T, n_trace), np.nan),
+        lr_trace=np.full((T, n_trace), np.nan),
+    )
 
 
 def step_normals(keys: np.ndarray, n_steps: int, d: int) -> np.ndarray:

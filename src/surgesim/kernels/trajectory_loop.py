@@ -6,15 +6,12 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .._jit import jit_inline, jit_parallel
+from .._jit import jit, jit_inline, jit_parallel
 from ..rng import normal_pair
 from .hessian_products import _refresh
 from .optimizers import SGD, _update
 from .step_rules import (
-    BATCH_CRIT_ESTIMATED,
     BATCH_NOISE,
-    BATCH_NOISE_ESTIMATED,
-    LR_ESTIMATED,
     _choose_batch,
     _choose_lr,
     _path_step,
@@ -34,29 +31,24 @@ def _fill_normals(key, base, z):
 
 
 @jit_parallel
-def _run(  # noqa: PLR0913
-    kind, h, ut, hd, sigma, keys, lr, inv_sqrt_b, opt, b1, b2, eps,
-    targets, further, min_steps, max_steps,
-    delta, m, v, gm, z, p,
-    steps, loss_at, loss_after, delta_at, n_steps, trace,
-    lr_rule, batch_rule, batch_size, interval, batch_factor, lr_factor, b_min, b_max, b_start, warmup,
-    beta, keys_w, hdiag, path, step0,
-    w, e, sgh, es, em,
-    examples_at, path_ds, path_bds, batch_trace, lr_trace,
-):  # fmt: skip
-    """Run trajectory t = 0 .. T-1 from delta[t] (m[t], v[t]: optimizer state, updated in place).
-
-    Stops at the first step count s with s >= min_steps, every reached target measured
-    ``further`` steps later, and every target reached or s >= max_steps; or when the loss is
-    no longer finite. Targets must be sorted in decreasing order. All arrays are preallocated.
-
-    Each step sets its batch size B_s and learning rate by ``batch_rule`` and ``lr_rule``
-    (``StepRule``; with both constant: batch_size[t] and lr[t], and inv_sqrt_b[t] = B^-1/2).
-    examples_at: the examples sum_s B_s at each target; with ``path``, path_ds and path_bds: the
-    integrals of ds and of B_noise ds to each target (eq 44-45); batch_trace, lr_trace: B_s and
-    the learning rate of step s. Scratch: e (T, d); for estimated rules w (T, d + d % 2),
-    sgh, es and em (T, d).
-    """
+def _run(quadratic, optimizer, rule, horizon, per_trajectory, state, records):
+    """Run trajectory t = 0 .. T-1 from state.delta[t], in place, in parallel over t (the groups:
+    ``loop_arguments``): each step sets B_s and the learning rate by the rule, then updates; a
+    trajectory stops at s >= min_steps with every reached target measured ``further`` steps later
+    and every target reached or s >= max_steps, or at a loss that is not finite."""
+    # Unpacked outside the prange, under the names the loop has always had: Numba drops writes to
+    # a tuple's arrays in a prange (numba/numba#5872; n_steps too, hence _store), and the names of
+    # the variables the prange uses order the arguments of its compiled body, which set how LLVM
+    # reassociates under fastmath: the last bits of the results.
+    kind, h, ut, hd, sigma, hdiag = quadratic
+    opt, b1, b2, eps = optimizer
+    lr_rule, batch_rule, interval, batch_factor, lr_factor, b_min, b_max, b_start, warmup, beta, estimate, path = rule
+    targets, further, min_steps, max_steps, step0 = horizon
+    keys, keys_w, lr, batch_size, inv_sqrt_b = per_trajectory
+    delta, m, v, gm, z, p, w, e, sgh, es, em = state
+    steps, loss_at, loss_after, delta_at, examples_at, path_ds, path_bds, n_steps, trace, batch_trace, lr_trace = (
+        records
+    )
     T = delta.shape[0]
     d = delta.shape[1]
     n_t = targets.shape[0]
@@ -67,7 +59,6 @@ def _run(  # noqa: PLR0913
     for i in range(d):
         trace_h += hdiag[i]
         ths += hdiag[i] * sigma[i] * sigma[i]
-    estimate = lr_rule == LR_ESTIMATED or batch_rule == BATCH_NOISE_ESTIMATED or batch_rule == BATCH_CRIT_ESTIMATED
     for t in prange(T):
         dt, mt, vt, gmt, zt, pt = delta[t], m[t], v[t], gm[t], z[t], p[t]
         wt, et, sgt = w[t], e[t], sgh[t]
@@ -124,7 +115,13 @@ def _run(  # noqa: PLR0913
             loss = new
             if s < n_trace:
                 trace[t, s] = loss
-        n_steps[t] = s
+        _store(n_steps, t, s)  # a compiled call, not n_steps[t] = s: see above
+
+
+@jit
+def _store(a, i, x):
+    """a[i] = x, compiled on its own (not inlined into a prange body)."""
+    a[i] = x
 
 
 @jit_inline
