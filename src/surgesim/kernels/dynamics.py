@@ -59,7 +59,7 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, DTypeLike
 
 from ..hessian import Hessian
 from ..rng import derive_key, normal_pair, stream_key
@@ -274,7 +274,8 @@ def drive_trajectories(
     if not np.all(np.isfinite(tg)):
         raise ValueError(f"targets must be finite, got {tg}")
     order = np.argsort(-tg, kind="stable")
-    quad = Quadratic(*hessian_arrays(H), sigma, np.ascontiguousarray(H.diag(), dtype=np.float64))
+    kind, *parts = hessian_arrays(H)
+    quad = Quadratic(kind, *map(_copy_apart, (*parts, sigma, np.ascontiguousarray(H.diag(), dtype=np.float64))))
     start_step = _check_int("start_step", start_step, 0)
     state = _state(quad, delta0, keys.shape[0], rule.estimates, m0, v0)
     if not loop.general and (m0 is not None or v0 is not None or start_step):
@@ -283,7 +284,7 @@ def drive_trajectories(
         quad,
         OptimizerConstants(optimizer.code, float(optimizer.beta1), float(optimizer.beta2), float(optimizer.eps)),
         _rule_constants(rule, path),
-        Horizon(np.ascontiguousarray(tg[order]), further, min_steps, max_steps, start_step),
+        Horizon(_copy_apart(tg[order]), further, min_steps, max_steps, start_step),
         _per_trajectory(keys, lr, bs, rule.estimates),
         state,
         _records(keys.shape[0], tg.size, n_trace, delta0.shape[0]),
@@ -298,6 +299,38 @@ def drive_trajectories(
     inv = np.argsort(order)
     o = {name: a[:, inv] if name in _PER_TARGET else a for name, a in o.items()}
     return TrajectoryResult(delta=state.delta, m=state.m, v=state.v, **o)
+
+
+_APART = 1024  # bytes of slack on each side of every array the loop takes (_apart)
+
+
+def _apart(shape: int | tuple[int, ...], fill: object = None, dtype: DTypeLike = np.float64) -> np.ndarray:
+    """A C-contiguous array (filled with ``fill`` unless None), 64-byte aligned, alone in a buffer
+    with ``_APART`` bytes of slack before and after it: every array that ``drive_trajectories`` hands
+    to the loop is one, so any two of them start at least ``_APART`` bytes apart.
+
+    Why: LLVM's loop vectoriser guards its vector loops with run-time alias checks on the arrays'
+    start addresses, and one array starting less than VF * UF * 8 bytes (256 with AVX-512) after
+    another sends the loop to its scalar fallback; under fastmath "reassoc" (``surgesim._jit``) the
+    two versions round differently. Heap arrays shorter than that (d < 32) could lie that close,
+    so the results' last bits depended on where the heap put them (tests/test_compile_determinism.py).
+    Arrays this far apart always take the vector loop, as arrays of d >= 32 doubles always did: used
+    at every d, it changes no result at d >= 32, and costs 2 KiB per array and one copy of the inputs.
+    """
+    dtype = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    n = int(np.prod(shape)) * dtype.itemsize
+    buf = np.empty(n + 2 * _APART + 64, dtype=np.uint8)
+    start = _APART + -(buf.ctypes.data + _APART) % 64
+    a = buf[start : start + n].view(dtype).reshape(shape)
+    if fill is not None:
+        a[...] = fill
+    return a
+
+
+def _copy_apart(x: np.ndarray) -> np.ndarray:
+    """A copy of ``x`` made by ``_apart``."""
+    return _apart(x.shape, x, x.dtype)
 
 
 def _check_backend(loop: TrajectoryLoop, optimizer: Optimizer, rule: StepRule, path: bool) -> None:
@@ -343,8 +376,8 @@ def _state(quad: Quadratic, delta0: np.ndarray, T: int, estimates: bool, m0, v0)
     """The loop's state: delta0 and the optimizer buffers m0, v0 broadcast to (T, d) (zeros where
     not given; checked), and the scratch (the estimated rules' empty without estimates)."""
     d = delta0.shape[0]
-    mom = np.zeros((T, d))
-    vel = np.zeros((T, d))
+    mom = _apart((T, d), 0.0)
+    vel = _apart((T, d), 0.0)
     for name, given, buf in (("m0", m0, mom), ("v0", v0, vel)):
         if given is not None:
             arr = np.asarray(given, dtype=np.float64)
@@ -356,11 +389,11 @@ def _state(quad: Quadratic, delta0: np.ndarray, T: int, estimates: bool, m0, v0)
     n_z = d + (d & 1)
 
     def scratch(n: int) -> np.ndarray:
-        return np.zeros((T, n) if estimates else (T, 0))
+        return _apart((T, n) if estimates else (T, 0), 0.0)
 
     return State(
-        np.repeat(delta0[None, :], T, axis=0), mom, vel, np.empty((T, d)), np.empty((T, n_z)),
-        np.empty((T, max(quad.ut.shape[0], 1))), scratch(n_z), np.zeros((T, d)), scratch(d), scratch(d), scratch(d),
+        _apart((T, d), delta0), mom, vel, _apart((T, d)), _apart((T, n_z)), _apart((T, max(quad.ut.shape[0], 1))),
+        scratch(n_z), _apart((T, d), 0.0), scratch(d), scratch(d), scratch(d),
     )  # fmt: skip
 
 
@@ -375,23 +408,24 @@ def _rule_constants(rule: StepRule, path: bool) -> RuleConstants:
 def _per_trajectory(keys: np.ndarray, lr: np.ndarray, bs: np.ndarray, estimates: bool) -> PerTrajectory:
     """The per-trajectory inputs; the half-batch streams' keys only with estimates (else empty)."""
     keys_w = [derive_key(kk, np.uint64(_W_TAG)) for kk in keys] if estimates else []
-    return PerTrajectory(keys, np.array(keys_w, dtype=np.uint64), lr, bs, 1.0 / np.sqrt(np.maximum(bs, 1.0)))
+    return PerTrajectory(*map(_copy_apart, (keys, np.array(keys_w, dtype=np.uint64), lr, bs,
+                                            1.0 / np.sqrt(np.maximum(bs, 1.0)))))  # fmt: skip
 
 
 def _records(T: int, n_t: int, n_trace: int, d: int) -> Records:
-    """The loop's outputs before any step: -1 and nan."""
+    """The loop's outputs before any step: -1 and nan (``_apart`` arrays)."""
     return Records(
-        steps=np.full((T, n_t), -1, dtype=np.int64),
-        loss_at=np.full((T, n_t), np.nan),
-        loss_after=np.full((T, n_t), np.nan),
-        delta_at=np.full((T, n_t, d), np.nan),
-        examples_at=np.full((T, n_t), np.nan),
-        path_ds=np.full((T, n_t), np.nan),
-        path_bds=np.full((T, n_t), np.nan),
-        n_steps=np.zeros(T, dtype=np.int64),
-        trace=np.full((T, n_trace), np.nan),
-        batch_trace=np.full((T, n_trace), np.nan),
-        lr_trace=np.full((T, n_trace), np.nan),
+        steps=_apart((T, n_t), -1, dtype=np.int64),
+        loss_at=_apart((T, n_t), np.nan),
+        loss_after=_apart((T, n_t), np.nan),
+        delta_at=_apart((T, n_t, d), np.nan),
+        examples_at=_apart((T, n_t), np.nan),
+        path_ds=_apart((T, n_t), np.nan),
+        path_bds=_apart((T, n_t), np.nan),
+        n_steps=_apart(T, 0, np.int64),
+        trace=_apart((T, n_trace), np.nan),
+        batch_trace=_apart((T, n_trace), np.nan),
+        lr_trace=_apart((T, n_trace), np.nan),
     )
 
 
