@@ -9,24 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _operators import random_operator
 from hypothesis import given
 from hypothesis import strategies as st
 
 from surgesim import theory
 from surgesim.hessian import Dense, Diagonal, DiagonalPlusLowRank, as_hessian
-
-
-def random_operator(kind: str, d: int, seed: int, k: int = 3):
-    rng = np.random.default_rng([seed, d, 11])
-    h = rng.uniform(0.0, 2.0, size=d)
-    if kind == "diagonal":
-        return Diagonal(h)
-    U = rng.standard_normal((d, k))
-    if kind == "lowrank":
-        return DiagonalPlusLowRank(h, U)
-    A = rng.standard_normal((d, d)) / np.sqrt(d)
-    return Dense(A @ A.T + np.diag(h))
-
 
 operators = st.builds(
     random_operator,

@@ -14,6 +14,7 @@ import pathlib
 
 import numpy as np
 import pytest
+from _operators import random_operator as shared_random_operator
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -27,15 +28,7 @@ KINDS = ("dense", "diagonal", "lowrank")
 
 def random_operator(kind: str, d: int, seed: int, k: int = 3) -> HessianOperator:
     """An operator of ``kind`` with h in (0.1, 2): positive definite, so solves are defined."""
-    rng = np.random.default_rng([seed, d, 25])
-    h = rng.uniform(0.1, 2.0, size=d)
-    if kind == "diagonal":
-        return Diagonal(h)
-    U = rng.standard_normal((d, k))
-    if kind == "lowrank":
-        return DiagonalPlusLowRank(h, U)
-    A = rng.standard_normal((d, d)) / np.sqrt(d)
-    return Dense(A @ A.T + np.diag(h))
+    return shared_random_operator(kind, d, seed, k, h_low=0.1, tag=25)
 
 
 operators = st.builds(
