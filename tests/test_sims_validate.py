@@ -180,3 +180,30 @@ def test_validate_figure_leaves_cells_never_run_blank():
     labels = [t.get_text() for t in validate_figure(rows, res).legends[0].get_texts()]
     assert any(t.startswith("blank: not in the grid") for t in labels), labels
     assert not any("target not reached" in t for t in labels), labels  # every run has a value
+
+
+@pytest.mark.parametrize("workload", ["cnn", "gpt"])
+def test_committed_full_run_summaries_meet_the_validation_bar(workload):
+    """figures/fig11_validate_<w>.json, the full run's summary, holds what issue 22 asks of it: >= 3
+    targets, each with >= 8 batch sizes of finite lr_opt_se, a surge p-value in [0, 1], the peak
+    inside its 68% interval and within the grid, eq 22's B_noise with a finite s.e., and all six
+    predictors with a positive value whose log ratio to the fit is ln(value / fit)."""
+    from pathlib import Path
+
+    from surgesim.outputs import loads_json
+
+    summary = loads_json((Path(__file__).parents[1] / "figures" / f"fig11_validate_{workload}.json").read_text())
+    assert len(summary["targets"]) >= 3
+    for t in summary["targets"]:
+        pairs = zip(t["batch_sizes"], t["lr_opt_se"], strict=True)
+        finite = [b for b, se in pairs if se is not None and math.isfinite(se)]
+        assert len(finite) >= 8, (t["target_loss"], finite)
+        assert 0.0 <= t["surge_p_value"] <= 1.0
+        lo, hi = t["peak_batch_size_ci"]
+        assert min(t["batch_sizes"]) <= lo <= t["peak_batch_size"] <= hi <= max(t["batch_sizes"])
+        fit, fit_se = t["fitted_noise_batch_size"], t["fitted_noise_batch_size_se"]
+        assert fit > 0 and math.isfinite(fit_se) and fit_se > 0
+        assert set(t["predictors"]) == {"b_simple", "b_crit", "eq14", "adam_predicted", "probe_sign", "probe_adam"}
+        for name, p in t["predictors"].items():
+            assert p["value"] > 0, name
+            assert p["log_ratio_to_fit"] == pytest.approx(math.log(p["value"] / fit), rel=1e-9, abs=1e-12), name
