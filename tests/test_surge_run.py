@@ -9,6 +9,7 @@ import pytest
 from surgesim import theory as th
 from surgesim.problem import FAMILIES
 from surgesim.surge import checked_theory
+from tests.test_faults import SMALL, refused, snapshot
 
 
 @pytest.mark.parametrize("family", ["lowrank", "diagonal", "powerlaw"])
@@ -35,3 +36,95 @@ def test_checked_theory_refuses_overflowing_closed_forms():
     huge = type(p)(p.mu * 1e200, p.sigma, p.hessian)
     with pytest.raises(ValueError, match="not finite"):
         checked_theory(huge, (1, 4))
+
+
+# --- problem.npz is written beside the Monte Carlo (issue 24: d = 10^7 end to end) ----------------
+
+
+@pytest.fixture
+def sweep_started(monkeypatch):
+    """An event set when the first Monte Carlo task of a sims.surge run starts."""
+    import threading
+
+    from surgesim import surge
+
+    started = threading.Event()
+    task = surge.estimate_task
+
+    def estimate_task(params, problem):
+        started.set()
+        return task(params, problem)
+
+    monkeypatch.setattr(surge, "estimate_task", estimate_task)
+    return started
+
+
+def save_after(monkeypatch, started, then=None):
+    """Make QuadraticProblem.save wait (up to 10 s) for ``started``, record whether it came, then
+    save, or call ``then(path)`` instead."""
+    from surgesim.problem import QuadraticProblem
+
+    save, seen = QuadraticProblem.save, []
+
+    def slow_save(self, path):
+        seen.append(started.wait(timeout=10))
+        return save(self, path) if then is None else then(path)
+
+    monkeypatch.setattr(QuadraticProblem, "save", slow_save)
+    return seen
+
+
+def test_the_problem_file_is_written_beside_the_monte_carlo(tmp_path, monkeypatch, sweep_started):
+    from sims import surge as command
+    from surgesim.problem import QuadraticProblem
+
+    seen = save_after(monkeypatch, sweep_started)
+    out = tmp_path / "o"
+    assert command.main([*SMALL, "--out", str(out)]) == 0
+    assert seen == [True]  # the Monte Carlo had started while the save was still to come
+    p = QuadraticProblem.load(out / "problem.npz")  # complete, and committed with the results
+    np.testing.assert_array_equal(p.mu, FAMILIES["lowrank"](40, 0).mu)
+
+
+def full_disk(path):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+
+def test_a_save_that_fails_during_the_monte_carlo_leaves_a_fresh_out_empty(capsys, tmp_path, monkeypatch,
+                                                                          sweep_started):  # fmt: skip
+    from sims import surge as command
+
+    seen = save_after(monkeypatch, sweep_started, then=full_disk)
+    line = refused(capsys, command.main, [*SMALL, "--out", tmp_path / "o"])
+    assert seen == [True]
+    assert "disk full" in line and "problem.npz" in line and "unchanged" in line
+    assert snapshot(tmp_path / "o") == {}  # the store this run created is gone with the staged files
+
+
+def test_a_full_disk_reports_the_save_not_the_store(capsys, tmp_path, monkeypatch, sweep_started):
+    """The store fails too on a full disk: the error is the save's, and a fresh --out stays empty."""
+    import sqlite3
+
+    from sims import surge as command
+    from surgesim import sweep
+
+    def store_full(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(sweep, "_commit_done", store_full)
+    save_after(monkeypatch, sweep_started, then=full_disk)
+    line = refused(capsys, command.main, [*SMALL, "--out", tmp_path / "o"])
+    assert "problem.npz" in line and "No space left on device" in line and "store" not in line
+    assert snapshot(tmp_path / "o") == {}
+
+
+def test_a_failed_save_keeps_a_store_the_run_did_not_create(capsys, tmp_path, monkeypatch, sweep_started):
+    from sims import surge as command
+
+    out = tmp_path / "o"
+    assert command.main([*SMALL, "--out", str(out)]) == 0  # (sets sweep_started: the rerun runs no task)
+    save_after(monkeypatch, sweep_started, then=full_disk)
+    line = refused(capsys, command.main, [*SMALL, "--out", out], out)  # every file byte-identical
+    assert "disk full" in line and (out / "store.sqlite").exists()
