@@ -24,6 +24,36 @@ def test_curves_and_constants_equal_curves_and_constants_bit_for_bit(family):
     assert list(scalars.items()) == list(th.constants(p.mu, p.sigma, p.hessian).items())  # inf == inf
 
 
+@pytest.mark.parametrize("family", ["lowrank", "diagonal", "dense"])
+def test_shared_r_and_diagonal_give_the_closed_forms_bit_for_bit(family, monkeypatch):
+    """curves_and_constants computes r = mu / sigma and the diagonal of H once for all its passes:
+    over many coordinate blocks, with zero and negative-zero curvatures, the values are those of
+    curves and constants, which compute their own in every block."""
+    from surgesim.hessian import Diagonal, DiagonalPlusLowRank
+
+    monkeypatch.setattr(th, "_COORDS", 37)
+    p = FAMILIES[family](300, 3)
+    if family != "dense":
+        h = p.hessian.diagonal_part().copy()
+        h[::7], h[3::7] = 0.0, -0.0
+        U = p.hessian.low_rank_factor()
+        H = DiagonalPlusLowRank(h, U) if U.shape[1] else Diagonal(h)
+        p = type(p)(p.mu, p.sigma, H)
+    B = np.array([1.0, 3.0, 64.0, 1e4, np.inf])
+    lines, scalars = th.curves_and_constants(B, p.mu, p.sigma, p.hessian, strict=family != "diagonal")
+    want = th.curves(B, p.mu, p.sigma, p.hessian)
+    for k in want:
+        np.testing.assert_array_equal(lines[k], want[k])
+    assert list(scalars.items()) == list(th.constants(p.mu, p.sigma, p.hessian).items())
+
+
+def test_a_shared_r_that_underflows_fails_as_each_pass_alone():
+    p = FAMILIES["lowrank"](50, 0)
+    tiny = type(p)(np.where(np.arange(50) == 7, 1e-310, p.mu), p.sigma, p.hessian)
+    with pytest.raises(FloatingPointError, match="underflow encountered in divide"):
+        th.curves_and_constants([1.0, 4.0], tiny.mu, tiny.sigma, tiny.hessian, strict=True)
+
+
 def test_checked_theory_refuses_a_problem_without_gradient():
     p = FAMILIES["lowrank"](50, 0)
     zero = type(p)(np.zeros(50), p.sigma, p.hessian)
