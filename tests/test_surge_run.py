@@ -158,3 +158,28 @@ def test_a_failed_save_keeps_a_store_the_run_did_not_create(capsys, tmp_path, mo
     save_after(monkeypatch, sweep_started, then=full_disk)
     line = refused(capsys, command.main, [*SMALL, "--out", out], out)  # every file byte-identical
     assert "disk full" in line and (out / "store.sqlite").exists()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "confstr") or not __import__("sys").platform.startswith("linux"),
+                    reason="glibc on Linux")  # fmt: skip
+def test_reuse_freed_memory_serves_large_arrays_from_the_heap():
+    """After reuse_freed_memory (sims.surge calls it), a 128 MiB array lies in the process's heap,
+    not in a mapping of its own (whose pages would be faulted in afresh for every temporary)."""
+    import os
+    import subprocess
+    import sys
+
+    if not os.confstr("CS_GNU_LIBC_VERSION"):
+        pytest.skip("not glibc")
+    code = (
+        "import numpy as np, sys\n"
+        "from surgesim.surge import reuse_freed_memory\n"
+        "if sys.argv[1] == 'on': reuse_freed_memory()\n"
+        "a = np.ones(2**24); b = a * 2.0; del a; c = np.empty(2**24)\n"
+        "heap = [[int(x, 16) for x in line.split()[0].split('-')] for line in open('/proc/self/maps') "
+        "if line.rstrip().endswith('[heap]')]\n"
+        "print(any(lo <= c.ctypes.data < hi for lo, hi in heap))\n"
+    )
+    on, off = (subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True, check=True).stdout
+               for arg in ("on", "off"))  # fmt: skip
+    assert (on.strip(), off.strip()) == ("True", "False")

@@ -218,8 +218,7 @@ def surge_problem(
     mu *= sigma
     h = _exp_uniform(rng, curvature[0], curvature[1], d)
     U = rng.uniform(0.5, 1.0, size=(d, rank))
-    U *= s[:, None]
-    U *= coupling / np.sqrt(rank)
+    U *= (s * (coupling / np.sqrt(rank)))[:, None]  # = U * s * c (s = +-1: one pass, the same rounding)
     del s
     target = noise_batch_size if noise_batch_size is not None else NOISE_BATCH_SIZE if d > 1000 else None
     if target is not None:
