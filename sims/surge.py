@@ -71,12 +71,13 @@ def _main(args) -> int:
     from surgesim import backend, rng
     from surgesim.kernels import onestep
     from surgesim.progress import progress_bar
-    from surgesim.surge import run_surge, small_pages, surge_warnings
+    from surgesim.surge import reuse_freed_memory, run_surge, small_pages, surge_warnings
 
     opts = resolve(args)
     backend.resolve(opts.backend)  # clear error before any work when the GPU is unusable
     scheduler = _cli.checked_scheduler(opts.scheduler, args.connect_timeout)  # a bad one before any work
     small_pages()
+    reuse_freed_memory()
     out = _cli.out_opener(opts.out, "sims.surge", opts)  # opened after every check
     if not scheduler:
         _cli.say_if_compiling(rng, onestep, quiet=opts.quiet)

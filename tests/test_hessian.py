@@ -168,3 +168,31 @@ def test_dense_psd_check_can_be_skipped_and_tolerates_rounding():
     # a PSD matrix with a zero eigenvalue computed as about -1e-17 is accepted
     v = np.array([1.0, 1.0, 1.0]) / np.sqrt(3.0)
     Dense(np.eye(3) - np.outer(v, v))
+
+
+@pytest.mark.parametrize("rows", [1, 3, 64, 1 << 16])
+def test_low_rank_off_diagonal_is_numpys_prefix_sums_bit_for_bit(rows, monkeypatch):
+    """The compiled pass gives NumPy's y * cumsum(concatenate([carry, y[:-1]])) term for term,
+    summed by np.sum per block of rows, with the carry across blocks (the formula it replaced)."""
+    from surgesim import hessian
+
+    def by_numpy(x, factor):
+        carry, total = np.zeros((1, factor.shape[1])), 0.0
+        for s in range(0, x.shape[0], rows):
+            y = x[s : s + rows, None] * factor[s : s + rows]
+            below = np.cumsum(np.concatenate([carry, y[:-1]]), axis=0)
+            total = total + np.sum(y * below)
+            carry = below[-1:] + y[-1:]
+        return float(2.0 * total)
+
+    monkeypatch.setattr(hessian, "_ROWS", rows)
+    rng = np.random.default_rng(rows)
+    for d, k in [(1, 4), (2, 1), (9, 0), (200, 3), (1000, 4), (70001, 4)]:
+        x = rng.standard_normal(d) * 10.0 ** rng.integers(-6, 6)
+        U = rng.standard_normal((d, k)) * 10.0 ** rng.integers(-3, 3)
+        U[::5] = np.abs(U[::5])
+        got, want = hessian.low_rank_off_diagonal(x, U), by_numpy(x, U)
+        assert got == want and np.signbit(got) == np.signbit(want), (d, k)
+    x = rng.standard_normal(300)[::2]  # a strided x: the same values
+    U = rng.standard_normal((150, 3))
+    assert hessian.low_rank_off_diagonal(x, U) == by_numpy(x, U)

@@ -359,3 +359,22 @@ def test_dense_size_is_checked_before_anything_is_built(tmp_path):
                 np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": shape})
     with pytest.raises(ValueError, match="dense H of dimension d = 10000000"):
         QuadraticProblem.load(path)
+
+
+@pytest.mark.parametrize(("d", "seed", "rank"), [(2, 0, 4), (3, 5, 1), (1000, 0, 4), (1001, 2, 3), (20000, 7, 4)])
+def test_surge_problem_draws_one_stream_in_order(d, seed, rank):
+    """The factor U is drawn in a thread from the generator advanced past sigma, mu and h: the
+    problem is the one a single stream gives, drawn in order (s, sigma, mu, h, U)."""
+    from surgesim.problem import _coupling_for
+
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5E7]))
+    s = rng.choice([-1.0, 1.0], size=d)
+    sigma = np.exp(rng.uniform(np.log(0.5), np.log(2.0), size=d))
+    mu = np.exp(rng.uniform(np.log(0.004), np.log(0.0125), size=d)) * s * sigma
+    h = np.exp(rng.uniform(np.log(0.5), np.log(2.0), size=d))
+    U = rng.uniform(0.5, 1.0, size=(d, rank)) * s[:, None] * (1.0 / np.sqrt(rank))
+    if d > 1000:
+        U *= np.sqrt(_coupling_for(86.0, mu, sigma, h, U))
+    p = surge_problem(d, seed, rank=rank)
+    for got, want in [(p.mu, mu), (p.sigma, sigma), (p.hessian.diagonal_part(), h), (p.hessian.low_rank_factor(), U)]:
+        np.testing.assert_array_equal(got, want)

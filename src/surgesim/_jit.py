@@ -14,6 +14,9 @@ FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 jit = numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH)
 jit_inline = numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH, inline="always")
 jit_parallel = numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH, parallel=True)
+# IEEE arithmetic as NumPy's, operation by operation (no fastmath): a kernel that must give
+# NumPy's values bit for bit (surgesim.kernels.hessian_products.off_diagonal_products)
+jit_exact = numba.njit(cache=True, error_model="numpy")
 
 
 def uncached_kernels(*modules: object) -> int:

@@ -70,16 +70,22 @@ def low_rank_off_diagonal(x: np.ndarray, factor: np.ndarray) -> float:
 
     Summed from exclusive prefix sums, not as |U'x|^2 - sum_i x_i^2 |U_i|^2, so that no
     cancellation occurs when the terms share a sign; over row blocks, the running sum carried
-    across them exactly as unblocked.
+    across them exactly as unblocked. The terms of a block come from one compiled pass
+    (``kernels.hessian_products.off_diagonal_products``, the values of NumPy's
+    ``y * cumsum(concatenate([carry, y[:-1]]))``), summed by ``np.sum`` in row order (the
+    order of a C-contiguous factor, as every operator's).
     """
-    x = np.asarray(x, dtype=np.float64)
-    carry = np.zeros((1, factor.shape[1]))  # sum of y over the rows before the block
+    from .kernels.hessian_products import off_diagonal_products
+
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    factor = np.ascontiguousarray(factor, dtype=np.float64)
+    carry = np.zeros(factor.shape[1])  # sum of y over the rows before the block
+    terms = np.empty((min(_ROWS, x.shape[0]), factor.shape[1]))
     total = 0.0
     for s in range(0, x.shape[0], _ROWS):
-        y = x[s : s + _ROWS, None] * factor[s : s + _ROWS]
-        below = np.cumsum(np.concatenate([carry, y[:-1]]), axis=0)
-        total = total + np.sum(y * below)
-        carry = below[-1:] + y[-1:]
+        block = terms[: min(_ROWS, x.shape[0] - s)]
+        off_diagonal_products(x[s : s + _ROWS], factor[s : s + _ROWS], carry, block)
+        total = total + np.sum(block)
     return float(2.0 * total)
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -212,14 +213,17 @@ def surge_problem(
         check_dense_dim(d)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5E7]))
     s = rng.choice([-1.0, 1.0], size=d)
-    sigma = _exp_uniform(rng, 0.5, 2.0, d)
-    mu = _exp_uniform(rng, snr[0], snr[1], d)  # r = |mu| / sigma
-    mu *= s
-    mu *= sigma
-    h = _exp_uniform(rng, curvature[0], curvature[1], d)
-    U = rng.uniform(0.5, 1.0, size=(d, rank))
-    U *= s[:, None]
-    U *= coupling / np.sqrt(rank)
+    # U's uniforms are the stream's words after the 3 d of sigma, mu and h (one 64-bit word per
+    # double): drawn in a thread from a copy of the generator advanced past those, beside them
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        drawn = pool.submit(_advanced(rng, 3 * d).uniform, 0.5, 1.0, (d, rank))
+        sigma = _exp_uniform(rng, 0.5, 2.0, d)
+        mu = _exp_uniform(rng, snr[0], snr[1], d)  # r = |mu| / sigma
+        mu *= s
+        mu *= sigma
+        h = _exp_uniform(rng, curvature[0], curvature[1], d)
+        U = drawn.result()
+    U *= (s * (coupling / np.sqrt(rank)))[:, None]  # = U * s * c (s = +-1: one pass, the same rounding)
     del s
     target = noise_batch_size if noise_batch_size is not None else NOISE_BATCH_SIZE if d > 1000 else None
     if target is not None:
@@ -228,6 +232,15 @@ def surge_problem(
     if dense:
         H = Dense(H.to_dense())
     return QuadraticProblem(mu, sigma, H)
+
+
+def _advanced(rng: np.random.Generator, words: int) -> np.random.Generator:
+    """A generator whose draws are those of ``rng`` (PCG64, as ``default_rng`` gives) after
+    ``words`` more 64-bit outputs; ``rng`` itself is not moved."""
+    bits = np.random.PCG64()
+    bits.state = cast(Any, rng.bit_generator.state)  # a PCG64 state (numpy's stub: any Mapping)
+    bits.advance(words)
+    return np.random.Generator(bits)
 
 
 def _exp_uniform(rng: np.random.Generator, lo: float, hi: float, d: int) -> np.ndarray:

@@ -141,9 +141,13 @@ _ROWS = 64  # batch sizes per block
 _COORDS = 1 << 14  # coordinates per block (diagonal and diagonal + low-rank H; dense H is not blocked)
 
 
-def _numerator_denominator(b: np.ndarray, mu: np.ndarray, sigma: np.ndarray, op: Hessian, approx: bool = False):
+def _numerator_denominator(b: np.ndarray, mu: np.ndarray, sigma: np.ndarray, op: Hessian, approx: bool = False,
+                           r: np.ndarray | None = None, diag: np.ndarray | None = None):  # fmt: skip
     """G'E[V] and tr(H cov V) + E[V]'H E[V] of eq 6 with cov(V) = diag(1 - E^2) (eq 36), over the
-    batch sizes ``b`` (any shape), E from eq 35 (or eq 10 with ``approx``)."""
+    batch sizes ``b`` (any shape), E from eq 35 (or eq 10 with ``approx``). ``r`` = mu / sigma
+    and ``diag`` = op.diag(), where the caller has them (shared by several passes: the same
+    values as each block computes, and the same sums, which start from +0 whatever the sign of
+    a zero diagonal entry)."""
     mean = _approx_mean if approx else _erf_mean
     flat = b.reshape(-1)
     num, den = np.empty(flat.shape), np.empty(flat.shape)
@@ -154,17 +158,18 @@ def _numerator_denominator(b: np.ndarray, mu: np.ndarray, sigma: np.ndarray, op:
         rows = flat[q : q + _ROWS]
         # einsum, not BLAS: reproducible across thread counts
         if dense:
-            E = mean(rows, mu / sigma)
+            E = mean(rows, mu / sigma if r is None else r)
             n = np.einsum("...i,i->...", E, mu)
-            dn = np.einsum("...i,i->...", 1.0 - E * E, op.diag()) + op.quad_rows(E)
+            dn = np.einsum("...i,i->...", 1.0 - E * E, op.diag() if diag is None else diag) + op.quad_rows(E)
         else:
             n, s1, s2, proj = 0.0, 0.0, 0.0, 0.0
             for c in range(0, d, _COORDS):
                 sl = slice(c, c + _COORDS)
-                E = mean(rows, mu[sl] / sigma[sl])
+                E = mean(rows, mu[sl] / sigma[sl] if r is None else r[sl])
                 Uc = U[sl]
                 n = n + np.einsum("...i,i->...", E, mu[sl])
-                s1 = s1 + np.einsum("...i,i->...", 1.0 - E * E, h[sl] + np.einsum("ik,ik->i", Uc, Uc))
+                s1 = s1 + np.einsum("...i,i->...", 1.0 - E * E,
+                                    h[sl] + np.einsum("ik,ik->i", Uc, Uc) if diag is None else diag[sl])  # fmt: skip
                 s2 = s2 + np.einsum("...i,i->...", E * E, h[sl])
                 proj = proj + np.einsum("...i,ik->...k", E, Uc)
             dn = s1 + (s2 + np.einsum("...k,...k->...", proj, proj))
@@ -245,10 +250,12 @@ def surge_lr(B, mu, sigma, H) -> np.ndarray:
     return _surge_lr(b, *_invariants(mu, sigma, op))
 
 
-def _invariants(mu: np.ndarray, sigma: np.ndarray, op: Hessian) -> tuple[float, float, float]:
+def _invariants(mu: np.ndarray, sigma: np.ndarray, op: Hessian, r: np.ndarray | None = None,
+                ) -> tuple[float, float, float]:  # fmt: skip
     """(off, S, tr H) of the module docstring: the three sums over the coordinates that eq 13-19
-    share, each one pass (at d = 10^7 a pass costs a good part of a second: computed once)."""
-    return _off_diagonal(mu / sigma, op), float(np.sum(mu * mu / sigma)), op.trace()
+    share, each one pass (at d = 10^7 a pass costs a good part of a second: computed once);
+    ``r`` = mu / sigma where the caller has it."""
+    return _off_diagonal(mu / sigma if r is None else r, op), float(np.sum(mu * mu / sigma)), op.trace()
 
 
 def _surge_lr(b: np.ndarray, off: float, s: float, trace: float) -> np.ndarray:
@@ -271,9 +278,13 @@ def large_batch_lr(mu, H) -> float:
     1.0
     """
     mu = finite_array("mu", mu, 1)
-    op = _hessian(H, mu.size)
+    return _large_batch_lr(mu, _hessian(H, mu.size))
+
+
+def _large_batch_lr(mu: np.ndarray, op: Hessian, diag: np.ndarray | None = None) -> float:
+    """``large_batch_lr`` of checked arguments; ``diag`` = op.diag() where the caller has it."""
     s = np.sign(mu)
-    return float(np.sum(np.abs(mu)) / (op.quad_rows(s) + np.dot(1.0 - s * s, op.diag())))
+    return float(np.sum(np.abs(mu)) / (op.quad_rows(s) + np.dot(1.0 - s * s, op.diag() if diag is None else diag)))
 
 
 # --- Theorem 5: eq 18-19 -------------------------------------------------------------------------
@@ -310,7 +321,12 @@ def _surge_loss_improvement(b: np.ndarray, off: float, s: float, trace: float) -
 def validity_bound(mu, sigma) -> float:
     """min_i pi sigma_i^2 / (2 mu_i^2): Theorems 3 and 5 hold for B far below it (inf if mu = 0)."""
     mu, sigma = _mu_sigma(mu, sigma)
-    r2 = (mu / sigma) ** 2
+    return _validity_bound(mu / sigma)
+
+
+def _validity_bound(r: np.ndarray) -> float:
+    """``validity_bound`` from r = mu / sigma."""
+    r2 = r**2
     m = float(r2.max())
     return _PI / (2.0 * m) if m > 0 else float(np.inf)
 
@@ -326,14 +342,19 @@ def sgd_optimal_lr(B: ArrayLike, G: ArrayLike, Sigma: ArrayLike, H: object) -> n
     (for this package's problems, Sigma = sigma**2).
     """
     G = finite_array("G", G, 1)
-    op = _hessian(H, G.size)
+    return _sgd_optimal_lr(B, G, Sigma, _hessian(H, G.size))
+
+
+def _sgd_optimal_lr(B: ArrayLike, G: np.ndarray, Sigma: ArrayLike, op: Hessian,
+                    diag: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """``sgd_optimal_lr`` of a checked G and operator; ``diag`` = op.diag() where the caller has it."""
     Sig = np.asarray(Sigma, dtype=np.float64)
     if not np.all(np.isfinite(Sig)):
         raise ValueError("Sigma has non-finite values")
     if Sig.shape == (G.size,):
         if np.any(Sig < 0):
             raise ValueError("Sigma (variances) must be >= 0")
-        tr_h_sigma = float(np.dot(op.diag(), Sig))
+        tr_h_sigma = float(np.dot(op.diag() if diag is None else diag, Sig))
     elif Sig.shape == (G.size, G.size):
         tr_h_sigma = op.trace_product(Sig)  # O(d^2) dense, O(d^2 k) diagonal + low rank
     else:
@@ -404,15 +425,22 @@ def curves_and_constants(B, mu, sigma, H, *, strict: bool = False) -> tuple[dict
         with np.errstate(**state):
             return f(*args, **kwargs)
 
+    # r = mu / sigma and the diagonal of H, shared by the passes (at d = 10^7 six passes fewer);
+    # where one raises, each pass computes its own, so that the error is the one it meets alone
+    r = _or_none(under, curve_state, np.divide, mu, sigma)
+    diag = _or_none(under, curve_state, op.diag)
+
     def sums_and_sgd():
-        return _invariants(mu, sigma, op), sgd_optimal_lr(B, mu, sigma**2, op)
+        return _invariants(mu, sigma, op, r), _sgd_optimal_lr(B, mu, sigma**2, op, diag)
 
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        exact = pool.submit(under, curve_state, _numerator_denominator, b, mu, sigma, op)
-        approx = pool.submit(under, curve_state, _numerator_denominator, b, mu, sigma, op, approx=True)
+        exact = pool.submit(under, curve_state, _numerator_denominator, b, mu, sigma, op, r=r, diag=diag)
+        approx = pool.submit(under, curve_state, _numerator_denominator, b, mu, sigma, op, approx=True, r=r,
+                             diag=diag)  # fmt: skip
         shared = pool.submit(under, curve_state, sums_and_sgd)
-        large = pool.submit(under, caller, large_batch_lr, mu, op)
-        bound = pool.submit(under, caller, validity_bound, mu, sigma)
+        large = pool.submit(under, caller, _large_batch_lr, mu, op, diag)
+        bound = (pool.submit(under, caller, validity_bound, mu, sigma) if r is None
+                 else pool.submit(under, caller, _validity_bound, r))  # fmt: skip
         (num, den), (num_approx, den_approx) = exact.result(), approx.result()
         sums, sgd = shared.result()
         large_batch, bound_value = large.result(), bound.result()
@@ -434,6 +462,15 @@ def curves_and_constants(B, mu, sigma, H, *, strict: bool = False) -> tuple[dict
         "max_loss_improvement": s * s / (2.0 * off) if off > 0 else float(np.inf),
     }
     return lines, scalars
+
+
+def _or_none(f, *args):
+    """``f(*args)``, or None where it raises a floating-point error."""
+    try:
+        return f(*args)
+    except FloatingPointError:
+        return None
+
 
 # --- Section 3.2: estimating B_noise and eps_max from a grid (eq 22-24) ---------------------------
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._jit import jit, jit_inline
+from .._jit import jit, jit_exact, jit_inline
 from ..hessian import HessianOperator
 
-__all__ = ["DIAG_LOWRANK", "DENSE", "hessian_arrays"]
+__all__ = ["DIAG_LOWRANK", "DENSE", "hessian_arrays", "off_diagonal_products"]
 
 DIAG_LOWRANK, DENSE = 0, 1
 
@@ -23,6 +23,19 @@ def hessian_arrays(H: HessianOperator) -> tuple[int, np.ndarray, np.ndarray, np.
     if hd.size:
         return DENSE, empty1, empty2, np.ascontiguousarray(hd)
     return DIAG_LOWRANK, H.diagonal_part(), np.ascontiguousarray(H.low_rank_factor().T), empty2
+
+
+@jit_exact
+def off_diagonal_products(x, factor, carry, out):  # pragma: no cover - compiled
+    """out[i, k] = y_ik (carry_k + sum_{j < i} y_jk) with y_ik = x_i factor_ik, over the rows of
+    one block, and carry_k += sum_i y_ik: the terms of ``surgesim.hessian.low_rank_off_diagonal``
+    in one pass, each the same IEEE operations as NumPy's ``y * cumsum(...)`` (no fastmath)."""
+    n, k = factor.shape
+    for i in range(n):
+        for c in range(k):
+            y = x[i] * factor[i, c]
+            out[i, c] = y * carry[c]
+            carry[c] = carry[c] + y
 
 
 @jit_inline
