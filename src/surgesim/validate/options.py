@@ -13,7 +13,7 @@ from typing import Any
 __all__ = ["DEFAULTS", "QUICK", "QUADRATIC", "DATA_FILES", "ValidationOptions", "resolve_options", "check_combination",
            "check_top"]
 
-# Full runs (on a 2-core CPU about 1.3 hours for the CNN and 4-5 for the GPT, measured: see the README)
+# Full runs (on an idle 2-core CPU 40 min for the CNN, measured from scratch; over 3 hours for the GPT: see the README)
 # and the quick ones (seconds to a minute). Networks: 8-9 batch sizes spanning 128-256x around the demo's balance
 # point (sims.workloads measured B_noise ~ 30-130 on the CNN demo), 6 coarse learning rates
 # (factor 2) refined once per side, 4 seeds (the minimum), eval on a fixed 128-example sample.
