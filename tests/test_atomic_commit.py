@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 
+import numpy as np
 import pytest
 
 from surgesim import outputs
@@ -91,3 +92,106 @@ def test_a_fault_at_the_rename_leaves_the_old_file_whole(tmp_path, monkeypatch):
         pass
     assert old.read_text() == "new, complete\n"
     assert not [p for p in (tmp_path / "o").iterdir() if p.name.startswith(".surgesim-commit")]
+
+
+# --- uncached_file: large outputs written around the page cache (issue 24: d = 10^7) -------------
+
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of 2 alignment units, so that a few KiB cross several of them; every os.write logged
+    as (its length, whether the file was in O_DIRECT mode then)."""
+    import fcntl
+
+    monkeypatch.setattr(outputs._UncachedFile, "_CHUNK", 2 * outputs._UncachedFile._ALIGN)
+    writes, real_write = [], os.write
+
+    def write(fd, data):
+        writes.append((len(data), bool(fcntl.fcntl(fd, fcntl.F_GETFL) & _O_DIRECT)))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    return writes
+
+
+def pieces(seed=0):
+    """Bytes in pieces of awkward sizes (empty, one byte, a chunk and a bit), 33 KiB in all."""
+    rng = np.random.default_rng(seed)
+    return [rng.bytes(n) for n in (0, 1, 4095, 4097, 8192, 3, 12289, 5000)]
+
+
+def test_uncached_file_writes_exactly_the_bytes_given(tmp_path, small_chunks):
+    path, data = tmp_path / "big.bin", pieces()
+    with outputs.uncached_file(path) as f:
+        for piece in data:
+            assert f.write(piece) == len(piece)
+        assert f.tell() == sum(map(len, data))
+    assert path.read_bytes() == b"".join(data)  # the padding of the last chunk is cut
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~outputs._umask()
+    direct = [n for n, d in small_chunks if d]
+    if direct:  # where the file system takes O_DIRECT: whole aligned blocks, the last one padded
+        assert all(n % outputs._UncachedFile._ALIGN == 0 for n in direct)
+
+
+def test_uncached_file_falls_back_where_o_direct_is_refused(tmp_path, monkeypatch, small_chunks):
+    """A file system that refuses O_DIRECT at open (tmpfs), or accepts it at open and refuses
+    the writes: the same bytes, through the page cache."""
+    import errno
+
+    data = pieces(1)
+    real_open, real_write = os.open, os.write
+
+    def refusing_open(path, flags, *a):
+        if flags & _O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *a)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    with outputs.uncached_file(tmp_path / "a.bin") as f:
+        for piece in data:
+            f.write(piece)
+    assert (tmp_path / "a.bin").read_bytes() == b"".join(data)
+    monkeypatch.setattr(os, "open", real_open)
+
+    def refusing_write(fd, buf):
+        import fcntl
+
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & _O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(fd, buf)
+
+    monkeypatch.setattr(os, "write", refusing_write)
+    with outputs.uncached_file(tmp_path / "b.bin") as f:
+        for piece in data:
+            f.write(piece)
+    assert (tmp_path / "b.bin").read_bytes() == b"".join(data)
+
+
+def test_uncached_file_names_itself_in_a_full_disk_error_and_closes(tmp_path, monkeypatch):
+    import errno
+
+    def full(fd, buf):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    open_fds = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "write", full)
+    path = tmp_path / "big.bin"
+    with pytest.raises(OSError, match="No space left") as caught, outputs.uncached_file(path) as f:
+        f.write(b"x" * (3 * outputs._UncachedFile._CHUNK // 2))
+    assert caught.value.filename == str(path)
+    assert len(os.listdir("/proc/self/fd")) == open_fds  # its descriptor is closed
+
+
+def test_a_problem_saved_around_the_page_cache_loads_back(tmp_path, small_chunks):
+    """problem.npz through uncached_file (zip members with data descriptors: not seekable) is an
+    ordinary .npz: np.load and QuadraticProblem.load read the same arrays."""
+    from surgesim.problem import QuadraticProblem, surge_problem
+
+    p = surge_problem(1500, 3)
+    p.save(tmp_path / "p.npz")
+    q = QuadraticProblem.load(tmp_path / "p.npz")
+    assert q.digest() == p.digest()
+    with np.load(tmp_path / "p.npz") as z:
+        np.testing.assert_array_equal(z["h_factor"], p.hessian.low_rank_factor())

@@ -208,3 +208,25 @@ def test_kernels_are_callable_from_user_njit_code():
     n_pos = count_positive(onestep.batch_key(0, 2), 2, p.mu, p.sigma, thr, rare, p.dim)
     V = ref.signs(p, 2, [0], key_b=onestep.batch_key(0, 2))
     assert n_pos == int((V > 0).sum())
+
+
+def test_sign_thresholds_do_not_depend_on_the_threads():
+    """Blocks of coordinates on Numba's threads at once: each value is its own coordinate's,
+    as from one block on one thread (d = 3 blocks and a bit)."""
+    import numba
+
+    rng = np.random.default_rng(4)
+    d = 3 * onestep._THRESHOLD_BLOCK + 5
+    mu, sigma, B = rng.normal(0, 0.05, d), rng.uniform(0.5, 2.0, d), 16
+    mu[7] = 0.0
+    x = np.sqrt(B) * (mu / sigma)
+    want_thr, want_rare = onestep._thresholds(special.ndtr(-np.abs(x))), np.where(x >= 0, -1.0, 1.0)
+    threads = numba.get_num_threads()
+    try:
+        for n in {1, threads}:
+            numba.set_num_threads(n)
+            thr, rare = onestep.sign_thresholds(B, mu, sigma)
+            np.testing.assert_array_equal(thr, want_thr)
+            np.testing.assert_array_equal(rare, want_rare.astype(np.float32))
+    finally:
+        numba.set_num_threads(threads)

@@ -378,3 +378,15 @@ def test_surge_problem_draws_one_stream_in_order(d, seed, rank):
     p = surge_problem(d, seed, rank=rank)
     for got, want in [(p.mu, mu), (p.sigma, sigma), (p.hessian.diagonal_part(), h), (p.hessian.low_rank_factor(), U)]:
         np.testing.assert_array_equal(got, want)
+
+
+def test_surge_problem_is_the_same_where_the_thread_starts_u_in_the_wrong_place(monkeypatch):
+    """U is drawn ahead, in a thread, from where the signs are taken to end in the stream; where
+    that is wrong (a NumPy that draws the signs otherwise) U comes from the stream itself, in
+    turn: the same problem."""
+    from surgesim import problem
+
+    want = surge_problem(1001, 3).digest()
+    advanced = problem._advanced
+    monkeypatch.setattr(problem, "_advanced", lambda rng, words: advanced(rng, words + 1))
+    assert surge_problem(1001, 3).digest() == want

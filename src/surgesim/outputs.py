@@ -15,6 +15,8 @@ directory owned by one run at a time.
   failed run) deletes them, so every file already in the directory stays byte-identical. A file
   that must be written while the run goes on (a resumable store) is opened in place via
   ``out.final(name)``.
+- ``uncached_file(path)``: a write-only file for large outputs that bypasses the page cache
+  (O_DIRECT) where the file system allows it.
 
 >>> import json, math
 >>> dumps_json({"b_noise": math.inf, "n": 3})
@@ -26,8 +28,10 @@ directory owned by one run at a time.
 from __future__ import annotations
 
 import errno
+import io
 import json
 import math
+import mmap
 import os
 import shutil
 import signal
@@ -42,7 +46,7 @@ import numpy as np
 
 __all__ = [
     "MANIFEST", "CommitIncomplete", "OutputDir", "OutputDirBusy", "atomic_path", "dumps_json", "loads_json", "recover",
-    "write_json",
+    "uncached_file", "write_json",
 ]  # fmt: skip
 
 _STAGING = ".surgesim-staging-"
@@ -87,6 +91,101 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
             exc.filename = str(path)  # a full disk's error names the file it was writing
         raise
+
+
+class _UncachedFile(io.RawIOBase):
+    """Write-only, sequential (``tell`` but no ``seek``: zipfile then writes data descriptors).
+    Bytes gather in a page-aligned buffer written out ``_ALIGN``-aligned with O_DIRECT; where the
+    file system refuses that (EINVAL), the file continues through the page cache."""
+
+    _ALIGN = 4096  # the largest logical block size O_DIRECT asks of offsets and lengths
+    _CHUNK = 1 << 23
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__()
+        self.name = os.fspath(path)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o666)
+        self._view = memoryview(mmap.mmap(-1, self._CHUNK))  # anonymous: page-aligned
+        self._filled = self._written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]  # any buffer, as RawIOBase's
+        data = memoryview(data).cast("B")
+        done = 0
+        while done < len(data):
+            n = min(len(data) - done, self._CHUNK - self._filled)
+            self._view[self._filled : self._filled + n] = data[done : done + n]
+            self._filled += n
+            done += n
+            if self._filled == self._CHUNK:
+                self._drain(self._CHUNK)
+        return done
+
+    def tell(self) -> int:
+        return self._written + self._filled
+
+    def _drain(self, length: int) -> None:
+        """Write the buffer's first ``length`` bytes (the data, and past it padding to cut at close)."""
+        view, at = self._view[:length], 0
+        try:
+            while at < length:
+                try:
+                    at += os.write(self._fd, view[at:])
+                except OSError as e:  # O_DIRECT refused here (or a short write left the offset unaligned)
+                    flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+                    if e.errno != errno.EINVAL or not flags & os.O_DIRECT:
+                        raise
+                    fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+        except OSError as e:
+            if e.filename is None:
+                e.filename = self.name  # a full disk's error names the file
+            raise
+        finally:
+            view.release()
+        self._written += self._filled
+        self._filled = 0
+
+    def close(self, complete: bool = True) -> None:
+        """Write the tail (``complete``) and close; idempotent."""
+        if self._fd < 0:
+            return
+        try:
+            if complete and self._filled:
+                size = self.tell()
+                self._drain(-(-self._filled // self._ALIGN) * self._ALIGN)
+                os.ftruncate(self._fd, size)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+            self._view = memoryview(b"")  # the buffer is unmapped with its last view
+            super().close()
+
+
+@contextmanager
+def uncached_file(path: str | os.PathLike) -> Iterator[Any]:
+    """``path`` opened for writing from its start, for a large output (an .npz of 10^8 values):
+    written around the page cache (O_DIRECT) where the file system allows it, so that its bytes
+    cost no system time to copy into kernel pages or to write back and evict nothing; otherwise
+    ``open(path, "wb")``. Permissions follow the umask, as ``open``'s. Not seekable."""
+    f = None
+    if fcntl is not None and hasattr(os, "O_DIRECT"):
+        try:
+            f = _UncachedFile(path)
+        except OSError as e:  # a file system without O_DIRECT (tmpfs) refuses it at open
+            if e.errno != errno.EINVAL:
+                raise
+    if f is None:
+        with open(path, "wb") as plain:
+            yield plain
+        return
+    try:
+        yield f
+    except BaseException:
+        f.close(complete=False)
+        raise
+    f.close()
 
 
 def _umask() -> int:

@@ -86,9 +86,12 @@ class QuadraticProblem:
     # --- files ----------------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the ``.npz`` format described in the module docstring."""
+        """Write the ``.npz`` format described in the module docstring, around the page cache
+        where the file system allows it (``outputs.uncached_file``: at d = 10^7, 560 MB)."""
+        from .outputs import uncached_file
+
         arrays = {"mu": self.mu, "sigma": self.sigma, **self.hessian.named_arrays()}
-        with open(path, "wb") as f:
+        with uncached_file(path) as f:
             np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy stub: mypy matches **dict against allow_pickle: bool
 
     @classmethod
@@ -212,19 +215,28 @@ def surge_problem(
     if dense:
         check_dense_dim(d)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5E7]))
-    s = rng.choice([-1.0, 1.0], size=d)
-    # U's uniforms are the stream's words after the 3 d of sigma, mu and h (one 64-bit word per
-    # double): drawn in a thread from a copy of the generator advanced past those, beside them
+    # U's uniforms are the stream's words after those of the signs (NumPy draws them as 32-bit
+    # halves: ceil(d / 2) words) and the 3 d of sigma, mu and h (one word per double): drawn in a
+    # thread, beside those, by a copy of the generator advanced to where they end; checked there
+    # (a NumPy that draws the signs otherwise: U is drawn then, in turn, from the stream itself)
+    ahead = _advanced(rng, -(-d // 2) + 3 * d)
+    start = ahead.bit_generator.state["state"]
     with ThreadPoolExecutor(max_workers=1) as pool:
-        drawn = pool.submit(_advanced(rng, 3 * d).uniform, 0.5, 1.0, (d, rank))
+        drawn = pool.submit(ahead.uniform, 0.5, 1.0, (d, rank))
+        s = rng.choice([-1.0, 1.0], size=d)
         sigma = _exp_uniform(rng, 0.5, 2.0, d)
         mu = _exp_uniform(rng, snr[0], snr[1], d)  # r = |mu| / sigma
         mu *= s
         mu *= sigma
         h = _exp_uniform(rng, curvature[0], curvature[1], d)
-        U = drawn.result()
-    U *= (s * (coupling / np.sqrt(rank)))[:, None]  # = U * s * c (s = +-1: one pass, the same rounding)
-    del s
+        scale = s * (coupling / np.sqrt(rank))
+        del s
+        U = drawn.result() if rng.bit_generator.state["state"] == start else rng.uniform(0.5, 1.0, (d, rank))
+        # U *= scale[:, None] (= U * s * c; s = +-1: one pass, the same rounding), in halves at once
+        top = pool.submit(np.multiply, U[: d // 2], scale[: d // 2, None], out=U[: d // 2])
+        U[d // 2 :] *= scale[d // 2 :, None]
+        top.result()
+    del scale
     target = noise_batch_size if noise_batch_size is not None else NOISE_BATCH_SIZE if d > 1000 else None
     if target is not None:
         U *= np.sqrt(_coupling_for(target, mu, sigma, h, U))

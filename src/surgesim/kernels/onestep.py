@@ -86,15 +86,28 @@ def sign_thresholds(B: float, mu: np.ndarray, sigma: np.ndarray) -> tuple[np.nda
     """For the SIGN sampler: (threshold, rare) with P(V_i = rare_i) = Phi(-|x_i|) = word < threshold.
 
     x_i = sqrt(B) mu_i / sigma_i; rare_i = -sign(x_i) (-1 where x_i = 0, with probability 1/2).
+    Computed in blocks (no float64 temporaries of size d), on Numba's thread count at once (SciPy
+    and NumPy release the GIL; each value is elementwise, so the same whatever the threads).
     """
     mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
     thr = np.empty(mu.shape[0], dtype=np.uint64)
     rare = np.empty(mu.shape[0], dtype=np.float32)
-    for s in range(0, mu.shape[0], 1 << 16):  # in blocks: no float64 temporaries of size d
-        x = np.sqrt(float(B)) * (mu[s : s + (1 << 16)] / sigma[s : s + (1 << 16)])
+
+    def block(s: int) -> None:
+        x = np.sqrt(float(B)) * (mu[s : s + _THRESHOLD_BLOCK] / sigma[s : s + _THRESHOLD_BLOCK])
         thr[s : s + x.size] = _thresholds(special.ndtr(-np.abs(x)))
         rare[s : s + x.size] = np.where(x >= 0, -1.0, 1.0)
+
+    starts = range(0, mu.shape[0], _THRESHOLD_BLOCK)
+    if len(starts) == 1:
+        block(0)
+    else:
+        with ThreadPoolExecutor(min(len(starts), numba.get_num_threads())) as pool:
+            list(pool.map(block, starts))
     return thr, rare
+
+
+_THRESHOLD_BLOCK = 1 << 16
 
 
 @jit
