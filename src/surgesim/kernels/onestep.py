@@ -67,6 +67,7 @@ LEAF = 1024  # coordinates per partial sum: fixes the order of every float64 sum
 BLOCK = 4096  # default coordinates per cache block in trial_moments (~70 bytes each: fits in L2)
 _PASS_MAX = 64  # most trials that share one pass over the coordinate blocks
 DENSE_BLOCK = 2048  # rows per sgemm in quad_rows_f32; dense b is computed in aligned blocks
+_THRESHOLD_BLOCK = 1 << 16  # coordinates per block (one thread's task) in sign_thresholds
 
 
 @jit
@@ -105,9 +106,6 @@ def sign_thresholds(B: float, mu: np.ndarray, sigma: np.ndarray) -> tuple[np.nda
         with ThreadPoolExecutor(min(len(starts), numba.get_num_threads())) as pool:
             list(pool.map(block, starts))
     return thr, rare
-
-
-_THRESHOLD_BLOCK = 1 << 16
 
 
 @jit
